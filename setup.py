@@ -1,0 +1,36 @@
+"""Builds streampi's Cython kernels; all metadata lives in pyproject.toml."""
+
+import os
+import shutil
+import sys
+import sysconfig
+
+from setuptools import Extension, setup
+
+
+def _check_compiler() -> None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None and shutil.which("cc") is None:
+        sys.exit(
+            "streampi: no C compiler found, which the preprocessing kernels need.\n"
+            "  On Debian / Raspberry Pi OS: sudo apt-get install build-essential python3-dev\n"
+            "  Then run the install again."
+        )
+
+
+if any(cmd in sys.argv for cmd in ("build_ext", "bdist_wheel", "install", "develop", "editable_wheel")):
+    _check_compiler()
+
+from Cython.Build import cythonize  # noqa: E402
+
+extra = ["-O3"]
+if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's own CPU
+    extra.append("-march=native")
+
+setup(
+    ext_modules=cythonize(
+        [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], extra_compile_args=extra)],
+        compiler_directives={"language_level": 3},
+        annotate=bool(os.environ.get("STREAMPI_ANNOTATE")),
+    ),
+)

@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython). Import them through :mod:`streampi.preprocess`."""

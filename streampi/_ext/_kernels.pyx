@@ -1,0 +1,428 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Fused colour conversion + resize + normalise/quantize, one pass, no GIL.
+
+The hot loop only: arguments are validated by ``streampi/preprocess.py``, which is the
+documented API. Each source row is read once (converted from YUV/gray when needed), resampled
+horizontally, combined vertically, and written through a per-channel 256-entry lookup table
+(the normalisation and quantization of a uint8 value) straight into the output slot.
+
+Arithmetic follows OpenCV so that results can be checked against it: bilinear uses 11-bit
+fixed-point weights and OpenCV's vector rounding; area averaging uses float32 weight tables;
+YUV 4:2:0 → RGB uses BT.601 fixed-point coefficients with 20 fractional bits.
+"""
+
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+from libc.math cimport floor, ceil, lrintf
+from libc.stdint cimport uint8_t, int32_t, int64_t
+
+cdef extern from *:
+    # restrict-qualified pointers: lets the C compiler vectorise loops that read one row and
+    # write another without run-time alias checks
+    ctypedef uint8_t* u8_out "uint8_t * __restrict__"
+    ctypedef const uint8_t* u8_in "const uint8_t * __restrict__"
+
+cdef enum:
+    FMT_RGB = 0
+    FMT_BGR = 1
+    FMT_RGBA = 2
+    FMT_BGRA = 3
+    FMT_GRAY = 4
+    FMT_I420 = 5
+    FMT_NV12 = 6
+
+FORMAT_CODES = {"rgb": FMT_RGB, "bgr": FMT_BGR, "rgba": FMT_RGBA, "bgra": FMT_BGRA,
+                "gray": FMT_GRAY, "i420": FMT_I420, "nv12": FMT_NV12}
+
+# BT.601 limited range (as OpenCV's COLOR_YUV2RGB_I420) and full range (JFIF), Q20.
+cdef int SHIFT = 20
+cdef int[5] LIMITED = [1220542, 1673527, -852492, -409993, 2116026]   # CY, CVR, CVG, CUG, CUB
+cdef int[5] FULL = [1048576, 1470104, -748830, -360857, 1858077]
+
+ctypedef struct Source:
+    const uint8_t* data
+    int fmt
+    int w
+    int h
+    int cx
+    int cy
+    int cw
+    int ch
+    int out_c
+    int src_ps       # bytes per pixel of packed formats
+    int ps           # pixel stride of the rows fetch() returns
+    int off[3]       # channel offsets (in model channel order) within those rows
+    int direct       # rows are read in place, no conversion
+    int full_range
+    uint8_t* buf     # conversion buffer, cw * out_c bytes
+
+
+cdef inline uint8_t sat8(int v) noexcept nogil:
+    return <uint8_t>(0 if v < 0 else (255 if v > 255 else v))
+
+
+cdef inline int max0(int v) noexcept nogil:
+    return v if v > 0 else 0
+
+
+cdef inline void yuv_pixel(int y, int u, int v, int yoff, const int* k, uint8_t* o, int plane) noexcept nogil:
+    cdef int uu = u - 128, vv = v - 128
+    cdef int yy = max0(y - yoff) * k[0]
+    o[0] = sat8((yy + (1 << 19) + k[1] * vv) >> SHIFT)
+    o[plane] = sat8((yy + (1 << 19) + k[2] * vv + k[3] * uu) >> SHIFT)
+    o[2 * plane] = sat8((yy + (1 << 19) + k[4] * uu) >> SHIFT)
+
+
+cdef void yuv_pairs(u8_in Y, u8_in U, u8_in V, int step, int n, int yoff,
+                    const int* k, u8_out R, u8_out G, u8_out B) noexcept nogil:
+    """Convert ``n`` pixel pairs that each share one chroma sample into planar R, G, B rows
+    (planar stores keep this loop vectorisable)."""
+    cdef int i, uu, vv, ruv, guv, buv, y0, y1
+    cdef int cy = k[0], cvr = k[1], cvg = k[2], cug = k[3], cub = k[4]
+    if step == 1:
+        for i in range(n):
+            uu = U[i] - 128
+            vv = V[i] - 128
+            ruv = (1 << 19) + cvr * vv
+            guv = (1 << 19) + cvg * vv + cug * uu
+            buv = (1 << 19) + cub * uu
+            y0 = max0(Y[2 * i] - yoff) * cy
+            y1 = max0(Y[2 * i + 1] - yoff) * cy
+            R[2 * i] = sat8((y0 + ruv) >> 20)
+            R[2 * i + 1] = sat8((y1 + ruv) >> 20)
+            G[2 * i] = sat8((y0 + guv) >> 20)
+            G[2 * i + 1] = sat8((y1 + guv) >> 20)
+            B[2 * i] = sat8((y0 + buv) >> 20)
+            B[2 * i + 1] = sat8((y1 + buv) >> 20)
+        return
+    for i in range(n):
+        uu = U[2 * i] - 128
+        vv = V[2 * i] - 128
+        ruv = (1 << 19) + cvr * vv
+        guv = (1 << 19) + cvg * vv + cug * uu
+        buv = (1 << 19) + cub * uu
+        y0 = max0(Y[2 * i] - yoff) * cy
+        y1 = max0(Y[2 * i + 1] - yoff) * cy
+        R[2 * i] = sat8((y0 + ruv) >> 20)
+        R[2 * i + 1] = sat8((y1 + ruv) >> 20)
+        G[2 * i] = sat8((y0 + guv) >> 20)
+        G[2 * i + 1] = sat8((y1 + guv) >> 20)
+        B[2 * i] = sat8((y0 + buv) >> 20)
+        B[2 * i + 1] = sat8((y1 + buv) >> 20)
+
+
+cdef const uint8_t* fetch(Source* s, int y) noexcept nogil:
+    """Row ``y`` of the crop, as ``cw`` pixels at stride ``s.ps``."""
+    cdef int row = s.cy + y
+    cdef int x, r, b, yoff, step, npairs
+    cdef const uint8_t* p
+    cdef const uint8_t* Y
+    cdef const uint8_t* U
+    cdef const uint8_t* V
+    cdef uint8_t* o = s.buf
+    cdef const int* k
+    if s.direct:
+        return s.data + (<int64_t>row * s.w + s.cx) * s.src_ps
+    if s.fmt == FMT_I420 or s.fmt == FMT_NV12:
+        if s.full_range:
+            k = FULL
+            yoff = 0
+        else:
+            k = LIMITED
+            yoff = 16
+        Y = s.data + <int64_t>row * s.w + s.cx
+        if s.out_c == 1:
+            return Y  # gray from YUV is the luma plane as it is (as OpenCV's YUV2GRAY)
+        if s.fmt == FMT_I420:
+            U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * (s.w >> 1)
+            V = U + <int64_t>(s.w >> 1) * (s.h >> 1)
+            step = 1
+        else:
+            U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * s.w
+            V = U + 1
+            step = 2
+        # pixels come in pairs that share one chroma sample; an odd crop start or end
+        # leaves a single pixel at either side
+        # the row is returned planar: R at o, G at o + cw, B at o + 2 cw
+        x = 0
+        if s.cx & 1:
+            yuv_pixel(Y[0], U[(s.cx >> 1) * step], V[(s.cx >> 1) * step], yoff, k, o, s.cw)
+            x = 1
+        U = U + ((s.cx + x) >> 1) * step
+        V = V + ((s.cx + x) >> 1) * step
+        npairs = (s.cw - x) >> 1
+        yuv_pairs(Y + x, U, V, step, npairs, yoff, k, o + x, o + s.cw + x, o + 2 * s.cw + x)
+        x = x + 2 * npairs
+        if x < s.cw:
+            yuv_pixel(Y[x], U[npairs * step], V[npairs * step], yoff, k, o + x, s.cw)
+        return o
+    # packed colour → one gray channel (OpenCV's RGB2GRAY weights, Q15)
+    p = s.data + (<int64_t>row * s.w + s.cx) * s.src_ps
+    if s.fmt == FMT_BGR or s.fmt == FMT_BGRA:
+        r, b = 2, 0
+    else:
+        r, b = 0, 2
+    for x in range(s.cw):
+        o[x] = <uint8_t>((p[r] * 9798 + p[1] * 19235 + p[b] * 3735 + 16384) >> 15)
+        p += s.src_ps
+    return o
+
+
+cdef void emit(const uint8_t* row, int n, int c, int itemsize, const uint8_t* lut,
+               uint8_t* out) noexcept nogil:
+    """Write ``n`` pixels of ``c`` channels through the per-channel LUT."""
+    cdef int i, j
+    cdef const float* flut = <const float*>lut
+    cdef float* fout = <float*>out
+    if itemsize == 1:
+        if c == 3:
+            for i in range(n):
+                out[3 * i] = lut[row[3 * i]]
+                out[3 * i + 1] = lut[256 + row[3 * i + 1]]
+                out[3 * i + 2] = lut[512 + row[3 * i + 2]]
+        else:
+            for i in range(n):
+                out[i] = lut[row[i]]
+    else:
+        for i in range(n):
+            for j in range(c):
+                fout[c * i + j] = flut[256 * j + row[c * i + j]]
+
+
+cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int* a1,
+                       bint clamp_weights) noexcept nogil:
+    """OpenCV's INTER_LINEAR source indices and Q11 weights (half-pixel centres).
+
+    Outside the image OpenCV clamps columns together with their weights, but rows by index
+    only (the weights stay as computed): ``clamp_weights`` picks which."""
+    cdef double scale = 1.0 / (<double>dsize / ssize)
+    cdef float f
+    cdef int d, sx
+    for d in range(dsize):
+        f = <float>((d + 0.5) * scale - 0.5)
+        sx = <int>floor(f)
+        f -= sx
+        if clamp_weights:
+            if sx < 0:
+                f = 0
+                sx = 0
+            if sx >= ssize - 1:
+                f = 0
+                sx = ssize - 1
+        ofs0[d] = min(max(sx, 0), ssize - 1)
+        ofs1[d] = min(max(sx + 1, 0), ssize - 1)
+        a0[d] = <int>lrintf((1.0 - f) * 2048.0)
+        a1[d] = <int>lrintf(f * 2048.0)
+
+
+cdef void hline(const uint8_t* p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
+                const int* a0, const int* a1, int32_t* h) noexcept nogil:
+    cdef int x, j, i0, i1
+    for x in range(dw):
+        i0 = x0[x] * ps
+        i1 = x1[x] * ps
+        for j in range(c):
+            h[c * x + j] = p[i0 + off[j]] * a0[x] + p[i1 + off[j]] * a1[x]
+
+
+cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
+                       const uint8_t* lut) noexcept nogil:
+    cdef int c = s.out_c, n = dw * c
+    cdef int* xi = <int*>malloc(sizeof(int) * 4 * dw)
+    cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
+    cdef int32_t* hb = <int32_t*>malloc(sizeof(int32_t) * 2 * n)
+    cdef uint8_t* row = <uint8_t*>malloc(n)
+    cdef int rows[2]
+    cdef int32_t* H0
+    cdef int32_t* H1
+    cdef int dy, i, sy, slot, want, b0, b1, v
+    if xi == NULL or yi == NULL or hb == NULL or row == NULL:
+        free(xi); free(yi); free(hb); free(row)
+        return -1
+    linear_coeffs(s.cw, dw, xi, xi + dw, xi + 2 * dw, xi + 3 * dw, True)
+    linear_coeffs(s.ch, dh, yi, yi + dh, yi + 2 * dh, yi + 3 * dh, False)
+    rows[0] = -1
+    rows[1] = -1
+    for dy in range(dh):
+        # bring source rows yi[dy] and yi[dh+dy] into the two cached slots
+        for i in range(2):
+            want = yi[i * dh + dy]
+            if rows[0] != want and rows[1] != want:
+                slot = 0 if (rows[0] != yi[dy] and rows[0] != yi[dh + dy]) else 1
+                hline(fetch(s, want), s.ps, s.off, c, dw, xi, xi + dw, xi + 2 * dw, xi + 3 * dw, hb + slot * n)
+                rows[slot] = want
+        H0 = hb if rows[0] == yi[dy] else hb + n
+        H1 = hb if rows[0] == yi[dh + dy] else hb + n
+        b0 = yi[2 * dh + dy]
+        b1 = yi[3 * dh + dy]
+        for i in range(n):
+            # OpenCV's vectorised rounding: ((S0>>4)*b0>>16) + ((S1>>4)*b1>>16), then (+2)>>2
+            v = (((((H0[i] >> 4) * b0) >> 16) + (((H1[i] >> 4) * b1) >> 16) + 2) >> 2)
+            row[i] = sat8(v)
+        emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
+    free(xi); free(yi); free(hb); free(row)
+    return 0
+
+
+cdef int area_tab(int ssize, int dsize, int* start, int* idx, float* alpha) noexcept nogil:
+    """OpenCV's INTER_AREA weight table: for dst d, entries start[d]..start[d+1]."""
+    cdef double scale = <double>ssize / dsize
+    cdef double f1, f2, cell
+    cdef int d, s1, s2, sx, k = 0
+    for d in range(dsize):
+        start[d] = k
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = scale if scale < ssize - f1 else ssize - f1
+        s1 = <int>ceil(f1)
+        s2 = <int>floor(f2)
+        if s2 > ssize - 1:
+            s2 = ssize - 1
+        if s1 > s2:
+            s1 = s2
+        if s1 - f1 > 1e-3:
+            idx[k] = s1 - 1
+            alpha[k] = <float>((s1 - f1) / cell)
+            k += 1
+        for sx in range(s1, s2):
+            idx[k] = sx
+            alpha[k] = <float>(1.0 / cell)
+            k += 1
+        if f2 - s2 > 1e-3:
+            idx[k] = s2
+            alpha[k] = <float>(min(min(f2 - s2, 1.0), cell) / cell)
+            k += 1
+    start[dsize] = k
+    return k
+
+
+cdef void hline_area(const uint8_t* p, int ps, const int* off, int c, int dw, const int* start,
+                     const int* idx, const float* alpha, float* h) noexcept nogil:
+    cdef int x, k, i
+    cdef float s0, s1, s2, a
+    if c == 3:
+        for x in range(dw):
+            s0 = 0
+            s1 = 0
+            s2 = 0
+            for k in range(start[x], start[x + 1]):
+                i = idx[k] * ps
+                a = alpha[k]
+                s0 = s0 + p[i + off[0]] * a
+                s1 = s1 + p[i + off[1]] * a
+                s2 = s2 + p[i + off[2]] * a
+            h[3 * x] = s0
+            h[3 * x + 1] = s1
+            h[3 * x + 2] = s2
+    else:
+        for x in range(dw):
+            s0 = 0
+            for k in range(start[x], start[x + 1]):
+                s0 = s0 + p[idx[k] * ps + off[0]] * alpha[k]
+            h[x] = s0
+
+
+cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
+                     const uint8_t* lut) noexcept nogil:
+    cdef int c = s.out_c, n = dw * c
+    cdef int nx = s.cw + dw + 2, ny = s.ch + dh + 2
+    cdef int* xs = <int*>malloc(sizeof(int) * (dw + 1 + nx))
+    cdef float* xa = <float*>malloc(sizeof(float) * nx)
+    cdef int* ys = <int*>malloc(sizeof(int) * (dh + 1 + ny))
+    cdef float* ya = <float*>malloc(sizeof(float) * ny)
+    cdef float* h = <float*>malloc(sizeof(float) * 2 * n)
+    cdef uint8_t* row = <uint8_t*>malloc(n)
+    cdef float* acc
+    cdef int dy, k, i, sy, last = -1
+    cdef float b
+    if xs == NULL or xa == NULL or ys == NULL or ya == NULL or h == NULL or row == NULL:
+        free(xs); free(xa); free(ys); free(ya); free(h); free(row)
+        return -1
+    acc = h + n
+    area_tab(s.cw, dw, xs, xs + dw + 1, xa)
+    area_tab(s.ch, dh, ys, ys + dh + 1, ya)
+    for dy in range(dh):
+        for k in range(ys[dy], ys[dy + 1]):
+            sy = ys[dh + 1 + k]
+            if sy != last:
+                hline_area(fetch(s, sy), s.ps, s.off, c, dw, xs, xs + dw + 1, xa, h)
+                last = sy
+            b = ya[k]
+            if k == ys[dy]:
+                for i in range(n):
+                    acc[i] = b * h[i]
+            else:
+                for i in range(n):
+                    acc[i] = acc[i] + b * h[i]
+        for i in range(n):
+            row[i] = sat8(<int>lrintf(acc[i]))
+        emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
+    free(xs); free(xa); free(ys); free(ya); free(h); free(row)
+    return 0
+
+
+def resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
+                    int cx, int cy, int cw, int ch,
+                    uint8_t[::1] out, int out_w, int out_h, int out_c, int itemsize,
+                    int dx0, int dy0, int dw, int dh,
+                    const uint8_t[::1] lut, const uint8_t[::1] pad,
+                    bint swap_rb, bint full_range, bint area):
+    """Convert, resize and quantize one frame into ``out`` (the raw bytes of one slot).
+
+    Trusts its arguments (see ``streampi.preprocess``): ``src`` holds a ``src_w × src_h``
+    frame of format ``fmt``; the crop ``(cx, cy, cw, ch)`` of it is resampled into the
+    rectangle ``(dx0, dy0, dw, dh)`` of an ``out_h × out_w × out_c`` slot of ``itemsize``-byte
+    elements; the rest of the slot is filled with ``pad`` (one element per channel).
+    ``lut`` maps each channel's uint8 value to an output element.
+    """
+    cdef Source s
+    cdef int i, rc = 0, pixel = out_c * itemsize
+    cdef int out_stride = out_w * pixel
+    cdef uint8_t* o = &out[0]
+    cdef bint covers = dx0 == 0 and dy0 == 0 and dw == out_w and dh == out_h
+    s.data = &src[0]
+    s.fmt = fmt
+    s.w, s.h = src_w, src_h
+    s.cx, s.cy, s.cw, s.ch = cx, cy, cw, ch
+    s.out_c = out_c
+    s.full_range = full_range
+    s.src_ps = 3 if fmt in (FMT_RGB, FMT_BGR) else (4 if fmt in (FMT_RGBA, FMT_BGRA) else 1)
+    s.buf = NULL
+    if fmt == FMT_GRAY:
+        s.direct, s.ps = 1, 1
+        s.off[0] = s.off[1] = s.off[2] = 0
+    elif out_c == 1 and (fmt == FMT_I420 or fmt == FMT_NV12):
+        s.direct, s.ps = 0, 1  # fetch() hands out the luma row in place
+        s.off[0] = s.off[1] = s.off[2] = 0
+    elif out_c == 1:
+        s.direct, s.ps = 0, 1
+        s.off[0] = s.off[1] = s.off[2] = 0
+    elif fmt == FMT_I420 or fmt == FMT_NV12:
+        s.direct, s.ps = 0, 1  # planar rows, see fetch()
+        s.off[0], s.off[1], s.off[2] = 0, cw, 2 * cw
+    else:
+        s.direct, s.ps = 1, s.src_ps
+        if fmt == FMT_BGR or fmt == FMT_BGRA:
+            s.off[0], s.off[1], s.off[2] = 2, 1, 0
+        else:
+            s.off[0], s.off[1], s.off[2] = 0, 1, 2
+    if swap_rb and out_c == 3:
+        s.off[0], s.off[2] = s.off[2], s.off[0]
+    with nogil:
+        if not s.direct:
+            s.buf = <uint8_t*>malloc(<size_t>cw * out_c)
+            if s.buf == NULL:
+                rc = -1
+        if s.direct or s.buf != NULL:
+            if not covers:
+                for i in range(out_w * out_h):
+                    memcpy(o + <int64_t>i * pixel, &pad[0], pixel)
+            o = o + <int64_t>dy0 * out_stride + <int64_t>dx0 * pixel
+            if area:
+                rc = resize_area(&s, dw, dh, o, out_stride, itemsize, &lut[0])
+            else:
+                rc = resize_linear(&s, dw, dh, o, out_stride, itemsize, &lut[0])
+        free(s.buf)
+    if rc != 0:
+        raise MemoryError("streampi kernel: out of memory for row buffers")

@@ -1,0 +1,318 @@
+"""Turn a camera frame into a model input tensor in one pass.
+
+:class:`Preprocessor` is built once per model (it precomputes the normalisation and
+quantization lookup table) and then called for every frame; it validates the frame,
+picks the geometry and the resampling method, and runs the fused Cython kernel in
+``streampi/_ext/_kernels.pyx``, which writes straight into a caller-provided slot (one row
+of the batch tensor) without holding the GIL.
+
+Formats: ``rgb``, ``bgr``, ``rgba``, ``bgra`` (alpha dropped), ``gray``, ``i420`` and
+``nv12`` (YUV 4:2:0, BT.601 limited range unless ``full_range``), and ``jpeg`` (decoded by
+simplejpeg, scaled down at decode time when the frame is far larger than the input).
+
+Geometry (``resize``): ``stretch`` the whole frame to the input; ``letterbox`` keeps the
+aspect ratio and pads with ``pad``; ``crop`` takes the largest centred region of the
+input's aspect ratio. Each call returns the :class:`Transform` that maps input-tensor
+coordinates back to frame coordinates.
+
+Resampling (``interpolation``): ``linear`` (bilinear, half-pixel centres, as
+``cv2.INTER_LINEAR``), ``area`` (as ``cv2.INTER_AREA``), or ``auto``: area when the frame
+shrinks by more than 2× on an axis (so 1080p frames do not alias), else linear.
+
+Values: the resampled uint8 value ``x`` of channel ``c`` becomes ``(x/255 - mean[c]) /
+std[c]``, then for int8/uint8 inputs ``round(v / scale) + zero_point`` (round half away from
+zero, saturated), for float32 inputs ``v`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import FrameError
+
+try:
+    from ._ext import _kernels
+except ImportError as exc:  # pragma: no cover - a broken install
+    raise ImportError(
+        "streampi's compiled kernels are missing; reinstall with `pip install .` "
+        "(needs a C compiler: apt-get install build-essential python3-dev)"
+    ) from exc
+
+RAW_FORMATS = ("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")
+FORMATS = RAW_FORMATS + ("jpeg",)
+BYTES_PER_PIXEL = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "gray": 1}
+INTERPOLATIONS = ("auto", "linear", "area")
+#: Largest frame accepted, in pixels (a JPEG header claiming more is refused before decoding).
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+def frame_nbytes(fmt: str, width: int, height: int) -> int:
+    """Bytes of a tightly packed raw frame."""
+    if fmt in ("i420", "nv12"):
+        return width * height + 2 * ((width // 2) * (height // 2))
+    return width * height * BYTES_PER_PIXEL[fmt]
+
+
+def check_raw_size(fmt: str, width: Any, height: Any, nbytes: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise :class:`FrameError` unless a raw frame's size and byte count agree."""
+    if fmt not in RAW_FORMATS:
+        raise FrameError(f"unknown raw format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    for name, v in (("width", width), ("height", height)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise FrameError(f"{name} must be an integer, got {type(v).__name__}")
+        if v <= 0:
+            raise FrameError(f"{name} must be positive, got {v}")
+    if width * height > max_pixels:
+        raise FrameError(f"frame of {width}×{height} exceeds the limit of {max_pixels} pixels")
+    if fmt in ("i420", "nv12") and (width % 2 or height % 2):
+        raise FrameError(f"{fmt} frames need an even width and height, got {width}×{height}")
+    want = frame_nbytes(fmt, width, height)
+    if nbytes != want:
+        raise FrameError(f"{fmt} frame of {width}×{height} needs {want} bytes, got {nbytes}")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How input-tensor coordinates relate to frame coordinates.
+
+    ``x_input = (x_frame - crop_x) * scale_x + offset_x`` (and the same for y).
+    """
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+    crop_x: int = 0
+    crop_y: int = 0
+
+    def to_frame(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """Map input-tensor coordinates (pixels) back to frame pixels."""
+        return ((np.asarray(x) - self.offset_x) / self.scale_x + self.crop_x,
+                (np.asarray(y) - self.offset_y) / self.scale_y + self.crop_y)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"scale_x": self.scale_x, "scale_y": self.scale_y, "offset_x": self.offset_x,
+                "offset_y": self.offset_y, "crop_x": self.crop_x, "crop_y": self.crop_y}
+
+
+def round_half_away(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+def build_lut(dtype: Any, channels: int, mean: Sequence[float], std: Sequence[float],
+              scale: float = 0.0, zero_point: int = 0) -> np.ndarray:
+    """The ``(channels, 256)`` table that maps a uint8 value to the input element."""
+    dtype = np.dtype(dtype)
+    mean_a = np.broadcast_to(np.asarray(mean, np.float64), (channels,)) if len(mean) in (1, channels) else None
+    std_a = np.broadcast_to(np.asarray(std, np.float64), (channels,)) if len(std) in (1, channels) else None
+    if mean_a is None or std_a is None:
+        raise ValueError(f"mean and std need 1 or {channels} values")
+    x = np.arange(256, dtype=np.float64)[None, :] / 255.0
+    v = (x - mean_a[:, None]) / std_a[:, None]
+    if dtype == np.float32:
+        return v.astype(np.float32)
+    if dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        raise ValueError(f"unsupported output dtype {dtype}")
+    if not scale:
+        raise ValueError(f"a {dtype.name} input needs a quantization scale")
+    info = np.iinfo(dtype)
+    q = round_half_away(v / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _as_bytes(data: Any) -> np.ndarray:
+    """A flat uint8 view of a frame buffer (copying only when it is not contiguous)."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise FrameError(f"frame arrays must be uint8, got {data.dtype}")
+        return np.ascontiguousarray(data).reshape(-1)
+    try:
+        return np.frombuffer(data, np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise FrameError(f"frame data must be a bytes-like object or uint8 array, got {type(data).__name__}") from exc
+
+
+def _array_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
+    """(width, height) implied by a NumPy frame's shape."""
+    if fmt in ("i420", "nv12"):
+        if data.ndim != 2 or data.shape[0] % 3:
+            raise FrameError(f"{fmt} arrays must be (height*3/2, width), got shape {data.shape}")
+        return data.shape[1], data.shape[0] * 2 // 3
+    channels = BYTES_PER_PIXEL[fmt]
+    if channels == 1 and data.ndim == 2:
+        return data.shape[1], data.shape[0]
+    if data.ndim != 3 or data.shape[2] != channels:
+        raise FrameError(f"{fmt} arrays must be (height, width, {channels}), got shape {data.shape}")
+    return data.shape[1], data.shape[0]
+
+
+def geometry(mode: str, src_w: int, src_h: int, out_w: int, out_h: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """``(crop rect, destination rect)`` as ``(x, y, w, h)`` for a resize mode."""
+    if mode == "stretch":
+        return (0, 0, src_w, src_h), (0, 0, out_w, out_h)
+    if mode == "crop":
+        if src_w * out_h > src_h * out_w:  # frame is wider than the input
+            cw = max(1, round(src_h * out_w / out_h))
+            return ((src_w - cw) // 2, 0, cw, src_h), (0, 0, out_w, out_h)
+        ch = max(1, round(src_w * out_h / out_w))
+        return (0, (src_h - ch) // 2, src_w, ch), (0, 0, out_w, out_h)
+    if mode == "letterbox":
+        s = min(out_w / src_w, out_h / src_h)
+        dw, dh = max(1, min(out_w, round(src_w * s))), max(1, min(out_h, round(src_h * s)))
+        return (0, 0, src_w, src_h), ((out_w - dw) // 2, (out_h - dh) // 2, dw, dh)
+    raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def choose_area(interpolation: str, cw: int, ch: int, dw: int, dh: int) -> bool:
+    if interpolation == "linear":
+        return False
+    if interpolation == "area":
+        return cw >= dw and ch >= dh
+    return cw >= dw and ch >= dh and (cw > 2 * dw or ch > 2 * dh)
+
+
+class Preprocessor:
+    """Frame → input-slot converter for one model input.
+
+    Parameters
+    ----------
+    shape : ``(height, width, channels)`` of one input (channels 1 or 3).
+    dtype : the input dtype: int8, uint8 or float32.
+    scale, zero_point : the input's quantization (ignored for float32).
+    mean, std : normalisation ``(x/255 - mean)/std``, one value or one per channel.
+    channels : ``"rgb"`` or ``"bgr"``, the channel order the model expects.
+    resize : ``"stretch"``, ``"letterbox"`` or ``"crop"``.
+    pad : letterbox padding, as a pixel value 0..255 (normalised like pixels).
+    interpolation : ``"auto"``, ``"linear"`` or ``"area"``.
+    full_range : YUV input uses full-range (JFIF) instead of BT.601 limited range.
+    max_pixels : frames (and JPEG headers) larger than this are refused.
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any, *, scale: float = 0.0, zero_point: int = 0,
+                 mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,), channels: str = "rgb",
+                 resize: str = "stretch", pad: int = 0, interpolation: str = "auto", full_range: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        h, w, c = (int(v) for v in shape)
+        if h < 1 or w < 1 or c not in (1, 3):
+            raise ValueError(f"input shape must be (height, width, 1 or 3), got {tuple(shape)}")
+        if channels not in ("rgb", "bgr"):
+            raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+        if resize not in ("stretch", "letterbox", "crop"):
+            raise ValueError(f"resize must be stretch, letterbox or crop, got {resize!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        self.shape = (h, w, c)
+        self.dtype = np.dtype(dtype)
+        self.lut = build_lut(self.dtype, c, tuple(mean), tuple(std), scale, zero_point)
+        self._lut_bytes = np.ascontiguousarray(self.lut).view(np.uint8).reshape(-1)
+        self._pad_bytes = np.ascontiguousarray(self.lut[:, int(pad)]).view(np.uint8).reshape(-1)
+        self.channels, self.resize, self.interpolation = channels, resize, interpolation
+        self.full_range, self.max_pixels = bool(full_range), int(max_pixels)
+
+    @classmethod
+    def for_model(cls, model: Any, config: Any = None, **kwargs: Any) -> "Preprocessor":
+        """Build from a :class:`streampi.model.Model` and a :class:`streampi.config.ModelConfig`."""
+        spec = model.input
+        if config is not None:
+            kwargs = {"mean": config.mean, "std": config.std, "channels": config.channels,
+                      "resize": config.resize, "pad": config.pad, **kwargs}
+        return cls(model.image_input(), spec.dtype, scale=spec.scale, zero_point=spec.zero_point, **kwargs)
+
+    def new_slot(self, n: int | None = None) -> np.ndarray:
+        """A zeroed output array: one slot, or a batch of ``n``."""
+        return np.zeros(self.shape if n is None else (n, *self.shape), self.dtype)
+
+    def _check_out(self, out: np.ndarray) -> np.ndarray:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+        if out.shape != self.shape or out.dtype != self.dtype:
+            raise ValueError(f"out must have shape {self.shape} and dtype {self.dtype}, "
+                             f"got {out.shape} {out.dtype}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous (one slot of a batch tensor is)")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        return out.reshape(-1).view(np.uint8)
+
+    def __call__(self, data: Any, fmt: str, width: int | None = None, height: int | None = None,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, Transform]:
+        """Write the frame into ``out`` (a new slot when ``None``); return ``(out, transform)``.
+
+        ``data`` is a bytes-like object or a uint8 NumPy array (whose shape gives the size
+        when ``width``/``height`` are omitted). Raises :class:`FrameError` for bad frames.
+        """
+        if out is None:
+            out = self.new_slot()
+        raw_out = self._check_out(out)
+        fmt = str(fmt).lower()
+        if fmt == "jpeg":
+            return out, self._jpeg(data, raw_out)
+        if fmt not in RAW_FORMATS:
+            raise FrameError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        if width is None or height is None:
+            if not isinstance(data, np.ndarray):
+                raise FrameError(f"{fmt} frames given as bytes need a width and a height")
+            width, height = _array_size(data, fmt)
+        buf = _as_bytes(data)
+        check_raw_size(fmt, width, height, buf.size, self.max_pixels)
+        return out, self._run(buf, fmt, int(width), int(height), raw_out)
+
+    def _run(self, buf: np.ndarray, fmt: str, w: int, h: int, raw_out: np.ndarray) -> Transform:
+        oh, ow, oc = self.shape
+        (cx, cy, cw, ch), (dx, dy, dw, dh) = geometry(self.resize, w, h, ow, oh)
+        area = choose_area(self.interpolation, cw, ch, dw, dh)
+        _kernels.resize_quantize(buf, _kernels.FORMAT_CODES[fmt], w, h, cx, cy, cw, ch,
+                                 raw_out, ow, oh, oc, self.dtype.itemsize, dx, dy, dw, dh,
+                                 self._lut_bytes, self._pad_bytes, self.channels == "bgr",
+                                 self.full_range, area)
+        return Transform(dw / cw, dh / ch, float(dx), float(dy), cx, cy)
+
+    # -- JPEG ---------------------------------------------------------------------------
+    def jpeg_decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest decode size worth asking libjpeg for: at least twice the
+        resolution the model will sample from the frame (so area averaging still applies)."""
+        oh, ow, _ = self.shape
+        (cx, cy, cw, ch), (_, _, dw, dh) = geometry(self.resize, width, height, ow, oh)
+        return (min(width, -(-2 * dw * width // cw)), min(height, -(-2 * dh * height // ch)))
+
+    def _jpeg(self, data: Any, raw_out: np.ndarray) -> Transform:
+        import simplejpeg
+
+        if isinstance(data, np.ndarray):
+            data = data.reshape(-1).tobytes() if data.dtype == np.uint8 else None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise FrameError("JPEG frames must be bytes")
+        if len(data) < 4:
+            raise FrameError(f"not a JPEG: only {len(data)} bytes")
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise FrameError(f"not a valid JPEG: {exc}") from exc
+        if width <= 0 or height <= 0:
+            raise FrameError(f"JPEG header gives an empty size {width}×{height}")
+        if width * height > self.max_pixels:
+            raise FrameError(f"JPEG of {width}×{height} exceeds the limit of {self.max_pixels} pixels")
+        min_w, min_h = self.jpeg_decode_size(width, height)
+        colorspace = "GRAY" if self.shape[2] == 1 else "RGB"
+        try:
+            img = simplejpeg.decode_jpeg(data, colorspace=colorspace, min_width=min_w, min_height=min_h,
+                                         strict=True)
+        except ValueError as exc:
+            raise FrameError(f"corrupt JPEG: {exc}") from exc
+        dh, dw = img.shape[:2]
+        fmt = "gray" if colorspace == "GRAY" else "rgb"
+        t = self._run(np.ascontiguousarray(img).reshape(-1), fmt, dw, dh, raw_out)
+        # express the transform in the JPEG's full-resolution coordinates
+        fx, fy = dw / width, dh / height
+        return Transform(t.scale_x * fx, t.scale_y * fy, t.offset_x, t.offset_y,
+                         round(t.crop_x / fx), round(t.crop_y / fy))
+
+
+def preprocess(data: Any, fmt: str, shape: Sequence[int], dtype: Any = np.uint8, *,
+               width: int | None = None, height: int | None = None, out: np.ndarray | None = None,
+               **options: Any) -> tuple[np.ndarray, Transform]:
+    """One-shot form of :class:`Preprocessor` (builds the lookup table each call)."""
+    return Preprocessor(shape, dtype, **options)(data, fmt, width, height, out)
