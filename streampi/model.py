@@ -20,6 +20,29 @@ import numpy as np
 from .backends import Backend, get_backend
 from .errors import ModelError, ModelFileError, UnsupportedModelError, UnsupportedOpError
 
+#: Where the bundled models live (installed with the package).
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+#: The model the demo and ``streampi serve`` use when none is named.
+DEFAULT_MODEL = "shapes_int8"
+
+
+def bundled_model(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a bundled model by stem (``"shapes_int8"``, ``"mobilenet_v2_int8"``, ...)."""
+    path = BUNDLED_DIR / f"{name}.tflite"
+    if not path.is_file():
+        have = sorted(p.stem for p in BUNDLED_DIR.glob("*.tflite"))
+        raise ModelFileError(f"no bundled model {name!r}; bundled: {', '.join(have)}")
+    return path
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A path as given, or the bundled model of that name."""
+    p = Path(name_or_path)
+    if p.suffix == ".tflite" or p.exists() or "/" in str(name_or_path):
+        return p
+    return bundled_model(str(name_or_path))
+
+
 #: Input dtypes the preprocessing kernels can write.
 KERNEL_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float32))
 TFLITE_MAGIC = b"TFL3"
@@ -193,7 +216,8 @@ class Model:
     def input_view(self, i: int = 0) -> np.ndarray:
         """A writable NumPy view of input ``i``'s buffer inside the interpreter.
 
-        Valid until the next :meth:`resize_batch`; do not keep it across one.
+        Valid until the next :meth:`resize_batch`; drop it before :meth:`invoke` (the
+        interpreter refuses to run while a view of its buffers is alive).
         """
         return self._interp.tensor(self.inputs[i].index)()
 

@@ -16,8 +16,8 @@ neither users nor CI ever install it. What it writes:
   weights: the model doctor's examples of half-way quantization);
 * ``mobilenet_v2_int8.tflite`` a MobileNetV2-shaped int8 model (224×224×3, 1000 classes,
   random weights) for benchmarks;
-* ``custom_op.tflite`` a tiny model whose only op is a custom op no runtime knows, for
-  the error-path tests;
+* ``custom_op.tflite`` a tiny model whose only op is a custom op no runtime knows, and
+  ``vector_fixed_batch.tflite`` (a 1×4 float input, batch fixed), for the error-path tests;
 * a ``.json`` sidecar next to each model (normalisation, channel order, labels file) and
   ``shapes_labels.txt``; ``MODELS.md`` with sizes and measured accuracies.
 """
@@ -193,6 +193,11 @@ def make_custom_op(tf) -> None:
         code.builtinCode = code.deprecatedBuiltinCode = 32  # BuiltinOperator.CUSTOM
         code.customCode = b"StreampiNoSuchOp"
     write("custom_op.tflite", bytes(fbu.convert_object_to_bytearray(m)), None)
+
+    # a vector-input model with a fixed batch of 1 (not an image; batch not resizable)
+    fn = tf.function(lambda x: tf.nn.relu(x) * 2.0, input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    write("vector_fixed_batch.tflite", conv.convert(), None)
 
 
 def main() -> None:

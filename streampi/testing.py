@@ -1,0 +1,106 @@
+"""Helpers to run a server inside a test, a benchmark or the demo (real sockets, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from .client import Subscriber
+from .server import Server, ServerOptions
+
+
+class ServerThread:
+    """A :class:`~streampi.server.Server` on its own event loop in a background thread.
+
+    Binds ephemeral loopback ports unless told otherwise; ``frames`` and ``results`` are
+    the endpoints to connect to. Use as a context manager: leaving it stops the server
+    gracefully (every accepted frame answered) and re-raises a failure of the server.
+    """
+
+    def __init__(self, model: str = "shapes_int8", options: ServerOptions | None = None, **config: Any) -> None:
+        options = options or ServerOptions()
+        if options.bind == ServerOptions.bind:
+            options.bind = "tcp://127.0.0.1:*"
+        if options.publish == ServerOptions.publish:
+            options.publish = "tcp://127.0.0.1:*"
+        self.server = Server(model, options, **config)
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        async def go() -> None:
+            self._loop = asyncio.get_running_loop()
+            ready = asyncio.Event()
+            task = asyncio.ensure_future(self.server.serve(ready))
+            waiter = asyncio.ensure_future(ready.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            self._ready.set()
+            await task
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    def start(self) -> "ServerThread":
+        self._thread = threading.Thread(target=self._main, name="streampi-server", daemon=True)
+        self._thread.start()
+        self._ready.wait(120)
+        if self.error is not None:
+            raise self.error
+        self.frames, self.results = self.server.bound["bind"], self.server.bound["publish"]
+        return self
+
+    def stop(self, timeout: float = 60) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.server.stop)
+            self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def stats(self):
+        return self.server.stats
+
+
+def wait_subscribed(sub: Subscriber, frames_endpoint: str, timeout: float = 10.0) -> None:
+    """Block until ``sub`` receives results (ZeroMQ's PUB drops messages sent before a
+    subscription has reached it): sends malformed probes, answered on ``_errors``."""
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(frames_endpoint)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            push.send(b"\xc1probe")  # 0xc1 is never valid msgpack
+            try:
+                while True:
+                    r = sub.recv(timeout=0.1)
+                    if r.get("stream") == "_errors":
+                        _drain(sub)
+                        return
+            except TimeoutError:
+                continue
+        raise TimeoutError("the subscriber never received a result")
+    finally:
+        push.close()
+
+
+def _drain(sub: Subscriber) -> None:
+    try:
+        while True:
+            sub.recv(timeout=0.2)
+    except TimeoutError:
+        pass

@@ -1,0 +1,164 @@
+"""Backend contract tests on the bundled models (real interpreters, real files)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streampi import LABELS, Model, ShapesGenerator, bundled_model, load_config
+from streampi.backends import BACKEND_NAMES, available_backends, get_backend
+from streampi.errors import BackendUnavailable, ModelFileError, UnsupportedModelError, UnsupportedOpError
+from streampi.model import dequantize
+from streampi.preprocess import Preprocessor
+
+
+def test_backend_preference_and_forcing(monkeypatch):
+    assert get_backend().name == available_backends()[0].name == "litert"
+    monkeypatch.setenv("STREAMPI_BACKEND", "litert")
+    assert get_backend().name == "litert"
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        get_backend("onnx")
+
+
+def test_missing_backend_names_what_to_install():
+    missing = [b for b in BACKEND_NAMES if b not in {x.name for x in available_backends()}]
+    if not missing:
+        pytest.skip("every backend is installed here")
+    with pytest.raises(BackendUnavailable, match="pip install"):
+        get_backend(missing[0])
+
+
+def test_int8_specs():
+    m = Model(bundled_model("shapes_int8"))
+    spec = m.input
+    assert spec.shape == (1, 64, 64, 3) and spec.dtype == np.int8
+    assert spec.shape_signature[0] == -1 and m.batch_resizable
+    assert spec.scale == pytest.approx(2 / 255, rel=1e-3) and spec.zero_point == -1
+    out = m.outputs[0]
+    assert out.shape == (1, len(LABELS)) and out.dtype == np.int8 and out.quantized
+    assert m.image_input() == (64, 64, 3)
+    assert len(m.sha256) == 64
+    assert "CONV_2D" in m.ops()
+
+
+def test_float_and_uint8_specs():
+    f = Model(bundled_model("shapes_float32"))
+    assert f.input.dtype == np.float32 and not f.input.quantized
+    u = Model(bundled_model("shapes_uint8"))
+    assert u.input.dtype == np.uint8 and u.input.quantized
+
+
+def test_batch_resize_and_invoke():
+    m = Model(bundled_model("shapes_int8"), num_threads=2)
+    m.resize_batch(5)
+    view = m.input_view()
+    assert view.shape == (5, 64, 64, 3)
+    view[:] = 0
+    del view  # the interpreter refuses to run while a view of its buffers is alive
+    m.invoke()
+    (scores,) = m.outputs_float()
+    assert scores.shape == (5, 6) and scores.dtype == np.float32
+    assert np.allclose(scores.sum(axis=1), 1.0, atol=0.05)  # softmax, dequantized
+    with pytest.raises(ValueError):
+        m.resize_batch(0)
+
+
+def test_fixed_batch_cannot_resize():
+    m = Model(bundled_model("vector_fixed_batch"))
+    assert not m.batch_resizable
+    with pytest.raises(UnsupportedModelError, match="fixed"):
+        m.resize_batch(4)
+    with pytest.raises(UnsupportedModelError, match="NHWC"):
+        m.image_input()
+    out = m.run(np.array([[-1.0, 0.0, 1.0, 2.0]], np.float32))
+    assert np.allclose(out[0], [[0, 0, 2, 4]])
+
+
+def test_dequantize():
+    m = Model(bundled_model("shapes_int8"))
+    spec = m.outputs[0]
+    q = np.array([[-128, 0, 127]], np.int8)
+    assert np.allclose(dequantize(q, spec), (q.astype(np.float32) - spec.zero_point) * spec.scale)
+
+
+def _file(tmp_path, content):
+    if content is None:
+        return tmp_path / "nope.tflite"
+    if content == "dir":
+        return tmp_path
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "not found"),
+    ("dir", "not a file"),
+    (b"", "empty"),
+    (b"hello, I am not a model", "TFL3"),
+    (bundled_model().read_bytes()[:3000], "not a valid TFLite model"),
+])
+def test_bad_model_files(tmp_path, content, match):
+    with pytest.raises(ModelFileError, match=match):
+        Model(_file(tmp_path, content))
+
+
+def test_unresolved_custom_op_is_named():
+    with pytest.raises(UnsupportedOpError, match="StreampiNoSuchOp") as info:
+        Model(bundled_model("custom_op"))
+    assert info.value.op == "StreampiNoSuchOp"
+
+
+def test_missing_delegate_falls_back_to_cpu():
+    with pytest.warns(RuntimeWarning, match="running on the CPU"):
+        m = Model(bundled_model("shapes_int8"), delegates=[("libstreampi_no_such_delegate.so", {"k": "v"})])
+    assert m.delegate_errors and not m.delegates
+    m.set_input(np.zeros(m.input.shape, m.input.dtype))
+    m.invoke()
+
+
+def test_unknown_bundled_model():
+    with pytest.raises(ModelFileError, match="bundled"):
+        bundled_model("nope")
+
+
+def test_config_from_sidecar_and_embedded_labels(tmp_path):
+    cfg = load_config(bundled_model("shapes_int8"))
+    assert cfg.mean == (0.5,) and cfg.std == (0.5,) and cfg.labels == LABELS and cfg.top_k == 3
+    # labels embedded in the .tflite's zip are found without any sidecar
+    lone = tmp_path / "m.tflite"
+    lone.write_bytes(bundled_model("shapes_int8").read_bytes())
+    assert load_config(lone).labels == LABELS
+    assert load_config(bundled_model("shapes_float32")).labels == LABELS  # via the sidecar's file
+    assert load_config(lone, top_k=1, mean=[0.1, 0.2, 0.3]).mean == (0.1, 0.2, 0.3)
+
+
+def _accuracy(model_name: str, frames: np.ndarray, labels: np.ndarray) -> float:
+    m = Model(bundled_model(model_name))
+    cfg = load_config(m.path)
+    pre = Preprocessor.for_model(m, cfg)
+    m.resize_batch(len(frames))
+    batch = m.input_view()
+    for i, f in enumerate(frames):
+        pre(f, "rgb", out=batch[i])
+    del batch
+    m.invoke()
+    return float((m.outputs_float()[0].argmax(axis=1) == labels).mean())
+
+
+def test_int8_accuracy_on_fresh_frames():
+    """≥ 95 % and within 2 points of the float twin, on frames the model never saw."""
+    gen = ShapesGenerator(seed=20261124)
+    frames, labels = gen.batch(400, 64, 64)
+    acc8 = _accuracy("shapes_int8", frames, labels)
+    accf = _accuracy("shapes_float32", frames, labels)
+    accu = _accuracy("shapes_uint8", frames, labels)
+    print(f"accuracy int8 {acc8:.3f} float32 {accf:.3f} uint8 {accu:.3f}")
+    assert acc8 >= 0.95 and accu >= 0.95
+    assert abs(acc8 - accf) <= 0.02
+
+
+def test_accuracy_on_camera_sized_frames():
+    gen = ShapesGenerator(seed=99)
+    frames, labels = gen.batch(100, 320, 240)
+    assert _accuracy("shapes_int8", frames, labels) >= 0.95
