@@ -32,8 +32,7 @@ class Postprocessor:
         if self.is_classifier and self.top_k > 0:
             scores = outputs[0][i]
             k = min(self.top_k, scores.shape[0])
-            idx = np.argpartition(-scores, k - 1)[:k]
-            idx = idx[np.argsort(-scores[idx], kind="stable")]
+            idx = np.argsort(-scores, kind="stable")[:k]  # ties: the lower class index first
             labels = self.labels
             result["top"] = [[int(j), labels[j] if labels and j < len(labels) else None, float(scores[j])]
                              for j in idx]

@@ -280,6 +280,7 @@ class Server:
                 old = state.pending.popleft()
                 self._settle(old, error=("dropped", f"replaced by a newer frame of stream {name} (seq {job.msg.seq})"))
             state.pending.append(job)
+            self.stats["max_pending"] = max(self.stats["max_pending"], len(state.pending))
         else:
             try:
                 while len(state.pending) >= state.capacity:  # back-pressure: stop reading until there is room
@@ -289,6 +290,7 @@ class Server:
             finally:  # also when a stop cancels the wait: an accepted frame is always answered
                 state = self._streams.setdefault(name, state)
                 state.pending.append(job)
+                self.stats["max_pending"] = max(self.stats["max_pending"], len(state.pending))
                 if name not in self._ready_order:
                     self._ready_order.append(name)
                 self._work.set()
