@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -104,3 +108,22 @@ def _drain(sub: Subscriber) -> None:
             sub.recv(timeout=0.2)
     except TimeoutError:
         pass
+
+
+def start_server(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen, dict]:
+    """Run ``streampi serve`` in a child process; return it and its ready line (JSON)."""
+    cmd = [sys.executable, "-m", "streampi", "serve", "--ready-json", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"streampi serve exited with code {proc.wait()} before it was ready")
+        if line.startswith("{"):
+            info = json.loads(line)
+            if info.get("ready"):
+                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep draining
+                return proc, info
+    proc.kill()
+    raise TimeoutError("streampi serve did not get ready in time")

@@ -96,19 +96,23 @@ def area_weights(ss: int, ds: int) -> np.ndarray:
 
 
 def resize_area(img: np.ndarray, dw: int, dh: int) -> np.ndarray:
-    """Separable area averaging, summed tap by tap in float32 as OpenCV does."""
+    """Area averaging with OpenCV's weights, summed in streampi's order (float32): each
+    destination row first averages its source rows, then the columns."""
     sh, sw = img.shape[:2]
     wx, wy = area_weights(sw, dw), area_weights(sh, dh)
     src = img.astype(np.float32)
-    t = np.zeros((sh, dw, img.shape[2]), np.float32)
-    for x in range(dw):
-        for s in np.nonzero(wx[x])[0]:
-            t[:, x] = t[:, x] + src[:, s] * wx[x, s]
-    r = np.zeros((dh, dw, img.shape[2]), np.float32)
+    out = np.empty((dh, dw, img.shape[2]), np.float32)
     for y in range(dh):
-        for s in np.nonzero(wy[y])[0]:
-            r[y] = r[y] + wy[y, s] * t[s]
-    return np.clip(np.rint(r), 0, 255).astype(np.uint8)
+        rows = np.nonzero(wy[y])[0]
+        acc = wy[y, rows[0]] * src[rows[0]]
+        for s in rows[1:]:
+            acc = acc + wy[y, s] * src[s]
+        for x in range(dw):
+            t = np.zeros(img.shape[2], np.float32)
+            for s in np.nonzero(wx[x])[0]:
+                t = t + acc[s] * wx[x, s]
+            out[y, x] = t
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def rects(mode: str, w: int, h: int, ow: int, oh: int):

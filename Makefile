@@ -1,0 +1,36 @@
+# The few verbs a newcomer needs. Everything runs in ./.venv, made on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.streampi-installed
+
+.PHONY: demo test test-all bench lint models clean
+
+$(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)                ## the whole pipeline on the bundled model, ~10 s, then a summary
+	$(PY) -m streampi demo
+
+test: $(STAMP)                ## the default test run (what CI runs)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)            ## also the slow tests
+	STREAMPI_SLOW=1 $(PY) -m pytest -q
+
+bench: $(STAMP)               ## kernel and pipeline benchmarks against their references
+	$(PY) bench/kernels.py
+	$(PY) bench/pipeline.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check streampi tests bench tools
+
+models:                       ## retrain and convert the bundled models (TensorFlow, dev only)
+	python3 -m venv .venv-models
+	.venv-models/bin/pip install --quiet numpy 'tensorflow-cpu==2.21.0'
+	.venv-models/bin/python tools/make_models.py
+
+clean:
+	rm -rf build *.egg-info streampi/_ext/*.so streampi/_ext/*.c $(VENV)

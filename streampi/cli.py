@@ -1,0 +1,301 @@
+"""``streampi`` command line: a thin face over the library.
+
+    streampi serve [MODEL] [--workers N] [--policy latest|queue] ...
+    streampi produce [--source synthetic|DIR|VIDEO] [--fps F] [--seconds S] ...
+    streampi subscribe [--stream NAME] [--count N]
+    streampi demo [--seconds 10]
+    streampi inspect MODEL [--bench] [--json]
+    streampi bench [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import StreampiError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError("give one value or one per channel (3)")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    if w < 8 or h < 8:
+        raise argparse.ArgumentTypeError("frames must be at least 8x8")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+# -- serve ----------------------------------------------------------------------------------
+def add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a model: frames in over ZeroMQ PULL, results out over PUB",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", nargs="?", default="shapes_int8", help="a .tflite file or a bundled model's name")
+    g = p.add_argument_group("sockets")
+    g.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint of the PULL socket for frames")
+    g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint of the PUB socket for results")
+    g.add_argument("--recv-hwm", type=_positive_int, default=64, help="frames ZeroMQ buffers before producers block")
+    g = p.add_argument_group("scheduling")
+    g.add_argument("--workers", type=_positive_int, default=None, help="interpreter instances (default: usable cores)")
+    g.add_argument("--threads", type=_positive_int, default=1, help="threads per interpreter")
+    g.add_argument("--max-batch", type=_positive_int, default=4, help="largest micro-batch")
+    g.add_argument("--max-delay-ms", type=float, default=0.0,
+                   help="how long the oldest frame may wait for a batch to fill (0: run as soon as a worker is free)")
+    g.add_argument("--policy", action="append", default=[], metavar="POLICY|STREAM=POLICY",
+                   help="latest (a newer frame replaces a waiting one) or queue (every frame, in order); "
+                        "repeat with STREAM=POLICY for one stream (default: latest)")
+    g.add_argument("--queue-size", type=_positive_int, default=32, help="frames a queue-policy stream may hold")
+    g.add_argument("--max-streams", type=_positive_int, default=256, help="streams with frames waiting, at most")
+    g.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
+    g.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], default=None)
+    g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
+    g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
+    g.add_argument("--std", type=_floats, help="normalisation std(s)")
+    g.add_argument("--channels", choices=["rgb", "bgr"])
+    g.add_argument("--resize", choices=["stretch", "letterbox", "crop"])
+    g.add_argument("--labels", type=Path, help="labels file, one per line")
+    g.add_argument("--top-k", type=int)
+    p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    default, per_stream = "latest", {}
+    for v in values:
+        if "=" in v:
+            stream, pol = v.split("=", 1)
+            per_stream[stream] = pol
+        else:
+            default = v
+    return default, per_stream
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import Server, ServerOptions
+
+    policy, per_stream = _policies(args.policy)
+    opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
+                         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
+                         stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
+                         recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend)
+    server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
+                    labels_file=args.labels, top_k=args.top_k)
+
+    def ready(s: Server) -> None:
+        info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
+                "backend": s.backend, "workers": s.n_workers, **s.bound}
+        if args.ready_json:
+            print(json.dumps(info), flush=True)
+        else:
+            print(f"streampi: serving {info['model']} ({info['sha256']}) on {info['backend']} with "
+                  f"{s.n_workers} workers; frames in at {info['bind']}, results at {info['publish']}", flush=True)
+
+    code = server.run(on_ready=ready)
+    st = server.stats
+    print(f"streampi: stopped; received {st['received']}, answered {st['answered']} "
+          f"(ok {st['ok']}, dropped {st['errors.dropped']}, bad {st['errors.bad_frame']})", file=sys.stderr)
+    return code
+
+
+# -- produce / subscribe ---------------------------------------------------------------------
+def add_produce(sub: Any) -> None:
+    p = sub.add_parser("produce", help="send frames: synthetic, a folder of images, or a video file",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555")
+    p.add_argument("--stream", default="cam0", help="stream name (with --streams N: a prefix)")
+    p.add_argument("--streams", type=_positive_int, default=1)
+    p.add_argument("--source", default="synthetic", help="'synthetic', a folder of images, or a video file")
+    p.add_argument("--size", type=_size, default=(320, 240), help="synthetic frame size WxH")
+    p.add_argument("--fmt", choices=["rgb", "jpeg"], default="rgb", help="wire format of synthetic frames")
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second per stream (0: as fast as possible)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many frames per stream (0: no limit)")
+    p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0: no limit)")
+    p.set_defaults(func=cmd_produce)
+
+
+def _frames(source: str, size: tuple[int, int], fmt: str):
+    """Yield (payload, fmt, label or None) forever."""
+    import numpy as np
+
+    if source == "synthetic":
+        from .synthetic import ShapesGenerator
+
+        gen = ShapesGenerator()
+        while True:
+            rgb, label = gen.frame(*size)
+            if fmt == "jpeg":
+                import simplejpeg
+                yield simplejpeg.encode_jpeg(rgb, quality=90), "jpeg", label
+            else:
+                yield rgb, "rgb", label
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+        if not files:
+            raise StreampiError(f"no .jpg files in {path} (other image types: convert them, or use a video)")
+        while True:
+            for f in files:
+                yield f.read_bytes(), "jpeg", None
+    if path.is_file():
+        try:
+            import cv2
+        except ImportError:
+            raise StreampiError("reading video needs OpenCV: pip install opencv-python-headless") from None
+        while True:
+            cap = cv2.VideoCapture(str(path))
+            if not cap.isOpened():
+                raise StreampiError(f"OpenCV cannot open {path}")
+            ok, frame = cap.read()
+            if not ok:
+                raise StreampiError(f"no frames in {path}")
+            while ok:
+                yield np.ascontiguousarray(frame), "bgr", None
+                ok, frame = cap.read()
+    raise StreampiError(f"--source {source!r} is neither 'synthetic', a folder, nor a file")
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from .client import Producer
+
+    names = [args.stream] if args.streams == 1 else [f"{args.stream}{i}" for i in range(args.streams)]
+    prods = [Producer(args.connect, stream=n) for n in names]
+    frames = _frames(args.source, args.size, args.fmt)
+    t0, k, sent = time.time(), 0, 0
+    try:
+        while (not args.count or k < args.count) and (not args.seconds or time.time() - t0 < args.seconds):
+            if args.fps > 0:
+                delay = t0 + k / args.fps - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            for p in prods:
+                payload, fmt, label = next(frames)
+                p.send(payload, fmt=fmt, meta={"label": label} if label is not None else None)
+                sent += 1
+            k += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in prods:
+            p.close()
+    print(f"sent {sent} frames on {len(prods)} stream(s) in {time.time() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def add_subscribe(sub: Any) -> None:
+    p = sub.add_parser("subscribe", help="print results, one line each")
+    p.add_argument("--connect", default="tcp://127.0.0.1:5556")
+    p.add_argument("--stream", action="append", default=[], help="only these streams (repeatable)")
+    p.add_argument("--count", type=int, default=0, help="stop after N results")
+    p.add_argument("--json", action="store_true", help="print each result as JSON (without the raw outputs)")
+    p.set_defaults(func=cmd_subscribe)
+
+
+def format_result(r: dict) -> str:
+    t = r.get("timing", {})
+    head = f"{r['stream']:>10} {str(r.get('seq')):>7}"
+    if not r["ok"]:
+        return f"{head}  ERROR {r['error']['code']}: {r['error']['message']}"
+    top = r.get("top") or []
+    best = f"{top[0][1] or top[0][0]} {top[0][2]:.3f}" if top else f"{len(r.get('outputs', []))} outputs"
+    return f"{head}  {best:<24} total {t.get('total_ms', 0):6.2f} ms  infer {t.get('infer_ms', 0):6.2f} ms  " \
+           f"batch {r.get('batch', '-')} worker {r.get('worker', '-')}"
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from .client import Subscriber
+
+    n = 0
+    with Subscriber(args.connect, streams=args.stream) as sub:
+        try:
+            for r in sub:
+                if args.json:
+                    print(json.dumps({k: v for k, v in r.items() if k != "outputs"}), flush=True)
+                else:
+                    print(format_result(r), flush=True)
+                n += 1
+                if args.count and n >= args.count:
+                    break
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------
+def add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run server, producer and subscriber on the bundled model, then a summary",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="shapes_int8")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second per stream")
+    p.add_argument("--streams", type=_positive_int, default=2)
+    p.add_argument("--size", type=_size, default=(320, 240))
+    p.add_argument("--json", type=Path, help="also write the summary here")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    s = run_demo(args.model, args.seconds, args.fps, args.streams, args.size)
+    if args.json:
+        args.json.write_text(json.dumps(s, indent=2))
+    healthy = s["unanswered"] == 0 and s["server_exit_code"] == 0 and s["ok"] > 0
+    return 0 if healthy else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streampi", description="Edge-inference streaming server for the Raspberry Pi")
+    parser.add_argument("--version", action="version", version="streampi 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve(sub)
+    add_produce(sub)
+    add_subscribe(sub)
+    add_demo(sub)
+    try:
+        from .inspect_model import add_inspect
+        add_inspect(sub)
+    except ImportError:
+        pass
+    try:
+        from .bench import add_bench
+        add_bench(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StreampiError as exc:
+        print(f"streampi: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad option values reported by the library
+        print(f"streampi: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
