@@ -23,6 +23,7 @@ cdef extern from *:
     ctypedef uint8_t* u8_out "uint8_t * __restrict__"
     ctypedef const uint8_t* u8_in "const uint8_t * __restrict__"
     ctypedef float* f32_out "float * __restrict__"
+    ctypedef int32_t* i32_out "int32_t * __restrict__"
 
 cdef enum:
     FMT_RGB = 0
@@ -217,14 +218,23 @@ cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int
         a1[d] = <int>lrintf(f * 2048.0)
 
 
-cdef void hline(const uint8_t* p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
-                const int* a0, const int* a1, int32_t* h) noexcept nogil:
-    cdef int x, j, i0, i1
-    for x in range(dw):
-        i0 = x0[x] * ps
-        i1 = x1[x] * ps
-        for j in range(c):
-            h[c * x + j] = p[i0 + off[j]] * a0[x] + p[i1 + off[j]] * a1[x]
+cdef void hline(u8_in p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
+                const int* a0, const int* a1, i32_out h) noexcept nogil:
+    """Horizontal bilinear pass of one source row into Q11 fixed point."""
+    cdef int x, i0, i1, w0, w1
+    cdef int o0 = off[0], o1 = off[1], o2 = off[2]
+    if c == 3:
+        for x in range(dw):
+            i0 = x0[x] * ps
+            i1 = x1[x] * ps
+            w0 = a0[x]
+            w1 = a1[x]
+            h[3 * x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
+            h[3 * x + 1] = p[i0 + o1] * w0 + p[i1 + o1] * w1
+            h[3 * x + 2] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+    else:
+        for x in range(dw):
+            h[x] = p[x0[x] * ps + o0] * a0[x] + p[x1[x] * ps + o0] * a1[x]
 
 
 cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
