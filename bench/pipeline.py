@@ -75,7 +75,7 @@ def ceiling(model_path: Path, n: int, seconds: float, batch: int) -> tuple[float
     return (c1 - c0) * batch / (t1 - t0), float(np.median(one)) * 1e3 / batch
 
 
-def _produce(endpoint: str, stream: str, size: tuple[int, int], fps: float, seconds: float, out: "mp.Queue") -> None:
+def _produce(endpoint: str, stream: str, size: tuple[int, int], fps: float, seconds: float, out: mp.Queue) -> None:
     """One producer process: open loop at ``fps`` (0: as fast as the socket takes them)."""
     w, h = size
     frame = np.random.default_rng(hash(stream) % 2**32).integers(0, 256, (h, w, 3), np.uint8)

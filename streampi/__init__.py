@@ -6,8 +6,16 @@ workers and publishes results to subscribers. See README.md and docs/.
 """
 
 from .config import ModelConfig, load_config
-from .errors import (BackendUnavailable, FrameError, ModelError, ModelFileError, ProtocolError, StreampiError,
-                     UnsupportedModelError, UnsupportedOpError)
+from .errors import (
+    BackendUnavailable,
+    FrameError,
+    ModelError,
+    ModelFileError,
+    ProtocolError,
+    StreampiError,
+    UnsupportedModelError,
+    UnsupportedOpError,
+)
 from .model import Model, bundled_model
 from .preprocess import Preprocessor, Transform, preprocess
 from .synthetic import LABELS, ShapesGenerator

@@ -14,10 +14,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import StreampiError
+from .inspect_model import add_inspect
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -272,16 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_produce(sub)
     add_subscribe(sub)
     add_demo(sub)
-    try:
-        from .inspect_model import add_inspect
-        add_inspect(sub)
-    except ImportError:
-        pass
-    try:
-        from .bench import add_bench
-        add_bench(sub)
-    except ImportError:
-        pass
+    add_inspect(sub)
     return parser
 
 

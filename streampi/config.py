@@ -63,7 +63,7 @@ class ModelConfig:
         if int(self.top_k) < 0:
             raise ModelError(f"top_k must be >= 0, got {self.top_k!r}")
 
-    def updated(self, **changes: Any) -> "ModelConfig":
+    def updated(self, **changes: Any) -> ModelConfig:
         """A copy with the changes that are not ``None``."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from .client import Producer, Subscriber
-from .testing import start_server
 from .synthetic import LABELS, ShapesGenerator
+from .testing import start_server
 
 
 @dataclass

@@ -26,8 +26,9 @@ zero, saturated), for float32 inputs ``v`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,7 @@ class Preprocessor:
         self.full_range, self.max_pixels = bool(full_range), int(max_pixels)
 
     @classmethod
-    def for_model(cls, model: Any, config: Any = None, **kwargs: Any) -> "Preprocessor":
+    def for_model(cls, model: Any, config: Any = None, **kwargs: Any) -> Preprocessor:
         """Build from a :class:`streampi.model.Model` and a :class:`streampi.config.ModelConfig`."""
         spec = model.input
         if config is not None:

@@ -51,7 +51,7 @@ class ServerThread:
             self.error = exc
             self._ready.set()
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self._thread = threading.Thread(target=self._main, name="streampi-server", daemon=True)
         self._thread.start()
         self._ready.wait(120)
@@ -67,7 +67,7 @@ class ServerThread:
         if self.error is not None:
             raise self.error
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .config import ModelConfig
 from .errors import FrameError, StreampiError
@@ -92,7 +93,7 @@ class Worker(threading.Thread):
 
     def __init__(self, index: int, model_path: str, config: ModelConfig, *, backend: str | None, threads: int,
                  cores: Sequence[int] | None, max_batch: int,
-                 on_done: Callable[["Worker", list, list[Outcome]], None]) -> None:
+                 on_done: Callable[[Worker, list, list[Outcome]], None]) -> None:
         super().__init__(name=f"streampi-worker-{index}", daemon=True)
         self.index, self.model_path, self.config = index, model_path, config
         self.backend_name, self.threads, self.cores, self.max_batch = backend, threads, cores, max_batch

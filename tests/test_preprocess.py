@@ -10,8 +10,8 @@ import pytest
 import simplejpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import quantize, rects, reference, uses_area
 
-from reference import quantize, reference, rects, uses_area
 from streampi.errors import FrameError
 from streampi.preprocess import FORMATS, Preprocessor, frame_nbytes, preprocess
 

@@ -130,7 +130,7 @@ def _run_many(server_opts: ServerOptions, n_streams: int, per_stream: int, model
     with ServerThread(model, server_opts) as st, Subscriber(st.results) as sub:
         wait_subscribed(sub, st.frames)
         prods = [Producer(st.frames, stream=f"s{i}") for i in range(n_streams)]
-        for k in range(per_stream):
+        for _k in range(per_stream):
             for p in prods:
                 p.send(frame)
         results = collect(sub, n_streams * per_stream, timeout=60)

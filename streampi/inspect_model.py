@@ -1,0 +1,417 @@
+"""``streampi inspect MODEL``: a model doctor for deploying on a Raspberry Pi.
+
+Tells, before deploying, what a ``.tflite`` model is (inputs, outputs, quantization, ops,
+size, memory), whether the installed backends run it, and with ``--bench`` how fast it is on
+*this* machine and which serving configuration to use. Findings are printed in plain words.
+Every figure is measured here; nothing is estimated for another machine.
+
+Exit codes: 0 the model is servable, 1 it loads but has a blocking problem (an unresolved
+op, an input the kernels cannot feed), 2 it is not a usable model file at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, available_backends, get_backend
+from .config import embedded_labels, load_config, sidecar_path
+from .errors import ModelError, ModelFileError, StreampiError
+from .model import Model, check_tflite_file, resolve_model
+from .workers import usable_cores
+
+CONVERTER_SNIPPET = """\
+import tensorflow as tf
+converter = tf.lite.TFLiteConverter.from_saved_model("my_model/")   # or from_keras_model(model)
+converter.optimizations = [tf.lite.Optimize.DEFAULT]
+converter.representative_dataset = lambda: ([x[None]] for x in calibration_images[:200])
+converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+converter.inference_input_type = tf.int8
+converter.inference_output_type = tf.int8
+open("my_model_int8.tflite", "wb").write(converter.convert())"""
+
+
+def rss_bytes() -> int | None:
+    """Resident memory of this process (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def parse_size(text: str) -> int:
+    """'2G', '512M', '1.5G' → bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    t = text.strip().upper().rstrip("IB").rstrip("B")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from None
+
+
+def parse_delegate(text: str) -> tuple[str, dict[str, str]]:
+    """'libfoo.so:key=value,key2=value2' → ('libfoo.so', {...})."""
+    path, _, opts = text.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"delegate options are key=value, got {item!r}")
+        options[key] = value
+    return path, options
+
+
+def _is_custom(op_name: str) -> bool:
+    return not op_name.replace("_", "").replace("2D", "").replace("3D", "").isupper() or op_name == "CUSTOM"
+
+
+def quantization_kind(tensors: list[dict], ops: list[str], input_dtype: np.dtype) -> str:
+    dtypes = collections.Counter(np.dtype(t["dtype"]).name for t in tensors)
+    if input_dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
+        return "full-integer (int8/uint8 input and activations)"
+    if dtypes.get("float16"):
+        return "float16 weights (float32 compute)"
+    if (dtypes.get("int8") or dtypes.get("uint8")) and "QUANTIZE" in ops:
+        return "full-integer with a float32 interface (QUANTIZE/DEQUANTIZE at the edges)"
+    if dtypes.get("int8") or dtypes.get("uint8"):
+        return "dynamic-range (int8 weights, float32 activations)"
+    return "float32 (not quantized)"
+
+
+def static_report(path: Path, backend: Backend) -> dict[str, Any]:
+    """What the flatbuffer says, without allocating (works for models that cannot run)."""
+    interp = backend.interpreter_class(model_path=str(path))
+    inputs = interp.get_input_details()
+    outputs = interp.get_output_details()
+    ops_details = interp._get_ops_details()
+    op_names = [str(o["op_name"]) for o in ops_details]
+    tensors = interp.get_tensor_details()
+    produced = {int(i) for o in ops_details for i in o["outputs"]}
+    consumed = {int(i) for o in ops_details for i in o["inputs"] if int(i) >= 0}
+    graph_inputs = {int(d["index"]) for d in inputs}
+    by_index = {int(t["index"]): t for t in tensors}
+    params = sum(int(np.prod(by_index[i]["shape"])) for i in consumed - produced - graph_inputs if i in by_index)
+
+    def spec(d: dict) -> dict:
+        scale, zp = d.get("quantization", (0.0, 0))
+        return {"name": d["name"], "shape": [int(x) for x in d["shape"]],
+                "shape_signature": [int(x) for x in d.get("shape_signature", d["shape"])],
+                "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zp)}
+
+    return {
+        "inputs": [spec(d) for d in inputs], "outputs": [spec(d) for d in outputs],
+        "quantization": quantization_kind(tensors, op_names, np.dtype(inputs[0]["dtype"])),
+        "ops": dict(collections.Counter(op_names).most_common()),
+        "custom_ops": sorted({n for n in op_names if _is_custom(n)}),
+        "parameters": params,
+    }
+
+
+def runtime_report(path: Path, backend: Backend, delegates=()) -> dict[str, Any]:
+    """Load for real: resolution of every op, memory after allocate and after one invoke."""
+    before = rss_bytes()
+    try:
+        m = Model(path, backend=backend, delegates=delegates)
+    except ModelError as exc:
+        return {"loads": False, "error": str(exc)}
+    allocated = rss_bytes()
+    for i, spec in enumerate(m.inputs):
+        m.set_input(np.zeros(spec.shape, spec.dtype), i)
+    t0 = time.perf_counter()
+    m.invoke()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    invoked = rss_bytes()
+    out: dict[str, Any] = {"loads": True, "first_invoke_ms": first_ms, "delegate_errors": m.delegate_errors,
+                           "batch_resizable": m.batch_resizable}
+    if before is not None and allocated is not None and invoked is not None:
+        out["memory"] = {"after_allocate_bytes": allocated - before, "after_first_invoke_bytes": invoked - before}
+    try:
+        m.image_input()
+        out["servable"] = True
+    except ModelError as exc:
+        out["servable"] = False
+        out["not_servable_because"] = str(exc)
+    if delegates:
+        ops_after = m.ops()
+        out["delegated_nodes"] = sum(1 for o in ops_after if "DELEGATE" in o.upper())
+        out["ops_after_delegate"] = len(ops_after)
+    return out
+
+
+def _latency(path: Path, backend: Backend, threads: int, runs: int) -> dict[str, float]:
+    m = Model(path, backend=backend, num_threads=threads)
+    m.set_input(np.zeros(m.input.shape, m.input.dtype))
+    for _ in range(5):
+        m.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        m.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+
+def _parallel_throughput(path: Path, backend: Backend, k: int, batch: int, seconds: float) -> float:
+    """Frames/s of k single-threaded instances, each pinned to its own core, back to back."""
+    cores = usable_cores()
+    models = [Model(path, backend=backend, batch_size=batch if batch > 1 else None) for _ in range(k)]
+    for m in models:
+        m.set_input(np.zeros(m.input.shape, m.input.dtype))
+        m.invoke()
+    counts, stop = [0] * k, threading.Event()
+
+    def run(i: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cores[i % len(cores)]})
+        except (AttributeError, OSError):
+            pass
+        while not stop.is_set():
+            models[i].invoke()
+            counts[i] += 1
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(k)]
+    for t in ts:
+        t.start()
+    time.sleep(0.2)
+    c0, t0 = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = sum(counts), time.perf_counter()
+    stop.set()
+    for t in ts:
+        t.join()
+    return (c1 - c0) * batch / (t1 - t0)
+
+
+def bench_report(path: Path, backends: list[Backend], runs: int, seconds: float, progress) -> dict[str, Any]:
+    ncores = len(usable_cores())
+    latency: dict[str, dict] = {}
+    for b in backends:
+        for t in range(1, ncores + 1):
+            progress(f"latency: {b.name}, {t} thread(s)")
+            latency.setdefault(b.name, {})[t] = _latency(path, b, t, runs)
+    best_backend = min(backends, key=lambda b: latency[b.name][1]["median_ms"])
+    probe = Model(path, backend=best_backend)
+    batches = [1, 2, 4] if probe.batch_resizable else [1]
+    parallel: dict[str, float] = {}
+    for k in range(1, ncores + 1):
+        for bs in batches:
+            progress(f"throughput: {k} instance(s) × batch {bs} on {best_backend.name}")
+            parallel[f"{k}x{bs}"] = _parallel_throughput(path, best_backend, k, bs, seconds)
+    # one instance with all cores as interpreter threads, for comparison
+    one_multi = 1000.0 / latency[best_backend.name][ncores]["median_ms"]
+    best_key = max(parallel, key=parallel.get)
+    k, bs = (int(v) for v in best_key.split("x"))
+    # a larger batch is worth its latency only when it buys at least 10 % throughput
+    if bs > 1 and parallel[best_key] < 1.1 * parallel[f"{k}x1"]:
+        bs, best_key = 1, f"{k}x1"
+    workers, threads = (k, 1) if parallel[best_key] >= one_multi else (1, ncores)
+    return {
+        "cores": ncores, "latency": latency, "parallel_fps": parallel, "one_instance_all_threads_fps": one_multi,
+        "recommended": {"backend": best_backend.name, "workers": workers, "threads": threads, "max_batch": bs,
+                        "expected_fps_here": max(parallel[best_key], one_multi),
+                        "flags": f"--backend {best_backend.name} --workers {workers} --threads {threads} "
+                                 f"--max-batch {bs}"},
+    }
+
+
+def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(severity, text) pairs; severity is 'problem', 'advice' or 'ok'."""
+    out: list[tuple[str, str]] = []
+    q = rep["static"]["quantization"]
+    if q.startswith("float32") or q.startswith("float16") or q.startswith("dynamic"):
+        out.append(("advice", f"the model is {q}. Full-integer (int8) quantization stores each weight in 1 byte "
+                              f"instead of 4, and int8 kernels usually run several times faster on ARM CPUs such as "
+                              f"the Pi's Cortex-A72 (an estimate, not measured here: run `streampi inspect --bench` on "
+                              f"the Pi to measure both). Convert it with:\n"
+                    + "\n".join("      " + line for line in CONVERTER_SNIPPET.splitlines())))
+    for name, run in rep["runtime"].items():
+        if not run.get("loads") and not any(op in run["error"] for op in rep["static"]["custom_ops"]):
+            out.append(("problem", f"backend {name}: {run['error']}"))
+        elif not run.get("servable", True):
+            out.append(("problem", f"backend {name} runs it, but streampi cannot feed it: {run['not_servable_because']}"))
+        for err in run.get("delegate_errors", []):
+            out.append(("advice", f"backend {name}: {err}"))
+    for op in rep["static"]["custom_ops"]:
+        lacking = [n for n, r in rep["runtime"].items() if not r.get("loads") and op in r.get("error", "")]
+        if lacking:
+            out.append(("problem", f"custom op {op!r} is not resolved by: {', '.join(lacking)}; register it with the "
+                                   f"interpreter or re-export the model without it"))
+        else:
+            out.append(("ok", f"custom op {op!r} is resolved by every installed backend"))
+    inp = rep["static"]["inputs"][0]
+    if len(inp["shape"]) == 4:
+        area = inp["shape"][1] * inp["shape"][2]
+        fw, fh = args.frame_size
+        if area > fw * fh:
+            out.append(("advice", f"the input ({inp['shape'][2]}×{inp['shape'][1]}) is larger than the frames you "
+                                  f"send ({fw}×{fh}): every frame is upscaled, which costs time and adds nothing"))
+        elif area > 0.5 * fw * fh:
+            out.append(("advice", f"the input ({inp['shape'][2]}×{inp['shape'][1]}) is close to the frame size "
+                                  f"({fw}×{fh}); a smaller input would be much cheaper"))
+    if args.memory is not None:
+        mem = next((r.get("memory") for r in rep["runtime"].values() if r.get("memory")), None)
+        if mem:
+            per = max(mem["after_first_invoke_bytes"], 1)
+            n_workers = rep.get("bench", {}).get("recommended", {}).get("workers") or len(usable_cores())
+            base = rep["base_rss_bytes"] or 0  # this process before any model: the same libraries as the server
+            fw, fh = args.frame_size
+            rec = rep.get("bench", {}).get("recommended", {})
+            max_batch = rec.get("max_batch", 4)
+            # frames the server may hold: ZeroMQ's receive queue (64) + one batch per worker, RGB
+            frames = (64 + n_workers * max_batch) * fw * fh * 3
+            need = base + n_workers * per + frames
+            fits = int(max(0, args.memory - base - frames) // per)
+            verdict = "fits" if need <= args.memory else "does NOT fit"
+            out.append(("ok" if need <= args.memory else "problem",
+                        f"memory: {n_workers} workers need about {need / 2**20:.0f} MiB: {per / 2**20:.1f} MiB per "
+                        f"interpreter (measured after its first invoke, batch 1), {base / 2**20:.0f} MiB for the "
+                        f"process and its libraries (measured), {frames / 2**20:.0f} MiB for up to "
+                        f"{64 + n_workers * max_batch} buffered {fw}×{fh} RGB frames (computed); {verdict} in "
+                        f"{args.memory / 2**20:.0f} MiB (at most {fits} workers would)"))
+    bench = rep.get("bench")
+    if bench:
+        lat = {b: v[1]["median_ms"] for b, v in bench["latency"].items()}
+        if len(lat) > 1:
+            fast = min(lat, key=lat.get)
+            for b, v in lat.items():
+                if v > 2 * lat[fast]:
+                    out.append(("advice", f"backend {b} is {v / lat[fast]:.1f}× slower than {fast} for this model on "
+                                          f"this CPU ({v:.2f} ms vs {lat[fast]:.2f} ms); serve with --backend {fast}"))
+    return out
+
+
+def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> dict[str, Any]:
+    check_tflite_file(path)
+    backends = available_backends()
+    if args.backend:
+        backends = [get_backend(args.backend)]
+    if not backends:
+        get_backend()  # raises BackendUnavailable naming what to install
+    rep: dict[str, Any] = {"model": str(path), "file_bytes": path.stat().st_size,
+                           "backends": [str(b) for b in backends], "base_rss_bytes": rss_bytes()}
+    try:
+        rep["static"] = static_report(path, backends[0])
+    except ValueError as exc:
+        raise ModelFileError(f"{path} is not a valid TFLite model: {exc}") from exc
+    labels = embedded_labels(path)
+    side = sidecar_path(path)
+    cfg = None
+    try:
+        cfg = load_config(path)
+    except ModelError as exc:
+        rep["config_error"] = str(exc)
+    rep["metadata"] = {
+        "embedded_labels": len(labels) if labels else 0,
+        "labels_sample": list(labels[:5]) if labels else [],
+        "sidecar": str(side) if side.is_file() else None,
+        "normalisation": {"mean": list(cfg.mean), "std": list(cfg.std)} if cfg and side.is_file() else None,
+    }
+    delegates = [args.delegate] if args.delegate else []
+    rep["runtime"] = {}
+    for b in backends:
+        progress(f"loading on {b.name}")
+        rep["runtime"][b.name] = runtime_report(path, b, delegates)
+    if args.bench and any(r.get("loads") for r in rep["runtime"].values()):
+        runnable = [b for b in backends if rep["runtime"][b.name].get("loads")]
+        rep["bench"] = bench_report(path, runnable, args.runs, args.seconds, progress)
+    rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
+    return rep
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def print_report(rep: dict[str, Any], out=print) -> None:
+    st = rep["static"]
+    out(f"model        {rep['model']}  ({_mib(rep['file_bytes'])}, {st['parameters']:,} parameters)")
+    out(f"quantization {st['quantization']}")
+    for kind in ("inputs", "outputs"):
+        for t in st[kind]:
+            q = f"scale {t['scale']:.6g}, zero point {t['zero_point']}" if t["scale"] else "not quantized"
+            dyn = " (batch resizable)" if t["shape_signature"][:1] == [-1] else ""
+            out(f"{kind[:-1]:<12} {t['name']}: {t['shape']} {t['dtype']}{dyn}, {q}")
+    out("ops          " + ", ".join(f"{k}×{v}" for k, v in st["ops"].items()))
+    out(f"custom ops   {', '.join(st['custom_ops']) or 'none'}")
+    md = rep["metadata"]
+    out(f"labels       {md['embedded_labels']} embedded in the .tflite" + (f" ({', '.join(md['labels_sample'])}, …)"
+                                                                          if md["labels_sample"] else ""))
+    out(f"sidecar      {md['sidecar'] or 'none'}" + (f"; normalisation mean {md['normalisation']['mean']}, "
+                                                      f"std {md['normalisation']['std']}" if md["normalisation"] else ""))
+    for name, r in rep["runtime"].items():
+        if not r.get("loads"):
+            out(f"{name:<12} does not load: {r['error']}")
+            continue
+        mem = r.get("memory")
+        m = (f"; resident memory +{_mib(mem['after_allocate_bytes'])} after allocate_tensors, "
+             f"+{_mib(mem['after_first_invoke_bytes'])} after the first invoke") if mem else ""
+        d = (f"; delegate took {r['delegated_nodes']} node(s)" if "delegated_nodes" in r else "")
+        out(f"{name:<12} loads; first invoke {r['first_invoke_ms']:.1f} ms{m}{d}")
+    b = rep.get("bench")
+    if b:
+        out("")
+        out(f"latency on this machine ({b['cores']} cores), median / p90 per invoke:")
+        for backend, per in b["latency"].items():
+            out(f"  {backend:<14} " + "   ".join(f"{t} thr {v['median_ms']:.2f} / {v['p90_ms']:.2f} ms"
+                                                for t, v in per.items()))
+        out("throughput, k single-threaded instances × batch (frames/s):")
+        out("  " + "   ".join(f"{k}: {v:.0f}" for k, v in b["parallel_fps"].items())
+            + f"   1 instance × {b['cores']} threads: {b['one_instance_all_threads_fps']:.0f}")
+        rec = b["recommended"]
+        out(f"recommended  streampi serve MODEL {rec['flags']}   (~{rec['expected_fps_here']:.0f} frames/s of "
+            f"inference here, before preprocessing)")
+    out("")
+    out("findings:")
+    if not rep["findings"]:
+        out("  none: the model looks ready to serve")
+    for f in rep["findings"]:
+        mark = {"problem": "✗", "advice": "!", "ok": "✓"}[f["severity"]]
+        out(f"  {mark} {f['text']}")
+
+
+def add_inspect(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="a model doctor: what a .tflite is, whether and how fast it runs here")
+    p.add_argument("model", help="a .tflite file or a bundled model's name")
+    p.add_argument("--bench", action="store_true", help="measure latency, throughput; recommend a configuration")
+    p.add_argument("--runs", type=int, default=50, help="invokes per latency figure (--bench)")
+    p.add_argument("--seconds", type=float, default=1.0, help="seconds per throughput figure (--bench)")
+    p.add_argument("--memory", type=parse_size, help="memory budget for the server, e.g. 2G: will it fit?")
+    p.add_argument("--frame-size", type=lambda s: tuple(int(v) for v in s.lower().split("x")), default=(640, 480),
+                   help="the frames you usually send, WxH (default 640x480)")
+    p.add_argument("--delegate", type=parse_delegate, help="PATH[:key=value,...] a delegate library to try")
+    p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], help="only this backend")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = resolve_model(args.model)
+    progress = (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True)) if args.bench else (lambda msg: None)
+    try:
+        rep = inspect(path, args, progress)
+    except ModelFileError as exc:
+        if args.json:
+            print(json.dumps({"model": str(path), "error": str(exc)}))
+        print(f"streampi inspect: {exc}", file=sys.stderr)
+        return 2
+    except StreampiError as exc:
+        print(f"streampi inspect: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        print_report(rep)
+    blocking = any(f["severity"] == "problem" for f in rep["findings"])
+    return 1 if blocking or not any(r.get("loads") for r in rep["runtime"].values()) else 0
