@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,47 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streampi.bench import ceiling  # noqa: E402
 from streampi.client import Producer, Subscriber  # noqa: E402
-from streampi.model import Model, resolve_model  # noqa: E402
+from streampi.model import resolve_model  # noqa: E402
 from streampi.testing import start_server  # noqa: E402
 from streampi.workers import usable_cores  # noqa: E402
-
-
-def ceiling(model_path: Path, n: int, seconds: float, batch: int) -> tuple[float, float]:
-    """(frames/s of n instances back to back, p50 ms of one invoke with the others idle)."""
-    cores = usable_cores()
-    models = [Model(model_path, batch_size=batch) for _ in range(n)]
-    for m in models:
-        m.set_input(np.zeros(m.input.shape, m.input.dtype))
-        for _ in range(5):
-            m.invoke()
-    # p50 of one instance alone
-    one = []
-    for _ in range(100):
-        t0 = time.perf_counter()
-        models[0].invoke()
-        one.append(time.perf_counter() - t0)
-    counts = [0] * n
-    stop = threading.Event()
-
-    def loop(i: int) -> None:
-        os.sched_setaffinity(0, {cores[i % len(cores)]})
-        m = models[i]
-        while not stop.is_set():
-            m.invoke()
-            counts[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
-    c0, t0 = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    c1, t1 = sum(counts), time.perf_counter()
-    stop.set()
-    for t in threads:
-        t.join()
-    return (c1 - c0) * batch / (t1 - t0), float(np.median(one)) * 1e3 / batch
 
 
 def _produce(endpoint: str, stream: str, size: tuple[int, int], fps: float, seconds: float, out: mp.Queue) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .bench import add_bench
 from .errors import StreampiError
 from .inspect_model import add_inspect
 
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_subscribe(sub)
     add_demo(sub)
     add_inspect(sub)
+    add_bench(sub)
     return parser
 
 

@@ -1,0 +1,665 @@
+"""``streampi bench``: open-loop load tests, latency percentiles, sweeps, plots.
+
+Load is open loop: every producer process computes its send schedule in advance (fixed
+interval or Poisson arrivals) and never waits for results. Each frame carries its
+*scheduled* send time in ``ts``; latency is measured from that time to the result's
+arrival, so a server that stalls cannot hide the stall by slowing the senders down (no
+coordinated omission).
+
+The figures (throughput, latency percentiles from a log-bucketed histogram, per-stage
+breakdown, drops and errors by code, server CPU and memory) go to the terminal, to a JSON
+file with the whole configuration, and optionally to a PNG (matplotlib, a bench extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .client import Producer, Subscriber
+from .model import Model, resolve_model
+from .testing import start_server
+from .workers import usable_cores
+
+STAGES = ("queue_ms", "pre_ms", "infer_ms", "post_ms")
+
+
+# -- histogram ------------------------------------------------------------------------------------
+class LatencyHistogram:
+    """HDR-style histogram: log-spaced buckets 1 % wide from 1 µs up, so memory stays fixed
+    however many samples come, and every percentile is within 1 % of the true value."""
+
+    GROWTH = 1.01
+    FLOOR_MS = 1e-3
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.n = 0
+        self.max = 0.0
+        self.min = math.inf
+
+    def add(self, ms: float) -> None:
+        ms = max(ms, self.FLOOR_MS)
+        b = int(math.log(ms / self.FLOOR_MS, self.GROWTH))
+        self.counts[b] = self.counts.get(b, 0) + 1
+        self.n += 1
+        self.max = max(self.max, ms)
+        self.min = min(self.min, ms)
+
+    def percentile(self, p: float) -> float:
+        if not self.n:
+            return math.nan
+        rank = max(1, math.ceil(p / 100 * self.n))
+        seen = 0
+        for b in sorted(self.counts):
+            seen += self.counts[b]
+            if seen >= rank:
+                upper = self.FLOOR_MS * self.GROWTH ** (b + 1)
+                return min(upper, self.max) if p < 100 else self.max
+        return self.max
+
+    def summary(self) -> dict[str, float]:
+        return {"p50": self.percentile(50), "p90": self.percentile(90), "p95": self.percentile(95),
+                "p99": self.percentile(99), "max": self.max if self.n else math.nan}
+
+    def cdf(self) -> tuple[list[float], list[float]]:
+        xs, ys, seen = [], [], 0
+        for b in sorted(self.counts):
+            seen += self.counts[b]
+            xs.append(self.FLOOR_MS * self.GROWTH ** (b + 1))
+            ys.append(seen / self.n)
+        return xs, ys
+
+
+# -- frames ---------------------------------------------------------------------------------------
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range I420 from RGB (even sizes), for synthetic YUV load."""
+    f = rgb.astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    h, w = y.shape
+    sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
+    planes = [y.reshape(-1), sub(u).reshape(-1), sub(v).reshape(-1)]
+    return np.clip(np.concatenate(planes) + 0.5, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
+def make_frames(source: str, size: tuple[int, int], fmt: str, n: int = 16, seed: int = 0) -> list[tuple[Any, str]]:
+    """A small pool of (payload, fmt) to cycle through."""
+    if source != "synthetic":
+        files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+        if not files:
+            raise SystemExit(f"streampi bench: no .jpg files in {source}")
+        return [(f.read_bytes(), "jpeg") for f in files[:n]]
+    from .synthetic import ShapesGenerator
+
+    gen = ShapesGenerator(seed=seed)
+    out = []
+    for _ in range(n):
+        rgb, _ = gen.frame(*size)
+        if fmt == "rgb":
+            out.append((rgb, "rgb"))
+        elif fmt == "bgr":
+            out.append((np.ascontiguousarray(rgb[..., ::-1]), "bgr"))
+        elif fmt == "gray":
+            out.append((np.ascontiguousarray(rgb.mean(axis=2).astype(np.uint8)), "gray"))
+        elif fmt == "i420":
+            out.append((rgb_to_i420(rgb), "i420"))
+        elif fmt == "jpeg":
+            import simplejpeg
+            out.append((simplejpeg.encode_jpeg(rgb, quality=90), "jpeg"))
+        else:
+            raise SystemExit(f"streampi bench: unsupported synthetic format {fmt}")
+    return out
+
+
+def schedule(rate: float, seconds: float, max_frames: int, arrival: str, seed: int) -> np.ndarray:
+    """Send offsets (s from start) of an open-loop schedule."""
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    n = int(rate * seconds * 1.5) + 16
+    if arrival == "poisson":
+        gaps = np.random.default_rng(seed).exponential(1.0 / rate, n)
+        t = np.cumsum(gaps) - gaps[0]
+    else:
+        t = np.arange(n) / rate
+    t = t[t < seconds]
+    return t[:max_frames] if max_frames else t
+
+
+# -- producers (processes) -------------------------------------------------------------------------
+def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: float, max_frames: int, arrival: str,
+                   seed: int, frames_spec: tuple, start_at: float, out: mp.Queue) -> None:
+    """One producer process: sends its schedule round robin over its streams; reports counts."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames = make_frames(*frames_spec, seed=seed)
+    prods = [Producer(endpoint, stream=s, sndhwm=1000) for s in streams]
+    offsets = schedule(rate, seconds, max_frames, arrival, seed)
+    late = 0
+    delay = time.time()
+    while delay < start_at:
+        time.sleep(min(0.05, start_at - delay))
+        delay = time.time()
+    for i, off in enumerate(offsets):
+        due = start_at + off
+        now = time.time()
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 0.001:
+            late += 1
+        payload, fmt = frames[i % len(frames)]
+        prods[i % len(prods)].send(payload, fmt=fmt, ts=due)
+    for p in prods:
+        p.close()
+    out.put({"sent": len(offsets), "late": late})
+
+
+# -- one load run -----------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    offered_fps: float
+    seconds: float
+    sent: int = 0
+    late_sends: int = 0
+    ok: int = 0
+    dropped: int = 0
+    errors: dict = field(default_factory=dict)
+    hist: LatencyHistogram = field(default_factory=LatencyHistogram)
+    stages: dict = field(default_factory=lambda: {k: [] for k in (*STAGES, "transport_ms")})
+    server_cpu_s: float | None = None
+    server_rss_mib: float | None = None
+    batches: list = field(default_factory=list)
+
+    @property
+    def answered(self) -> int:
+        return self.ok + self.dropped + sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        stage = {k: {"p50": float(np.median(v)), "p99": float(np.percentile(v, 99))} for k, v in self.stages.items() if v}
+        return {
+            "offered_fps": self.offered_fps, "achieved_fps": self.ok / self.seconds, "seconds": self.seconds,
+            "sent": self.sent, "answered": self.answered, "ok": self.ok, "dropped": self.dropped,
+            "errors": self.errors, "unanswered": self.sent - self.answered, "late_sends": self.late_sends,
+            "latency_ms": self.hist.summary(), "stages_ms": stage,
+            "mean_batch": float(np.mean(self.batches)) if self.batches else None,
+            "server_cpu_percent": (100 * self.server_cpu_s / self.seconds) if self.server_cpu_s is not None else None,
+            "server_rss_mib": self.server_rss_mib,
+        }
+
+
+def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, producers: int, streams: int,
+             arrival: str, frames_spec: tuple, max_frames: int = 0, server_pid: int | None = None,
+             progress: Any = None, drain_s: float = 10.0) -> RunResult:
+    """Offer ``rate`` frames/s for ``seconds`` over P processes and S streams; collect every result."""
+    names = [f"bench{i}" for i in range(streams)]
+    groups = [names[i::producers] for i in range(producers)] if streams >= producers else [[n] for n in names]
+    producers = len(groups)
+    res = RunResult(offered_fps=rate, seconds=seconds)
+    sub = Subscriber(results_ep)
+    time.sleep(0.3)  # subscription reaches the publisher
+    proc_stats = None
+    if server_pid:
+        import psutil
+        proc_stats = psutil.Process(server_pid)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    start_at = time.time() + 1.5  # producers load their frames, then all start together
+    per_frames = (max_frames // producers) if max_frames else 0
+    procs = [ctx.Process(target=_producer_main, args=(frames_ep, g, rate / producers, seconds, per_frames, arrival,
+                                                      1000 + i, frames_spec, start_at, q), daemon=True)
+             for i, g in enumerate(groups)]
+    for p in procs:
+        p.start()
+    cpu0 = None
+    reported = 0
+    t_end = start_at + seconds
+    deadline = t_end + drain_s
+    want = set(names)
+    while True:
+        now = time.time()
+        if cpu0 is None and proc_stats is not None and now >= start_at:
+            cpu0 = sum(proc_stats.cpu_times()[:2])
+        if res.server_cpu_s is None and cpu0 is not None and now >= t_end:
+            res.server_cpu_s = sum(proc_stats.cpu_times()[:2]) - cpu0
+            res.server_rss_mib = proc_stats.memory_info().rss / 2**20
+        while not q.empty():
+            info = q.get()
+            res.sent += info["sent"]
+            res.late_sends += info["late"]
+            reported += 1
+        if reported == producers and res.answered >= res.sent:
+            break
+        if now > deadline:
+            break
+        try:
+            r = sub.recv(timeout=0.1)
+        except TimeoutError:
+            continue
+        if r["stream"] not in want:
+            continue
+        arrived = time.time()
+        if r["ok"]:
+            res.ok += 1
+            lat = (arrived - r["ts"]) * 1e3
+            res.hist.add(lat)
+            t = r["timing"]
+            for k in STAGES:
+                if k in t:
+                    res.stages[k].append(t[k])
+            # scheduled send → result, less the server's own time: sockets, queues in front of the server
+            res.stages["transport_ms"].append(lat - t["total_ms"])
+            res.batches.append(r.get("batch", 1))
+        elif r["error"]["code"] == "dropped":
+            res.dropped += 1
+        else:
+            res.errors[r["error"]["code"]] = res.errors.get(r["error"]["code"], 0) + 1
+        if progress is not None:
+            progress(res, time.time() - start_at)
+    for p in procs:
+        p.join(5)
+    sub.close()
+    if res.server_cpu_s is None and cpu0 is not None:
+        res.server_cpu_s = sum(proc_stats.cpu_times()[:2]) - cpu0
+        res.server_rss_mib = proc_stats.memory_info().rss / 2**20
+    return res
+
+
+# -- the raw ceiling -----------------------------------------------------------------------------------
+def ceiling(model_path: Path, n: int, seconds: float, batch: int = 1) -> tuple[float, float]:
+    """(frames/s of n interpreter instances invoking back to back on ready tensors, pinned
+    one per core; p50 ms of one invoke per frame with the others idle)."""
+    cores = usable_cores()
+    models = [Model(model_path, batch_size=batch if batch > 1 else None) for _ in range(n)]
+    for m in models:
+        m.set_input(np.zeros(m.input.shape, m.input.dtype))
+        for _ in range(5):
+            m.invoke()
+    one = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        models[0].invoke()
+        one.append(time.perf_counter() - t0)
+    counts, stop = [0] * n, threading.Event()
+
+    def loop(i: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cores[i % len(cores)]})
+        except (AttributeError, OSError):
+            pass
+        while not stop.is_set():
+            models[i].invoke()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    c0, t0 = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = sum(counts), time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    return (c1 - c0) * batch / (t1 - t0), float(np.median(one)) * 1e3 / batch
+
+
+# -- the baseline: what a user would try first ---------------------------------------------------------
+def _baseline_server(endpoint_q: mp.Queue, model_path: str, size: tuple[int, int]) -> None:
+    """One process, REQ/REP: receive a frame, cv2.resize, quantize with NumPy, invoke, reply."""
+    import cv2
+    import msgpack
+    import zmq
+
+    from .config import load_config
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    m = Model(model_path)
+    cfg = load_config(model_path)
+    h, w, c = m.image_input()
+    spec = m.input
+    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    endpoint_q.put(f"tcp://127.0.0.1:{port}")
+    while True:
+        parts = rep.recv_multipart()
+        if parts[0] == b"stop":
+            rep.send(b"bye")
+            break
+        head = msgpack.unpackb(parts[0])
+        if head["fmt"] == "jpeg":
+            img = cv2.imdecode(np.frombuffer(parts[1], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        elif head["fmt"] == "i420":
+            img = cv2.cvtColor(np.frombuffer(parts[1], np.uint8).reshape(head["h"] * 3 // 2, head["w"]),
+                               cv2.COLOR_YUV2RGB_I420)
+        else:
+            img = np.frombuffer(parts[1], np.uint8).reshape(head["h"], head["w"], -1)[..., :3]
+        img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_AREA)
+        x = (img.astype(np.float32) / 255.0 - mean) / std
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)
+            x = np.clip(np.rint(x / spec.scale) + spec.zero_point, info.min, info.max)
+        m.set_input(x.astype(spec.dtype)[None])
+        m.invoke()
+        scores = m.outputs_float()[0][0]
+        rep.send(msgpack.packb({"seq": head["seq"], "top": int(np.argmax(scores))}))
+    rep.close()
+    ctx.term()
+
+
+def _baseline_client(endpoint: str, rate: float, seconds: float, max_frames: int, arrival: str, seed: int,
+                     frames_spec: tuple, start_at: float, out: mp.Queue) -> None:
+    import msgpack
+    import zmq
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames = make_frames(*frames_spec, seed=seed)
+    offsets = schedule(rate, seconds, max_frames, arrival, seed)
+    ctx = zmq.Context()
+    req = ctx.socket(zmq.REQ)
+    req.connect(endpoint)
+    lat = []
+    while time.time() < start_at:
+        time.sleep(0.01)
+    for i, off in enumerate(offsets):
+        due = start_at + off
+        now = time.time()
+        if due > now:
+            time.sleep(due - now)
+        payload, fmt = frames[i % len(frames)]
+        arr = np.asarray(payload) if not isinstance(payload, bytes) else None
+        head = {"seq": i, "fmt": fmt}
+        if arr is not None:
+            head.update(h=arr.shape[0] * 2 // 3 if fmt == "i420" else arr.shape[0], w=arr.shape[1])
+        req.send_multipart([msgpack.packb(head), payload if arr is None else arr.tobytes()])
+        req.recv()
+        lat.append((time.time() - due) * 1e3)
+    req.close()
+    ctx.term()
+    out.put(lat)
+
+
+def run_baseline(model_path: Path, *, rate: float, seconds: float, producers: int, arrival: str,
+                 frames_spec: tuple, max_frames: int = 0) -> dict[str, Any]:
+    """The imagezmq tutorial pattern under the same open-loop schedule (one REQ per producer)."""
+    ctx = mp.get_context("spawn")
+    eq, q = ctx.Queue(), ctx.Queue()
+    server = ctx.Process(target=_baseline_server, args=(eq, str(model_path), frames_spec[1]), daemon=True)
+    server.start()
+    endpoint = eq.get(timeout=120)
+    start_at = time.time() + 1.5
+    per = (max_frames // producers) if max_frames else 0
+    clients = [ctx.Process(target=_baseline_client, args=(endpoint, rate / producers, seconds, per, arrival,
+                                                          2000 + i, frames_spec, start_at, q), daemon=True)
+               for i in range(producers)]
+    for c in clients:
+        c.start()
+    hist, n = LatencyHistogram(), 0
+    for _ in clients:
+        for v in q.get(timeout=seconds * 20 + 120):
+            hist.add(v)
+            n += 1
+    elapsed = time.time() - start_at
+    for c in clients:
+        c.join(5)
+    import zmq
+    zctx = zmq.Context.instance()
+    s = zctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    s.send_multipart([b"stop"])
+    s.poll(2000)
+    s.close()
+    server.join(5)
+    if server.is_alive():
+        server.terminate()
+    # answered frames over the time the schedule took (a late baseline takes longer than `seconds`)
+    return {"offered_fps": rate, "achieved_fps": n / max(seconds, elapsed), "answered": n,
+            "latency_ms": hist.summary()}
+
+
+# -- plotting -------------------------------------------------------------------------------------------
+def plot(path: Path, steps: list[dict], hist: LatencyHistogram, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("streampi bench: matplotlib is not installed (pip install 'streampi[bench]'); no PNG written")
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    offered = [s["offered_fps"] for s in steps]
+    for p, style in (("p50", "o-"), ("p90", "s-"), ("p99", "^-"), ("max", "x--")):
+        a.plot(offered, [s["latency_ms"][p] for s in steps], style, label=p)
+    a.set_xlabel("offered load (frames/s)")
+    a.set_ylabel("latency (ms, scheduled send → result)")
+    a.set_yscale("log")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend()
+    a.set_title("latency against offered load")
+    xs, ys = hist.cdf()
+    b.plot(xs, ys)
+    b.set_xscale("log")
+    b.set_xlabel("latency (ms)")
+    b.set_ylabel("fraction of frames")
+    b.grid(True, which="both", alpha=0.3)
+    b.set_title("latency CDF (highest load without drops)" if len(steps) > 1 else "latency CDF")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- CLI -------------------------------------------------------------------------------------------------
+def add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="load-test a server: open-loop producers, latency percentiles, sweeps, plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("server")
+    g.add_argument("--connect", metavar="FRAMES,RESULTS", help="use a running server (else one is started)")
+    g.add_argument("--server-pid", type=int, help="with --connect: the server's pid, for its CPU and memory")
+    g.add_argument("--model", default="mobilenet_v2_int8")
+    g.add_argument("--workers", type=int, default=None)
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--max-batch", type=int, default=4)
+    g.add_argument("--max-delay-ms", type=float, default=0.0)
+    g.add_argument("--policy", default="queue", choices=["latest", "queue"])
+    g = p.add_argument_group("load")
+    g.add_argument("--rate", type=float, default=100.0, help="offered frames/s in all")
+    g.add_argument("--arrival", choices=["fixed", "poisson"], default="fixed")
+    g.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    g.add_argument("--frames", type=int, default=0, help="stop after this many frames in all (0: no limit)")
+    g.add_argument("--producers", type=int, default=2, help="producer processes")
+    g.add_argument("--streams", type=int, default=2)
+    g.add_argument("--size", default="640x480", help="synthetic frame size WxH")
+    g.add_argument("--fmt", default="rgb", choices=["rgb", "bgr", "gray", "i420", "jpeg"])
+    g.add_argument("--images", help="a folder of .jpg files to send instead of synthetic frames")
+    g = p.add_argument_group("modes")
+    g.add_argument("--sweep", action="store_true", help="step the rate up until saturation; report the knee")
+    g.add_argument("--sweep-start", type=float, default=None, help="first rate (default: 10 %% of the ceiling)")
+    g.add_argument("--sweep-factor", type=float, default=1.3)
+    g.add_argument("--sweep-steps", type=int, default=12)
+    g.add_argument("--p99-bound-ms", type=float, default=50.0, help="the knee: highest throughput with p99 under this")
+    g.add_argument("--ceiling", action="store_true", help="also measure the raw interpreter ceiling")
+    g.add_argument("--baseline", action="store_true", help="also run the REQ/REP + OpenCV baseline")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", type=Path, default=Path("bench-result.json"))
+    g.add_argument("--png", type=Path, default=None, help="write latency plots here")
+    g.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+
+def _progress_factory(enabled: bool, label: str):
+    """A rich live line while a run goes, or nothing."""
+    if not enabled:
+        return None, (lambda: None)
+    try:
+        from rich.live import Live
+        from rich.text import Text
+    except ImportError:
+        return None, (lambda: None)
+    live = Live(Text(""), refresh_per_second=4, transient=True)
+    live.start()
+    last = [0.0]
+
+    def update(res: RunResult, elapsed: float) -> None:
+        if elapsed - last[0] < 0.25:
+            return
+        last[0] = elapsed
+        live.update(Text(f"{label}: {elapsed:5.1f} s  answered {res.answered:7d}  ok {res.ok:7d}  dropped "
+                         f"{res.dropped:5d}  p50 {res.hist.percentile(50):7.2f} ms  p99 "
+                         f"{res.hist.percentile(99):7.2f} ms"))
+
+    return update, live.stop
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(show_header=True, header_style="bold")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        for k, v in rows:
+            t.add_row(k, v)
+        Console().print(t)
+    except ImportError:
+        for k, v in rows:
+            print(f"{k:<44} {v}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    frames_spec = (args.images or "synthetic", (w, h), args.fmt)
+    model_path = resolve_model(args.model)
+    config: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "config": config,
+                              "machine": {"arch": platform.machine(), "cores": len(usable_cores()),
+                                          "python": platform.python_version(), "node": platform.node()}}
+    proc = None
+    if args.connect:
+        frames_ep, results_ep = args.connect.split(",")
+        server_pid = args.server_pid
+    else:
+        serve_args = [str(model_path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                      "--threads", str(args.threads), "--max-batch", str(args.max_batch),
+                      "--max-delay-ms", str(args.max_delay_ms), "--policy", args.policy]
+        if args.workers:
+            serve_args += ["--workers", str(args.workers)]
+        proc, info = start_server(serve_args)
+        frames_ep, results_ep, server_pid = info["bind"], info["publish"], proc.pid
+        report["server"] = {"backend": info["backend"], "workers": info["workers"], "model": info["model"],
+                            "sha256": info["sha256"]}
+        print(f"server: {info['model']} on {info['backend']}, {info['workers']} workers, policy {args.policy}, "
+              f"max batch {args.max_batch}")
+    try:
+        if args.ceiling or (args.sweep and args.sweep_start is None):
+            n = (report.get("server") or {}).get("workers") or args.workers or len(usable_cores())
+            print(f"measuring the raw ceiling: {n} interpreters back to back …", flush=True)
+            ceil_fps, invoke_ms = ceiling(model_path, n, min(5.0, args.seconds))
+            report["ceiling"] = {"instances": n, "fps": ceil_fps, "invoke_p50_ms": invoke_ms}
+            print(f"  ceiling {ceil_fps:.1f} frames/s (invoke p50 {invoke_ms:.2f} ms)")
+
+        def one_run(rate: float, label: str) -> tuple[dict, RunResult]:
+            update, stop = _progress_factory(not args.no_progress, label)
+            try:
+                res = run_load(frames_ep, results_ep, rate=rate, seconds=args.seconds, producers=args.producers,
+                               streams=args.streams, arrival=args.arrival, frames_spec=frames_spec,
+                               max_frames=args.frames, server_pid=server_pid, progress=update)
+            finally:
+                stop()
+            d = res.as_dict()
+            lat = d["latency_ms"]
+            print(f"{label}: offered {rate:.1f}/s, achieved {d['achieved_fps']:.1f}/s, ok {d['ok']}, dropped "
+                  f"{d['dropped']}, errors {sum(d['errors'].values())}, p50 {lat['p50']:.2f} ms, "
+                  f"p99 {lat['p99']:.2f} ms", flush=True)
+            return d, res
+
+        steps: list[dict] = []
+        hist_for_cdf: LatencyHistogram
+        if args.sweep:
+            rate = args.sweep_start or 0.1 * report["ceiling"]["fps"]
+            best = None
+            for i in range(args.sweep_steps):
+                d, res = one_run(rate, f"sweep step {i + 1}")
+                steps.append(d)
+                if d["latency_ms"]["p99"] <= args.p99_bound_ms and d["unanswered"] == 0 and d["dropped"] == 0:
+                    if best is None or d["achieved_fps"] > best[0]["achieved_fps"]:
+                        best = (d, res)
+                saturated = d["achieved_fps"] < 0.9 * rate or d["latency_ms"]["p99"] > 4 * args.p99_bound_ms
+                if saturated:
+                    break
+                rate *= args.sweep_factor
+            report["sweep"] = steps
+            report["knee"] = ({"achieved_fps": best[0]["achieved_fps"], "offered_fps": best[0]["offered_fps"],
+                               "p99_ms": best[0]["latency_ms"]["p99"], "p99_bound_ms": args.p99_bound_ms}
+                              if best else None)
+            main, hist_for_cdf = (best if best else (steps[-1], res))
+        else:
+            main, res = one_run(args.rate, "run")
+            steps = [main]
+            hist_for_cdf = res.hist
+        report["run"] = main
+        if "ceiling" in report:
+            top = report["knee"]["achieved_fps"] if report.get("knee") else max(s["achieved_fps"] for s in steps)
+            report["efficiency"] = top / report["ceiling"]["fps"]
+        if args.baseline:
+            rate = main["offered_fps"]
+            print(f"baseline (REQ/REP, OpenCV resize, one process) at {rate:.1f}/s …", flush=True)
+            base = run_baseline(model_path, rate=rate, seconds=args.seconds, producers=args.producers,
+                                arrival=args.arrival, frames_spec=frames_spec, max_frames=args.frames)
+            report["baseline"] = base
+            report["vs_baseline"] = {
+                "throughput_ratio": main["achieved_fps"] / base["achieved_fps"] if base["achieved_fps"] else None,
+                "p99_ratio": main["latency_ms"]["p99"] / base["latency_ms"]["p99"]}
+            print(f"  baseline achieved {base['achieved_fps']:.1f}/s, p99 {base['latency_ms']['p99']:.2f} ms")
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+    rows = [("offered / achieved (frames/s)", f"{main['offered_fps']:.1f} / {main['achieved_fps']:.1f}"),
+            ("sent = ok + dropped + errors", f"{main['sent']} = {main['ok']} + {main['dropped']} + "
+                                             f"{sum(main['errors'].values())}  (unanswered {main['unanswered']})"),
+            ("latency p50 / p90 / p95 / p99 / max (ms)",
+             " / ".join(f"{main['latency_ms'][p]:.2f}" for p in ("p50", "p90", "p95", "p99", "max")))]
+    for k, v in main["stages_ms"].items():
+        rows.append((f"stage {k[:-3]} p50 / p99 (ms)", f"{v['p50']:.3f} / {v['p99']:.3f}"))
+    if main["errors"]:
+        rows.append(("errors by code", ", ".join(f"{k} {v}" for k, v in main["errors"].items())))
+    if main["server_cpu_percent"] is not None:
+        rows.append(("server CPU / RSS", f"{main['server_cpu_percent']:.0f} % / {main['server_rss_mib']:.0f} MiB"))
+    if report.get("knee"):
+        rows.append((f"knee (p99 ≤ {args.p99_bound_ms:g} ms)", f"{report['knee']['achieved_fps']:.1f} frames/s"))
+    if "ceiling" in report:
+        rows.append(("raw ceiling", f"{report['ceiling']['fps']:.1f} frames/s"))
+        rows.append(("efficiency end-to-end / ceiling", f"{report['efficiency']:.3f}"))
+    if "vs_baseline" in report:
+        vb = report["vs_baseline"]
+        rows.append(("throughput / baseline", f"{vb['throughput_ratio']:.2f}"))
+        rows.append(("p99 / baseline", f"{vb['p99_ratio']:.3f}"))
+    print()
+    _print_table(rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=float))
+    print(f"wrote {args.json}")
+    if args.png:
+        title = (f"streampi {report.get('server', {}).get('model', args.model)}, {args.size} {args.fmt}, "
+                 f"{report['machine']['arch']} × {report['machine']['cores']} cores, {report['date'][:10]}")
+        plot(args.png, steps, hist_for_cdf, title)
+        print(f"wrote {args.png}")
+    return 0 if main["unanswered"] == 0 else 1

@@ -1,0 +1,79 @@
+"""`streampi bench`: a tiny bounded run end to end, and the pieces it measures with."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streampi.bench import LatencyHistogram, rgb_to_i420, schedule
+
+
+def test_histogram_percentiles_within_one_percent():
+    rng = np.random.default_rng(0)
+    samples = rng.lognormal(0.5, 1.0, 20_000)
+    h = LatencyHistogram()
+    for s in samples:
+        h.add(float(s))
+    for p in (50, 90, 95, 99):
+        exact = np.percentile(samples, p, method="inverted_cdf")
+        assert h.percentile(p) == pytest.approx(exact, rel=0.011)
+    assert h.percentile(100) == h.max == samples.max()
+    s = h.summary()
+    assert s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
+
+
+def test_open_loop_schedules():
+    fixed = schedule(100, 2.0, 0, "fixed", 1)
+    assert len(fixed) == 200 and np.allclose(np.diff(fixed), 0.01)
+    poisson = schedule(200, 20.0, 0, "poisson", 1)
+    assert abs(len(poisson) / 20.0 - 200) < 10  # the mean rate holds
+    gaps = np.diff(poisson)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # exponential gaps
+    assert len(schedule(100, 10.0, 37, "fixed", 1)) == 37
+
+
+def test_synthetic_i420_is_valid():
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[..., 0] = 255
+    yuv = rgb_to_i420(rgb)
+    assert yuv.shape == (48, 48)
+    from streampi.preprocess import preprocess
+    out, _ = preprocess(yuv, "i420", (8, 8, 3), np.uint8, scale=1 / 255)
+    assert out[..., 0].min() > 230 and out[..., 1].max() < 30  # red stays red
+
+
+def _bench(tmp_path, *extra):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "streampi", "bench", "--model", "shapes_int8", "--seconds", "1.5", "--rate", "60",
+           "--producers", "1", "--streams", "2", "--size", "160x120", "--no-progress", "--json", str(out), *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(out.read_text())
+
+
+def test_tiny_bounded_run_adds_up(tmp_path):
+    rep = _bench(tmp_path, "--ceiling", "--baseline", "--png", str(tmp_path / "b.png"))
+    run = rep["run"]
+    assert run["sent"] == run["ok"] + run["dropped"] + sum(run["errors"].values())
+    assert run["unanswered"] == 0 and run["sent"] == 90
+    lat = run["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert set(run["stages_ms"]) >= {"queue_ms", "pre_ms", "infer_ms", "post_ms", "transport_ms"}
+    assert rep["ceiling"]["fps"] > 0 and 0 < rep["efficiency"]
+    assert rep["vs_baseline"]["throughput_ratio"] > 0 and rep["vs_baseline"]["p99_ratio"] > 0
+    assert rep["baseline"]["answered"] == 90
+    assert rep["config"]["model"] == "shapes_int8" and rep["server"]["workers"] >= 1
+    assert rep["machine"]["cores"] >= 1 and run["server_rss_mib"] > 0
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_short_sweep_reports_a_knee(tmp_path):
+    rep = _bench(tmp_path, "--sweep", "--sweep-start", "40", "--sweep-factor", "2", "--sweep-steps", "2",
+                 "--p99-bound-ms", "1000")
+    assert len(rep["sweep"]) == 2
+    assert [s["offered_fps"] for s in rep["sweep"]] == [40, 80]
+    assert rep["knee"]["achieved_fps"] > 0 and rep["knee"]["p99_ms"] <= 1000
