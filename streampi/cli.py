@@ -201,6 +201,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     finally:
         for p in prods:
             p.close()
+        import zmq
+        zmq.Context.instance().term()  # returns once every queued frame is sent (sockets linger 5 s)
     print(f"sent {sent} frames on {len(prods)} stream(s) in {time.time() - t0:.1f} s", file=sys.stderr)
     return 0
 

@@ -52,10 +52,15 @@ def _infer(frame: Any, fmt: str | None, width: int | None, height: int | None) -
 class _ProducerBase:
     def __init__(self, endpoint: str = DEFAULT_FRAMES, stream: str = "cam0", *, fmt: str | None = None,
                  two_part: bool = True, sndhwm: int = 64, context: Any = None, start_seq: int = 0,
-                 limits: protocol.Limits = protocol.DEFAULT_LIMITS) -> None:
+                 zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS) -> None:
+        """``zero_copy=True`` hands ZeroMQ the frame's own buffer instead of a copy: saves a
+        copy per frame, but the buffer must not change until ZeroMQ has sent it (a camera that
+        captures into one reused array must keep the default). Queued frames are sent after
+        ``close()`` while the process lives (the socket lingers 5 s)."""
         if not protocol.valid_stream(stream):
             raise ValueError(f"stream must be 1-64 characters of [A-Za-z0-9._-], not starting with '_': {stream!r}")
         self.endpoint, self.stream, self.fmt, self.two_part = endpoint, stream, fmt, two_part
+        self.zero_copy = zero_copy
         self.seq = start_seq
         self.limits = limits
         self._sock = (context or self._context()).socket(zmq.PUSH)
@@ -105,7 +110,7 @@ class Producer(_ProducerBase):
         if timeout is not None and not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
             self.seq -= 1
             raise TimeoutError(f"could not send to {self.endpoint} within {timeout} s")
-        self._sock.send_multipart(parts, copy=False)
+        self._sock.send_multipart(parts, copy=not self.zero_copy)
         return self.seq - 1
 
 
@@ -119,7 +124,7 @@ class AsyncProducer(_ProducerBase):
     async def send(self, frame: Any, fmt: str | None = None, *, width: int | None = None, height: int | None = None,
                    ts: float | None = None, meta: dict | None = None, seq: int | None = None) -> int:
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
-        await self._sock.send_multipart(parts, copy=False)
+        await self._sock.send_multipart(parts, copy=not self.zero_copy)
         return self.seq - 1
 
 

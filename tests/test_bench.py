@@ -73,7 +73,7 @@ def test_tiny_bounded_run_adds_up(tmp_path):
 
 def test_short_sweep_reports_a_knee(tmp_path):
     rep = _bench(tmp_path, "--sweep", "--sweep-start", "40", "--sweep-factor", "2", "--sweep-steps", "2",
-                 "--p99-bound-ms", "1000")
+                 "--sweep-refine", "0", "--p99-bound-ms", "1000")
     assert len(rep["sweep"]) == 2
     assert [s["offered_fps"] for s in rep["sweep"]] == [40, 80]
     assert rep["knee"]["achieved_fps"] > 0 and rep["knee"]["p99_ms"] <= 1000

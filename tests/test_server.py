@@ -313,3 +313,18 @@ def test_bad_options():
     for kw in ({"policy": "random"}, {"max_batch": 0}, {"workers": 0}, {"max_delay_ms": -1}):
         with pytest.raises(ValueError):
             ServerThread("shapes_int8", ServerOptions(**kw))
+
+
+def test_producer_copies_unless_told(server, sub):
+    """A camera that captures into one reused array: the frame sent is the frame at send()."""
+    gen = ShapesGenerator(seed=8)
+    buf = np.empty((240, 320, 3), np.uint8)
+    labels = []
+    with Producer(server.frames, stream="reuse") as prod:
+        for _ in range(30):
+            frame, label = gen.frame(320, 240)
+            buf[:] = frame
+            prod.send(buf)
+            labels.append(label)
+    results = sorted(collect(sub, 30), key=lambda r: r["seq"])
+    assert [LABELS.index(r["top"][0][1]) for r in results] == labels
