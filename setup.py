@@ -23,13 +23,21 @@ if any(cmd in sys.argv for cmd in ("build_ext", "bdist_wheel", "install", "devel
 
 from Cython.Build import cythonize  # noqa: E402
 
+import platform  # noqa: E402
+
 extra = ["-O3"]
 if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's own CPU
     extra.append("-march=native")
+extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], extra_compile_args=extra)]
+if platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("STREAMPI_NATIVE"):
+    # the same source built for AVX2 (no FMA: identical float results); picked at import when the CPU has it.
+    # (ARM's NEON is part of the aarch64 baseline, so the Pi needs no second build.)
+    extensions.append(Extension("streampi._ext._kernels_avx2", ["streampi/_ext/_kernels_avx2.pyx"],
+                                extra_compile_args=[*extra, "-mavx2"]))
 
 setup(
     ext_modules=cythonize(
-        [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], extra_compile_args=extra)],
+        extensions,
         compiler_directives={"language_level": 3},
         annotate=bool(os.environ.get("STREAMPI_ANNOTATE")),
     ),

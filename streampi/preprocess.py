@@ -26,6 +26,7 @@ zero, saturated), for float32 inputs ``v`` itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +35,35 @@ import numpy as np
 
 from .errors import FrameError
 
-try:
-    from ._ext import _kernels
-except ImportError as exc:  # pragma: no cover - a broken install
-    raise ImportError(
-        "streampi's compiled kernels are missing; reinstall with `pip install .` "
-        "(needs a C compiler: apt-get install build-essential python3-dev)"
-    ) from exc
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and f" {flag} " in f"{line.rstrip()} " for line in f)
+    except OSError:
+        return False
+
+
+def _load_kernels():
+    """The AVX2 build where the CPU has AVX2 (x86-64), else the baseline build.
+    ``STREAMPI_KERNELS=baseline`` forces the baseline."""
+    if os.environ.get("STREAMPI_KERNELS", "auto") != "baseline" and _cpu_has("avx2"):
+        try:
+            from ._ext import _kernels_avx2
+            return _kernels_avx2, "avx2"
+        except ImportError:
+            pass
+    try:
+        from ._ext import _kernels as baseline
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ImportError(
+            "streampi's compiled kernels are missing; reinstall with `pip install .` "
+            "(needs a C compiler: apt-get install build-essential python3-dev)"
+        ) from exc
+    return baseline, "baseline"
+
+
+_kernels, KERNEL_BUILD = _load_kernels()
 
 RAW_FORMATS = ("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")
 FORMATS = RAW_FORMATS + ("jpeg",)

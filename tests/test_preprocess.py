@@ -357,3 +357,34 @@ def test_camera_sizes(fmt, size, out, resize):
     want8 = cv_reference(frame, fmt, w, h, out, np.uint8, mean=(0.0,), std=(1.0,), scale=1 / 255, zp=0,
                          resize=resize, pad=114)
     assert_close(got8, want8, np.uint8, (1.0,))
+
+
+def test_avx2_and_baseline_builds_agree():
+    """The AVX2 build (x86-64) must give the baseline build's bytes exactly."""
+    import importlib
+
+    try:
+        avx2 = importlib.import_module("streampi._ext._kernels_avx2")
+    except ImportError:
+        pytest.skip("no AVX2 build on this platform")
+    pp = importlib.import_module("streampi.preprocess")  # (streampi.preprocess is also a function)
+
+    base = importlib.import_module("streampi._ext._kernels")
+    if not pp._cpu_has("avx2"):
+        pytest.skip("this CPU has no AVX2")
+    rng = np.random.default_rng(4)
+    for fmt, (w, h), out, resize in [("rgb", (640, 480), (224, 224, 3), "stretch"),
+                                     ("i420", (1280, 720), (224, 224, 3), "letterbox"),
+                                     ("bgra", (333, 211), (96, 128, 3), "crop"),
+                                     ("nv12", (320, 240), (300, 300, 3), "stretch"),
+                                     ("rgb", (1920, 1080), (64, 64, 1), "stretch")]:
+        frame = make_frame(rng, fmt, w, h, smooth=False)
+        pre = Preprocessor(out, np.float32, mean=(0.5,), std=(0.25,), resize=resize)
+        results = []
+        for module in (base, avx2):
+            pp._kernels = module
+            try:
+                results.append(pre(frame, fmt)[0])
+            finally:
+                pp._kernels = pp._load_kernels()[0]
+        assert np.array_equal(results[0], results[1]), (fmt, w, h)
