@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import sys
 import time
@@ -143,19 +144,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--light", type=float, default=0.3, help="light load as a fraction of (b)")
-    ap.add_argument("--interpolation", default="auto", choices=["auto", "linear", "area"])
+    ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"],
+                    help="tcp (loopback) or ipc (Unix sockets, for producers on the same host)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     path = resolve_model(args.model)
 
     print(f"machine: {platform.machine()}, {len(usable_cores())} usable cores, Python {platform.python_version()}")
-    print(f"model {path.name}, {args.workers} workers, max batch {args.max_batch}, frames {args.size} RGB")
+    print(f"model {path.name}, {args.workers} workers, max batch {args.max_batch}, frames {args.size} RGB, "
+          f"transport {args.transport}")
     print(f"(a) raw ceiling: {args.workers} interpreters invoking back to back for {args.seconds:g} s …", flush=True)
     ceil_fps, invoke_p50 = ceiling(path, args.workers, args.seconds, args.max_batch)
     print(f"    {ceil_fps:.1f} frames/s; one invoke p50 {invoke_p50:.2f} ms", flush=True)
 
-    proc, info = start_server([str(path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+    if args.transport == "ipc":
+        tag = f"{os.getpid()}"
+        endpoints = [f"ipc:///tmp/streampi-bench-{tag}-frames", f"ipc:///tmp/streampi-bench-{tag}-results"]
+    else:
+        endpoints = ["tcp://127.0.0.1:*", "tcp://127.0.0.1:*"]
+    proc, info = start_server([str(path), "--bind", endpoints[0], "--publish", endpoints[1],
                                "--workers", str(args.workers), "--max-batch", str(args.max_batch),
                                "--policy", "queue", "--queue-size", "16"])
     try:
@@ -179,7 +187,7 @@ def main() -> None:
     overhead = light["latency_ms"][50] - invoke_p50
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cores": len(usable_cores()),
-        "model": path.name, "workers": args.workers, "max_batch": args.max_batch, "frame": args.size,
+        "model": path.name, "workers": args.workers, "transport": args.transport, "max_batch": args.max_batch, "frame": args.size,
         "ceiling_fps": ceil_fps, "invoke_p50_ms": invoke_p50, "saturation": sat, "light": light,
         "efficiency": ratio, "light_p50_minus_invoke_ms": overhead, "server_rss_mib": max(mem, mem_sat),
     }

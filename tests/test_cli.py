@@ -1,0 +1,81 @@
+"""The command line as users run it: real processes, real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import simplejpeg
+
+from streampi import LABELS, ShapesGenerator
+from streampi.server import ServerOptions
+from streampi.testing import ServerThread
+
+CLI = [sys.executable, "-m", "streampi"]
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    out = tmp_path / "demo.json"
+    r = subprocess.run([*CLI, "demo", "--seconds", "2", "--fps", "20", "--json", str(out)], capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(out.read_text())
+    assert s["sent"] == s["answered"] > 0 and s["unanswered"] == 0
+    assert s["accuracy"] >= 0.95 and s["server_exit_code"] == 0
+    assert "accuracy" in r.stdout and "latency" in r.stdout
+
+
+def test_produce_folder_and_subscribe(tmp_path):
+    gen = ShapesGenerator(seed=12)
+    labels = []
+    for i in range(3):
+        rgb, label = gen.frame(160, 120)
+        (tmp_path / f"{i}.jpg").write_bytes(simplejpeg.encode_jpeg(rgb, quality=95))
+        labels.append(LABELS[label])
+    with ServerThread("shapes_int8", ServerOptions(policy="queue")) as st:
+        sub = subprocess.Popen([*CLI, "subscribe", "--connect", st.results, "--count", "6", "--json"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # the subscription reaches the publisher
+        r = subprocess.run([*CLI, "produce", "--connect", st.frames, "--source", str(tmp_path), "--count", "3",
+                            "--fps", "50", "--streams", "2", "--stream", "dir"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "sent 6 frames on 2 stream(s)" in r.stderr
+        out, _ = sub.communicate(timeout=60)
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) == 6 and all(x["ok"] for x in results)
+    assert {x["stream"] for x in results} == {"dir0", "dir1"}
+    # files are sent in name order, round robin over the streams
+    by_stream = {s: [x["top"][0][1] for x in sorted(results, key=lambda x: x["seq"]) if x["stream"] == s]
+                 for s in ("dir0", "dir1")}
+    assert by_stream["dir0"] == [labels[0], labels[2], labels[1]]
+
+
+def test_serve_refuses_a_bad_model_clearly():
+    r = subprocess.run([*CLI, "serve", "custom_op"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "StreampiNoSuchOp" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_bad_options():
+    r = subprocess.run([*CLI, "serve", "--workers", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "must be >= 1" in r.stderr
+    r = subprocess.run([*CLI, "serve", "--policy", "sometimes"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "policy must be one of" in r.stderr
+
+
+def test_produce_needs_a_source(tmp_path):
+    r = subprocess.run([*CLI, "produce", "--source", str(tmp_path / "nope"), "--count", "1"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "neither" in r.stderr
+
+
+def test_subscriber_line_format():
+    from streampi.cli import format_result
+    ok = {"stream": "cam0", "seq": 3, "ok": True, "top": [[1, "square", 0.98]], "timing": {"total_ms": 2.5,
+          "infer_ms": 1.0}, "batch": 1, "worker": 0}
+    assert "square 0.980" in format_result(ok)
+    bad = {"stream": "cam0", "seq": 4, "ok": False, "error": {"code": "dropped", "message": "replaced"}}
+    assert "ERROR dropped: replaced" in format_result(bad)
