@@ -465,7 +465,11 @@ def plot(path: Path, steps: list[dict], hist: LatencyHistogram, title: str) -> N
     b.set_xlabel("latency (ms)")
     b.set_ylabel("fraction of frames")
     b.grid(True, which="both", alpha=0.3)
-    b.set_title("latency CDF (highest load without drops)" if len(steps) > 1 else "latency CDF")
+    b.set_title("latency CDF at the knee" if len(steps) > 1 else "latency CDF")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    for axis in (a.yaxis, b.xaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

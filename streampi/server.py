@@ -357,7 +357,10 @@ class Server:
                     await asyncio.wait_for(self._work.wait(), left)
                 except asyncio.TimeoutError:
                     break
-            batch = self._take(max_batch if self.batch_resizable else 1)
+            # spread frames over idle workers before batching them onto one: a batch only
+            # pays off when every worker is busy (then frames gather and batches fill up)
+            share = -(-self._pending() // (self._idle.qsize() + 1))
+            batch = self._take(min(max_batch, share) if self.batch_resizable else 1)
             now = time.perf_counter()
             for job in batch:
                 job.t_batch = now
