@@ -17,10 +17,8 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import os
 import platform
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .client import Producer, Subscriber
+from .measure import back_to_back_fps, invoke_ms, ready
 from .model import Model, resolve_model
 from .testing import start_server
 from .workers import usable_cores
@@ -288,39 +287,9 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
 def ceiling(model_path: Path, n: int, seconds: float, batch: int = 1) -> tuple[float, float]:
     """(frames/s of n interpreter instances invoking back to back on ready tensors, pinned
     one per core; p50 ms of one invoke per frame with the others idle)."""
-    cores = usable_cores()
-    models = [Model(model_path, batch_size=batch if batch > 1 else None) for _ in range(n)]
-    for m in models:
-        m.set_input(np.zeros(m.input.shape, m.input.dtype))
-        for _ in range(5):
-            m.invoke()
-    one = []
-    for _ in range(50):
-        t0 = time.perf_counter()
-        models[0].invoke()
-        one.append(time.perf_counter() - t0)
-    counts, stop = [0] * n, threading.Event()
-
-    def loop(i: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cores[i % len(cores)]})
-        except (AttributeError, OSError):
-            pass
-        while not stop.is_set():
-            models[i].invoke()
-            counts[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    c0, t0 = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    c1, t1 = sum(counts), time.perf_counter()
-    stop.set()
-    for t in threads:
-        t.join()
-    return (c1 - c0) * batch / (t1 - t0), float(np.median(one)) * 1e3 / batch
+    models = [ready(Model(model_path, batch_size=batch if batch > 1 else None)) for _ in range(n)]
+    one = float(np.median(invoke_ms(models[0], 50))) / batch
+    return back_to_back_fps(models, seconds, settle=0.5), one
 
 
 # -- the baseline: what a user would try first ---------------------------------------------------------

@@ -49,7 +49,22 @@ def _infer(frame: Any, fmt: str | None, width: int | None, height: int | None) -
     return fmt, width, height
 
 
-class _ProducerBase:
+class _SocketHolder:
+    """close() and the context-manager protocol of every client."""
+
+    _sock: Any
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _ProducerBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_FRAMES, stream: str = "cam0", *, fmt: str | None = None,
                  two_part: bool = True, sndhwm: int = 64, context: Any = None, start_seq: int = 0,
                  zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS) -> None:
@@ -80,16 +95,6 @@ class _ProducerBase:
         return protocol.encode_frame(self.stream, seq, fmt, frame, width if fmt in RAW_FORMATS else None,
                                      height if fmt in RAW_FORMATS else None,
                                      ts=time.time() if ts is None else ts, meta=meta, two_part=self.two_part)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 class Producer(_ProducerBase):
     """Sends frames of one stream (blocking). ``send`` returns the frame's ``seq``."""
@@ -128,7 +133,7 @@ class AsyncProducer(_ProducerBase):
         return self.seq - 1
 
 
-class _SubscriberBase:
+class _SubscriberBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, errors: bool = True,
                  rcvhwm: int = 100_000, context: Any = None) -> None:
         self.endpoint = endpoint
@@ -150,16 +155,6 @@ class _SubscriberBase:
         if self._wanted is not None and topic not in self._wanted:
             return None
         return protocol.decode_result(parts)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 class Subscriber(_SubscriberBase):
     """Receives results (blocking). ``recv(timeout)`` returns one result dict or raises

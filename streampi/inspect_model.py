@@ -16,7 +16,6 @@ import collections
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from .backends import Backend, available_backends, get_backend
 from .config import embedded_labels, load_config, sidecar_path
 from .errors import ModelError, ModelFileError, StreampiError
+from .measure import back_to_back_fps, invoke_ms, ready
 from .model import Model, check_tflite_file, resolve_model
 from .workers import usable_cores
 
@@ -151,47 +151,14 @@ def runtime_report(path: Path, backend: Backend, delegates=()) -> dict[str, Any]
 
 
 def _latency(path: Path, backend: Backend, threads: int, runs: int) -> dict[str, float]:
-    m = Model(path, backend=backend, num_threads=threads)
-    m.set_input(np.zeros(m.input.shape, m.input.dtype))
-    for _ in range(5):
-        m.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        m.invoke()
-        times.append((time.perf_counter() - t0) * 1e3)
+    times = invoke_ms(ready(Model(path, backend=backend, num_threads=threads)), runs)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
 
 
 def _parallel_throughput(path: Path, backend: Backend, k: int, batch: int, seconds: float) -> float:
     """Frames/s of k single-threaded instances, each pinned to its own core, back to back."""
-    cores = usable_cores()
-    models = [Model(path, backend=backend, batch_size=batch if batch > 1 else None) for _ in range(k)]
-    for m in models:
-        m.set_input(np.zeros(m.input.shape, m.input.dtype))
-        m.invoke()
-    counts, stop = [0] * k, threading.Event()
-
-    def run(i: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cores[i % len(cores)]})
-        except (AttributeError, OSError):
-            pass
-        while not stop.is_set():
-            models[i].invoke()
-            counts[i] += 1
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(k)]
-    for t in ts:
-        t.start()
-    time.sleep(0.2)
-    c0, t0 = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    c1, t1 = sum(counts), time.perf_counter()
-    stop.set()
-    for t in ts:
-        t.join()
-    return (c1 - c0) * batch / (t1 - t0)
+    models = [ready(Model(path, backend=backend, batch_size=batch if batch > 1 else None), 1) for _ in range(k)]
+    return back_to_back_fps(models, seconds, settle=0.2)
 
 
 def bench_report(path: Path, backends: list[Backend], runs: int, seconds: float, progress) -> dict[str, Any]:

@@ -82,6 +82,8 @@ cdef void yuv_pairs(u8_in Y, u8_in U, u8_in V, int step, int n, int yoff,
     (planar stores keep this loop vectorisable)."""
     cdef int i, uu, vv, ruv, guv, buv, y0, y1
     cdef int cy = k[0], cvr = k[1], cvg = k[2], cug = k[3], cub = k[4]
+    # two copies of one loop on purpose: a constant chroma stride (planar I420: 1,
+    # interleaved NV12: 2) is what lets the compiler vectorise it
     if step == 1:
         for i in range(n):
             uu = U[i] - 128

@@ -1,0 +1,60 @@
+"""Timing of interpreters on this machine, shared by ``streampi inspect`` and ``streampi bench``."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .model import Model
+from .workers import usable_cores
+
+
+def ready(model: Model, warmup: int = 5) -> Model:
+    """Fill the inputs with zeros and run ``warmup`` invokes."""
+    for i, spec in enumerate(model.inputs):
+        model.set_input(np.zeros(spec.shape, spec.dtype), i)
+    for _ in range(warmup):
+        model.invoke()
+    return model
+
+
+def invoke_ms(model: Model, runs: int) -> list[float]:
+    """Milliseconds of ``runs`` invokes of a ready model, one after another."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def back_to_back_fps(models: Sequence[Model], seconds: float, settle: float = 0.3) -> float:
+    """Frames/s of ready models invoking back to back, each in a thread pinned to its own
+    core (as the server's workers are); counted over ``seconds`` after ``settle``."""
+    cores = usable_cores()
+    counts, stop = [0] * len(models), threading.Event()
+
+    def run(i: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cores[i % len(cores)]})
+        except (AttributeError, OSError):
+            pass
+        while not stop.is_set():
+            models[i].invoke()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(models))]
+    for t in threads:
+        t.start()
+    time.sleep(settle)
+    c0, t0 = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = sum(counts), time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    return (c1 - c0) * models[0].batch_size / (t1 - t0)
