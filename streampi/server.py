@@ -198,6 +198,7 @@ class Server:
         finally:
             ingest.cancel()
             await asyncio.gather(ingest, return_exceptions=True)
+            await self._drain_received()
             self._stopping = True
             self._work.set()
             try:
@@ -256,6 +257,16 @@ class Server:
                 except zmq.Again:
                     break
                 await self._receive(parts)
+
+    async def _drain_received(self) -> None:
+        """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
+        producer that keeps sending cannot hold the stop up)."""
+        for _ in range(self.options.recv_hwm * 2):
+            try:
+                parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            await self._receive(parts)
 
     async def _receive(self, parts: list) -> None:
         self.stats["received"] += 1

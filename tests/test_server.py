@@ -329,3 +329,29 @@ def test_producer_copies_unless_told(server, sub):
             labels.append(label)
     results = sorted(collect(sub, 30), key=lambda r: r["seq"])
     assert [LABELS.index(r["top"][0][1]) for r in results] == labels
+
+
+def test_stop_answers_frames_waiting_in_zeromq():
+    """Back-pressure holds frames in ZeroMQ's receive queue; a stop answers those too."""
+    opts = ServerOptions(workers=1, policy="queue", queue_size=2, max_batch=1)
+    rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), np.uint8)
+    st = ServerThread("mobilenet_v2_int8", opts).start()
+    with Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="held") as prod:
+            for _ in range(100):
+                prod.send(rgb)  # blocks while both sides' queues are full
+            time.sleep(0.05)
+            accepted_before_stop = st.stats["accepted"]
+            st.stop()
+        results = []
+        try:
+            while True:
+                results.append(sub.recv(timeout=2))
+        except TimeoutError:
+            pass
+    assert all(r["ok"] for r in results)
+    seqs = sorted(r["seq"] for r in results)
+    assert seqs == list(range(len(seqs)))  # in order, none twice, none skipped
+    assert len(results) == st.stats["received"] - 1  # every frame read was answered (less the probe)
+    assert len(results) >= accepted_before_stop + 10, (len(results), accepted_before_stop)
