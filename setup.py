@@ -9,10 +9,10 @@ from setuptools import Extension, setup
 
 
 def _check_compiler() -> None:
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None and shutil.which("cc") is None:
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
         sys.exit(
-            "streampi: no C compiler found, which the preprocessing kernels need.\n"
+            f"streampi: no C compiler found ({cc!r} is not on the PATH); the preprocessing kernels need one.\n"
             "  On Debian / Raspberry Pi OS: sudo apt-get install build-essential python3-dev\n"
             "  Then run the install again."
         )

@@ -162,3 +162,23 @@ def test_accuracy_on_camera_sized_frames():
     gen = ShapesGenerator(seed=99)
     frames, labels = gen.batch(100, 320, 240)
     assert _accuracy("shapes_int8", frames, labels) >= 0.95
+
+
+def test_input_dtype_the_kernels_cannot_write():
+    m = Model(bundled_model("int16_input"))
+    assert m.input.dtype == np.int16
+    with pytest.raises(UnsupportedModelError, match="int16 is not supported"):
+        m.image_input()
+
+
+def test_build_without_a_compiler_says_what_to_install():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "setup.py", "build_ext"], cwd=root, capture_output=True, text=True,
+                       env={**os.environ, "CC": "/nonexistent/cc"}, timeout=120)
+    assert r.returncode != 0
+    assert "no C compiler found" in r.stderr and "build-essential python3-dev" in r.stderr

@@ -307,6 +307,8 @@ def test_bad_model_fails_at_start():
         ServerThread("custom_op")
     with pytest.raises(UnsupportedModelError):
         ServerThread("vector_fixed_batch")
+    with pytest.raises(UnsupportedModelError, match="int16"):
+        ServerThread("int16_input")
 
 
 def test_bad_options():

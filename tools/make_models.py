@@ -17,7 +17,8 @@ neither users nor CI ever install it. What it writes:
 * ``mobilenet_v2_int8.tflite`` a MobileNetV2-shaped int8 model (224×224×3, 1000 classes,
   random weights) for benchmarks;
 * ``custom_op.tflite`` a tiny model whose only op is a custom op no runtime knows, and
-  ``vector_fixed_batch.tflite`` (a 1×4 float input, batch fixed), for the error-path tests;
+  ``vector_fixed_batch.tflite`` (a 1×4 float input, batch fixed) and ``int16_input.tflite``
+  (an image model with an int16 input), for the error-path tests;
 * a ``.json`` sidecar next to each model (normalisation, channel order, labels file) and
   ``shapes_labels.txt``; ``MODELS.md`` with sizes and measured accuracies.
 """
@@ -198,6 +199,17 @@ def make_custom_op(tf) -> None:
     fn = tf.function(lambda x: tf.nn.relu(x) * 2.0, input_signature=[tf.TensorSpec([1, 4], tf.float32)])
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
     write("vector_fixed_batch.tflite", conv.convert(), None)
+
+    # an image model with an int16 input (16x8 quantization): a dtype the kernels cannot write
+    inp = tf.keras.Input((8, 8, 3), name="image")
+    x = tf.keras.layers.Conv2D(2, 3, padding="same")(inp)
+    tiny = tf.keras.Model(inp, tf.keras.layers.GlobalAveragePooling2D()(x))
+    conv = tf.lite.TFLiteConverter.from_keras_model(tiny)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([np.random.rand(1, 8, 8, 3).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int16
+    write("int16_input.tflite", conv.convert(), None)
 
 
 def main() -> None:
