@@ -25,7 +25,7 @@ import simplejpeg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streampi.preprocess import Preprocessor  # noqa: E402
+from streampi.preprocess import KERNEL_BUILD, Preprocessor  # noqa: E402
 
 SCALE, ZP = 2 / 255, -1  # the bundled int8 models' input quantization ([-1, 1])
 
@@ -84,7 +84,7 @@ def main() -> None:
                                                   cv2.COLOR_BGR2RGB), (224, 224), interpolation=cv2.INTER_AREA))),
     ]
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, "
-          f"single-threaded, median of {args.repeat}")
+          f"streampi kernels: {KERNEL_BUILD} build, single-threaded, median of {args.repeat}")
     print("| path | streampi µs | OpenCV + NumPy µs | ratio |")
     print("|---|---|---|---|")
     rows = []
@@ -94,7 +94,7 @@ def main() -> None:
         print(f"| {name} | {a:.0f} | {b:.0f} | {a / b:.2f} |", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
-                                    "opencv": cv2.__version__, "rows": rows}, indent=2))
+                                    "opencv": cv2.__version__, "kernels": KERNEL_BUILD, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

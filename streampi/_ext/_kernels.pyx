@@ -239,6 +239,25 @@ cdef void hline(u8_in p, int ps, const int* off, int c, int dw, const int* x0, c
             h[x] = p[x0[x] * ps + o0] * a0[x] + p[x1[x] * ps + o0] * a1[x]
 
 
+cdef void hline2(u8_in p, u8_in q, int ps, const int* off, int dw, const int* x0, const int* x1,
+                 const int* a0, const int* a1, i32_out h, i32_out g) noexcept nogil:
+    """hline() of two source rows at once (3 channels), sharing the index and weight loads:
+    a shrinking resize needs two fresh rows for almost every destination row."""
+    cdef int x, i0, i1, w0, w1
+    cdef int o0 = off[0], o1 = off[1], o2 = off[2]
+    for x in range(dw):
+        i0 = x0[x] * ps
+        i1 = x1[x] * ps
+        w0 = a0[x]
+        w1 = a1[x]
+        h[3 * x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
+        h[3 * x + 1] = p[i0 + o1] * w0 + p[i1 + o1] * w1
+        h[3 * x + 2] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+        g[3 * x] = q[i0 + o0] * w0 + q[i1 + o0] * w1
+        g[3 * x + 1] = q[i0 + o1] * w0 + q[i1 + o1] * w1
+        g[3 * x + 2] = q[i0 + o2] * w0 + q[i1 + o2] * w1
+
+
 cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
                        const uint8_t* lut) noexcept nogil:
     cdef int c = s.out_c, n = dw * c
@@ -259,6 +278,12 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     rows[1] = -1
     for dy in range(dh):
         # bring source rows yi[dy] and yi[dh+dy] into the two cached slots
+        if (c == 3 and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
+                and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy] and s.direct):
+            hline2(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, dw, xi, xi + dw, xi + 2 * dw,
+                   xi + 3 * dw, hb, hb + n)
+            rows[0] = yi[dy]
+            rows[1] = yi[dh + dy]
         for i in range(2):
             want = yi[i * dh + dy]
             if rows[0] != want and rows[1] != want:
