@@ -7,6 +7,7 @@ buffer), calls :meth:`Model.invoke` and reads :meth:`Model.outputs_float`.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import re
 import warnings
@@ -121,6 +122,9 @@ class Model:
         loaded = []
         for lib, options in delegates:
             try:
+                # dlopen it ourselves first: LiteRT's Delegate object raises again from its
+                # destructor when the library is missing
+                ctypes.CDLL(lib)
                 loaded.append(self.backend.load_delegate(lib, dict(options or {})))
             except (OSError, ValueError, RuntimeError) as exc:
                 msg = f"delegate {lib} could not be loaded ({exc}); running on the CPU"
