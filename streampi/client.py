@@ -14,6 +14,7 @@ with the server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -187,18 +188,22 @@ class AsyncSubscriber(_SubscriberBase):
         return zmq.asyncio.Context.instance()
 
     async def recv(self, timeout: float | None = None) -> dict:
-        import asyncio
-
-        async def one() -> dict:
-            while True:
-                result = self._accept(await self._sock.recv_multipart())
-                if result is not None:
-                    return result
-
-        try:
-            return await asyncio.wait_for(one(), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"no result from {self.endpoint} within {timeout} s") from None
+        """One result; ``TimeoutError`` after ``timeout`` seconds. On a timeout only the
+        pending receive is cancelled, so a result that arrives at that moment is kept."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            fut = self._sock.recv_multipart()
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait({fut}, timeout=left)
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+            if fut.cancelled():
+                raise TimeoutError(f"no result from {self.endpoint} within {timeout} s")
+            result = self._accept(fut.result())
+            if result is not None:
+                return result
 
     def __aiter__(self):
         return self

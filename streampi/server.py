@@ -196,7 +196,7 @@ class Server:
         try:
             await self._stop_event.wait()
         finally:
-            ingest.cancel()
+            self._stop_event.set()  # also when serve() itself is cancelled
             await asyncio.gather(ingest, return_exceptions=True)
             await self._drain_received()
             self._stopping = True
@@ -249,8 +249,20 @@ class Server:
 
     # -- ingest ------------------------------------------------------------------------------
     async def _ingest(self) -> None:
+        """Receive until stop. Never cancelled from outside: a cancelled task could drop a
+        message its receive had already taken off the socket; only the pending receive is
+        cancelled here, and a message it already holds is still handled."""
+        stop = asyncio.ensure_future(self._stop_event.wait())
         while True:
-            await self._receive(await self.pull.recv_multipart(copy=False))
+            fut = self.pull.recv_multipart(copy=False)
+            await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                await self._receive(fut.result())
+            if stop.done():
+                return
             for _ in range(64):  # then what is already queued, without a trip through the event loop
                 try:
                     parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
