@@ -17,7 +17,7 @@ from .errors import (
     UnsupportedOpError,
 )
 from .model import Model, bundled_model
-from .preprocess import Preprocessor, Transform, preprocess
+from .preprocess import Preprocessor, Transform
 from .synthetic import LABELS, ShapesGenerator
 
 __version__ = "0.1.0"
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable", "FrameError", "LABELS", "Model", "ModelConfig", "ModelError", "ModelFileError",
     "Preprocessor", "ProtocolError", "ShapesGenerator", "StreampiError", "Transform", "UnsupportedModelError",
-    "UnsupportedOpError", "bundled_model", "load_config", "preprocess", "__version__",
+    "UnsupportedOpError", "bundled_model", "load_config", "__version__",
 ]
 
 

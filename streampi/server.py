@@ -448,5 +448,5 @@ class Server:
     def _publish(self, result: dict) -> None:
         try:
             self._pub_now.send_multipart(protocol.encode_result(result), flags=zmq.NOBLOCK)
-        except zmq.Again:  # PUB does not block; counted so that a loss is never silent
+        except zmq.Again:  # (PUB itself never blocks: past a slow subscriber's HWM it drops unreported)
             self.stats["publish_dropped"] += 1

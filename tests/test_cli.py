@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import simplejpeg
 
 from streampi import LABELS, ShapesGenerator
@@ -79,3 +80,41 @@ def test_subscriber_line_format():
     assert "square 0.980" in format_result(ok)
     bad = {"stream": "cam0", "seq": 4, "ok": False, "error": {"code": "dropped", "message": "replaced"}}
     assert "ERROR dropped: replaced" in format_result(bad)
+
+
+def test_produce_from_a_video_file(tmp_path):
+    import cv2
+
+    gen = ShapesGenerator(seed=13)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for _ in range(4):
+        rgb, _ = gen.frame(160, 120)
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+    writer.release()
+    with ServerThread("shapes_int8", ServerOptions(policy="queue")) as st:
+        sub = subprocess.Popen([*CLI, "subscribe", "--connect", st.results, "--count", "6", "--json"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        r = subprocess.run([*CLI, "produce", "--connect", st.frames, "--source", str(path), "--count", "6",
+                            "--fps", "50", "--stream", "video"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out, _ = sub.communicate(timeout=60)
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) == 6 and all(x["ok"] and x["stream"] == "video" for x in results)
+
+
+def test_serve_labels_file_overrides(tmp_path):
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"thing{i}" for i in range(6)) + "\n")
+    with ServerThread("shapes_float32", ServerOptions(policy="queue"), labels_file=labels, top_k=2) as st:
+        from streampi.client import Producer, Subscriber
+        from streampi.testing import wait_subscribed
+        with Subscriber(st.results) as sub:
+            wait_subscribed(sub, st.frames)
+            with Producer(st.frames, stream="lab") as prod:
+                rgb, label = ShapesGenerator(seed=2).frame(64, 64)
+                prod.send(rgb)
+            r = sub.recv(timeout=10)
+    assert len(r["top"]) == 2 and r["top"][0][1] == f"thing{label}"

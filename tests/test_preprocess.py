@@ -367,7 +367,7 @@ def test_avx2_and_baseline_builds_agree():
         avx2 = importlib.import_module("streampi._ext._kernels_avx2")
     except ImportError:
         pytest.skip("no AVX2 build on this platform")
-    pp = importlib.import_module("streampi.preprocess")  # (streampi.preprocess is also a function)
+    pp = importlib.import_module("streampi.preprocess")
 
     base = importlib.import_module("streampi._ext._kernels")
     if not pp._cpu_has("avx2"):
