@@ -20,7 +20,7 @@ from typing import Any
 
 from .bench import add_bench
 from .errors import StreampiError
-from .inspect_model import add_inspect
+from .inspect_model import add_inspect, parse_delegate
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -72,6 +72,8 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--max-streams", type=_positive_int, default=256, help="streams with frames waiting, at most")
     g.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
     g.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], default=None)
+    g.add_argument("--delegate", type=parse_delegate, action="append", default=[], metavar="PATH[:key=value,...]",
+                   help="load a delegate library in every worker (repeatable); the CPU runs the model if it fails")
     g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
     g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
     g.add_argument("--std", type=_floats, help="normalisation std(s)")
@@ -101,13 +103,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
                          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
                          stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
-                         recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend)
+                         recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
+                         delegates=args.delegate)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k)
 
     def ready(s: Server) -> None:
         info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
-                "backend": s.backend, "workers": s.n_workers, **s.bound}
+                "backend": s.backend, "workers": s.n_workers, "delegate_errors": s.delegate_errors, **s.bound}
+        for err in s.delegate_errors:
+            print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
         if args.ready_json:
             print(json.dumps(info), flush=True)
         else:

@@ -90,6 +90,7 @@ class ServerOptions:
     send_hwm: int = 100_000
     pin: bool = True
     backend: str | None = None
+    delegates: list[tuple[str, dict]] = field(default_factory=list)  # (library, options); CPU if it fails
     limits: Limits = field(default_factory=Limits)
 
     def check(self) -> None:
@@ -121,8 +122,9 @@ class Server:
         self.options.check()
         self.model_path = resolve_model(model)
         # load once here so that a bad model fails at start-up, before any socket is bound
-        probe = Model(self.model_path, backend=self.options.backend)
+        probe = Model(self.model_path, backend=self.options.backend, delegates=self.options.delegates)
         probe.image_input()
+        self.delegate_errors = probe.delegate_errors
         self.config = config or load_config(self.model_path, **config_overrides)
         self.model_info = {"name": probe.name, "sha256": probe.sha256[:12]}
         self.backend = str(probe.backend)
@@ -152,7 +154,8 @@ class Server:
 
         self.workers = [Worker(i, str(self.model_path), self.config, backend=self.options.backend,
                                threads=self.options.threads, cores=self._worker_cores(i),
-                               max_batch=self.options.max_batch, on_done=done) for i in range(self.n_workers)]
+                               max_batch=self.options.max_batch, on_done=done, delegates=self.options.delegates)
+                        for i in range(self.n_workers)]
         for w in self.workers:
             w.start()
         for w in self.workers:

@@ -93,11 +93,12 @@ class Worker(threading.Thread):
 
     def __init__(self, index: int, model_path: str, config: ModelConfig, *, backend: str | None, threads: int,
                  cores: Sequence[int] | None, max_batch: int,
-                 on_done: Callable[[Worker, list, list[Outcome]], None]) -> None:
+                 on_done: Callable[[Worker, list, list[Outcome]], None],
+                 delegates: Sequence[tuple[str, dict]] = ()) -> None:
         super().__init__(name=f"streampi-worker-{index}", daemon=True)
         self.index, self.model_path, self.config = index, model_path, config
         self.backend_name, self.threads, self.cores, self.max_batch = backend, threads, cores, max_batch
-        self.on_done = on_done
+        self.on_done, self.delegates = on_done, list(delegates)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
         self.error: BaseException | None = None
@@ -108,7 +109,8 @@ class Worker(threading.Thread):
         try:
             if self.cores:
                 os.sched_setaffinity(0, set(self.cores))  # this thread (and the interpreter's pool it starts)
-            self.model = Model(self.model_path, backend=self.backend_name, num_threads=self.threads)
+            self.model = Model(self.model_path, backend=self.backend_name, num_threads=self.threads,
+                               delegates=self.delegates)
             self.model.image_input()
             if self.model.batch_resizable:
                 self.model.resize_batch(self.max_batch)

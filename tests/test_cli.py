@@ -118,3 +118,24 @@ def test_serve_labels_file_overrides(tmp_path):
                 prod.send(rgb)
             r = sub.recv(timeout=10)
     assert len(r["top"]) == 2 and r["top"][0][1] == f"thing{label}"
+
+
+def test_serve_with_a_missing_delegate_falls_back_to_the_cpu(tmp_path):
+    from streampi.testing import start_server
+
+    proc, info = start_server(["shapes_int8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                               "--delegate", f"{tmp_path}/libnope.so:cache=1"])
+    try:
+        assert info["delegate_errors"] and "running on the CPU" in info["delegate_errors"][0]
+        from streampi.client import Producer, Subscriber
+        from streampi.testing import wait_subscribed
+        with Subscriber(info["publish"]) as sub:
+            wait_subscribed(sub, info["bind"])
+            with Producer(info["bind"], stream="cpu") as prod:
+                rgb, label = ShapesGenerator(seed=4).frame(64, 64)
+                prod.send(rgb)
+            r = sub.recv(timeout=10)
+        assert r["ok"] and r["top"][0][1] == LABELS[label]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
