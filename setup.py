@@ -28,12 +28,14 @@ import platform  # noqa: E402
 extra = ["-O3"]
 if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's own CPU
     extra.append("-march=native")
-extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], extra_compile_args=extra)]
+inc = ["streampi/_ext"]
+extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], include_dirs=inc,
+                        extra_compile_args=extra)]
 if platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("STREAMPI_NATIVE"):
     # the same source built for AVX2 (no FMA: identical float results); picked at import when the CPU has it.
     # (ARM's NEON is part of the aarch64 baseline, so the Pi needs no second build.)
     extensions.append(Extension("streampi._ext._kernels_avx2", ["streampi/_ext/_kernels_avx2.pyx"],
-                                extra_compile_args=[*extra, "-mavx2"]))
+                                include_dirs=inc, extra_compile_args=[*extra, "-mavx2"]))
 
 setup(
     ext_modules=cythonize(

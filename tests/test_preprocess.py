@@ -377,9 +377,14 @@ def test_avx2_and_baseline_builds_agree():
                                      ("i420", (1280, 720), (224, 224, 3), "letterbox"),
                                      ("bgra", (333, 211), (96, 128, 3), "crop"),
                                      ("nv12", (320, 240), (300, 300, 3), "stretch"),
-                                     ("rgb", (1920, 1080), (64, 64, 1), "stretch")]:
+                                     ("rgb", (1920, 1080), (64, 64, 1), "stretch"),
+                                     ("rgb", (641, 479), (200, 300, 3), "letterbox"),
+                                     ("bgr", (333, 250), (224, 224, 3), "stretch"),
+                                     ("rgba", (17, 9), (5, 7, 3), "stretch")]:
         frame = make_frame(rng, fmt, w, h, smooth=False)
-        pre = Preprocessor(out, np.float32, mean=(0.5,), std=(0.25,), resize=resize)
+        dtype = np.float32 if fmt != "bgr" else np.int8
+        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels="bgr"
+                           if fmt == "bgr" else "rgb")
         results = []
         for module in (base, avx2):
             pp._kernels = module

@@ -25,6 +25,11 @@ cdef extern from *:
     ctypedef float* f32_out "float * __restrict__"
     ctypedef int32_t* i32_out "int32_t * __restrict__"
 
+cdef extern from "simd.h" nogil:
+    int streampi_hline2_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int dw,
+                            const int* x0, const int* x1, const int* a0, const int* a1, int32_t* h,
+                            int32_t* g, int row_bytes)
+
 cdef enum:
     FMT_RGB = 0
     FMT_BGR = 1
@@ -194,6 +199,23 @@ cdef void emit(const uint8_t* row, int n, int c, int itemsize, const uint8_t* lu
                 fout[c * i + j] = flut[256 * j + row[c * i + j]]
 
 
+cdef void emit_planar3(const uint8_t* row, int dw, int itemsize, const uint8_t* lut, uint8_t* out) noexcept nogil:
+    """emit() of a planar 3-channel row (R, G, B runs of dw) into the interleaved slot row."""
+    cdef int x
+    cdef const float* flut = <const float*>lut
+    cdef float* fout = <float*>out
+    if itemsize == 1:
+        for x in range(dw):
+            out[3 * x] = lut[row[x]]
+            out[3 * x + 1] = lut[256 + row[dw + x]]
+            out[3 * x + 2] = lut[512 + row[2 * dw + x]]
+    else:
+        for x in range(dw):
+            fout[3 * x] = flut[row[x]]
+            fout[3 * x + 1] = flut[256 + row[dw + x]]
+            fout[3 * x + 2] = flut[512 + row[2 * dw + x]]
+
+
 cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int* a1,
                        bint clamp_weights) noexcept nogil:
     """OpenCV's INTER_LINEAR source indices and Q11 weights (half-pixel centres).
@@ -222,40 +244,42 @@ cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int
 
 cdef void hline(u8_in p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
                 const int* a0, const int* a1, i32_out h) noexcept nogil:
-    """Horizontal bilinear pass of one source row into Q11 fixed point."""
+    """Horizontal bilinear pass of one source row into Q11 fixed point (planar for 3 channels)."""
     cdef int x, i0, i1, w0, w1
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
-    if c == 3:
+    if c == 3:  # planar: channel k of pixel x at h[k * dw + x]
         for x in range(dw):
             i0 = x0[x] * ps
             i1 = x1[x] * ps
             w0 = a0[x]
             w1 = a1[x]
-            h[3 * x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
-            h[3 * x + 1] = p[i0 + o1] * w0 + p[i1 + o1] * w1
-            h[3 * x + 2] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+            h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
+            h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
+            h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
     else:
         for x in range(dw):
             h[x] = p[x0[x] * ps + o0] * a0[x] + p[x1[x] * ps + o0] * a1[x]
 
 
 cdef void hline2(u8_in p, u8_in q, int ps, const int* off, int dw, const int* x0, const int* x1,
-                 const int* a0, const int* a1, i32_out h, i32_out g) noexcept nogil:
-    """hline() of two source rows at once (3 channels), sharing the index and weight loads:
-    a shrinking resize needs two fresh rows for almost every destination row."""
+                 const int* a0, const int* a1, i32_out h, i32_out g, int row_bytes) noexcept nogil:
+    """hline() of two source rows at once (3 channels, planar), sharing the index and weight loads:
+    a shrinking resize needs two fresh rows for almost every destination row. The AVX2 build
+    does most pixels with gathers (simd.h); this loop does the rest, or all of them."""
     cdef int x, i0, i1, w0, w1
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
-    for x in range(dw):
+    cdef int start = streampi_hline2_rgb(p, q, ps, o0, o1, o2, dw, x0, x1, a0, a1, h, g, row_bytes)
+    for x in range(start, dw):
         i0 = x0[x] * ps
         i1 = x1[x] * ps
         w0 = a0[x]
         w1 = a1[x]
-        h[3 * x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
-        h[3 * x + 1] = p[i0 + o1] * w0 + p[i1 + o1] * w1
-        h[3 * x + 2] = p[i0 + o2] * w0 + p[i1 + o2] * w1
-        g[3 * x] = q[i0 + o0] * w0 + q[i1 + o0] * w1
-        g[3 * x + 1] = q[i0 + o1] * w0 + q[i1 + o1] * w1
-        g[3 * x + 2] = q[i0 + o2] * w0 + q[i1 + o2] * w1
+        h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
+        h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
+        h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+        g[x] = q[i0 + o0] * w0 + q[i1 + o0] * w1
+        g[dw + x] = q[i0 + o1] * w0 + q[i1 + o1] * w1
+        g[2 * dw + x] = q[i0 + o2] * w0 + q[i1 + o2] * w1
 
 
 cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
@@ -281,7 +305,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
         if (c == 3 and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
                 and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy] and s.direct):
             hline2(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, dw, xi, xi + dw, xi + 2 * dw,
-                   xi + 3 * dw, hb, hb + n)
+                   xi + 3 * dw, hb, hb + n, s.cw * s.ps)
             rows[0] = yi[dy]
             rows[1] = yi[dh + dy]
         for i in range(2):
@@ -298,7 +322,10 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
             # OpenCV's vectorised rounding: ((S0>>4)*b0>>16) + ((S1>>4)*b1>>16), then (+2)>>2
             v = (((((H0[i] >> 4) * b0) >> 16) + (((H1[i] >> 4) * b1) >> 16) + 2) >> 2)
             row[i] = sat8(v)
-        emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
+        if c == 3:
+            emit_planar3(row, dw, itemsize, lut, out + <int64_t>dy * out_stride)
+        else:
+            emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
     free(xi); free(yi); free(hb); free(row)
     return 0
 
