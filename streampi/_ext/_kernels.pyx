@@ -242,20 +242,22 @@ cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int
         a1[d] = <int>lrintf(f * 2048.0)
 
 
+cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, int o2, i32_out h, int dw,
+                       int x) noexcept nogil:
+    """One pixel of the horizontal bilinear pass, 3 channels, into planar row h."""
+    h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
+    h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
+    h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+
+
 cdef void hline(u8_in p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
                 const int* a0, const int* a1, i32_out h) noexcept nogil:
     """Horizontal bilinear pass of one source row into Q11 fixed point (planar for 3 channels)."""
-    cdef int x, i0, i1, w0, w1
+    cdef int x
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
     if c == 3:  # planar: channel k of pixel x at h[k * dw + x]
         for x in range(dw):
-            i0 = x0[x] * ps
-            i1 = x1[x] * ps
-            w0 = a0[x]
-            w1 = a1[x]
-            h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
-            h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
-            h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+            hpix3(p, x0[x] * ps, x1[x] * ps, a0[x], a1[x], o0, o1, o2, h, dw, x)
     else:
         for x in range(dw):
             h[x] = p[x0[x] * ps + o0] * a0[x] + p[x1[x] * ps + o0] * a1[x]
@@ -274,12 +276,8 @@ cdef void hline2(u8_in p, u8_in q, int ps, const int* off, int dw, const int* x0
         i1 = x1[x] * ps
         w0 = a0[x]
         w1 = a1[x]
-        h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
-        h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
-        h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
-        g[x] = q[i0 + o0] * w0 + q[i1 + o0] * w1
-        g[dw + x] = q[i0 + o1] * w0 + q[i1 + o1] * w1
-        g[2 * dw + x] = q[i0 + o2] * w0 + q[i1 + o2] * w1
+        hpix3(p, i0, i1, w0, w1, o0, o1, o2, h, dw, x)
+        hpix3(q, i0, i1, w0, w1, o0, o1, o2, g, dw, x)
 
 
 cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
