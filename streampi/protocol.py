@@ -26,7 +26,7 @@ ERRORS_TOPIC = "_errors"
 STREAM_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 #: Error codes of results with ``ok: false``.
-ERROR_CODES = ("bad_frame", "dropped", "overloaded", "internal", "shutdown")
+ERROR_CODES = ("bad_frame", "dropped", "overloaded", "internal")
 
 
 @dataclass(frozen=True)
