@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from streampi.bench import ceiling  # noqa: E402
 from streampi.client import Producer, Subscriber  # noqa: E402
+from streampi.measure import usable_cores  # noqa: E402
 from streampi.model import resolve_model  # noqa: E402
 from streampi.testing import start_server  # noqa: E402
-from streampi.workers import usable_cores  # noqa: E402
 
 
 def _produce(endpoint: str, stream: str, size: tuple[int, int], fps: float, seconds: float, out: mp.Queue) -> None:

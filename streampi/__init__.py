@@ -32,7 +32,7 @@ __all__ = [
 def __getattr__(name: str):
     # the networking half imports pyzmq; load it only when asked for
     if name == "Server":
-        from .server import Server
+        from .serving import Server
         return Server
     if name in ("Producer", "Subscriber", "AsyncProducer", "AsyncSubscriber"):
         from . import client

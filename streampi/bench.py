@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from .client import Producer, Subscriber
-from .measure import back_to_back_fps, invoke_ms, ready
+from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, resolve_model
 from .testing import start_server
-from .workers import usable_cores
 
 STAGES = ("queue_ms", "pre_ms", "infer_ms", "post_ms")
 
@@ -543,9 +542,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             serve_args += ["--workers", str(args.workers)]
         proc, info = start_server(serve_args)
         frames_ep, results_ep, server_pid = info["bind"], info["publish"], proc.pid
-        report["server"] = {"backend": info["backend"], "workers": info["workers"], "model": info["model"],
+        report["server"] = {"backend": info["backend"], "workers": len(info["workers"]), "model": info["model"],
                             "sha256": info["sha256"]}
-        print(f"server: {info['model']} on {info['backend']}, {info['workers']} workers, policy {args.policy}, "
+        print(f"server: {info['model']} on {info['backend']}, {len(info['workers'])} workers, policy {args.policy}, "
               f"max batch {args.max_batch}")
     try:
         if args.ceiling or (args.sweep and args.sweep_start is None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +44,16 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
@@ -59,6 +70,8 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint of the PULL socket for frames")
     g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint of the PUB socket for results")
     g.add_argument("--recv-hwm", type=_positive_int, default=64, help="frames ZeroMQ buffers before producers block")
+    g.add_argument("--control", default="tcp://127.0.0.1:5557",
+                   help="endpoint of the control socket for `streampi ctl` ('none' to disable)")
     g = p.add_argument_group("scheduling")
     g.add_argument("--workers", type=_positive_int, default=None, help="interpreter instances (default: usable cores)")
     g.add_argument("--threads", type=_positive_int, default=1, help="threads per interpreter")
@@ -74,6 +87,14 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], default=None)
     g.add_argument("--delegate", type=parse_delegate, action="append", default=[], metavar="PATH[:key=value,...]",
                    help="load a delegate library in every worker (repeatable); the CPU runs the model if it fails")
+    g = p.add_argument_group("supervision")
+    g.add_argument("--isolation", choices=["process", "thread"], default="process",
+                   help="run each interpreter in its own process (a crash is survived) or in a thread of the server")
+    g.add_argument("--invoke-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="kill and replace a worker process stuck this long in one batch (process isolation)")
+    g.add_argument("--stop-timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+                   help="at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
     g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
     g.add_argument("--std", type=_floats, help="normalisation std(s)")
@@ -97,20 +118,26 @@ def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import Server, ServerOptions
+    from .serving import Server, ServerOptions
 
     policy, per_stream = _policies(args.policy)
     opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
                          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
                          stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
                          recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
-                         delegates=args.delegate)
+                         delegates=args.delegate, isolation=args.isolation, invoke_timeout=args.invoke_timeout,
+                         stop_timeout=args.stop_timeout,
+                         control=None if args.control.lower() == "none" else args.control)
+    logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
+                        stream=sys.stderr)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k)
 
     def ready(s: Server) -> None:
         info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
-                "backend": s.backend, "workers": s.n_workers, "delegate_errors": s.delegate_errors, **s.bound}
+                "backend": s.backend, "isolation": s.options.isolation,
+                "workers": [{"index": w.index, "pid": w.pid, "cores": w.cores} for w in s.slots],
+                "delegate_errors": s.delegate_errors, **s.bound}
         for err in s.delegate_errors:
             print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
         if args.ready_json:
@@ -121,8 +148,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     code = server.run(on_ready=ready)
     st = server.stats
+    errors = ", ".join(f"{k[7:]} {v}" for k, v in sorted(st.items()) if k.startswith("errors.") and v)
     print(f"streampi: stopped; received {st['received']}, answered {st['answered']} "
-          f"(ok {st['ok']}, dropped {st['errors.dropped']}, bad {st['errors.bad_frame']})", file=sys.stderr)
+          f"(ok {st['ok']}{', ' + errors if errors else ''})", file=sys.stderr)
     return code
 
 
@@ -284,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_inspect(sub)
     add_bench(sub)
+    from .ctl import add_ctl
+    add_ctl(sub)
     return parser
 
 

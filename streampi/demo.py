@@ -51,7 +51,7 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
     """Run the demo; return the summary (also printed)."""
     proc, info = start_server([model, "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
                                *(serve_args or [])])
-    out(f"server ready: model {info['model']} on {info['backend']}, {info['workers']} workers, "
+    out(f"server ready: model {info['model']} on {info['backend']}, {len(info['workers'])} workers, "
         f"frames in at {info['bind']}, results at {info['publish']}")
     report = DemoReport()
     sub = Subscriber(info["publish"])

@@ -25,9 +25,8 @@ import numpy as np
 from .backends import Backend, available_backends, get_backend
 from .config import embedded_labels, load_config, sidecar_path
 from .errors import ModelError, ModelFileError, StreampiError
-from .measure import back_to_back_fps, invoke_ms, ready
+from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, check_tflite_file, resolve_model
-from .workers import usable_cores
 
 CONVERTER_SNIPPET = """\
 import tensorflow as tf

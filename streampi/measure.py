@@ -10,7 +10,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from .model import Model
-from .workers import usable_cores
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask), where workers get pinned."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
 
 
 def ready(model: Model, warmup: int = 5) -> Model:

@@ -14,11 +14,11 @@ from typing import Any
 import zmq
 
 from .client import Subscriber
-from .server import Server, ServerOptions
+from .serving import Server, ServerOptions
 
 
 class ServerThread:
-    """A :class:`~streampi.server.Server` on its own event loop in a background thread.
+    """A :class:`~streampi.serving.Server` on its own event loop in a background thread.
 
     Binds ephemeral loopback ports unless told otherwise; ``frames`` and ``results`` are
     the endpoints to connect to. Use as a context manager: leaving it stops the server
@@ -31,6 +31,8 @@ class ServerThread:
             options.bind = "tcp://127.0.0.1:*"
         if options.publish == ServerOptions.publish:
             options.publish = "tcp://127.0.0.1:*"
+        if options.control == ServerOptions.control:
+            options.control = "tcp://127.0.0.1:*"
         self.server = Server(model, options, **config)
         self._ready = threading.Event()
         self.error: BaseException | None = None
@@ -58,6 +60,7 @@ class ServerThread:
         if self.error is not None:
             raise self.error
         self.frames, self.results = self.server.bound["bind"], self.server.bound["publish"]
+        self.control = self.server.bound.get("control")
         return self
 
     def stop(self, timeout: float = 60) -> None:
@@ -112,6 +115,8 @@ def _drain(sub: Subscriber) -> None:
 
 def start_server(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen, dict]:
     """Run ``streampi serve`` in a child process; return it and its ready line (JSON)."""
+    if "--control" not in args:  # an ephemeral port: several servers may run at once
+        args = [*args, "--control", "tcp://127.0.0.1:*"]
     cmd = [sys.executable, "-m", "streampi", "serve", "--ready-json", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import numpy as np
 import simplejpeg
 
 from streampi import LABELS, ShapesGenerator
-from streampi.server import ServerOptions
+from streampi.serving import ServerOptions
 from streampi.testing import ServerThread
 
 CLI = [sys.executable, "-m", "streampi"]

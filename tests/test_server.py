@@ -16,7 +16,7 @@ from streampi import LABELS, Model, ShapesGenerator, bundled_model, load_config
 from streampi.client import AsyncProducer, AsyncSubscriber, Producer, Subscriber
 from streampi.preprocess import Preprocessor
 from streampi.protocol import encode_frame, output_arrays
-from streampi.server import ServerOptions
+from streampi.serving import ServerOptions
 from streampi.testing import ServerThread, wait_subscribed
 
 

@@ -1,0 +1,64 @@
+"""``streampi ctl``: ask a running server over its control socket (health, workers, stats)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import msgpack
+import zmq
+
+COMMANDS = ("health", "workers", "stats")
+
+
+def request(endpoint: str, cmd: str, timeout: float = 3.0) -> dict:
+    """Send one command; return the reply map. Raises TimeoutError when no server answers."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+    try:
+        sock.connect(endpoint)
+        sock.send(msgpack.packb({"cmd": cmd}))
+        try:
+            return msgpack.unpackb(sock.recv(), raw=False)
+        except zmq.Again:
+            raise TimeoutError(f"no answer from {endpoint} in {timeout:g} s: is `streampi serve` running "
+                               f"with --control {endpoint}?") from None
+    finally:
+        sock.close()
+
+
+def add_ctl(sub: Any) -> None:
+    p = sub.add_parser("ctl", help="ask a running server: health (exit code 0 when healthy), workers, stats")
+    p.add_argument("command", choices=COMMANDS)
+    p.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the server's control endpoint")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.set_defaults(func=cmd_ctl)
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    try:
+        reply = request(args.connect, args.command, args.timeout)
+    except TimeoutError as exc:
+        print(f"streampi: error: {exc}", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(f"streampi: error: {reply.get('error')}", file=sys.stderr)
+        return 2
+    if args.json or args.command == "stats":
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    else:
+        if args.command == "health":
+            print("healthy" if reply["healthy"] else "UNHEALTHY")
+        for w in reply["workers"]:
+            held = ", ".join(f"{s}/{q}" for s, q in w["holding"]) or "-"
+            print(f"w{w['index']}  pid {w['pid']}  gen {w['generation']}  {w['state']:<8} cores {w['cores']}  "
+                  f"frames {w['frames_done']}  restarts {w['restarts']}  holding {held}")
+    if args.command == "health":
+        return 0 if reply["healthy"] else 1
+    return 0

@@ -1,0 +1,591 @@
+"""The streaming server: a thin asyncio driver around the scheduler and the workers.
+
+One event loop (uvloop when installed) receives frame messages, validates their headers
+(:mod:`streampi.protocol`), feeds the pure :class:`~streampi.serving.scheduler.Scheduler`
+and carries out what it decides: answers, batches for idle workers, re-runs. Worker slots
+(:mod:`streampi.serving.workers`) preprocess, invoke and post-process off the loop.
+
+Every frame that reaches the server gets exactly one result message. The one place that
+decides a frame's fate is :meth:`Server._settle`: results, errors and drops all go through
+it, it refuses to answer a frame twice, and everything after the decision (building,
+encoding, publishing) is guarded per frame so that one failure cannot leave another frame
+unanswered. Background tasks are supervised: one that fails stops the server loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from .. import protocol
+from ..config import ModelConfig, load_config
+from ..errors import ProtocolError, StreampiError
+from ..model import Model, resolve_model
+from ..protocol import Limits
+from .scheduler import POLICIES, Job, Scheduler
+from .workers import (
+    ISOLATIONS,
+    Events,
+    Outcome,
+    WorkerSlot,
+    WorkerSpec,
+    process_isolation_available,
+    usable_cores,
+)
+
+log = logging.getLogger("streampi.server")
+
+
+class ServerFailure(StreampiError):
+    """A part of the server failed and the server stopped (its frames were all answered)."""
+
+
+@dataclass
+class ServerOptions:
+    """Everything ``streampi serve`` can set (see ``streampi serve --help``)."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    publish: str = "tcp://127.0.0.1:5556"
+    control: str | None = "tcp://127.0.0.1:5557"
+    workers: int | None = None
+    threads: int = 1
+    max_batch: int = 4
+    max_delay_ms: float = 0.0
+    policy: str = "latest"
+    stream_policies: dict[str, str] = field(default_factory=dict)
+    queue_size: int = 32
+    max_streams: int = 256
+    recv_hwm: int = 64
+    send_hwm: int = 100_000
+    pin: bool = True
+    backend: str | None = None
+    delegates: list[tuple[str, dict]] = field(default_factory=list)  # (library, options); CPU if it fails
+    limits: Limits = field(default_factory=Limits)
+    isolation: str = "process"
+    invoke_timeout: float = 10.0
+    stop_timeout: float = 5.0
+
+    def check(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        for stream, pol in self.stream_policies.items():
+            if pol not in POLICIES:
+                raise ValueError(f"policy of stream {stream!r} must be one of {POLICIES}, got {pol!r}")
+        for name in ("threads", "max_batch", "queue_size", "max_streams", "recv_hwm"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_delay_ms < 0:
+            raise ValueError(f"max-delay-ms must be >= 0, got {self.max_delay_ms}")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+        if self.isolation == "process" and not process_isolation_available():
+            raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")
+        if not self.invoke_timeout > 0:
+            raise ValueError(f"invoke-timeout must be > 0 seconds, got {self.invoke_timeout}")
+        if not self.stop_timeout > 0:
+            raise ValueError(f"stop-timeout must be > 0 seconds, got {self.stop_timeout}")
+
+
+class Server(Events):
+    """Serve one model. ``await server.serve()`` runs until :meth:`stop`; :meth:`run`
+    is the blocking form with uvloop and SIGINT/SIGTERM handling (what the CLI calls).
+
+    >>> server = Server("shapes_int8", ServerOptions(workers=2))   # doctest: +SKIP
+    >>> server.run()                                                # doctest: +SKIP
+    """
+
+    def __init__(self, model: str = "shapes_int8", options: ServerOptions | None = None,
+                 config: ModelConfig | None = None, **config_overrides: Any) -> None:
+        self.options = opts = options or ServerOptions()
+        opts.check()
+        self.model_path = resolve_model(model)
+        # load once here so that a bad model fails at start-up, before any socket is bound
+        probe = Model(self.model_path, backend=opts.backend, delegates=opts.delegates)
+        image_shape = probe.image_input()
+        self.delegate_errors = probe.delegate_errors
+        self.config = config or load_config(self.model_path, **config_overrides)
+        self.model_info = {"name": probe.name, "sha256": probe.sha256[:12]}
+        self.backend = str(probe.backend)
+        self.batch_resizable = probe.batch_resizable
+        if probe.batch_resizable and probe.batch_size != 1:
+            probe.resize_batch(1)
+        self.spec = WorkerSpec(str(self.model_path), self.config, probe.input, image_shape, tuple(probe.outputs),
+                               probe.batch_resizable, backend=opts.backend, threads=opts.threads,
+                               max_batch=opts.max_batch, delegates=tuple(opts.delegates),
+                               invoke_timeout=opts.invoke_timeout)
+        del probe
+        self._cores = usable_cores()
+        self.n_workers = opts.workers or len(self._cores)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.sched = Scheduler(policy=opts.policy, stream_policies=opts.stream_policies,
+                               queue_size=opts.queue_size, max_streams=opts.max_streams, max_batch=opts.max_batch,
+                               max_delay=opts.max_delay_ms / 1e3, batchable=self.spec.batch_resizable)
+        self.slots: list[WorkerSlot] = []
+        self.bound: dict[str, str] = {}
+        self._stopping = False  # no more frames come in; finish what is held
+        self._closed = False  # sockets closed: nothing is published any more
+        self._unavailable = False  # every worker is in back-off: answer at once
+        self._in_hand: dict[int, list[Job]] = {}  # worker index -> batch it holds
+        self._usable: set[int] = set()  # worker indexes whose interpreter is up
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _worker_cores(self, i: int) -> list[int] | None:
+        if not self.options.pin:
+            return None
+        t = self.options.threads
+        return [self._cores[(i * t + k) % len(self._cores)] for k in range(t)]
+
+    async def _start_workers(self) -> None:
+        loop = self._loop
+
+        def emit(fn: Any, *args: Any) -> None:  # from a worker thread into the loop
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closed: the server has stopped, nothing to tell
+                pass
+
+        self.slots = [WorkerSlot(i, self.spec, isolation=self.options.isolation, cores=self._worker_cores(i),
+                                 emit=emit, events=self) for i in range(self.n_workers)]
+        for slot in self.slots:
+            slot.start()
+        errors = []
+        for slot in self.slots:
+            try:
+                await loop.run_in_executor(None, slot.wait_ready)
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            await self._stop_workers(deadline=time.monotonic() + 5)
+            raise errors[0]
+        self.delegate_errors = self.slots[0].delegate_errors or self.delegate_errors
+
+    async def serve(self, ready: asyncio.Event | None = None) -> None:
+        """Run until :meth:`stop` is called; then answer what was accepted and return.
+        Raises :class:`ServerFailure` when a part of the server failed (after the stop)."""
+        opts = self.options
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._wake = asyncio.Event()  # dispatch: work arrived, a worker got free, stopping
+        self._room = asyncio.Event()  # ingest: a queue stream may have room now
+        self._quiet = asyncio.Event()  # stop: nothing waiting, nothing in flight
+        await self._start_workers()
+        try:
+            self._open_sockets()
+        except BaseException:
+            await self._stop_workers(deadline=time.monotonic() + 5)
+            raise
+        tasks = {asyncio.ensure_future(self._ingest()): "ingest", asyncio.ensure_future(self._dispatch()): "dispatch"}
+        if self.control is not None:
+            tasks[asyncio.ensure_future(self._control())] = "control"
+        self._tasks = tasks
+        log.info("serving %s (%s) with %d %s workers", self.model_info["name"], self.model_info["sha256"],
+                 self.n_workers, opts.isolation)
+        if ready is not None:
+            ready.set()
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        failure: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop:
+                    failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                    failure = failure or RuntimeError(f"the {tasks[task]} task ended by itself")
+                    log.critical("the %s task failed: %r; stopping", tasks[task], failure,
+                                 exc_info=failure if isinstance(failure, Exception) else None)
+                    self.stats["failures"] += 1
+                    break
+        finally:
+            stop.cancel()
+            await self._shutdown(failed=failure is not None)
+        if failure is not None:
+            raise ServerFailure(f"the server stopped because a part of it failed: {failure!r}") from failure
+
+    def stop(self) -> None:
+        """Stop taking frames; :meth:`serve` then answers what was accepted and returns."""
+        if hasattr(self, "_stop_event"):
+            self._stop_event.set()
+
+    def _open_sockets(self) -> None:
+        opts = self.options
+        ctx = zmq.asyncio.Context.instance()
+        self.pull = ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, opts.recv_hwm)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, opts.limits.max_message_bytes)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, opts.send_hwm)
+        self.pub.setsockopt(zmq.LINGER, 2000)
+        self.control = ctx.socket(zmq.REP) if opts.control else None
+        if self.control is not None:
+            self.control.setsockopt(zmq.LINGER, 0)
+            self.control.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        try:
+            self.pull.bind(opts.bind)
+            self.pub.bind(opts.publish)
+            if self.control is not None:
+                self.control.bind(opts.control)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise StreampiError(f"cannot bind {opts.bind} / {opts.publish} / {opts.control}: {exc}") from exc
+        # blocking-API twins of the same sockets: draining what is already queued and publishing
+        # through them skips the asyncio future machinery (~60 µs a message)
+        self._pull_now = zmq.Socket.shadow(self.pull.underlying)
+        self._pub_now = zmq.Socket.shadow(self.pub.underlying)
+        self.bound = {"bind": self.pull.getsockopt(zmq.LAST_ENDPOINT).decode(),
+                      "publish": self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()}
+        if self.control is not None:
+            self.bound["control"] = self.control.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def _close_sockets(self) -> None:
+        self._closed = True
+        for name in ("pull", "pub", "control"):
+            sock = getattr(self, name, None)
+            if sock is not None and not sock.closed:
+                sock.close()
+
+    async def _shutdown(self, failed: bool) -> None:
+        """One deadline (``stop_timeout``) for the whole stop: stop reading, answer what is
+        held (run it if there is time, else ``shutdown``), stop the workers, close."""
+        deadline = time.monotonic() + self.options.stop_timeout
+        self._stop_event.set()
+        ingest = next((t for t, name in self._tasks.items() if name == "ingest"), None)
+        if ingest is not None and not ingest.done():
+            await asyncio.wait([ingest], timeout=max(0.0, deadline - time.monotonic()))
+        if ingest is not None and ingest.done() and not ingest.cancelled() and ingest.exception() is None:
+            await self._drain_received()
+        self._stopping = True
+        self._wake.set()
+        dispatch = next(t for t, name in self._tasks.items() if name == "dispatch")
+        if not dispatch.done():
+            self._check_quiet()
+            await asyncio.wait([asyncio.ensure_future(self._quiet.wait())],
+                               timeout=max(0.0, deadline - time.monotonic() - 0.5))
+        for job in self.sched.take_all():
+            self._settle(job, error=("shutdown", "the server stopped before this frame could run"))
+        for index, batch in list(self._in_hand.items()):
+            for job in batch:
+                if not job.settled:
+                    self._settle(job, error=("shutdown", f"the server stopped while worker {index} ran this frame"))
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_workers(deadline=max(deadline, time.monotonic() + 0.5))
+        self._close_sockets()
+        log.info("stopped; received %d, answered %d", self.stats["received"], self.stats["answered"])
+
+    async def _stop_workers(self, deadline: float) -> None:
+        for slot in self.slots:
+            slot.stop()
+        for slot in self.slots:
+            left = deadline - time.monotonic()
+            if left > 0:
+                await self._loop.run_in_executor(None, slot.join, left)
+        for slot in self.slots:
+            if slot.is_alive():
+                log.warning("worker %d did not stop in time; killing its process", slot.index)
+                slot.kill()
+
+    def run(self, on_ready: Any = None) -> int:
+        """Serve until SIGINT/SIGTERM; return the exit code (0 after a clean stop, 1 when a
+        part of the server failed)."""
+        try:
+            import uvloop
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+            pass
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+            ready = asyncio.Event()
+            task = asyncio.ensure_future(self.serve(ready))
+            await asyncio.wait([task, asyncio.ensure_future(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if ready.is_set() and on_ready is not None:
+                on_ready(self)
+            await task
+
+        try:
+            asyncio.run(main())
+        except ServerFailure as exc:
+            log.critical("%s", exc)
+            return 1
+        return 0
+
+    # -- ingest ------------------------------------------------------------------------------
+    async def _ingest(self) -> None:
+        """Receive until stop. Never cancelled from outside while serving: a cancelled task
+        could drop a message its receive had already taken off the socket; only the pending
+        receive is cancelled here, and a message it already holds is still handled."""
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            while True:
+                fut = self.pull.recv_multipart(copy=False)
+                await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not fut.done():
+                    fut.cancel()
+                    await asyncio.gather(fut, return_exceptions=True)
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    await self._receive(fut.result())
+                if stop.done():
+                    return
+                for _ in range(64):  # then what is already queued, without a trip through the event loop
+                    try:
+                        parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    await self._receive(parts)
+        finally:
+            stop.cancel()
+
+    async def _drain_received(self) -> None:
+        """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
+        producer that keeps sending cannot hold the stop up)."""
+        for _ in range(self.options.recv_hwm * 2):
+            try:
+                parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            await self._receive(parts)
+
+    async def _receive(self, parts: list) -> None:
+        self.stats["received"] += 1
+        try:
+            msg = protocol.decode_frame(parts, self.options.limits)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter())
+        if self._unavailable:
+            self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
+                                                    "to start); see the server's log"))
+            return
+        offer = self.sched.offer(job)
+        while offer.full:  # back-pressure: stop reading until the stream has room
+            self.stats["backpressure_waits"] += 1
+            self._room.clear()
+            if self._stop_event.is_set():
+                offer = self.sched.offer(job, force=True)  # off the socket already: it must be answered
+                break
+            room = asyncio.ensure_future(self._room.wait())
+            stop = asyncio.ensure_future(self._stop_event.wait())
+            await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
+            room.cancel()
+            stop.cancel()
+            offer = self.sched.offer(job, force=self._stop_event.is_set())
+        for other, code, text in offer.answers:
+            self._settle(other, error=(code, text))
+        if offer.admitted:
+            self.stats["accepted"] += 1
+            self.stats["max_pending"] = max(self.stats["max_pending"], self.sched.depth(job.stream))
+            self._wake.set()
+
+    def _reject(self, exc: ProtocolError) -> None:
+        stream, seq = getattr(exc, "stream", None), getattr(exc, "seq", None)
+        self.stats["errors.bad_frame"] += 1
+        self.stats["answered"] += 1
+        result = protocol.error_result("bad_frame", str(exc), stream, seq)
+        result["model"] = self.model_info
+        self._send(result)
+
+    # -- dispatch ----------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while True:
+            idle = [s for s in self.slots if s.index in self._usable and s.index not in self._in_hand]
+            timeout: float | None = None
+            if idle:
+                decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self._stopping)
+                if isinstance(decision, list):
+                    self._submit(idle[0], decision)
+                    continue
+                if decision is not None:
+                    timeout = max(0.0, decision - time.perf_counter())
+            self._check_quiet()
+            self._wake.clear()
+            if timeout is None:
+                await self._wake.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _submit(self, slot: WorkerSlot, batch: list[Job]) -> None:
+        now = time.perf_counter()
+        for job in batch:
+            job.t_batch = now
+        self._in_hand[slot.index] = batch
+        self.stats["batches"] += 1
+        self.stats["batched_frames"] += len(batch)
+        self._room.set()
+        slot.submit(batch)
+
+    def _check_quiet(self) -> None:
+        if self.sched.pending == 0 and not self._in_hand:
+            self._quiet.set()
+        else:
+            self._quiet.clear()
+
+    # -- what the workers tell (run in the loop) ------------------------------------------------
+    def worker_state(self, slot: WorkerSlot, state: str) -> None:
+        if state == "ready":
+            self._usable.add(slot.index)
+        else:
+            self._usable.discard(slot.index)
+        down = all(s.state == "backoff" for s in self.slots)
+        if down and not self._unavailable:
+            log.error("no worker can run the model; answering frames 'unavailable' until one starts")
+            for job in self.sched.take_all():
+                self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
+                                                        "to start); see the server's log"))
+        self._unavailable = down
+        self._wake.set()
+
+    def batch_done(self, slot: WorkerSlot, batch: list[Job], outcomes: list[Outcome]) -> None:
+        self._in_hand.pop(slot.index, None)
+        worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch)}
+        for job, out in zip(batch, outcomes):
+            if job.settled:  # answered `shutdown` at the stop deadline
+                self.stats["late_results"] += 1
+                continue
+            self._settle(job, error=out.error, outcome=out, worker=worker)
+        self._wake.set()
+
+    def batch_lost(self, slot: WorkerSlot, batch: list[Job], reason: str) -> None:
+        self._in_hand.pop(slot.index, None)
+        self.stats["batches_lost"] += 1
+        for job in batch:
+            if job.settled:
+                continue
+            job.runs_lost += 1
+            if job.runs_lost >= 2:
+                self._settle(job, error=("worker_lost", f"the worker running this frame died twice, the second "
+                                                        f"time running it alone ({reason})"))
+            elif self._stopping and self._closed:
+                self._settle(job, error=("shutdown", "the server stopped"))
+            else:
+                self.stats["reruns"] += 1
+                self.sched.rerun(job)
+        self._wake.set()
+
+    def batch_returned(self, slot: WorkerSlot, batch: list[Job]) -> None:
+        self._in_hand.pop(slot.index, None)
+        for job in batch:
+            if not job.settled:
+                self.sched.rerun(job)
+        self._wake.set()
+
+    # -- the one place a frame's fate is decided ---------------------------------------------
+    def _settle(self, job: Job, *, error: tuple[str, str] | None = None, outcome: Outcome | None = None,
+                worker: dict | None = None) -> None:
+        if job.settled:
+            self.stats["errors.double_settle"] += 1
+            log.error("internal error: frame %s/%s settled twice", job.stream, job.seq)
+            return
+        job.settled = True
+        self.stats["answered"] += 1
+        msg = job.msg
+        try:
+            now = time.perf_counter()
+            timing: dict[str, Any] = {"recv": msg.recv, "total_ms": (now - job.t_recv) * 1e3}
+            if job.t_batch:
+                timing["queue_ms"] = (job.t_batch - job.t_recv) * 1e3
+            if outcome is not None:
+                timing["pre_ms"] = outcome.pre_ms
+                timing.update(outcome.timing)
+            if error is not None:
+                result = protocol.error_result(error[0], error[1], msg.stream, msg.seq, msg.ts, msg.meta, msg.has_meta)
+                self.stats[f"errors.{error[0]}"] += 1
+            else:
+                result = {"v": protocol.VERSION, "stream": msg.stream, "seq": msg.seq, "ok": True}
+                if msg.ts is not None:
+                    result["ts"] = msg.ts
+                if msg.has_meta:
+                    result["meta"] = msg.meta
+                result.update(outcome.payload)  # type: ignore[union-attr]
+                self.stats["ok"] += 1
+            result["timing"] = timing
+            if worker is not None:
+                result.update(worker)
+            result["model"] = self.model_info
+            parts = protocol.encode_result(result)
+        except Exception as exc:  # this frame's answer could not be built: say so, alone
+            log.exception("cannot build the result of frame %s/%s", job.stream, job.seq)
+            self.stats["errors.internal"] += 1
+            parts = protocol.encode_result(protocol.error_result(
+                "internal", f"the result could not be built: {type(exc).__name__}", msg.stream, msg.seq))
+        finally:
+            job.keep = None  # release the received buffers
+        self._send_parts(parts)
+
+    def _send(self, result: dict) -> None:
+        try:
+            parts = protocol.encode_result(result)
+        except Exception:
+            log.exception("cannot encode an error result")
+            return
+        self._send_parts(parts)
+
+    def _send_parts(self, parts: list) -> None:
+        if self._closed:
+            self.stats["late_results"] += 1
+            return
+        try:
+            self._pub_now.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:  # (PUB itself never blocks: past a slow subscriber's HWM it drops unreported)
+            self.stats["publish_dropped"] += 1
+        except Exception:
+            self.stats["publish_failed"] += 1
+            log.exception("publishing a result failed")
+
+    # -- control socket ------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``streampi ctl`` shows: the workers, the counters, health."""
+        now = time.monotonic()
+        workers = []
+        for slot in self.slots:
+            held = self._in_hand.get(slot.index, [])
+            workers.append({"index": slot.index, "pid": slot.pid, "generation": slot.generation,
+                            "state": slot.state, "cores": slot.cores, "busy": bool(held),
+                            "holding": [[j.stream, j.seq] for j in held], "frames_done": slot.frames_done,
+                            "restarts": slot.restarts, "busy_s": round(slot.busy_s, 3)})
+        busy_too_long = [s.index for s in self.slots if s.index in self._in_hand
+                         and now - s.last_done > self.options.invoke_timeout + 2]
+        alive = [s.index for s in self.slots if s.index in self._usable]
+        healthy = len(alive) == len(self.slots) and not busy_too_long and not self._stopping
+        return {"healthy": healthy, "model": self.model_info, "isolation": self.options.isolation,
+                "workers": workers, "pending": self.sched.pending, "stats": dict(self.stats),
+                "uptime_s": round(time.time() - self.started_at, 3)}
+
+    async def _control(self) -> None:
+        """Answer ``streampi ctl``: one msgpack map in (``{"cmd": ...}``), one out."""
+        sock = self.control
+        while True:
+            raw = await sock.recv()
+            try:
+                req = msgpack.unpackb(raw, raw=False, max_str_len=1024, max_map_len=16, max_array_len=16)
+                cmd = req.get("cmd") if isinstance(req, dict) else None
+                status = self.status()
+                if cmd == "workers":
+                    reply = {"ok": True, "workers": status["workers"]}
+                elif cmd == "health":
+                    reply = {"ok": True, "healthy": status["healthy"], "workers": status["workers"]}
+                elif cmd == "stats":
+                    reply = {"ok": True, **status}
+                else:
+                    reply = {"ok": False, "error": "unknown command; expected one of: health, workers, stats"}
+            except Exception as exc:
+                reply = {"ok": False, "error": f"bad request ({type(exc).__name__})"}
+            await sock.send(msgpack.packb(reply))

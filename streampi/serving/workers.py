@@ -1,0 +1,474 @@
+"""Interpreter workers, supervised: one slot per worker index, restarted when it dies.
+
+A :class:`WorkerSlot` is a thread of the server process pinned to the worker's core(s).
+It takes a batch, preprocesses every frame straight into the batch's input slot (the
+Cython kernel releases the GIL), has the interpreter invoke, and post-processes. Where the
+interpreter lives is the *isolation*:
+
+* ``process`` (the default): in a child process (``streampi-w<index>``) started by a fork
+  server. The input slot is shared memory, so a frame is written once, by the kernel, and
+  the child only copies the slot into its interpreter. A crash of the interpreter (a
+  segfaulting delegate, ``abort()``, the OOM killer) kills the child, not the server: the
+  slot notices at once (the process sentinel), reports the batch as lost so that the server
+  can run its frames again, and starts a new process.
+* ``thread``: in the slot thread itself (for platforms without ``fork``/memfd): cheaper by a
+  pipe round trip, but a crash takes the server down.
+
+Figures behind this design are in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import connection, reduction
+from typing import Any
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..errors import FrameError, StreampiError
+from ..measure import usable_cores  # noqa: F401  (re-exported: where workers get pinned)
+from ..model import Model, TensorSpec
+from ..postprocess import Postprocessor
+from ..preprocess import Preprocessor
+from . import _child
+
+log = logging.getLogger("streampi.workers")
+
+ISOLATIONS = ("process", "thread")
+#: a worker that finished a batch, or stayed up this long, is healthy: replaced at once
+HEALTHY_AFTER_S = 10.0
+BACKOFF_MAX_S = 30.0
+LOAD_TIMEOUT_S = 120.0
+
+
+def process_isolation_available() -> bool:
+    return hasattr(os, "memfd_create") and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+@dataclass
+class Outcome:
+    """What happened to one frame in a batch: a result payload or an error."""
+
+    payload: dict | None = None
+    error: tuple[str, str] | None = None  # (code, message)
+    pre_ms: float = 0.0
+    timing: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker of one server loads and how batches are laid out."""
+
+    model_path: str
+    config: ModelConfig
+    input: TensorSpec  # at batch 1
+    image_shape: tuple[int, int, int]
+    outputs: tuple[TensorSpec, ...]  # at batch 1
+    batch_resizable: bool
+    backend: str | None = None
+    threads: int = 1
+    max_batch: int = 4
+    delegates: tuple = ()
+    invoke_timeout: float = 10.0
+
+    @property
+    def slots(self) -> int:
+        return self.max_batch if self.batch_resizable else 1
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(d) for d in o.shape[1:]) for o in self.outputs]
+
+
+class WorkerLost(Exception):
+    """The worker process died (or was killed for hanging) while it held a batch."""
+
+
+class WorkerStartError(StreampiError):
+    """A worker could not load its model."""
+
+
+# -- engines: where the interpreter runs ------------------------------------------------------
+class _ThreadEngine:
+    """The interpreter in the slot thread itself."""
+
+    pid = os.getpid()
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.model = Model(spec.model_path, backend=spec.backend, num_threads=spec.threads,
+                           delegates=list(spec.delegates))
+        self.model.image_input()
+        if self.model.batch_resizable:
+            self.model.resize_batch(spec.max_batch)
+        self.delegate_errors = self.model.delegate_errors
+
+    def inputs(self, n: int) -> np.ndarray:
+        if self.model.batch_resizable:
+            self.model.resize_batch(n)
+        return self.model.input_view()
+
+    def run(self, n: int) -> tuple[list[np.ndarray], float]:
+        t0 = time.perf_counter()
+        self.model.invoke()
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        return self.model.outputs_float(), infer_ms
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self, timeout: float = 0.0) -> None:
+        self.model = None  # type: ignore[assignment]
+
+    kill = stop
+
+
+class _ProcessEngine:
+    """The interpreter in a child process; batches in and out through shared memory."""
+
+    def __init__(self, spec: WorkerSpec, index: int, cores: Sequence[int] | None, block_fd: int,
+                 inputs: np.ndarray, outputs: list[np.ndarray], ctx: Any) -> None:
+        self.spec, self._inputs, self._outputs = spec, inputs, outputs
+        self._conn, child_conn = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(
+            target=_child.main, name=f"streampi-w{index}", daemon=True,
+            args=(child_conn, index, list(cores) if cores else None, spec.model_path, spec.backend, spec.threads,
+                  list(spec.delegates), spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
+                  spec.output_shapes))
+        self.proc.start()
+        child_conn.close()
+        try:
+            reduction.send_handle(self._conn, block_fd, self.proc.pid)
+            if not connection.wait([self._conn, self.proc.sentinel], LOAD_TIMEOUT_S):
+                raise WorkerStartError(f"worker {index} did not load its model in {LOAD_TIMEOUT_S:.0f} s")
+            msg = self._conn.recv() if self._conn.poll() else None
+        except (EOFError, OSError) as exc:
+            msg = None
+            detail = str(exc)
+        else:
+            detail = ""
+        if not msg or msg[0] != "ready":
+            self.kill()
+            if msg and msg[0] == "error":
+                raise WorkerStartError(msg[1])
+            raise WorkerStartError(f"worker process {index} died while loading the model "
+                                   f"(exit code {self.proc.exitcode}) {detail}".strip())
+        self.pid, self.delegate_errors = msg[1], msg[2]
+
+    def inputs(self, n: int) -> np.ndarray:
+        return self._inputs
+
+    def run(self, n: int) -> tuple[list[np.ndarray], float]:
+        try:
+            self._conn.send(n)
+        except OSError as exc:
+            raise WorkerLost(f"process {self.pid} is gone ({exc})") from None
+        timeout = self.spec.invoke_timeout
+        ready = connection.wait([self._conn, self.proc.sentinel], timeout if timeout > 0 else None)
+        if self._conn in ready:
+            try:
+                status, value = self._conn.recv()
+            except (EOFError, OSError):
+                raise WorkerLost(self._death()) from None
+            if status == "error":
+                raise RuntimeError(value)
+            return [o[:n] for o in self._outputs], value
+        if not ready:
+            self.kill()
+            raise WorkerLost(f"invoke took longer than --invoke-timeout {timeout:g} s; process {self.pid} killed")
+        raise WorkerLost(self._death())
+
+    def _death(self) -> str:
+        self.proc.join(1.0)
+        code = self.proc.exitcode
+        if code is not None and code < 0:
+            import signal
+            try:
+                return f"process {self.pid} killed by {signal.Signals(-code).name}"
+            except ValueError:
+                pass
+        return f"process {self.pid} exited with code {code}"
+
+    def alive(self) -> bool:
+        return self.proc.exitcode is None
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Ask the child to exit; kill it if it has not after ``timeout`` seconds."""
+        try:
+            self._conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            self.proc.join(2.0)
+        self._conn.close()
+
+
+_mp_context: Any = None
+
+
+def _fork_server() -> Any:
+    """The multiprocessing context worker processes start from: a fork server that has
+    already imported numpy, the interpreter and the child's code, so that a replacement
+    worker starts in milliseconds plus the model's load time."""
+    global _mp_context
+    if _mp_context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["streampi.serving._child"])
+        _mp_context = ctx
+    return _mp_context
+
+
+# -- the slot ------------------------------------------------------------------------------------
+class Events:
+    """What a slot tells the server (each call is bounced into the server's event loop)."""
+
+    def worker_state(self, slot: WorkerSlot, state: str) -> None: ...
+    def batch_done(self, slot: WorkerSlot, batch: list, outcomes: list[Outcome]) -> None: ...
+    def batch_lost(self, slot: WorkerSlot, batch: list, reason: str) -> None: ...
+    def batch_returned(self, slot: WorkerSlot, batch: list) -> None: ...
+
+
+_STOP = object()
+
+
+class WorkerSlot(threading.Thread):
+    """Worker ``index``: preprocesses, has its interpreter invoke, post-processes, and
+    restarts the interpreter's process when it dies (at once after a healthy run; with a
+    back-off of 1, 2, 4 … 30 s while it keeps dying young: a crash loop).
+
+    States (``state``): ``starting``, ``ready``, ``backoff``, ``stopped``.
+    ``post`` is called from this thread with the float outputs.
+    """
+
+    def __init__(self, index: int, spec: WorkerSpec, *, isolation: str = "process",
+                 cores: Sequence[int] | None = None, emit: Callable[..., None] | None = None,
+                 events: Events | None = None) -> None:
+        super().__init__(name=f"streampi-w{index}", daemon=True)
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        self.index, self.spec, self.isolation = index, spec, isolation
+        self.cores = list(cores) if cores else None
+        self._emit = emit or (lambda fn, *args: fn(*args))
+        self.events = events or Events()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self.start_error: BaseException | None = None
+        self.engine: Any = None
+        self.state = "starting"
+        self.generation = 0
+        self.restarts = 0
+        self.frames_done = 0
+        self.batches_done = 0
+        self.busy_s = 0.0
+        self._failures = 0  # deaths in a row of workers that never got healthy
+        self.started = time.monotonic()
+        self._batches_this_run = 0
+        self._block_fd = -1
+        self.last_done = time.monotonic()
+        self.delegate_errors: list[str] = []
+        self.pre = Preprocessor(spec.image_shape, spec.input.dtype, scale=spec.input.scale,
+                                zero_point=spec.input.zero_point, mean=spec.config.mean, std=spec.config.std,
+                                channels=spec.config.channels, resize=spec.config.resize, pad=spec.config.pad)
+        self.post = Postprocessor(spec.outputs, spec.config.labels, spec.config.top_k)
+        if isolation == "process":
+            self._block_fd = os.memfd_create(f"streampi-w{index}", getattr(os, "MFD_CLOEXEC", 0))
+            _, _, size = _child.layout(spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
+                                       spec.output_shapes)
+            os.ftruncate(self._block_fd, size)
+            self._block = mmap.mmap(self._block_fd, size)
+            self._in, self._out = _child.views(self._block, spec.slots, spec.image_shape,
+                                               str(np.dtype(spec.input.dtype)), spec.output_shapes)
+
+    # -- driven by the server -------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        engine = self.engine
+        return getattr(engine, "pid", None) if engine is not None else None
+
+    def wait_ready(self, timeout: float = LOAD_TIMEOUT_S + 5) -> None:
+        """Block until the first model load finished; raise its error if it failed."""
+        if not self._ready.wait(timeout):
+            raise WorkerStartError(f"worker {self.index} did not load its model in {timeout:.0f} s")
+        if self.start_error is not None:
+            raise self.start_error
+
+    def submit(self, batch: list) -> None:
+        self._inbox.put(batch)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then stop the interpreter and the thread."""
+        self._stopping.set()
+        self._inbox.put(_STOP)
+
+    def kill(self) -> None:
+        """Kill the worker process now (at the end of a stop deadline)."""
+        engine = self.engine
+        if isinstance(engine, _ProcessEngine):
+            engine.kill()
+
+    # -- the thread ---------------------------------------------------------------------------------
+    def _new_engine(self) -> Any:
+        self.generation += 1
+        if self.isolation == "thread":
+            return _ThreadEngine(self.spec)
+        return _ProcessEngine(self.spec, self.index, self.cores, self._block_fd, self._in, self._out,
+                              _fork_server())
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._emit(self.events.worker_state, self, state)
+
+    def run(self) -> None:
+        if self.cores:
+            try:
+                os.sched_setaffinity(0, set(self.cores))  # this thread: the kernel runs on the worker's core
+            except OSError:
+                pass
+        try:
+            self.engine = self._new_engine()
+            self.delegate_errors = list(self.engine.delegate_errors)
+        except BaseException as exc:  # reported by wait_ready
+            self.start_error = exc
+            self.state = "stopped"
+            self._ready.set()
+            self._close_block()
+            return
+        self._ready.set()
+        self.started = time.monotonic()
+        self._set_state("ready")
+        try:
+            self._serve()
+        finally:
+            if self.engine is not None:
+                self.engine.stop()
+            self.state = "stopped"
+            self._close_block()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                batch = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                if not self.engine.alive():  # died while idle: nothing to re-run, replace it
+                    if not self._replace(self.engine._death()):
+                        return
+                continue
+            if batch is _STOP:
+                return
+            t0 = time.monotonic()
+            try:
+                outcomes = self._run(batch)
+            except WorkerLost as lost:
+                self.busy_s += time.monotonic() - t0
+                self._emit(self.events.batch_lost, self, batch, str(lost))
+                if not self._replace(str(lost)):
+                    return
+                continue
+            self.busy_s += time.monotonic() - t0
+            self.frames_done += len(batch)
+            self.batches_done += 1
+            self._batches_this_run += 1
+            self.last_done = time.monotonic()
+            self._emit(self.events.batch_done, self, batch, outcomes)
+
+    def _replace(self, reason: str) -> bool:
+        """Start a new interpreter process after a death; False when stopping instead."""
+        log.warning("worker %d (pid %s, generation %d) died: %s", self.index, self.pid, self.generation, reason)
+        self.engine.kill()
+        young = self._batches_this_run == 0 and time.monotonic() - self.started < HEALTHY_AFTER_S
+        self._failures = self._failures + 1 if young else 0
+        while not self._stopping.is_set():
+            if self._failures:
+                delay = min(BACKOFF_MAX_S, 2.0 ** (self._failures - 1))
+                self._set_state("backoff")
+                self._return_waiting()
+                log.warning("worker %d keeps dying young; next start in %.0f s", self.index, delay)
+                if self._stopping.wait(delay):
+                    return False
+            self._set_state("starting")
+            try:
+                self.engine = self._new_engine()
+            except WorkerStartError as exc:
+                self._failures += 1
+                log.error("worker %d could not start (generation %d): %s", self.index, self.generation, exc)
+                continue
+            self.restarts += 1
+            self.started = time.monotonic()
+            self._batches_this_run = 0
+            log.info("worker %d restarted: pid %s, generation %d", self.index, self.pid, self.generation)
+            self._set_state("ready")
+            return True
+        return False
+
+    def _return_waiting(self) -> None:
+        """Hand batches already queued here back to the server: this worker may be down long."""
+        while True:
+            try:
+                batch = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if batch is _STOP:
+                self._inbox.put(_STOP)
+                return
+            self._emit(self.events.batch_returned, self, batch)
+
+    def _close_block(self) -> None:
+        """Close the memfd; the mapping goes when the last view of it does."""
+        if self.isolation == "process" and self._block_fd >= 0:
+            os.close(self._block_fd)
+            self._block_fd = -1
+
+    def _run(self, batch: Sequence[Any]) -> list[Outcome]:
+        """Preprocess, invoke, post-process one batch. Every frame gets an outcome; a
+        failure of one frame (preprocessing, post-processing) is that frame's alone."""
+        outcomes = [Outcome() for _ in batch]
+        good: list[int] = []
+        view = self.engine.inputs(len(batch))
+        for k, job in enumerate(batch):
+            t0 = time.perf_counter()
+            msg = job.msg
+            try:
+                self.pre(msg.data, msg.fmt, msg.width, msg.height, out=view[len(good)])
+                good.append(k)
+            except FrameError as exc:
+                outcomes[k].error = ("bad_frame", str(exc))
+            except Exception as exc:  # a bug or MemoryError: this frame's, not the batch's
+                log.exception("preprocessing %s/%s failed", msg.stream, msg.seq)
+                outcomes[k].error = ("internal", f"preprocessing failed: {type(exc).__name__}: {exc}")
+            outcomes[k].pre_ms = (time.perf_counter() - t0) * 1e3
+        del view
+        if not good:
+            return outcomes
+        try:  # (the good frames are at the front of the input slots)
+            outputs, infer_ms = self.engine.run(len(good))
+        except WorkerLost:
+            raise
+        except Exception as exc:  # the interpreter failed on this batch
+            log.error("worker %d: invoke failed: %s", self.index, exc)
+            for k in good:
+                outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
+            return outcomes
+        for pos, k in enumerate(good):
+            t0 = time.perf_counter()
+            try:
+                outcomes[k].payload = self.post.frame_result(outputs, pos)
+            except Exception as exc:
+                log.exception("post-processing %s/%s failed", batch[k].msg.stream, batch[k].msg.seq)
+                outcomes[k].error = ("internal", f"post-processing failed: {type(exc).__name__}: {exc}")
+            outcomes[k].timing = {"infer_ms": infer_ms, "post_ms": (time.perf_counter() - t0) * 1e3}
+        return outcomes
