@@ -44,6 +44,9 @@ class ServerThread:
             task = asyncio.ensure_future(self.server.serve(ready))
             waiter = asyncio.ensure_future(ready.wait())
             await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if task.done():
+                await task  # a start-up failure: raised here, reported by start()
             self._ready.set()
             await task
 

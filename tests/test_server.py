@@ -36,9 +36,10 @@ def assert_no_more(sub: Subscriber, wait: float = 0.5) -> None:
         print("unexpected extra result", extra)
 
 
-@pytest.fixture(scope="module")
-def server():
-    with ServerThread("shapes_int8", ServerOptions(workers=2, policy="queue", max_batch=4)) as st:
+@pytest.fixture(scope="module", params=["process", "thread"])
+def server(request):
+    with ServerThread("shapes_int8", ServerOptions(workers=2, policy="queue", max_batch=4,
+                                                   isolation=request.param)) as st:
         yield st
 
 
@@ -141,9 +142,11 @@ def _run_many(server_opts: ServerOptions, n_streams: int, per_stream: int, model
     return results, stats
 
 
+@pytest.mark.parametrize("isolation", ["process", "thread"])
 @pytest.mark.parametrize("policy", ["queue", "latest"])
-def test_exactly_one_result_per_frame(policy):
-    results, stats = _run_many(ServerOptions(workers=2, policy=policy, max_batch=4, queue_size=8), 4, 60)
+def test_exactly_one_result_per_frame(policy, isolation):
+    results, stats = _run_many(ServerOptions(workers=2, policy=policy, max_batch=4, queue_size=8,
+                                             isolation=isolation), 4, 60)
     per_stream = collections.defaultdict(list)
     for r in results:
         per_stream[r["stream"]].append(r["seq"])
@@ -239,8 +242,10 @@ def test_malformed_frames_get_errors_and_server_keeps_serving(server, sub):
     push.close()
 
 
-def test_graceful_stop_answers_every_accepted_frame():
-    opts = ServerOptions(workers=1, policy="queue", queue_size=1000, max_batch=2)
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_graceful_stop_answers_every_accepted_frame(isolation):
+    opts = ServerOptions(workers=1, policy="queue", queue_size=1000, max_batch=2, stop_timeout=30,
+                         isolation=isolation)
     rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
     st = ServerThread("mobilenet_v2_int8", opts).start()
     with Subscriber(st.results) as sub:

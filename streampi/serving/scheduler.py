@@ -108,6 +108,11 @@ class Scheduler:
             self._order.append(job.stream)
         return Offer(True, answers=answers)
 
+    def __contains__(self, job: Job) -> bool:
+        """True while ``job`` waits here (to be run, or run again)."""
+        state = self._streams.get(job.stream)
+        return (state is not None and any(j is job for j in state.pending)) or any(j is job for j in self._reruns)
+
     def depth(self, stream: str) -> int:
         """Frames of ``stream`` waiting."""
         state = self._streams.get(stream)

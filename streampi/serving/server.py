@@ -152,7 +152,7 @@ class Server(Events):
 
         def emit(fn: Any, *args: Any) -> None:  # from a worker thread into the loop
             try:
-                loop.call_soon_threadsafe(fn, *args)
+                loop.call_soon_threadsafe(self._event, fn, *args)
             except RuntimeError:  # the loop is closed: the server has stopped, nothing to tell
                 pass
 
@@ -199,7 +199,8 @@ class Server(Events):
         try:
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stop:
+                ended_on_stop = not task.cancelled() and task.exception() is None and self._stop_event.is_set()
+                if task is not stop and not ended_on_stop:
                     failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
                     failure = failure or RuntimeError(f"the {tasks[task]} task ended by itself")
                     log.critical("the %s task failed: %r; stopping", tasks[task], failure,
@@ -368,6 +369,14 @@ class Server(Events):
             self._reject(exc)
             return
         job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter())
+        try:
+            await self._admit(job)
+        except BaseException as exc:  # a bug (or a stop) while taking this frame in: answer it, then fail
+            if not job.settled and job not in self.sched:
+                self._settle(job, error=("internal", f"the server failed taking this frame in ({type(exc).__name__})"))
+            raise
+
+    async def _admit(self, job: Job) -> None:
         if self._unavailable:
             self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
                                                     "to start); see the server's log"))
@@ -439,6 +448,23 @@ class Server(Events):
             self._quiet.clear()
 
     # -- what the workers tell (run in the loop) ------------------------------------------------
+    def _event(self, fn: Any, slot: WorkerSlot, *args: Any) -> None:
+        """Run a worker's event; if handling it fails, the frames it carried still get
+        their one answer and the worker is free again (a bug here must not wedge a worker)."""
+        try:
+            fn(slot, *args)
+        except Exception as exc:
+            log.exception("handling %s of worker %d failed", getattr(fn, "__name__", fn), slot.index)
+            self.stats["failures.event"] += 1
+            batch = args[0] if args and isinstance(args[0], list) else []
+            if batch:
+                self._in_hand.pop(slot.index, None)
+            for job in batch:
+                if not job.settled:
+                    self._settle(job, error=("internal", f"the server failed handling this frame's result "
+                                                         f"({type(exc).__name__})"))
+            self._wake.set()
+
     def worker_state(self, slot: WorkerSlot, state: str) -> None:
         if state == "ready":
             self._usable.add(slot.index)
@@ -519,13 +545,16 @@ class Server(Events):
             result["timing"] = timing
             if worker is not None:
                 result.update(worker)
+            if job.runs_lost:
+                result["rerun"] = job.runs_lost  # its first run was lost with a dead worker
             result["model"] = self.model_info
             parts = protocol.encode_result(result)
         except Exception as exc:  # this frame's answer could not be built: say so, alone
             log.exception("cannot build the result of frame %s/%s", job.stream, job.seq)
             self.stats["errors.internal"] += 1
-            parts = protocol.encode_result(protocol.error_result(
-                "internal", f"the result could not be built: {type(exc).__name__}", msg.stream, msg.seq))
+            parts = [job.stream.encode(), msgpack.packb({
+                "v": protocol.VERSION, "stream": job.stream, "seq": job.seq, "ok": False,
+                "error": {"code": "internal", "message": f"the result could not be built: {type(exc).__name__}"}})]
         finally:
             job.keep = None  # release the received buffers
         self._send_parts(parts)
@@ -542,13 +571,16 @@ class Server(Events):
         if self._closed:
             self.stats["late_results"] += 1
             return
-        try:
-            self._pub_now.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:  # (PUB itself never blocks: past a slow subscriber's HWM it drops unreported)
-            self.stats["publish_dropped"] += 1
-        except Exception:
-            self.stats["publish_failed"] += 1
-            log.exception("publishing a result failed")
+        for attempt in (1, 2):  # a second try: one transient failure must not cost an answer
+            try:
+                self._pub_now.send_multipart(parts, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:  # (PUB itself never blocks: past a slow subscriber's HWM it drops unreported)
+                self.stats["publish_dropped"] += 1
+                return
+            except Exception:
+                self.stats["publish_failed"] += 1
+                log.exception("publishing a result failed (attempt %d of 2)", attempt)
 
     # -- control socket ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -561,11 +593,19 @@ class Server(Events):
                             "state": slot.state, "cores": slot.cores, "busy": bool(held),
                             "holding": [[j.stream, j.seq] for j in held], "frames_done": slot.frames_done,
                             "restarts": slot.restarts, "busy_s": round(slot.busy_s, 3)})
-        busy_too_long = [s.index for s in self.slots if s.index in self._in_hand
-                         and now - s.last_done > self.options.invoke_timeout + 2]
-        alive = [s.index for s in self.slots if s.index in self._usable]
-        healthy = len(alive) == len(self.slots) and not busy_too_long and not self._stopping
-        return {"healthy": healthy, "model": self.model_info, "isolation": self.options.isolation,
+        problems = []
+        for slot, w in zip(self.slots, workers):
+            w["process"] = process_state(slot)
+            if slot.index not in self._usable:
+                problems.append(f"worker {slot.index} is {slot.state}")
+            elif w["process"] != "running":
+                problems.append(f"worker {slot.index} (pid {slot.pid}) is {w['process']}")
+            elif held and now - slot.last_done > self.options.invoke_timeout:
+                problems.append(f"worker {slot.index} has held a batch for {now - slot.last_done:.1f} s")
+        if self._stopping:
+            problems.append("stopping")
+        healthy = not problems
+        return {"healthy": healthy, "problems": problems, "model": self.model_info, "isolation": self.options.isolation,
                 "workers": workers, "pending": self.sched.pending, "stats": dict(self.stats),
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
@@ -581,7 +621,8 @@ class Server(Events):
                 if cmd == "workers":
                     reply = {"ok": True, "workers": status["workers"]}
                 elif cmd == "health":
-                    reply = {"ok": True, "healthy": status["healthy"], "workers": status["workers"]}
+                    reply = {"ok": True, "healthy": status["healthy"], "problems": status["problems"],
+                             "workers": status["workers"]}
                 elif cmd == "stats":
                     reply = {"ok": True, **status}
                 else:
@@ -589,3 +630,19 @@ class Server(Events):
             except Exception as exc:
                 reply = {"ok": False, "error": f"bad request ({type(exc).__name__})"}
             await sock.send(msgpack.packb(reply))
+
+
+def process_state(slot: WorkerSlot) -> str:
+    """``running``, ``stopped`` (SIGSTOP, a debugger), ``dead``: read now, never cached, so
+    that health is never a stale "ok"."""
+    engine = slot.engine
+    if engine is None or not engine.alive():
+        return "dead"
+    if slot.isolation == "thread":
+        return "running"
+    try:
+        with open(f"/proc/{slot.pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "running"  # no /proc: what alive() said
+    return {b"T": "stopped", b"t": "stopped", b"Z": "dead", b"X": "dead"}.get(state, "running")

@@ -379,6 +379,10 @@ class WorkerSlot(threading.Thread):
                 if not self._replace(str(lost)):
                     return
                 continue
+            except Exception as exc:  # a bug in this thread: the batch is told, the thread lives on
+                log.exception("worker %d: batch failed", self.index)
+                outcomes = [Outcome(error=("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}"))
+                            for _ in batch]
             self.busy_s += time.monotonic() - t0
             self.frames_done += len(batch)
             self.batches_done += 1
