@@ -6,12 +6,12 @@
 
 Measures, on this machine, in this order:
   (a) the raw ceiling: N interpreter instances invoking back to back on ready tensors
-      (threads pinned to cores, as the server's workers are);
+      (one pinned to each core, as the server's workers are);
   (b) end-to-end throughput at saturation: producer processes → `streampi serve` (its own
       process, policy `queue`, so nothing is dropped) → subscriber;
   (c) light load (30 % of (b)): p50 end-to-end latency (send → result received) against the
       p50 invoke time of one interpreter;
-  (d) the resident memory of the server process (its workers are threads inside it).
+  (d) the resident memory of the server process and its worker processes (RSS summed).
 Prints a table with the ratios and writes bench/results/pipeline.json.
 """
 
@@ -131,7 +131,8 @@ def drive(frames_ep: str, results_ep: str, producers: int, size, fps_each: float
 
 def rss_mb(pid: int) -> float:
     import psutil
-    return psutil.Process(pid).memory_info().rss / 2**20
+    server = psutil.Process(pid)  # and its worker processes (children of its fork server)
+    return sum(p.memory_info().rss for p in (server, *server.children(recursive=True))) / 2**20
 
 
 def main() -> None:

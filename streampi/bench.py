@@ -206,9 +206,11 @@ class RunResult:
 
 def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, producers: int, streams: int,
              arrival: str, frames_spec: tuple, max_frames: int = 0, server_pid: int | None = None,
-             progress: Any = None, drain_s: float = 10.0) -> RunResult:
-    """Offer ``rate`` frames/s for ``seconds`` over P processes and S streams; collect every result."""
-    names = [f"bench{i}" for i in range(streams)]
+             progress: Any = None, drain_s: float = 10.0, stream_prefix: str = "bench") -> RunResult:
+    """Offer ``rate`` frames/s for ``seconds`` over P processes and S streams; collect every result.
+    Give runs against one server different ``stream_prefix`` values so that late results of
+    one run are not counted in the next."""
+    names = [f"{stream_prefix}{i}" for i in range(streams)]
     groups = [names[i::producers] for i in range(producers)] if streams >= producers else [[n] for n in names]
     producers = len(groups)
     res = RunResult(offered_fps=rate, seconds=seconds)

@@ -488,3 +488,35 @@ def test_health_turns_bad_when_a_worker_hangs_or_dies_and_good_when_replaced():
     assert not dead["healthy"] and any("worker 1" in p for p in dead["problems"])
     assert again["healthy"]
     assert answer["ok"] and answer.get("rerun") == 1
+
+
+def test_no_worker_can_start_frames_answered_unavailable_then_served_again(tmp_path):
+    """The model file is damaged on disk, then both workers die: their replacements cannot
+    load it and back off; meanwhile frames are answered `unavailable` at once. Once the file
+    is good again, the workers come back and frames are served."""
+    from streampi import bundled_model
+
+    good = bundled_model("shapes_int8").read_bytes()
+    path = tmp_path / "model.tflite"
+    path.write_bytes(good)
+    opts = ServerOptions(workers=2, policy="queue")
+    with ServerThread(str(path), opts) as st:
+        warm, warm_results = _run_frames(st, 20, stream="warm")
+        assert assert_exactly_once(warm, warm_results) == {"ok": 20}
+        path.write_bytes(b"this is no longer a model")
+        pids = {w["pid"] for w in st.server.status()["workers"]}
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(w["state"] != "backoff" for w in st.server.status()["workers"]):
+            time.sleep(0.01)
+        assert all(w["state"] == "backoff" for w in st.server.status()["workers"])
+        down, down_results = _run_frames(st, 5, stream="down")
+        path.write_bytes(good)
+        wait_workers(st, 2, pids, timeout=40)
+        up, up_results = _run_frames(st, 5, stream="up")
+        stats = dict(st.stats)
+    assert assert_exactly_once(down, down_results) == {"unavailable": 5}
+    assert "keep failing to start" in down_results[0]["error"]["message"]
+    assert assert_exactly_once(up, up_results) == {"ok": 5}
+    assert stats["answered"] == stats["received"]

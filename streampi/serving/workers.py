@@ -458,6 +458,7 @@ class WorkerSlot(threading.Thread):
         del view
         if not good:
             return outcomes
+        t_run = time.perf_counter()
         try:  # (the good frames are at the front of the input slots)
             outputs, infer_ms = self.engine.run(len(good))
         except WorkerLost:
@@ -467,6 +468,8 @@ class WorkerSlot(threading.Thread):
             for k in good:
                 outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
             return outcomes
+        # the worker process's share beyond invoke: the pipe round trip and the copies in and out
+        handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
         for pos, k in enumerate(good):
             t0 = time.perf_counter()
             try:
@@ -475,4 +478,6 @@ class WorkerSlot(threading.Thread):
                 log.exception("post-processing %s/%s failed", batch[k].msg.stream, batch[k].msg.seq)
                 outcomes[k].error = ("internal", f"post-processing failed: {type(exc).__name__}: {exc}")
             outcomes[k].timing = {"infer_ms": infer_ms, "post_ms": (time.perf_counter() - t0) * 1e3}
+            if handoff_ms is not None:
+                outcomes[k].timing["handoff_ms"] = handoff_ms
         return outcomes
