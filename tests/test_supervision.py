@@ -132,10 +132,10 @@ def kill_during_load(sig: int, policy: str, kills: int, seconds: float) -> None:
         status = st.server.status()
     codes = assert_exactly_once(load.sent, results)
     print(f"{signal.Signals(sig).name} x{kills}, {policy}: {len(load.sent)} frames, {dict(codes)}; "
-          f"back to 2 workers after {['%.2f s' % r for r in recoveries]}; reruns {stats.get('reruns', 0)}")
+          f"back to 2 workers after {[f'{r:.2f} s' for r in recoveries]}; reruns {stats.get('reruns', 0)}")
     assert codes["ok"] > 0
     assert set(codes) <= {"ok", "dropped", "worker_lost"}
-    assert stats["answered"] == stats["received"] - stats.get("errors.bad_frame", 0) + stats.get("errors.bad_frame", 0)
+    assert stats["answered"] == stats["received"]
     assert sum(w["restarts"] for w in status["workers"]) == kills
     assert max(recoveries) < 5.0  # supervision works; the 1 s figure is measured by bench/soak.py
     generations = {(r["worker"], r["generation"]) for r in results if r.get("ok")}
