@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from streampi.client import Producer, Subscriber
 from streampi.serving import ServerOptions
@@ -37,6 +38,8 @@ class Load:
 
     def _run(self, ep: str, p: int, k: int, rate: float, seconds: float) -> None:
         prods = [Producer(ep, stream=f"p{p}s{s}") for s in range(k)]
+        for prod in prods:  # frames still queued here when the load ends must reach the server
+            prod._sock.setsockopt(zmq.LINGER, -1)
         t0 = time.monotonic()
         n = 0
         try:
@@ -116,7 +119,7 @@ def kill_during_load(sig: int, policy: str, kills: int, seconds: float) -> None:
     opts = ServerOptions(workers=2, policy=policy, max_batch=4, queue_size=8)
     with ServerThread("mobilenet_v2_int8", opts) as st, Subscriber(st.results) as sub:
         wait_subscribed(sub, st.frames)
-        load = Load(st.frames, producers=4, streams_each=2, rate=40, seconds=seconds).start()
+        load = Load(st.frames, producers=4, streams_each=2, rate=25, seconds=seconds).start()
         recoveries, killed = [], set()
         for k in range(kills):
             time.sleep(seconds / (kills + 1))

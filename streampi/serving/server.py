@@ -491,6 +491,7 @@ class Server(Events):
 
     def batch_lost(self, slot: WorkerSlot, batch: list[Job], reason: str) -> None:
         self._in_hand.pop(slot.index, None)
+        self._usable.discard(slot.index)  # it is restarting: its "ready" comes when it is back
         self.stats["batches_lost"] += 1
         for job in batch:
             if job.settled:
