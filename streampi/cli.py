@@ -72,6 +72,10 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--recv-hwm", type=_positive_int, default=64, help="frames ZeroMQ buffers before producers block")
     g.add_argument("--control", default="tcp://127.0.0.1:5557",
                    help="endpoint of the control socket for `streampi ctl` ('none' to disable)")
+    g.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics over HTTP on this port (0: any free port; default: off)")
+    g.add_argument("--metrics-bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="address of the metrics endpoint (loopback unless you say otherwise)")
     g = p.add_argument_group("scheduling")
     g.add_argument("--workers", type=_positive_int, default=None, help="interpreter instances (default: usable cores)")
     g.add_argument("--threads", type=_positive_int, default=1, help="threads per interpreter")
@@ -127,7 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
                          delegates=args.delegate, isolation=args.isolation, invoke_timeout=args.invoke_timeout,
                          stop_timeout=args.stop_timeout,
-                         control=None if args.control.lower() == "none" else args.control)
+                         control=None if args.control.lower() == "none" else args.control,
+                         metrics_port=args.metrics_port, metrics_bind=args.metrics_bind)
     logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,

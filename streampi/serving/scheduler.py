@@ -35,6 +35,7 @@ class Job:
     t_batch: float = 0.0
     settled: bool = False
     runs_lost: int = 0  # runs that ended with the worker dying under it
+    nbytes: int = 0  # bytes of the received message the server holds for it
 
 
 @dataclass

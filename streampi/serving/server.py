@@ -73,6 +73,8 @@ class ServerOptions:
     isolation: str = "process"
     invoke_timeout: float = 10.0
     stop_timeout: float = 5.0
+    metrics_port: int | None = None  # Prometheus endpoint; None: off
+    metrics_bind: str = "127.0.0.1"
 
     def check(self) -> None:
         if self.policy not in POLICIES:
@@ -93,6 +95,8 @@ class ServerOptions:
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")
         if not self.invoke_timeout > 0:
             raise ValueError(f"invoke-timeout must be > 0 seconds, got {self.invoke_timeout}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics-port must be a TCP port (0 for any free one), got {self.metrics_port}")
         if not self.stop_timeout > 0:
             raise ValueError(f"stop-timeout must be > 0 seconds, got {self.stop_timeout}")
 
@@ -138,6 +142,8 @@ class Server(Events):
         self._unavailable = False  # every worker is in back-off: answer at once
         self._in_hand: dict[int, list[Job]] = {}  # worker index -> batch it holds
         self._usable: set[int] = set()  # worker indexes whose interpreter is up
+        self._held_bytes = 0  # bytes of received frames not yet answered
+        self.metrics: Any = None
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -186,6 +192,18 @@ class Server(Events):
         except BaseException:
             await self._stop_workers(deadline=time.monotonic() + 5)
             raise
+        if opts.metrics_port is not None:
+            from .metrics import Metrics
+
+            self.metrics = Metrics(self.status, {**self.model_info, "backend": self.backend,
+                                                 "isolation": opts.isolation}, opts.max_streams)
+            try:
+                port = self.metrics.serve(opts.metrics_port, opts.metrics_bind)
+            except OSError as exc:
+                self._close_sockets()
+                await self._stop_workers(deadline=time.monotonic() + 5)
+                raise StreampiError(f"cannot serve metrics on {opts.metrics_bind}:{opts.metrics_port}: {exc}") from exc
+            self.bound["metrics"] = f"http://{opts.metrics_bind}:{port}/metrics"
         tasks = {asyncio.ensure_future(self._ingest()): "ingest", asyncio.ensure_future(self._dispatch()): "dispatch"}
         if self.control is not None:
             tasks[asyncio.ensure_future(self._control())] = "control"
@@ -284,6 +302,8 @@ class Server(Events):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_workers(deadline=max(deadline, time.monotonic() + 0.5))
         self._close_sockets()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped; received %d, answered %d", self.stats["received"], self.stats["answered"])
 
     async def _stop_workers(self, deadline: float) -> None:
@@ -363,12 +383,16 @@ class Server(Events):
 
     async def _receive(self, parts: list) -> None:
         self.stats["received"] += 1
+        if self.metrics is not None:
+            self.metrics.received.inc()
         try:
             msg = protocol.decode_frame(parts, self.options.limits)
         except ProtocolError as exc:
             self._reject(exc)
             return
-        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter())
+        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(),
+                  nbytes=sum(len(p.buffer) if hasattr(p, "buffer") else len(p) for p in parts))
+        self._held_bytes += job.nbytes
         try:
             await self._admit(job)
         except BaseException as exc:  # a bug (or a stop) while taking this frame in: answer it, then fail
@@ -407,6 +431,8 @@ class Server(Events):
         self.stats["answered"] += 1
         result = protocol.error_result("bad_frame", str(exc), stream, seq)
         result["model"] = self.model_info
+        if self.metrics is not None:
+            self.metrics.result(result["stream"], "bad_frame", None)
         self._send(result)
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -438,6 +464,8 @@ class Server(Events):
         self._in_hand[slot.index] = batch
         self.stats["batches"] += 1
         self.stats["batched_frames"] += len(batch)
+        if self.metrics is not None:
+            self.metrics.batch.observe(len(batch))
         self._room.set()
         slot.submit(batch)
 
@@ -523,6 +551,7 @@ class Server(Events):
             return
         job.settled = True
         self.stats["answered"] += 1
+        self._held_bytes -= job.nbytes
         msg = job.msg
         try:
             now = time.perf_counter()
@@ -549,6 +578,8 @@ class Server(Events):
             if job.runs_lost:
                 result["rerun"] = job.runs_lost  # its first run was lost with a dead worker
             result["model"] = self.model_info
+            if self.metrics is not None:
+                self.metrics.result(job.stream, "ok" if error is None else error[0], timing)
             parts = protocol.encode_result(result)
         except Exception as exc:  # this frame's answer could not be built: say so, alone
             log.exception("cannot build the result of frame %s/%s", job.stream, job.seq)
@@ -607,7 +638,8 @@ class Server(Events):
             problems.append("stopping")
         healthy = not problems
         return {"healthy": healthy, "problems": problems, "model": self.model_info, "isolation": self.options.isolation,
-                "workers": workers, "pending": self.sched.pending, "stats": dict(self.stats),
+                "workers": workers, "pending": self.sched.pending, "frame_bytes_held": self._held_bytes,
+                "stats": dict(self.stats),
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
     async def _control(self) -> None:
