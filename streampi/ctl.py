@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
 
-COMMANDS = ("health", "workers", "stats")
+COMMANDS = ("health", "workers", "stats", "reload")
 
 
-def request(endpoint: str, cmd: str, timeout: float = 3.0) -> dict:
-    """Send one command; return the reply map. Raises TimeoutError when no server answers."""
+def request(endpoint: str, cmd: str, timeout: float = 3.0, **args: Any) -> dict:
+    """Send one command (with ``args``); return the reply map. Raises TimeoutError when no
+    server answers."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -22,7 +24,7 @@ def request(endpoint: str, cmd: str, timeout: float = 3.0) -> dict:
     sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
     try:
         sock.connect(endpoint)
-        sock.send(msgpack.packb({"cmd": cmd}))
+        sock.send(msgpack.packb({"cmd": cmd, **args}))
         try:
             return msgpack.unpackb(sock.recv(), raw=False)
         except zmq.Again:
@@ -33,8 +35,10 @@ def request(endpoint: str, cmd: str, timeout: float = 3.0) -> dict:
 
 
 def add_ctl(sub: Any) -> None:
-    p = sub.add_parser("ctl", help="ask a running server: health (exit code 0 when healthy), workers, stats")
+    p = sub.add_parser("ctl", help="ask a running server: health (exit code 0 when healthy), workers, stats, "
+                                   "reload [MODEL]")
     p.add_argument("command", choices=COMMANDS)
+    p.add_argument("model", nargs="?", help="reload: the model to serve (default: the served file, read again)")
     p.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the server's control endpoint")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
@@ -43,15 +47,23 @@ def add_ctl(sub: Any) -> None:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     try:
-        reply = request(args.connect, args.command, args.timeout)
+        model = args.model
+        if model and Path(model).exists():  # the server may run in another directory
+            model = str(Path(model).resolve())
+        extra = {"model": model} if args.command == "reload" and model else {}
+        timeout = max(args.timeout, 130.0) if args.command == "reload" else args.timeout  # workers load the model
+        reply = request(args.connect, args.command, timeout, **extra)
     except TimeoutError as exc:
         print(f"streampi: error: {exc}", file=sys.stderr)
         return 2
-    if not reply.get("ok"):
+    if not reply.get("ok"):  # (a failed reload: the old model keeps serving)
         print(f"streampi: error: {reply.get('error')}", file=sys.stderr)
         return 2
     if args.json or args.command == "stats":
         print(json.dumps(reply, indent=2, sort_keys=True))
+    elif args.command == "reload":
+        m, was = reply["model"], reply["previous"]
+        print(f"now serving {m['name']} ({m['sha256']}), was {was['name']} ({was['sha256']})")
     else:
         if args.command == "health":
             print("healthy" if reply["healthy"] else "UNHEALTHY")

@@ -25,7 +25,8 @@ STAGES = {"queue_ms": "queue", "pre_ms": "preprocess", "infer_ms": "infer", "pos
 class Metrics:
     """The server's metrics in a registry of their own (several servers may share a process)."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]], info: dict[str, str], max_streams: int) -> None:
+    def __init__(self, status: Callable[[], dict[str, Any]], info: Callable[[], dict[str, str]],
+                 max_streams: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.max_streams = max_streams
         self.received = Counter("streampi_frames_received", "Frame messages received (valid or not)",
@@ -74,8 +75,8 @@ class Metrics:
 class _Present:
     """Gauges read from the server at scrape time."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]], info: dict[str, str]) -> None:
-        self.status, self.info = status, info
+    def __init__(self, status: Callable[[], dict[str, Any]], info: Callable[[], dict[str, str]]) -> None:
+        self.status, self.info = status, info  # both read at scrape time (the model changes on reload)
 
     def describe(self) -> list:
         return []
@@ -83,7 +84,7 @@ class _Present:
     def collect(self):
         st = self.status()
         info = InfoMetricFamily("streampi_model", "The model being served")
-        info.add_metric([], {k: str(v) for k, v in self.info.items()})
+        info.add_metric([], {k: str(v) for k, v in self.info().items()})
         yield info
         waiting = GaugeMetricFamily("streampi_frames_waiting", "Frames accepted and waiting for a worker")
         waiting.add_metric([], st["pending"])

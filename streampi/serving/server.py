@@ -20,6 +20,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -30,6 +31,7 @@ from .. import protocol
 from ..config import ModelConfig, load_config
 from ..errors import ProtocolError, StreampiError
 from ..model import Model, resolve_model
+from ..preprocess import Preprocessor
 from ..protocol import Limits
 from .scheduler import POLICIES, Job, Scheduler
 from .workers import (
@@ -101,6 +103,25 @@ class ServerOptions:
             raise ValueError(f"stop-timeout must be > 0 seconds, got {self.stop_timeout}")
 
 
+def make_spec(path: Any, opts: ServerOptions, config: ModelConfig | None,
+              overrides: dict[str, Any]) -> tuple[WorkerSpec, list[str], str]:
+    """Load ``path`` once (in this process) and describe what every worker will load:
+    a model that cannot be served fails here, with its reason, before any worker starts.
+    Returns the spec, the delegate errors and the backend's name."""
+    probe = Model(path, backend=opts.backend, delegates=opts.delegates)
+    image_shape = probe.image_input()
+    config = config or load_config(path, **overrides)
+    Preprocessor(image_shape, probe.input.dtype, scale=probe.input.scale, zero_point=probe.input.zero_point,
+                 mean=config.mean, std=config.std, channels=config.channels, resize=config.resize, pad=config.pad)
+    if probe.batch_resizable and probe.batch_size != 1:
+        probe.resize_batch(1)
+    spec = WorkerSpec(str(path), config, probe.input, image_shape, tuple(probe.outputs), probe.batch_resizable,
+                      backend=opts.backend, threads=opts.threads, max_batch=opts.max_batch,
+                      delegates=tuple(opts.delegates), invoke_timeout=opts.invoke_timeout,
+                      model_info={"name": probe.name, "sha256": probe.sha256[:12]})
+    return spec, list(probe.delegate_errors), str(probe.backend)
+
+
 class Server(Events):
     """Serve one model. ``await server.serve()`` runs until :meth:`stop`; :meth:`run`
     is the blocking form with uvloop and SIGINT/SIGTERM handling (what the CLI calls).
@@ -113,22 +134,11 @@ class Server(Events):
                  config: ModelConfig | None = None, **config_overrides: Any) -> None:
         self.options = opts = options or ServerOptions()
         opts.check()
+        self._overrides = config_overrides  # the command line's model options: kept for reloads
         self.model_path = resolve_model(model)
         # load once here so that a bad model fails at start-up, before any socket is bound
-        probe = Model(self.model_path, backend=opts.backend, delegates=opts.delegates)
-        image_shape = probe.image_input()
-        self.delegate_errors = probe.delegate_errors
-        self.config = config or load_config(self.model_path, **config_overrides)
-        self.model_info = {"name": probe.name, "sha256": probe.sha256[:12]}
-        self.backend = str(probe.backend)
-        self.batch_resizable = probe.batch_resizable
-        if probe.batch_resizable and probe.batch_size != 1:
-            probe.resize_batch(1)
-        self.spec = WorkerSpec(str(self.model_path), self.config, probe.input, image_shape, tuple(probe.outputs),
-                               probe.batch_resizable, backend=opts.backend, threads=opts.threads,
-                               max_batch=opts.max_batch, delegates=tuple(opts.delegates),
-                               invoke_timeout=opts.invoke_timeout)
-        del probe
+        self.spec, self.delegate_errors, self.backend = make_spec(self.model_path, opts, config, config_overrides)
+        self.config = self.spec.config
         self._cores = usable_cores()
         self.n_workers = opts.workers or len(self._cores)
         self.stats: collections.Counter[str] = collections.Counter()
@@ -140,11 +150,23 @@ class Server(Events):
         self._stopping = False  # no more frames come in; finish what is held
         self._closed = False  # sockets closed: nothing is published any more
         self._unavailable = False  # every worker is in back-off: answer at once
-        self._in_hand: dict[int, list[Job]] = {}  # worker index -> batch it holds
-        self._usable: set[int] = set()  # worker indexes whose interpreter is up
+        self._in_hand: dict[WorkerSlot, list[Job]] = {}  # the batch each worker holds
+        self._usable: set[WorkerSlot] = set()  # workers whose interpreter is up
+        self._retiring: list[WorkerSlot] = []  # workers of the previous model, finishing their batch
+        self._reload_lock = asyncio.Lock()
+        self._bg: set[asyncio.Task] = set()
+        self._batch_ids: dict[WorkerSlot, int] = {}  # the number of the batch each worker holds
         self._held_bytes = 0  # bytes of received frames not yet answered
         self.metrics: Any = None
         self.started_at = time.time()
+
+    @property
+    def model_info(self) -> dict:
+        return self.spec.model_info
+
+    @property
+    def batch_resizable(self) -> bool:
+        return self.spec.batch_resizable
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _worker_cores(self, i: int) -> list[int] | None:
@@ -153,28 +175,78 @@ class Server(Events):
         t = self.options.threads
         return [self._cores[(i * t + k) % len(self._cores)] for k in range(t)]
 
-    async def _start_workers(self) -> None:
-        loop = self._loop
+    def _emit(self, fn: Any, *args: Any) -> None:
+        """From a worker thread into the loop (bounced through :meth:`_event`)."""
+        try:
+            self._loop.call_soon_threadsafe(self._event, fn, *args)
+        except RuntimeError:  # the loop is closed: the server has stopped, nothing to tell
+            pass
 
-        def emit(fn: Any, *args: Any) -> None:  # from a worker thread into the loop
-            try:
-                loop.call_soon_threadsafe(self._event, fn, *args)
-            except RuntimeError:  # the loop is closed: the server has stopped, nothing to tell
-                pass
-
-        self.slots = [WorkerSlot(i, self.spec, isolation=self.options.isolation, cores=self._worker_cores(i),
-                                 emit=emit, events=self) for i in range(self.n_workers)]
-        for slot in self.slots:
+    async def _new_slots(self, spec: WorkerSpec) -> list[WorkerSlot]:
+        """Start one worker per index for ``spec``; all of them or none (stopped again)."""
+        slots = [WorkerSlot(i, spec, isolation=self.options.isolation, cores=self._worker_cores(i),
+                            emit=self._emit, events=self) for i in range(self.n_workers)]
+        for slot in slots:
             slot.start()
         errors = []
-        for slot in self.slots:
+        for slot in slots:
             try:
-                await loop.run_in_executor(None, slot.wait_ready)
+                await self._loop.run_in_executor(None, slot.wait_ready)
             except BaseException as exc:
                 errors.append(exc)
         if errors:
-            await self._stop_workers(deadline=time.monotonic() + 5)
+            await self._stop_slots(slots, deadline=time.monotonic() + 5)
             raise errors[0]
+        return slots
+
+    async def reload(self, model: str | None = None) -> dict[str, Any]:
+        """Serve ``model`` (default: the model file served now, read again): new workers load
+        it while the old ones keep serving; then new batches go to the new workers and the old
+        ones finish the batch they hold and stop. No batch mixes two models, and each result
+        names its model. A model that cannot be served leaves the old one serving; the reply
+        and the log say why."""
+        async with self._reload_lock:
+            old_info = dict(self.model_info)
+            try:
+                path = resolve_model(model) if model else self.model_path
+                spec, _, backend = await self._loop.run_in_executor(
+                    None, make_spec, path, self.options, None, self._overrides)
+                slots = await self._new_slots(spec)
+            except (StreampiError, ValueError, OSError) as exc:
+                why = f"reload of {model or self.model_path} failed, still serving {old_info['name']} " \
+                      f"({old_info['sha256']}): {exc}"
+                log.error("%s", why)
+                self.stats["reloads_failed"] += 1
+                return {"ok": False, "error": why}
+            if self._stopping:
+                await self._stop_slots(slots, deadline=time.monotonic() + 5)
+                return {"ok": False, "error": "the server is stopping"}
+            old = self.slots
+            self.slots, self.spec, self.model_path, self.backend = slots, spec, Path(path), backend
+            self.config = spec.config
+            self.sched.batchable = spec.batch_resizable
+            for slot in old:
+                self._usable.discard(slot)
+                slot.stop()  # after the batch it holds, if any
+            self._retiring.extend(old)
+            self._background(self._retire(old))
+            self.stats["reloads"] += 1
+            self._wake.set()
+            log.info("reloaded: now serving %s (%s), was %s (%s)", spec.model_info["name"], spec.model_info["sha256"],
+                     old_info["name"], old_info["sha256"])
+            return {"ok": True, "model": spec.model_info, "previous": old_info}
+
+    async def _retire(self, slots: list[WorkerSlot]) -> None:
+        await self._stop_slots(slots, deadline=time.monotonic() + self.options.invoke_timeout + 5)
+        self._retiring = [s for s in self._retiring if s not in slots]
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _start_workers(self) -> None:
+        self.slots = await self._new_slots(self.spec)
         self.delegate_errors = self.slots[0].delegate_errors or self.delegate_errors
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
@@ -195,8 +267,8 @@ class Server(Events):
         if opts.metrics_port is not None:
             from .metrics import Metrics
 
-            self.metrics = Metrics(self.status, {**self.model_info, "backend": self.backend,
-                                                 "isolation": opts.isolation}, opts.max_streams)
+            self.metrics = Metrics(self.status, lambda: {**self.model_info, "backend": self.backend,
+                                                         "isolation": opts.isolation}, opts.max_streams)
             try:
                 port = self.metrics.serve(opts.metrics_port, opts.metrics_bind)
             except OSError as exc:
@@ -292,10 +364,11 @@ class Server(Events):
                                timeout=max(0.0, deadline - time.monotonic() - 0.5))
         for job in self.sched.take_all():
             self._settle(job, error=("shutdown", "the server stopped before this frame could run"))
-        for index, batch in list(self._in_hand.items()):
+        for slot, batch in list(self._in_hand.items()):
             for job in batch:
                 if not job.settled:
-                    self._settle(job, error=("shutdown", f"the server stopped while worker {index} ran this frame"))
+                    self._settle(job, error=("shutdown", f"the server stopped while worker {slot.index} ran "
+                                                         f"this frame"))
         for task in self._tasks:
             if not task.done():
                 task.cancel()
@@ -307,13 +380,16 @@ class Server(Events):
         log.info("stopped; received %d, answered %d", self.stats["received"], self.stats["answered"])
 
     async def _stop_workers(self, deadline: float) -> None:
-        for slot in self.slots:
+        await self._stop_slots([*self.slots, *self._retiring], deadline)
+
+    async def _stop_slots(self, slots: list[WorkerSlot], deadline: float) -> None:
+        for slot in slots:
             slot.stop()
-        for slot in self.slots:
+        for slot in slots:
             left = deadline - time.monotonic()
             if left > 0:
                 await self._loop.run_in_executor(None, slot.join, left)
-        for slot in self.slots:
+        for slot in slots:
             if slot.is_alive():
                 log.warning("worker %d did not stop in time; killing its process", slot.index)
                 slot.kill()
@@ -331,6 +407,8 @@ class Server(Events):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop)
+            if hasattr(signal, "SIGHUP"):  # reload the model file (e.g. after replacing it)
+                loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
             ready = asyncio.Event()
             task = asyncio.ensure_future(self.serve(ready))
             await asyncio.wait([task, asyncio.ensure_future(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -438,7 +516,7 @@ class Server(Events):
     # -- dispatch ----------------------------------------------------------------------------
     async def _dispatch(self) -> None:
         while True:
-            idle = [s for s in self.slots if s.index in self._usable and s.index not in self._in_hand]
+            idle = [s for s in self.slots if s in self._usable and s not in self._in_hand]
             timeout: float | None = None
             if idle:
                 decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self._stopping)
@@ -461,8 +539,9 @@ class Server(Events):
         now = time.perf_counter()
         for job in batch:
             job.t_batch = now
-        self._in_hand[slot.index] = batch
+        self._in_hand[slot] = batch
         self.stats["batches"] += 1
+        self._batch_ids[slot] = self.stats["batches"]
         self.stats["batched_frames"] += len(batch)
         if self.metrics is not None:
             self.metrics.batch.observe(len(batch))
@@ -486,7 +565,7 @@ class Server(Events):
             self.stats["failures.event"] += 1
             batch = args[0] if args and isinstance(args[0], list) else []
             if batch:
-                self._in_hand.pop(slot.index, None)
+                self._in_hand.pop(slot, None)
             for job in batch:
                 if not job.settled:
                     self._settle(job, error=("internal", f"the server failed handling this frame's result "
@@ -495,10 +574,10 @@ class Server(Events):
 
     def worker_state(self, slot: WorkerSlot, state: str) -> None:
         if state == "ready":
-            self._usable.add(slot.index)
+            self._usable.add(slot)
         else:
-            self._usable.discard(slot.index)
-        down = all(s.state == "backoff" for s in self.slots)
+            self._usable.discard(slot)
+        down = bool(self.slots) and all(s.state == "backoff" for s in self.slots)
         if down and not self._unavailable:
             log.error("no worker can run the model; answering frames 'unavailable' until one starts")
             for job in self.sched.take_all():
@@ -508,8 +587,9 @@ class Server(Events):
         self._wake.set()
 
     def batch_done(self, slot: WorkerSlot, batch: list[Job], outcomes: list[Outcome]) -> None:
-        self._in_hand.pop(slot.index, None)
-        worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch)}
+        self._in_hand.pop(slot, None)
+        worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch),
+                  "batch_id": self._batch_ids.get(slot), "model": slot.spec.model_info}
         for job, out in zip(batch, outcomes):
             if job.settled:  # answered `shutdown` at the stop deadline
                 self.stats["late_results"] += 1
@@ -518,8 +598,8 @@ class Server(Events):
         self._wake.set()
 
     def batch_lost(self, slot: WorkerSlot, batch: list[Job], reason: str) -> None:
-        self._in_hand.pop(slot.index, None)
-        self._usable.discard(slot.index)  # it is restarting: its "ready" comes when it is back
+        self._in_hand.pop(slot, None)
+        self._usable.discard(slot)  # it is restarting: its "ready" comes when it is back
         self.stats["batches_lost"] += 1
         for job in batch:
             if job.settled:
@@ -536,7 +616,7 @@ class Server(Events):
         self._wake.set()
 
     def batch_returned(self, slot: WorkerSlot, batch: list[Job]) -> None:
-        self._in_hand.pop(slot.index, None)
+        self._in_hand.pop(slot, None)
         for job in batch:
             if not job.settled:
                 self.sched.rerun(job)
@@ -577,7 +657,7 @@ class Server(Events):
                 result.update(worker)
             if job.runs_lost:
                 result["rerun"] = job.runs_lost  # its first run was lost with a dead worker
-            result["model"] = self.model_info
+            result.setdefault("model", self.model_info)
             if self.metrics is not None:
                 self.metrics.result(job.stream, "ok" if error is None else error[0], timing)
             parts = protocol.encode_result(result)
@@ -620,7 +700,7 @@ class Server(Events):
         now = time.monotonic()
         workers = []
         for slot in self.slots:
-            held = self._in_hand.get(slot.index, [])
+            held = self._in_hand.get(slot, [])
             workers.append({"index": slot.index, "pid": slot.pid, "generation": slot.generation,
                             "state": slot.state, "cores": slot.cores, "busy": bool(held),
                             "holding": [[j.stream, j.seq] for j in held], "frames_done": slot.frames_done,
@@ -628,7 +708,7 @@ class Server(Events):
         problems = []
         for slot, w in zip(self.slots, workers):
             w["process"] = process_state(slot)
-            if slot.index not in self._usable:
+            if slot not in self._usable:
                 problems.append(f"worker {slot.index} is {slot.state}")
             elif w["process"] != "running":
                 problems.append(f"worker {slot.index} (pid {slot.pid}) is {w['process']}")
@@ -658,8 +738,14 @@ class Server(Events):
                              "workers": status["workers"]}
                 elif cmd == "stats":
                     reply = {"ok": True, **status}
+                elif cmd == "reload":
+                    target = req.get("model")
+                    if target is not None and not isinstance(target, str):
+                        reply = {"ok": False, "error": "reload takes a model path (a string)"}
+                    else:
+                        reply = await self.reload(target)
                 else:
-                    reply = {"ok": False, "error": "unknown command; expected one of: health, workers, stats"}
+                    reply = {"ok": False, "error": "unknown command; expected one of: health, workers, stats, reload"}
             except Exception as exc:
                 reply = {"ok": False, "error": f"bad request ({type(exc).__name__})"}
             await sock.send(msgpack.packb(reply))

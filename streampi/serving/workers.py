@@ -79,6 +79,7 @@ class WorkerSpec:
     max_batch: int = 4
     delegates: tuple = ()
     invoke_timeout: float = 10.0
+    model_info: dict = field(default_factory=dict)  # name and sha256 prefix: every result names its model
 
     @property
     def slots(self) -> int:
