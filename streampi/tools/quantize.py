@@ -589,29 +589,37 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     rep["timing_s"]["quantize"] = time.perf_counter() - t1
     rep["quantization_peak_rss_bytes"] = max(_peak_rss_bytes(), rss_before)
 
-    # verify from a temporary file beside the output, so a failed result never lands at OUT
+    origin = {"model": path.name, "recipe": opts.recipe, "calibration": source,
+              "calibration_frames": len(calib_frames), "held_out_frames": len(hold_frames)}
+    verify_and_write(path, config, quantized, out_path, hold_frames, opts, rep, origin)
+    rep["timing_s"]["total"] = time.perf_counter() - t0
+    return rep
+
+
+def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, out_path: Path, frames: list[Frame],
+                     opts: QuantizeOptions, rep: dict[str, Any], origin: dict[str, Any]) -> dict[str, Any]:
+    """Verify ``quantized`` against ``float_path`` on ``frames`` and write it (and its sidecar)
+    to ``out_path`` only if it passes or ``opts.force``. The candidate is verified from a
+    temporary file beside the output, so a failed result never lands at ``out_path``.
+    Fills ``rep`` (``verification``, ``passed``, ``verdict``, ``written``) and returns it."""
     fd, tmp_name = tempfile.mkstemp(suffix=".tflite", prefix=f".{out_path.stem}.", dir=out_path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(quantized)
-        t2 = time.perf_counter()
-        rep["verification"] = verify(path, tmp, config, hold_frames, opts.runs, opts.progress)
-        rep["timing_s"]["verify"] = time.perf_counter() - t2
+        t0 = time.perf_counter()
+        rep["verification"] = verify(float_path, tmp, config, frames, opts.runs, opts.progress)
+        rep.setdefault("timing_s", {})["verify"] = time.perf_counter() - t0
         passed, why = verdict(rep["verification"], opts.min_agreement)
         rep["passed"] = passed
         rep["verdict"] = why if passed else f"{why}; {NEXT_STEPS}"
-        write = passed or opts.force
-        if write:
+        rep["written"] = passed or opts.force
+        if rep["written"]:
             os.replace(tmp, out_path)
-            origin = {"model": path.name, "recipe": opts.recipe, "calibration": source,
-                      "calibration_frames": len(calib_frames), "held_out_frames": len(hold_frames),
-                      "verified": passed}
-            out_path.with_suffix(".json").write_text(json.dumps(sidecar_for(config, origin), indent=2) + "\n")
-        rep["written"] = write
+            side = sidecar_for(config, {**origin, "verified": passed})
+            out_path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")
     finally:
         tmp.unlink(missing_ok=True)
-    rep["timing_s"]["total"] = time.perf_counter() - t0
     return rep
 
 
