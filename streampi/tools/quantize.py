@@ -501,6 +501,70 @@ def sidecar_for(config: ModelConfig, origin: dict[str, Any]) -> dict[str, Any]:
     return side
 
 
+class QuantizerFailed(QuantizeError):
+    """ai-edge-quantizer raised while calibrating or rewriting the model."""
+
+
+def prepare_for_quantizer(model_obj, float_bytes: bytes) -> tuple[bytes, list[str]]:
+    """The float model as the quantizer can take it, and the list of changes made."""
+    changes = []
+    if expand_float16_weights(model_obj):
+        changes.append("float16 weights expanded to float32 (the quantizer needs float32 weights)")
+    if add_signature(model_obj):
+        changes.append(f"a '{SIGNATURE_KEY}' signature added (the model had none; the quantizer calibrates "
+                       f"through a signature)")
+    return (_write_model_object(model_obj) if changes else float_bytes), changes
+
+
+def run_quantizer(prepared: bytes, recipe_name: str, calib: np.ndarray, progress: bool = False) -> tuple[bytes, float]:
+    """(quantized model bytes, seconds of calibration). ``calib`` is a batch of float inputs.
+    Raises :class:`QuantizerFailed` with the quantizer's own message."""
+    quantizer_mod, recipe_mod = _quantizer_modules()
+    t0 = time.perf_counter()
+    calib_s = 0.0
+    try:
+        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+            # LiteRT warns that calibration keeps every intermediate tensor: that is the point
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            if not progress:  # the quantizer's own calibration bar (tqdm) cannot be turned off
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            q = quantizer_mod.Quantizer(bytearray(prepared), getattr(recipe_mod, RECIPES[recipe_name][0])())
+            calibration = {}
+            if q.need_calibration:
+                key, input_name = signature_names(prepared)
+                data = {key: [{input_name: x[None]} for x in calib]}
+                calibration = q.calibrate(data, num_threads=usable_core_count())
+            calib_s = time.perf_counter() - t0
+            result = q.quantize(calibration or None, enable_progress_report=False)
+            return bytes(result.quantized_model), calib_s
+    except StreampiError:
+        raise
+    except Exception as exc:  # the quantizer fails with any exception type on models it does not handle
+        raise QuantizerFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def int8_speedup(path: Path, runs: int = 30, frames: int = 16) -> dict[str, Any]:
+    """Quantize ``path`` to int8 in a temporary file, calibrated on synthetic frames through the
+    model's Preprocessor, and time both models here at 1 thread. Invoke time does not depend on
+    the calibration, so this measures the speed-up a real ``streampi quantize`` would give
+    (not its accuracy). Used by ``streampi inspect --bench``. Raises :class:`QuantizeError`."""
+    path = Path(path)
+    float_bytes = path.read_bytes()
+    model_obj = _read_model_object(float_bytes)
+    if quantized_tensors(model_obj):
+        raise QuantizeError("the model is already quantized")
+    fmodel = Model(path)
+    calib = preprocess_frames(fmodel, load_config(path), load_frames("synthetic", frames, size=(160, 120)))
+    prepared, _ = prepare_for_quantizer(model_obj, float_bytes)
+    quantized, _ = run_quantizer(prepared, "int8", calib)
+    with tempfile.TemporaryDirectory(prefix="streampi-int8-") as tmp:
+        qpath = Path(tmp) / f"{path.stem}_int8.tflite"
+        qpath.write_bytes(quantized)
+        float_ms, int8_ms = _latency_ms(path, 1, runs), _latency_ms(qpath, 1, runs)
+        int8_bytes = qpath.stat().st_size
+    return {"float_ms": float_ms, "int8_ms": int8_ms, "speedup": float_ms / int8_ms, "int8_bytes": int8_bytes}
+
+
 def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
@@ -516,7 +580,7 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
         raise QuantizeError(f"unknown recipe {opts.recipe!r}; choose one of {', '.join(RECIPES)}")
     if not 0.0 < opts.min_agreement <= 1.0:
         raise QuantizeError(f"--min-agreement must be in (0, 1], got {opts.min_agreement}")
-    quantizer_mod, recipe_mod = _quantizer_modules()
+    _quantizer_modules()  # a clear message when the extra is missing, before any work
     path = resolve_model(model)
     check_tflite_file(path)
     float_bytes = path.read_bytes()
@@ -551,14 +615,7 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     rep["timing_s"] = {"frames": time.perf_counter() - t0}
     log(f"{len(calib_frames)} calibration frames, {len(hold_frames)} held out for verification")
 
-    # prepare the float model for the quantizer
-    changes = []
-    if expand_float16_weights(model_obj):
-        changes.append("float16 weights expanded to float32 (the quantizer needs float32 weights)")
-    if add_signature(model_obj):
-        changes.append(f"a '{SIGNATURE_KEY}' signature added (the model had none; the quantizer calibrates "
-                       f"through a signature)")
-    prepared = _write_model_object(model_obj) if changes else float_bytes
+    prepared, changes = prepare_for_quantizer(model_obj, float_bytes)
     rep["prepared"] = changes
     for c in changes:
         log(c)
@@ -566,25 +623,10 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     rss_before = _peak_rss_bytes()
     t1 = time.perf_counter()
     try:
-        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
-            # LiteRT warns that calibration keeps every intermediate tensor: that is the point
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-            if not opts.progress:  # the quantizer's own calibration bar (tqdm) cannot be turned off
-                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-            q = quantizer_mod.Quantizer(bytearray(prepared), getattr(recipe_mod, RECIPES[opts.recipe][0])())
-            calibration = {}
-            if q.need_calibration:
-                key, input_name = signature_names(prepared)
-                data = {key: [{input_name: x[None]} for x in calib]}
-                calibration = q.calibrate(data, num_threads=usable_core_count())
-            rep["timing_s"]["calibrate"] = time.perf_counter() - t1
-            result = q.quantize(calibration or None, enable_progress_report=False)
-            quantized = bytes(result.quantized_model)
-    except StreampiError:
-        raise
-    except Exception as exc:  # the quantizer fails with any exception type on models it does not handle
-        rep.update(written=False, passed=False, quantizer_error=f"{type(exc).__name__}: {exc}",
-                   verdict=f"the quantizer failed ({type(exc).__name__}: {exc}); {NEXT_STEPS}")
+        quantized, rep["timing_s"]["calibrate"] = run_quantizer(prepared, opts.recipe, calib, opts.progress)
+    except QuantizerFailed as exc:
+        rep.update(written=False, passed=False, quantizer_error=str(exc),
+                   verdict=f"the quantizer failed ({exc}); {NEXT_STEPS}")
         return rep
     rep["timing_s"]["quantize"] = time.perf_counter() - t1
     rep["quantization_peak_rss_bytes"] = max(_peak_rss_bytes(), rss_before)
