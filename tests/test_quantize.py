@@ -19,7 +19,10 @@ from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 from streampi import LABELS, Model, ShapesGenerator, bundled_model, load_config  # noqa: E402
 from streampi.tools.quantize import (  # noqa: E402
     QuantizeOptions,
+    iter_frames,
     load_frames,
+    model_inputs,
+    resample_frames,
     verify_and_write,
 )
 
@@ -181,6 +184,30 @@ def test_calibration_from_a_video(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("model", ["shapes_float32", "shapes_int8", "mobilenet_v2_int8"])
+@pytest.mark.parametrize("config", [{}, {"channels": "bgr", "resize": "letterbox", "pad": 114,
+                                         "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}])
+def test_model_inputs_equal_the_servers_preprocessing(model, config):
+    """Resample once to uint8, then each model's table: the same bytes as the Preprocessor
+    the server runs, for float and int8 inputs, raw and JPEG frames."""
+    from streampi import Preprocessor
+
+    m = Model(bundled_model(model))
+    cfg = load_config(m.path).updated(**config)
+    gen = ShapesGenerator(seed=21)
+    frames = []
+    for w, h in ((320, 240), (97, 203), (640, 360)):
+        rgb, _ = gen.frame(w, h)
+        frames += [(rgb, "rgb"), (simplejpeg.encode_jpeg(rgb, quality=85), "jpeg")]
+    from streampi.tools.quantize import Frame
+
+    resampled = resample_frames(m, cfg, (Frame(d, f, "t") for d, f in frames), len(frames))
+    got = model_inputs(m, cfg, resampled.pixels)
+    pre = Preprocessor.for_model(m, cfg)
+    want = np.stack([pre(d, f)[0] for d, f in frames])
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 # -- broken results are reported and not written ------------------------------------------------------------
 def _negate_fully_connected_weights(data: bytes) -> bytes:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
@@ -201,7 +228,7 @@ def _negate_fully_connected_weights(data: bytes) -> bytes:
 def test_a_broken_result_is_reported_and_not_written(int8_model, tmp_path, damage, why):
     good, _ = int8_model
     float_path = bundled_model("shapes_float32")
-    frames = load_frames("synthetic", 20, seed=11)
+    frames = resample_frames(Model(float_path), load_config(float_path), iter_frames("synthetic", 20, seed=11), 20)
     out = tmp_path / "broken.tflite"
     rep = verify_and_write(float_path, load_config(float_path), damage(good.read_bytes()), out, frames,
                            QuantizeOptions(runs=3), {}, {})

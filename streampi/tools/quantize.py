@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ RECIPES: dict[str, tuple[str, str]] = {
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SIGNATURE_KEY = "serving_default"
+#: Calibration frames handed to the quantizer at a time (its memory grows with each batch).
+CALIBRATION_BATCH = 32
 NEXT_STEPS = ("try another recipe (--recipe dynamic keeps float activations and loses less), calibrate on more "
               "frames or on frames closer to what the cameras send (--frames, --calibrate), or, with the original "
               "training code, quantization-aware training (tensorflow-model-optimization)")
@@ -205,36 +207,41 @@ def _evenly(n_have: int, n_want: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n_have - 1, n_want)})
 
 
-def load_frames(source: str, n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Frame]:
-    """``n`` frames from ``synthetic``, a folder of images (spread evenly over the sorted files)
-    or a video file (spread evenly over its length). Raises :class:`QuantizeError`."""
+def iter_frames(source: str, n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> Iterator[Frame]:
+    """Up to ``n`` frames, read one at a time (a 1080p video must not sit in memory), from
+    ``synthetic``, a folder of images (spread evenly over the sorted files) or a video file
+    (spread evenly over its length). Raises :class:`QuantizeError`."""
     if n < 2:
         raise QuantizeError(f"--frames must be at least 2 (some to calibrate, some to verify), got {n}")
     if source == "synthetic":
         from ..synthetic import ShapesGenerator
 
         gen = ShapesGenerator(seed=seed)
-        out = []
         for i in range(n):
             rgb, label = gen.frame(*size)
-            out.append(Frame(rgb, "rgb", f"synthetic frame {i}", label))
-        return out
+            yield Frame(rgb, "rgb", f"synthetic frame {i}", label)
+        return
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise QuantizeError(f"no images in {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
-        out = []
         for i in _evenly(len(files), n):
             f = files[i]
             if f.suffix.lower() in (".jpg", ".jpeg"):
-                out.append(Frame(f.read_bytes(), "jpeg", str(f)))
+                yield Frame(f.read_bytes(), "jpeg", str(f))
             else:
-                out.append(Frame(_read_image(f), "bgr", str(f)))
-        return out
+                yield Frame(_read_image(f), "bgr", str(f))
+        return
     if path.is_file():
-        return _video_frames(path, n)
+        yield from _video_frames(path, n)
+        return
     raise QuantizeError(f"--calibrate {source!r} is neither 'synthetic', a folder of images, nor a video file")
+
+
+def load_frames(source: str, n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Frame]:
+    """:func:`iter_frames` as a list (for a few small frames)."""
+    return list(iter_frames(source, n, seed, size))
 
 
 def _cv2():
@@ -253,7 +260,7 @@ def _read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _video_frames(path: Path, n: int) -> list[Frame]:
+def _video_frames(path: Path, n: int) -> Iterator[Frame]:
     cv2 = _cv2()
     cap = cv2.VideoCapture(str(path))
     try:
@@ -261,21 +268,20 @@ def _video_frames(path: Path, n: int) -> list[Frame]:
             raise QuantizeError(f"{path} is not a video OpenCV can open (nor a folder, nor 'synthetic')")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         wanted = set(_evenly(count, n)) if count > 0 else None
-        out, i = [], 0
-        while len(out) < n and i < max(count, n) * 2 + 1:  # bounded even when the count is wrong
-            ok = cap.grab()
-            if not ok:
+        got, i = 0, 0
+        while got < n and i < max(count, n) * 2 + 1:  # bounded even when the count is wrong
+            if not cap.grab():
                 break
             if wanted is None or i in wanted:
                 ok, frame = cap.retrieve()
                 if ok:
-                    out.append(Frame(np.ascontiguousarray(frame), "bgr", f"{path} frame {i}"))
+                    got += 1
+                    yield Frame(np.ascontiguousarray(frame), "bgr", f"{path} frame {i}")
             i += 1
     finally:
         cap.release()
-    if not out:
+    if not got:
         raise QuantizeError(f"no frames could be read from {path}")
-    return out
 
 
 def split_holdout(n: int, holdout: float, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -311,23 +317,54 @@ def _progress(total: int, text: str, enabled: bool):
     return _Null(), (lambda: None)
 
 
-def preprocess_frames(model: Model, config: ModelConfig, frames: list[Frame], show_progress: bool = False,
-                      what: str = "preprocessing") -> np.ndarray:
-    """A ``(len(frames), H, W, C)`` batch of the model's input dtype, made exactly as the server
-    makes it. Raises :class:`QuantizeError` naming the first frame that cannot be used."""
+@dataclass
+class Resampled:
+    """Frames resampled to the model's input size but not yet normalised: ``pixels`` is
+    ``(n, H, W, C)`` uint8, what the kernels hold before their lookup table. A 224×224 frame
+    takes 150 KB here whatever the camera's resolution, and every model (float, or int8 with
+    any input scale) gets its own input from it with :func:`model_inputs`."""
+
+    pixels: np.ndarray
+    labels: list[int | None]
+    origins: list[str]
+
+    def take(self, indices: list[int]) -> Resampled:
+        return Resampled(self.pixels[indices], [self.labels[i] for i in indices], [self.origins[i] for i in indices])
+
+
+def resample_frames(model: Model, config: ModelConfig, frames: Iterable[Frame], n: int,
+                    show_progress: bool = False) -> Resampled:
+    """Run each frame through the model's resize (the fused kernel, with the model's geometry,
+    channel order and padding) into uint8: the kernel with an identity table (scale 1/255,
+    mean 0, std 1). Raises :class:`QuantizeError` naming the first frame that cannot be used."""
     from ..preprocess import Preprocessor
 
-    pre = Preprocessor.for_model(model, config)
-    batch = pre.new_slot(len(frames))
-    bar, advance = _progress(len(frames), what, show_progress)
+    identity = Preprocessor(model.image_input(), np.uint8, scale=1 / 255, zero_point=0, mean=(0.0,), std=(1.0,),
+                            channels=config.channels, resize=config.resize, pad=config.pad)
+    pixels = identity.new_slot(n)
+    labels: list[int | None] = []
+    origins: list[str] = []
+    bar, advance = _progress(n, "reading frames", show_progress)
     with bar:
-        for i, f in enumerate(frames):
+        for f in frames:
             try:
-                pre(f.data, f.fmt, out=batch[i])
+                identity(f.data, f.fmt, out=pixels[len(labels)])
             except (FrameError, ValueError, TypeError) as exc:
                 raise QuantizeError(f"calibration frame {f.origin} cannot be used: {exc}") from exc
+            labels.append(f.label)
+            origins.append(f.origin)
             advance()
-    return batch
+    return Resampled(pixels[:len(labels)], labels, origins)
+
+
+def model_inputs(model: Model, config: ModelConfig, pixels: np.ndarray) -> np.ndarray:
+    """The model's input batch for resampled ``pixels``: the lookup table the server's
+    Preprocessor builds for this model (normalisation, then the input's quantization),
+    applied per channel, exactly as the kernel applies it after resampling."""
+    from ..preprocess import Preprocessor
+
+    lut = Preprocessor.for_model(model, config).lut
+    return lut[np.arange(lut.shape[0]), pixels]
 
 
 # -- verification -----------------------------------------------------------------------------------
@@ -415,10 +452,11 @@ def usable_core_count() -> int:
         return os.cpu_count() or 1
 
 
-def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames: list[Frame],
-           runs: int = 30, show_progress: bool = False) -> dict[str, Any]:
+def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames: Resampled,
+           runs: int = 30) -> dict[str, Any]:
     """Load, allocate and invoke ``quant_path``; compare it with ``float_path`` on ``frames``
-    (each model fed by its own Preprocessor from the same raw frames); sizes, latency, memory.
+    (each model fed its own input made from the same resampled frames, as the server would
+    make it); sizes, latency at 1 thread and all cores, memory after allocation.
 
     Returns a dict with ``loads`` False and ``error`` when the quantized model cannot run."""
     rep: dict[str, Any] = {"float_bytes": float_path.stat().st_size, "quantized_bytes": quant_path.stat().st_size}
@@ -438,15 +476,15 @@ def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames
     rep["quantized_outputs"] = [{"dtype": s.dtype.name, "scale": s.scale, "zero_point": s.zero_point}
                                 for s in qmodel.outputs]
     try:
-        fbatch = preprocess_frames(fmodel, float_config, frames, show_progress, "verifying (float)")
-        qbatch = preprocess_frames(qmodel, float_config, frames, show_progress, "verifying (quantized)")
+        fbatch = model_inputs(fmodel, float_config, frames.pixels)
+        qbatch = model_inputs(qmodel, float_config, frames.pixels)
         fout, qout = run_model(fmodel, fbatch), run_model(qmodel, qbatch)
     except (ModelError, RuntimeError, ValueError) as exc:
         rep.update(loads=False, error=f"the quantized model fails on held-out frames: {exc}")
         return rep
     classifier = is_classifier(fmodel)
     rep["kind"] = "classifier" if classifier else "tensors"
-    rep["agreement"] = compare_outputs(fout, qout, classifier, [f.label for f in frames])
+    rep["agreement"] = compare_outputs(fout, qout, classifier, frames.labels)
     cores = usable_core_count()
     rep["latency_ms"] = {
         "float": {str(t): _latency_ms(float_path, t, runs) for t in sorted({1, cores})},
@@ -516,9 +554,12 @@ def prepare_for_quantizer(model_obj, float_bytes: bytes) -> tuple[bytes, list[st
     return (_write_model_object(model_obj) if changes else float_bytes), changes
 
 
-def run_quantizer(prepared: bytes, recipe_name: str, calib: np.ndarray, progress: bool = False) -> tuple[bytes, float]:
-    """(quantized model bytes, seconds of calibration). ``calib`` is a batch of float inputs.
-    Raises :class:`QuantizerFailed` with the quantizer's own message."""
+def run_quantizer(prepared: bytes, recipe_name: str, calib_batches: Iterable[np.ndarray],
+                  progress: bool = False) -> tuple[bytes, float]:
+    """(quantized model bytes, seconds of calibration). ``calib_batches`` yields batches of
+    model inputs; each is calibrated in turn, carrying the statistics over (the quantizer's
+    per-sample moving average runs on as if all came at once), so memory stays that of one
+    batch. Raises :class:`QuantizerFailed` with the quantizer's own message."""
     quantizer_mod, recipe_mod = _quantizer_modules()
     t0 = time.perf_counter()
     calib_s = 0.0
@@ -532,8 +573,10 @@ def run_quantizer(prepared: bytes, recipe_name: str, calib: np.ndarray, progress
             calibration = {}
             if q.need_calibration:
                 key, input_name = signature_names(prepared)
-                data = {key: [{input_name: x[None]} for x in calib]}
-                calibration = q.calibrate(data, num_threads=usable_core_count())
+                for batch in calib_batches:
+                    calibration = q.calibrate({key: [{input_name: x[None]} for x in batch]},
+                                              previous_calibration_result=calibration or None,
+                                              num_threads=usable_core_count())
             calib_s = time.perf_counter() - t0
             result = q.quantize(calibration or None, enable_progress_report=False)
             return bytes(result.quantized_model), calib_s
@@ -553,10 +596,10 @@ def int8_speedup(path: Path, runs: int = 30, frames: int = 16) -> dict[str, Any]
     model_obj = _read_model_object(float_bytes)
     if quantized_tensors(model_obj):
         raise QuantizeError("the model is already quantized")
-    fmodel = Model(path)
-    calib = preprocess_frames(fmodel, load_config(path), load_frames("synthetic", frames, size=(160, 120)))
+    fmodel, config = Model(path), load_config(path)
+    resampled = resample_frames(fmodel, config, iter_frames("synthetic", frames, size=(160, 120)), frames)
     prepared, _ = prepare_for_quantizer(model_obj, float_bytes)
-    quantized, _ = run_quantizer(prepared, "int8", calib)
+    quantized, _ = run_quantizer(prepared, "int8", [model_inputs(fmodel, config, resampled.pixels)])
     with tempfile.TemporaryDirectory(prefix="streampi-int8-") as tmp:
         qpath = Path(tmp) / f"{path.stem}_int8.tflite"
         qpath.write_bytes(quantized)
@@ -607,13 +650,20 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     rep: dict[str, Any] = {"model": str(path), "output": str(out_path), "recipe": opts.recipe,
                            "calibration_source": source}
     t0 = time.perf_counter()
-    frames = load_frames(source, opts.frames, opts.seed, size=(320, 240))
-    calib_idx, hold_idx = split_holdout(len(frames), opts.holdout, opts.seed)
-    calib_frames, hold_frames = [frames[i] for i in calib_idx], [frames[i] for i in hold_idx]
-    rep["frames"] = {"total": len(frames), "calibration": len(calib_frames), "held_out": len(hold_frames)}
-    calib = preprocess_frames(fmodel, config, calib_frames, opts.progress, "calibration frames")
+    if not 0.0 < opts.holdout < 1.0:
+        raise QuantizeError(f"--holdout must be between 0 and 1 (exclusive), got {opts.holdout}")
+    frames = resample_frames(fmodel, config, iter_frames(source, opts.frames, opts.seed, size=(320, 240)),
+                             opts.frames, opts.progress)
+    if len(frames.labels) < 2:
+        raise QuantizeError(f"only {len(frames.labels)} frame could be read from {source}; at least 2 are needed")
+    calib_idx, hold_idx = split_holdout(len(frames.labels), opts.holdout, opts.seed)
+    hold_frames = frames.take(hold_idx)
+    n_calib, n_hold = len(calib_idx), len(hold_idx)
+    rep["frames"] = {"total": len(frames.labels), "calibration": n_calib, "held_out": n_hold}
+    calib = (model_inputs(fmodel, config, frames.pixels[calib_idx[i:i + CALIBRATION_BATCH]])
+             for i in range(0, n_calib, CALIBRATION_BATCH))
     rep["timing_s"] = {"frames": time.perf_counter() - t0}
-    log(f"{len(calib_frames)} calibration frames, {len(hold_frames)} held out for verification")
+    log(f"{n_calib} calibration frames, {n_hold} held out for verification")
 
     prepared, changes = prepare_for_quantizer(model_obj, float_bytes)
     rep["prepared"] = changes
@@ -632,13 +682,13 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     rep["quantization_peak_rss_bytes"] = max(_peak_rss_bytes(), rss_before)
 
     origin = {"model": path.name, "recipe": opts.recipe, "calibration": source,
-              "calibration_frames": len(calib_frames), "held_out_frames": len(hold_frames)}
+              "calibration_frames": n_calib, "held_out_frames": n_hold}
     verify_and_write(path, config, quantized, out_path, hold_frames, opts, rep, origin)
     rep["timing_s"]["total"] = time.perf_counter() - t0
     return rep
 
 
-def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, out_path: Path, frames: list[Frame],
+def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, out_path: Path, frames: Resampled,
                      opts: QuantizeOptions, rep: dict[str, Any], origin: dict[str, Any]) -> dict[str, Any]:
     """Verify ``quantized`` against ``float_path`` on ``frames`` and write it (and its sidecar)
     to ``out_path`` only if it passes or ``opts.force``. The candidate is verified from a
@@ -650,7 +700,7 @@ def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, ou
         with os.fdopen(fd, "wb") as f:
             f.write(quantized)
         t0 = time.perf_counter()
-        rep["verification"] = verify(float_path, tmp, config, frames, opts.runs, opts.progress)
+        rep["verification"] = verify(float_path, tmp, config, frames, opts.runs)
         rep.setdefault("timing_s", {})["verify"] = time.perf_counter() - t0
         passed, why = verdict(rep["verification"], opts.min_agreement)
         rep["passed"] = passed
