@@ -30,7 +30,27 @@ CLI = [sys.executable, "-m", "streampi", "quantize"]
 
 
 def quantize_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The command as users run it, in its own process."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Ran:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture
+def quantize(capsys):
+    """The same command line through ``streampi.cli.main`` in this process (no interpreter start-up)."""
+    from streampi.cli import main
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(["quantize", *args])
+        cap = capsys.readouterr()
+        return Ran(code, cap.out, cap.err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +143,9 @@ def test_signature_less_model_is_handled(tmp_path):
     assert rep["verification"]["agreement"]["top1_agreement"] >= 0.98 and out.is_file()
 
 
-def test_float16_weights_are_expanded_and_quantized(tmp_path):
+def test_float16_weights_are_expanded_and_quantized(quantize, tmp_path):
     out = tmp_path / "f16_int8.tflite"
-    r = quantize_cli("shapes_float16", "--calibrate", "synthetic", "--frames", "60", "--runs", "3", "-o", str(out),
+    r = quantize("shapes_float16", "--calibrate", "synthetic", "--frames", "60", "--runs", "3", "-o", str(out),
                      "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(r.stdout)
@@ -136,9 +156,9 @@ def test_float16_weights_are_expanded_and_quantized(tmp_path):
 
 
 @pytest.mark.parametrize("recipe,input_dtype", [("dynamic", "float32"), ("weight-only", "float32")])
-def test_other_recipes(tmp_path, recipe, input_dtype):
+def test_other_recipes(quantize, tmp_path, recipe, input_dtype):
     out = tmp_path / f"{recipe}.tflite"
-    r = quantize_cli("shapes_float32", "--recipe", recipe, "--calibrate", "synthetic", "--frames", "30",
+    r = quantize("shapes_float32", "--recipe", recipe, "--calibrate", "synthetic", "--frames", "30",
                      "--runs", "3", "-o", str(out), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(r.stdout)
@@ -146,7 +166,7 @@ def test_other_recipes(tmp_path, recipe, input_dtype):
     assert rep["verification"]["quantized_bytes"] < 0.35 * rep["verification"]["float_bytes"]
 
 
-def test_calibration_from_a_folder_of_jpegs_and_pngs(tmp_path):
+def test_calibration_from_a_folder_of_jpegs_and_pngs(quantize, tmp_path):
     cv2 = pytest.importorskip("cv2")
     gen = ShapesGenerator(seed=3)
     for i in range(12):
@@ -160,13 +180,13 @@ def test_calibration_from_a_folder_of_jpegs_and_pngs(tmp_path):
     assert len(frames) == 12 and {f.fmt for f in frames} == {"jpeg", "bgr"}
     out = tmp_path / "out" / "m.tflite"
     out.parent.mkdir()
-    r = quantize_cli("shapes_float32", "--calibrate", str(tmp_path), "--runs", "3", "-o", str(out), "--json")
+    r = quantize("shapes_float32", "--calibrate", str(tmp_path), "--runs", "3", "-o", str(out), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["frames"] == {"total": 12, "calibration": 10, "held_out": 2}
 
 
 @pytest.mark.slow
-def test_calibration_from_a_video(tmp_path):
+def test_calibration_from_a_video(quantize, tmp_path):
     cv2 = pytest.importorskip("cv2")
     video = tmp_path / "cam.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
@@ -179,7 +199,7 @@ def test_calibration_from_a_video(tmp_path):
     # spread over the whole video, not its first 30 frames
     assert frames[-1].origin.endswith("frame 89")
     out = tmp_path / "v.tflite"
-    r = quantize_cli("shapes_float32", "--calibrate", str(video), "--frames", "30", "--runs", "3", "-o", str(out),
+    r = quantize("shapes_float32", "--calibrate", str(video), "--frames", "30", "--runs", "3", "-o", str(out),
                      "--json")
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -242,8 +262,8 @@ def test_a_broken_result_is_reported_and_not_written(int8_model, tmp_path, damag
     assert json.loads(out.with_suffix(".json").read_text())["quantized_from"]["verified"] is False
 
 
-def test_an_impossible_pass_mark_is_refused(tmp_path):
-    r = quantize_cli("shapes_float32", "--calibrate", "synthetic", "--min-agreement", "1.5", "-o",
+def test_an_impossible_pass_mark_is_refused(quantize, tmp_path):
+    r = quantize("shapes_float32", "--calibrate", "synthetic", "--min-agreement", "1.5", "-o",
                      str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and "--min-agreement" in r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -255,40 +275,40 @@ def test_an_impossible_pass_mark_is_refused(tmp_path):
     ("shapes_dynamic", "already quantized"),
     ("vector_fixed_batch", "NHWC images"),
 ])
-def test_models_that_cannot_be_quantized(tmp_path, model, match):
-    r = quantize_cli(model, "--calibrate", "synthetic", "-o", str(tmp_path / "x.tflite"))
+def test_models_that_cannot_be_quantized(quantize, tmp_path, model, match):
+    r = quantize(model, "--calibrate", "synthetic", "-o", str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and match in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and list(tmp_path.iterdir()) == []
 
 
-def test_not_a_model(tmp_path):
+def test_not_a_model(quantize, tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"this is not a flatbuffer at all")
-    r = quantize_cli(str(bad), "--calibrate", "synthetic")
+    r = quantize(str(bad), "--calibrate", "synthetic")
     assert r.returncode == 2 and "not a TFLite model" in r.stderr and "Traceback" not in r.stderr
-    r = quantize_cli(str(tmp_path / "missing.tflite"), "--calibrate", "synthetic")
+    r = quantize(str(tmp_path / "missing.tflite"), "--calibrate", "synthetic")
     assert r.returncode == 2 and "not found" in r.stderr
 
 
-def test_bad_calibration_sources(tmp_path):
+def test_bad_calibration_sources(quantize, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = quantize_cli("shapes_float32", "--calibrate", str(empty), "-o", str(tmp_path / "x.tflite"))
+    r = quantize("shapes_float32", "--calibrate", str(empty), "-o", str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and "no images in" in r.stderr
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / "a.jpg").write_bytes(b"plain text pretending to be a JPEG")
     (wrong / "b.jpg").write_bytes(simplejpeg.encode_jpeg(ShapesGenerator(seed=1).frame(64, 64)[0]))
-    r = quantize_cli("shapes_float32", "--calibrate", str(wrong), "-o", str(tmp_path / "x.tflite"))
+    r = quantize("shapes_float32", "--calibrate", str(wrong), "-o", str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and "a.jpg cannot be used" in r.stderr and "JPEG" in r.stderr, r.stderr
     notvideo = tmp_path / "clip.mp4"
     notvideo.write_text("not a video")
-    r = quantize_cli("shapes_float32", "--calibrate", str(notvideo), "-o", str(tmp_path / "x.tflite"))
+    r = quantize("shapes_float32", "--calibrate", str(notvideo), "-o", str(tmp_path / "x.tflite"))
     assert r.returncode == 2 and ("not a video" in r.stderr or "no frames" in r.stderr), r.stderr
-    r = quantize_cli("shapes_float32", "--calibrate", str(tmp_path / "nowhere"))
+    r = quantize("shapes_float32", "--calibrate", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "neither 'synthetic'" in r.stderr
-    r = quantize_cli("shapes_float32", "--calibrate", "synthetic", "--frames", "1")
+    r = quantize("shapes_float32", "--calibrate", "synthetic", "--frames", "1")
     assert r.returncode == 2 and "at least 2" in r.stderr
-    r = quantize_cli("shapes_float32", "--calibrate", "synthetic", "--holdout", "1.0")
+    r = quantize("shapes_float32", "--calibrate", "synthetic", "--holdout", "1.0")
     assert r.returncode == 2 and "--holdout" in r.stderr
     assert not (tmp_path / "x.tflite").exists()
