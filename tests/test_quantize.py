@@ -312,3 +312,28 @@ def test_bad_calibration_sources(quantize, tmp_path):
     r = quantize("shapes_float32", "--calibrate", "synthetic", "--holdout", "1.0")
     assert r.returncode == 2 and "--holdout" in r.stderr
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_agreement_figures_of_known_outputs():
+    from streampi.tools.quantize import compare_outputs, verdict
+
+    ref = [[np.ones(8, np.float32), np.array([1.0, 0.0], np.float32)] for _ in range(4)]
+    scaled = [[np.full(8, 1.1, np.float32), np.array([0.0, 1.0], np.float32)] for _ in range(4)]
+    rep = compare_outputs(ref, scaled, classifier=False)
+    first, second = rep["outputs"]
+    assert first["cosine"] == pytest.approx(1.0) and first["snr_db"] == pytest.approx(20.0, abs=1e-4)
+    assert first["max_abs_error"] == pytest.approx(0.1, abs=1e-6)
+    assert second["cosine"] == pytest.approx(0.0) and "top1_agreement" not in rep
+    ok, why = verdict({"loads": True, "kind": "tensors", "agreement": rep}, 0.98)
+    assert not ok and "cosine similarity of the worst output 0.0000" in why
+    same = compare_outputs(ref, ref, classifier=False)
+    assert verdict({"loads": True, "kind": "tensors", "agreement": same}, 0.98)[0]
+    assert same["outputs"][0]["snr_db"] == float("inf")
+    # a classifier whose top-1 differs on the third frame
+    f = [[np.array(p, np.float32)] for p in ([.5, .2, .1, .1, .05, .05], [.1, .6, .1, .1, .05, .05],
+                                             [.35, .3, .2, .1, .03, .02])]
+    q = [[np.array(p, np.float32)] for p in ([.5, .2, .1, .1, .05, .05], [.1, .6, .1, .1, .05, .05],
+                                             [.05, .35, .2, .1, .05, .25])]
+    c = compare_outputs(f, q, classifier=True, labels=[0, 1, 0])
+    assert c["top1_agreement"] == pytest.approx(2 / 3) and c["float_accuracy"] == 1.0
+    assert c["quantized_accuracy"] == pytest.approx(2 / 3)
