@@ -71,6 +71,9 @@ def test_float_classifier_becomes_a_verified_full_integer_model(int8_model):
     assert v["loads"] and v["kind"] == "classifier"
     assert v["agreement"]["top1_agreement"] >= 0.98 and v["agreement"]["frames"] == 24
     assert v["quantized_input"]["dtype"] == "int8" and [o["dtype"] for o in v["quantized_outputs"]] == ["int8"]
+    # mean 0.5, std 0.5: the server writes values in [-1, 1], and the input's int8 range covers exactly that
+    assert rep["input_range"] == [-1.0, 1.0]
+    assert v["quantized_input"]["scale"] == pytest.approx(2 / 255, rel=1e-4)
     assert v["quantized_bytes"] < 0.35 * v["float_bytes"]
     assert set(v["latency_ms"]["float"]) == set(v["latency_ms"]["quantized"]) and "1" in v["latency_ms"]["float"]
     assert rep["quantization_peak_rss_bytes"] > 0 and rep["timing_s"]["quantize"] > 0

@@ -555,11 +555,13 @@ def prepare_for_quantizer(model_obj, float_bytes: bytes) -> tuple[bytes, list[st
 
 
 def run_quantizer(prepared: bytes, recipe_name: str, calib_batches: Iterable[np.ndarray],
-                  progress: bool = False) -> tuple[bytes, float]:
+                  progress: bool = False, input_range: tuple[str, float, float] | None = None) -> tuple[bytes, float]:
     """(quantized model bytes, seconds of calibration). ``calib_batches`` yields batches of
     model inputs; each is calibrated in turn, carrying the statistics over (the quantizer's
     per-sample moving average runs on as if all came at once), so memory stays that of one
-    batch. Raises :class:`QuantizerFailed` with the quantizer's own message."""
+    batch. ``input_range`` (tensor name, min, max) replaces the estimated range of the
+    model's input by the exact one. Raises :class:`QuantizerFailed` with the quantizer's own
+    message."""
     quantizer_mod, recipe_mod = _quantizer_modules()
     t0 = time.perf_counter()
     calib_s = 0.0
@@ -577,6 +579,10 @@ def run_quantizer(prepared: bytes, recipe_name: str, calib_batches: Iterable[np.
                     calibration = q.calibrate({key: [{input_name: x[None]} for x in batch]},
                                               previous_calibration_result=calibration or None,
                                               num_threads=usable_core_count())
+                if input_range is not None and input_range[0] in calibration:
+                    name, lo, hi = input_range
+                    qsv = calibration[name]
+                    calibration[name] = {**qsv, "min": np.full_like(qsv["min"], lo), "max": np.full_like(qsv["max"], hi)}
             calib_s = time.perf_counter() - t0
             result = q.quantize(calibration or None, enable_progress_report=False)
             return bytes(result.quantized_model), calib_s
@@ -606,6 +612,17 @@ def int8_speedup(path: Path, runs: int = 30, frames: int = 16) -> dict[str, Any]
         float_ms, int8_ms = _latency_ms(path, 1, runs), _latency_ms(qpath, 1, runs)
         int8_bytes = qpath.stat().st_size
     return {"float_ms": float_ms, "int8_ms": int8_ms, "speedup": float_ms / int8_ms, "int8_bytes": int8_bytes}
+
+
+def exact_input_range(model: Model, config: ModelConfig) -> tuple[str, float, float]:
+    """(input tensor name, min, max) of every value the server can write into the float
+    input: the extremes of the Preprocessor's table. The quantizer would estimate the input
+    range from the calibration frames (a moving average of per-frame extremes, which clips the
+    darkest and brightest pixels); the table gives it exactly, so no pixel is ever clipped."""
+    from ..preprocess import Preprocessor
+
+    lut = Preprocessor.for_model(model, config).lut
+    return model.input.name, float(lut.min()), float(lut.max())
 
 
 def _peak_rss_bytes() -> int:
@@ -670,10 +687,14 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     for c in changes:
         log(c)
 
+    input_range = exact_input_range(fmodel, config)
+    rep["input_range"] = list(input_range[1:])
+
     rss_before = _peak_rss_bytes()
     t1 = time.perf_counter()
     try:
-        quantized, rep["timing_s"]["calibrate"] = run_quantizer(prepared, opts.recipe, calib, opts.progress)
+        quantized, rep["timing_s"]["calibrate"] = run_quantizer(prepared, opts.recipe, calib, opts.progress,
+                                                                input_range)
     except QuantizerFailed as exc:
         rep.update(written=False, passed=False, quantizer_error=str(exc),
                    verdict=f"the quantizer failed ({exc}); {NEXT_STEPS}")
@@ -784,6 +805,8 @@ def print_report(rep: dict[str, Any], out=print) -> None:
     else:
         qi = v["quantized_input"]
         q = f" (scale {qi['scale']:.6g}, zero point {qi['zero_point']})" if qi["scale"] else ""
+        rng = rep.get("input_range")
+        q += f"; input range [{rng[0]:.4g}, {rng[1]:.4g}] from the preprocessing table" if rng and qi["scale"] else ""
         out(f"interface    input {qi['dtype']}{q}, outputs " + ", ".join(o["dtype"] for o in v["quantized_outputs"]))
         ag = v["agreement"]
         if v["kind"] == "classifier":
