@@ -340,3 +340,26 @@ def test_agreement_figures_of_known_outputs():
     c = compare_outputs(f, q, classifier=True, labels=[0, 1, 0])
     assert c["top1_agreement"] == pytest.approx(2 / 3) and c["float_accuracy"] == 1.0
     assert c["quantized_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_quantizer_failure_is_wrapped_with_its_message():
+    """The quantizer itself fails on float16 weights it has not been prepared for; the tool
+    reports that (in quantize_model: not written, with what to try next) instead of a traceback."""
+    from streampi.tools.quantize import QuantizerFailed, run_quantizer
+
+    raw = bundled_model("shapes_float16").read_bytes()
+    batch = np.zeros((2, 64, 64, 3), np.float32)
+    with pytest.raises(QuantizerFailed, match=r"\w+Error: "):
+        run_quantizer(raw, "int8", [batch])
+
+
+def test_flags_override_the_sidecar_and_travel(quantize, tmp_path):
+    labels = tmp_path / "names.txt"
+    labels.write_text("\n".join(f"thing{i}" for i in range(6)) + "\n")
+    out = tmp_path / "flags.tflite"
+    r = quantize("shapes_float32", "--calibrate", "synthetic", "--frames", "30", "--runs", "2", "-o", str(out),
+                 "--resize", "letterbox", "--channels", "bgr", "--labels", str(labels), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg = load_config(out)
+    assert cfg.resize == "letterbox" and cfg.channels == "bgr" and cfg.mean == (0.5,)
+    assert cfg.labels == tuple(f"thing{i}" for i in range(6))
