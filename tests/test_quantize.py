@@ -363,3 +363,23 @@ def test_flags_override_the_sidecar_and_travel(quantize, tmp_path):
     cfg = load_config(out)
     assert cfg.resize == "letterbox" and cfg.channels == "bgr" and cfg.mean == (0.5,)
     assert cfg.labels == tuple(f"thing{i}" for i in range(6))
+
+
+def test_a_detector_is_verified_by_matching_boxes(quantize, tmp_path):
+    """With streampi's decoders and the bundled float detector: boxes matched at IoU >= 0.5,
+    and the decoder settings travel in the sidecar."""
+    pytest.importorskip("streampi.decoders")
+    src = bundled_model("shapes_float32").parent / "shapes_detector_float32.tflite"
+    if not src.is_file():
+        pytest.skip("no bundled float detector")
+    out = tmp_path / "det_int8.tflite"
+    r = quantize(str(src), "--calibrate", "synthetic", "--frames", "60", "--runs", "3", "-o", str(out),
+                 "--min-agreement", "0.9", "--json")
+    rep = json.loads(r.stdout)
+    v = rep["verification"]
+    assert v["kind"] == "detector", v
+    det = v["agreement"]["detection"]
+    assert det["float_detections"] >= 12 and det["agreement"] >= 0.9, det
+    assert r.returncode == 0 and out.is_file(), r.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["decoder"] == \
+        json.loads(src.with_suffix(".json").read_text())["decoder"]

@@ -422,6 +422,47 @@ def compare_outputs(float_outputs: list[list[np.ndarray]], quant_outputs: list[l
     return res
 
 
+def detection_agreement(model: Model, config: ModelConfig, float_outputs: list[list[np.ndarray]],
+                        quant_outputs: list[list[np.ndarray]], iou_threshold: float = 0.5) -> dict[str, Any] | None:
+    """For detectors (a :mod:`streampi.decoders` decoder that gives ``detections``): the
+    float model's detections are the reference; each is matched greedily (best score first) to
+    an unmatched detection of the quantized model of the same class with IoU ≥
+    ``iou_threshold``. Agreement = matched / the larger of the two counts, so both missed and
+    extra boxes count against it. None when the model is not a detector (or streampi has no
+    decoders)."""
+    try:
+        from ..decoders import make_decoder
+        from ..decoders.nms import iou_one_to_many
+    except ImportError:
+        return None
+    try:
+        decoder = make_decoder(model.outputs, config)
+        first = decoder.frame_result([o[None] for o in float_outputs[0]], 0, None)
+    except (ModelError, ValueError, TypeError, KeyError):
+        return None
+    if "detections" not in first:
+        return None
+    matched = n_float = n_quant = 0
+    for f, q in zip(float_outputs, quant_outputs):
+        fd = decoder.frame_result([o[None] for o in f], 0, None)["detections"]
+        qd = decoder.frame_result([o[None] for o in q], 0, None)["detections"]
+        n_float, n_quant = n_float + len(fd), n_quant + len(qd)
+        used = np.zeros(len(qd), bool)
+        for d in sorted(fd, key=lambda d: -d["score"]):
+            cands = [j for j, e in enumerate(qd) if not used[j] and e["class"] == d["class"]]
+            if not cands:
+                continue
+            ious = iou_one_to_many(np.asarray(d["box"], np.float64), np.asarray([qd[j]["box"] for j in cands],
+                                                                                np.float64))
+            k = int(np.argmax(ious))
+            if ious[k] >= iou_threshold:
+                used[cands[k]] = True
+                matched += 1
+    most = max(n_float, n_quant)
+    return {"float_detections": n_float, "quantized_detections": n_quant, "matched": matched,
+            "iou_threshold": iou_threshold, "agreement": matched / most if most else 1.0}
+
+
 def run_model(model: Model, batch: np.ndarray) -> list[list[np.ndarray]]:
     """Outputs (dequantized) of each frame of ``batch``, one invoke per frame as the server's
     batch-1 path does."""
@@ -485,6 +526,10 @@ def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames
     classifier = is_classifier(fmodel)
     rep["kind"] = "classifier" if classifier else "tensors"
     rep["agreement"] = compare_outputs(fout, qout, classifier, frames.labels)
+    detection = None if classifier else detection_agreement(fmodel, float_config, fout, qout)
+    if detection is not None:
+        rep["kind"] = "detector"
+        rep["agreement"]["detection"] = detection
     cores = usable_core_count()
     rep["latency_ms"] = {
         "float": {str(t): _latency_ms(float_path, t, runs) for t in sorted({1, cores})},
@@ -504,6 +549,11 @@ def verdict(rep: dict[str, Any], min_agreement: float) -> tuple[bool, str]:
     ag = rep["agreement"]
     if rep["kind"] == "classifier":
         v, what = ag["top1_agreement"], "top-1 agreement with the float model"
+    elif rep["kind"] == "detector":
+        d = ag["detection"]
+        v, what = d["agreement"], (f"detection agreement with the float model ({d['matched']} of "
+                                   f"{max(d['float_detections'], d['quantized_detections'])} boxes matched at IoU >= "
+                                   f"{d['iou_threshold']})")
     else:
         v, what = min(o["cosine"] for o in ag["outputs"]), "cosine similarity of the worst output"
     if v >= min_agreement:
@@ -532,6 +582,9 @@ def sidecar_for(config: ModelConfig, origin: dict[str, Any]) -> dict[str, Any]:
                             "resize": config.resize, "pad": int(config.pad), "top_k": int(config.top_k)}
     if config.labels:
         side["labels"] = list(config.labels)
+    decoder = getattr(config, "decoder", None)
+    if decoder:
+        side["decoder"] = dict(decoder)
     for k, v in config.extra.items():
         if k != "quantized_from":
             side[k] = v
@@ -814,6 +867,10 @@ def print_report(rep: dict[str, Any], out=print) -> None:
                    f"{ag['quantized_accuracy']:.3f}" if "float_accuracy" in ag else "")
             out(f"agreement    top-1 {ag['top1_agreement']:.4f}, top-{ag['top_k']} overlap {ag['top5_overlap']:.4f} "
                 f"on {ag['frames']} held-out frames{acc}")
+        if "detection" in ag:
+            d = ag["detection"]
+            out(f"detections   {d['matched']} matched at IoU >= {d['iou_threshold']} of {d['float_detections']} "
+                f"(float) and {d['quantized_detections']} (quantized): agreement {d['agreement']:.4f}")
         for j, o in enumerate(ag["outputs"]):
             out(f"output {j:<5} cosine {o['cosine']:.5f}, SNR {o['snr_db']:.1f} dB, max |error| {o['max_abs_error']:.4g}")
         for threads in v["latency_ms"]["float"]:
