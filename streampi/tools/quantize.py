@@ -10,7 +10,8 @@ configuration (sidecar JSON or flags).
 A quantizer can produce a model that does not load or that answers differently, so the
 result is always verified before it is written: loaded, allocated and invoked; run beside the
 float model on held-out frames that calibration never saw (top-1 agreement and top-5 overlap
-for classifiers, per-output cosine similarity and SNR otherwise); file sizes, latency of both
+for classifiers, boxes matched at IoU >= 0.5 for detectors, per-output cosine similarity and
+SNR for every model); file sizes, latency of both
 at 1 thread and all cores, memory after allocation; and the time and peak memory of the
 quantization itself.
 
@@ -816,7 +817,8 @@ def add_quantize(sub: Any) -> None:
     p.add_argument("--frames", type=int, default=200, help="frames to read from SOURCE")
     p.add_argument("--holdout", type=_fraction, default=0.2, help="fraction of the frames kept for verification only")
     p.add_argument("--min-agreement", type=_fraction, default=0.98,
-                   help="pass mark: top-1 agreement (classifiers) or worst output cosine similarity (others)")
+                   help="pass mark: top-1 agreement (classifiers), detection agreement (detectors) or the "
+                        "worst output's cosine similarity (others)")
     p.add_argument("--force", action="store_true", help="write the output even when it fails verification")
     p.add_argument("--runs", type=int, default=30, help="invokes per latency figure")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frames and of the hold-out split")
