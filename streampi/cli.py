@@ -6,6 +6,7 @@
     streampi demo [--seconds 10]
     streampi inspect MODEL [--bench] [--json]
     streampi bench [...]
+    streampi quantize MODEL --calibrate SOURCE [-o OUT.tflite]   (pip install streampi[quantize])
 """
 
 from __future__ import annotations
@@ -318,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect(sub)
     add_bench(sub)
     from .ctl import add_ctl
+    from .tools.quantize import add_quantize  # the verb's heavy imports happen only when it runs
+
     add_ctl(sub)
+    add_quantize(sub)
     return parser
 
 

@@ -28,16 +28,6 @@ from .errors import ModelError, ModelFileError, StreampiError
 from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, check_tflite_file, resolve_model
 
-CONVERTER_SNIPPET = """\
-import tensorflow as tf
-converter = tf.lite.TFLiteConverter.from_saved_model("my_model/")   # or from_keras_model(model)
-converter.optimizations = [tf.lite.Optimize.DEFAULT]
-converter.representative_dataset = lambda: ([x[None]] for x in calibration_images[:200])
-converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-converter.inference_input_type = tf.int8
-converter.inference_output_type = tf.int8
-open("my_model_int8.tflite", "wb").write(converter.convert())"""
-
 
 def rss_bytes() -> int | None:
     """Resident memory of this process (Linux), or None."""
@@ -118,6 +108,87 @@ def static_report(path: Path, backend: Backend) -> dict[str, Any]:
     }
 
 
+#: Filter input of the ops XNNPACK runs as dense or sparse GEMMs (input 1 of each).
+FILTER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+#: XNNPACK's sparse inference needs at least this fraction of zeros in the 1x1 convolutions.
+XNNPACK_SPARSE_MIN_ZEROS = 2 / 3
+
+
+def weight_sparsity(path: Path) -> dict[str, Any]:
+    """How many filter weights are zero, and whether XNNPACK's sparse inference can apply.
+
+    Pruning is the other half of the usual "make it fast" advice; XNNPACK (the CPU path of
+    LiteRT) only exploits it in float models whose weights are *stored* sparse (``DENSIFY``
+    ops, from the converter's ``EXPERIMENTAL_SPARSITY``), whose graph opens with a 3×3
+    stride-2 convolution on 3 channels, and whose 1×1 convolutions are at least 2/3 zeros
+    (the conditions of the TFLite XNNPACK delegate's documentation). Read from the
+    flatbuffer, without an interpreter."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+              schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8}
+    sg = model.subgraphs[0]
+    names = [op_name.get(flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]),
+                         "CUSTOM") for op in sg.operators]
+    producer = {int(t): op for op in sg.operators for t in op.outputs}
+
+    def stored_values(index: int):
+        """(values as stored, number of logical weights, stored sparse?) following DEQUANTIZE/DENSIFY."""
+        t = sg.tensors[index]
+        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        if data is not None and len(data) and t.type in dtypes:
+            return np.asarray(data, np.uint8).view(dtypes[t.type]), int(np.prod(t.shape)), t.sparsity is not None
+        src = producer.get(index)
+        if src is not None and len(src.inputs) == 1:
+            values, _, sparse = stored_values(int(src.inputs[0]))
+            return values, int(np.prod(t.shape)), sparse
+        return None, 0, False
+
+    total = zeros = total_1x1 = zeros_1x1 = 0
+    stored_sparse = is_float = False
+    first_conv_ok = None
+    for op, name in zip(sg.operators, names):
+        if name not in FILTER_OPS or len(op.inputs) < 2:
+            continue
+        values, n, sparse = stored_values(int(op.inputs[1]))
+        if values is None:
+            continue
+        stored_sparse |= sparse
+        is_float |= values.dtype.kind == "f"
+        z = n - int(np.count_nonzero(values))  # a sparse encoding stores (mostly) the non-zeros only
+        total, zeros = total + n, zeros + z
+        shape = list(sg.tensors[int(op.inputs[1])].shape)
+        if name == "CONV_2D":
+            if first_conv_ok is None:
+                opts = op.builtinOptions
+                first_conv_ok = shape[1:] == [3, 3, 3] and getattr(opts, "strideH", 0) == 2
+            if shape[1:3] == [1, 1]:
+                total_1x1, zeros_1x1 = total_1x1 + n, zeros_1x1 + z
+    frac_1x1 = zeros_1x1 / total_1x1 if total_1x1 else 0.0
+    why_not = []
+    if not is_float:
+        why_not.append("its weights are integer (sparse inference is float only)")
+    if not stored_sparse:
+        why_not.append("its weights are not stored sparse (no DENSIFY ops)")
+    if not first_conv_ok:
+        why_not.append("it does not open with a 3×3 stride-2 convolution on 3 channels")
+    if not total_1x1:
+        why_not.append("it has no 1×1 convolutions")
+    elif frac_1x1 < XNNPACK_SPARSE_MIN_ZEROS:
+        why_not.append(f"its 1×1 convolutions are {frac_1x1:.0%} zeros (at least 67% needed)")
+    return {"filter_weights": total, "zero_fraction": zeros / total if total else 0.0,
+            "conv1x1_weights": total_1x1, "conv1x1_zero_fraction": frac_1x1, "stored_sparse": stored_sparse,
+            "densify_ops": names.count("DENSIFY"), "sparse_inference_possible": not why_not, "why_not": why_not}
+
+
+def quantize_command(path: Path) -> str:
+    """The ``streampi quantize`` line for this model (FRAMES: a folder or video of real frames)."""
+    return f"streampi quantize {path} --calibrate FRAMES -o {Path(path).stem}_int8.tflite"
+
+
 def runtime_report(path: Path, backend: Backend, delegates=()) -> dict[str, Any]:
     """Load for real: resolution of every op, memory after allocate and after one invoke."""
     before = rss_bytes()
@@ -196,12 +267,36 @@ def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
     """(severity, text) pairs; severity is 'problem', 'advice' or 'ok'."""
     out: list[tuple[str, str]] = []
     q = rep["static"]["quantization"]
-    if q.startswith("float32") or q.startswith("float16") or q.startswith("dynamic"):
+    if q.startswith("float32") or q.startswith("float16"):
+        est = rep.get("int8_estimate") or {}
+        if "speedup" in est:
+            speed = (f"Measured here on an int8 version made from synthetic frames (invoke time does not depend on the "
+                     f"calibration): {est['float_ms']:.2f} ms → {est['int8_ms']:.2f} ms per invoke at 1 thread, "
+                     f"{est['speedup']:.1f}× faster, {_mib(rep['file_bytes'])} → {_mib(est['int8_bytes'])}.")
+        elif "error" in est:
+            speed = f"The speed-up could not be measured here: {est['error']}."
+        else:
+            speed = ("int8 kernels usually run 2-3× faster on ARM CPUs such as the Pi's Cortex-A72 (an estimate: "
+                     "`streampi inspect --bench` measures it on this machine).")
         out.append(("advice", f"the model is {q}. Full-integer (int8) quantization stores each weight in 1 byte "
-                              f"instead of 4, and int8 kernels usually run several times faster on ARM CPUs such as "
-                              f"the Pi's Cortex-A72 (an estimate, not measured here: run `streampi inspect --bench` on "
-                              f"the Pi to measure both). Convert it with:\n"
-                    + "\n".join("      " + line for line in CONVERTER_SNIPPET.splitlines())))
+                              f"instead of 4 (or 2). {speed} Quantize it on frames like the ones your cameras send "
+                              f"(FRAMES: a folder of images or a video; `synthetic` for the bundled shapes), with "
+                              f"accuracy checked against this model on held-out frames:\n"
+                              f"      {quantize_command(Path(rep['model']))}\n"
+                              f"      (pip install 'streampi[quantize]'; see docs/quantize.md)"))
+    elif q.startswith("dynamic"):
+        out.append(("advice", f"the model is {q}: its activations stay float. A full-integer model is usually faster; "
+                              f"make one from the float model this one came from: "
+                              f"{quantize_command(Path('FLOAT_MODEL.tflite'))}"))
+    sp = rep["static"].get("sparsity")
+    if sp and sp["filter_weights"]:
+        if sp["sparse_inference_possible"]:
+            out.append(("ok", f"XNNPACK sparse inference can apply: {sp['conv1x1_zero_fraction']:.0%} of the 1×1 "
+                              f"convolution weights are zero and stored sparse"))
+        elif sp["conv1x1_zero_fraction"] >= XNNPACK_SPARSE_MIN_ZEROS and not sp["stored_sparse"]:
+            out.append(("advice", f"{sp['conv1x1_zero_fraction']:.0%} of the 1×1 convolution weights are zero, but "
+                                  f"they are stored dense: re-convert with tf.lite.Optimize.EXPERIMENTAL_SPARSITY "
+                                  f"so that XNNPACK's sparse inference can use them (docs/quantize.md)"))
     for name, run in rep["runtime"].items():
         if not run.get("loads") and not any(op in run["error"] for op in rep["static"]["custom_ops"]):
             out.append(("problem", f"backend {name}: {run['error']}"))
@@ -271,6 +366,11 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
         rep["static"] = static_report(path, backends[0])
     except ValueError as exc:
         raise ModelFileError(f"{path} is not a valid TFLite model: {exc}") from exc
+    try:
+        rep["static"]["sparsity"] = weight_sparsity(path)
+    except Exception as exc:  # the flatbuffer reader raises whatever odd files provoke; the rest still helps
+        rep["static"]["sparsity"] = None
+        rep["static"]["sparsity_error"] = f"{type(exc).__name__}: {exc}"
     labels = embedded_labels(path)
     side = sidecar_path(path)
     cfg = None
@@ -292,8 +392,20 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
     if args.bench and any(r.get("loads") for r in rep["runtime"].values()):
         runnable = [b for b in backends if rep["runtime"][b.name].get("loads")]
         rep["bench"] = bench_report(path, runnable, args.runs, args.seconds, progress)
+        if rep["static"]["quantization"].startswith(("float32", "float16")):
+            progress("int8 speed-up: quantizing a scratch copy")
+            rep["int8_estimate"] = _int8_estimate(path, args.runs)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
     return rep
+
+
+def _int8_estimate(path: Path, runs: int) -> dict[str, Any]:
+    try:
+        from .tools.quantize import int8_speedup
+
+        return int8_speedup(path, runs)
+    except StreampiError as exc:
+        return {"error": str(exc)}
 
 
 def _mib(n: int) -> str:
@@ -311,6 +423,11 @@ def print_report(rep: dict[str, Any], out=print) -> None:
             out(f"{kind[:-1]:<12} {t['name']}: {t['shape']} {t['dtype']}{dyn}, {q}")
     out("ops          " + ", ".join(f"{k}×{v}" for k, v in st["ops"].items()))
     out(f"custom ops   {', '.join(st['custom_ops']) or 'none'}")
+    sp = st.get("sparsity")
+    if sp and sp["filter_weights"]:
+        verdict = "yes" if sp["sparse_inference_possible"] else "no: " + "; ".join(sp["why_not"])
+        out(f"weights      {sp['filter_weights']:,} filter weights, {sp['zero_fraction']:.1%} zero "
+            f"(1×1 convolutions: {sp['conv1x1_zero_fraction']:.1%}); XNNPACK sparse inference: {verdict}")
     md = rep["metadata"]
     out(f"labels       {md['embedded_labels']} embedded in the .tflite" + (f" ({', '.join(md['labels_sample'])}, …)"
                                                                           if md["labels_sample"] else ""))

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from streampi import bundled_model
@@ -34,7 +35,12 @@ def test_json_report_of_float_model_advises_quantization():
     assert rep["static"]["parameters"] == 211_096
     assert rep["runtime"]["litert"]["loads"] and rep["runtime"]["litert"]["servable"]
     advice = [f["text"] for f in rep["findings"] if f["severity"] == "advice"]
-    assert any("TFLITE_BUILTINS_INT8" in a for a in advice)  # the converter snippet
+    # the exact command line, runnable as printed once FRAMES is named
+    line = next(a for a in advice if "streampi quantize" in a).split("\n")[1].strip()
+    assert line == f"streampi quantize {bundled_model('shapes_float32')} --calibrate FRAMES -o shapes_float32_int8.tflite"
+    from streampi.cli import build_parser
+    args = build_parser().parse_args(line.replace("FRAMES", "synthetic").split()[1:])
+    assert args.calibrate == "synthetic" and str(args.output) == "shapes_float32_int8.tflite"
 
 
 @pytest.mark.parametrize("model,kind", [("shapes_float16", "float16"), ("shapes_dynamic", "dynamic-range"),
@@ -104,3 +110,59 @@ def test_bench_recommends_servable_flags():
     from streampi.cli import build_parser
     args = build_parser().parse_args(["serve", "shapes_int8", *rec["flags"].split()])
     assert args.workers == rec["workers"] and args.max_batch == rec["max_batch"]
+
+
+def test_int8_model_gets_no_quantization_advice():
+    rep = json.loads(run("shapes_int8", "--json").stdout)
+    assert not any("streampi quantize" in f["text"] for f in rep["findings"])
+
+
+def test_dynamic_range_model_is_pointed_at_its_float_model():
+    rep = json.loads(run("shapes_dynamic", "--json").stdout)
+    assert any("from the float model" in f["text"] and "streampi quantize" in f["text"] for f in rep["findings"])
+
+
+def test_weight_sparsity_of_a_pruned_model(tmp_path):
+    """Zero a known share of every filter (magnitude pruning, as tensorflow-model-optimization does)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(bundled_model("shapes_float32").read_bytes()))
+    sg = model.subgraphs[0]
+    filters = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    zeroed = total = 0
+    for op in sg.operators:
+        if codes[flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])] in filters:
+            buf = model.buffers[sg.tensors[op.inputs[1]].buffer]
+            w = np.asarray(buf.data, np.uint8).view(np.float32).copy()
+            w[np.abs(w) < np.quantile(np.abs(w), 0.8)] = 0.0
+            zeroed, total = zeroed + int(np.sum(w == 0)), total + w.size
+            buf.data = w.view(np.uint8)
+    pruned = tmp_path / "pruned.tflite"
+    pruned.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    r = run(str(pruned), "--json")
+    assert r.returncode == 0, r.stderr
+    sp = json.loads(r.stdout)["static"]["sparsity"]
+    assert sp["filter_weights"] == total == 210_672
+    assert sp["zero_fraction"] == pytest.approx(zeroed / total) and 0.79 < sp["zero_fraction"] < 0.81
+    assert not sp["sparse_inference_possible"] and "not stored sparse" in " ".join(sp["why_not"])
+    text = run(str(pruned)).stdout
+    assert "80.0% zero" in text and "XNNPACK sparse inference: no" in text
+
+
+def test_sparsity_of_the_dense_models():
+    sp = json.loads(run("mobilenet_v2_int8", "--json").stdout)["static"]["sparsity"]
+    assert sp["conv1x1_weights"] > 0 and sp["zero_fraction"] < 0.05
+    assert "its weights are integer (sparse inference is float only)" in sp["why_not"]
+
+
+def test_bench_measures_the_int8_speedup():
+    pytest.importorskip("ai_edge_quantizer")
+    r = run("shapes_float32", "--bench", "--runs", "10", "--seconds", "0.2", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    est = rep["int8_estimate"]
+    assert est["int8_bytes"] < 0.35 * rep["file_bytes"]
+    assert est["speedup"] == pytest.approx(est["float_ms"] / est["int8_ms"])
+    assert any("Measured here on an int8 version" in f["text"] for f in rep["findings"])
