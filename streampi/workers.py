@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ModelConfig
+from .decoders import Decoder, make_decoder
 from .errors import FrameError, StreampiError
 from .model import Model
-from .postprocess import Postprocessor
 from .preprocess import Preprocessor
 
 
@@ -42,7 +42,7 @@ def usable_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def run_batch(model: Model, pre: Preprocessor, post: Postprocessor, frames: Sequence[Any]) -> list[Outcome]:
+def run_batch(model: Model, pre: Preprocessor, post: Decoder, frames: Sequence[Any]) -> list[Outcome]:
     """Preprocess ``frames`` into the model's input batch, invoke, split the results.
 
     Each frame needs ``fmt``, ``data``, ``width``, ``height``. A frame that fails to
@@ -62,8 +62,8 @@ def run_batch(model: Model, pre: Preprocessor, post: Postprocessor, frames: Sequ
             f = frames[i]
             t0 = time.perf_counter()
             try:
-                pre(f.data, f.fmt, f.width, f.height, out=view[slot])
-                good.append((slot, i))
+                transform = pre(f.data, f.fmt, f.width, f.height, out=view[slot])[1]  # no reference to the slot kept
+                good.append((slot, i, transform))
             except FrameError as exc:
                 outcomes[i].error = ("bad_frame", str(exc))
             outcomes[i].pre_ms = (time.perf_counter() - t0) * 1e3
@@ -74,11 +74,11 @@ def run_batch(model: Model, pre: Preprocessor, post: Postprocessor, frames: Sequ
         model.invoke()
         t1 = time.perf_counter()
         outputs = model.outputs_float()
-        for slot, i in good:
-            outcomes[i].payload = post.frame_result(outputs, slot)
+        for slot, i, transform in good:
+            outcomes[i].payload = post.frame_result(outputs, slot, transform)
         t2 = time.perf_counter()
         infer_ms, post_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3 / len(good)
-        for _, i in good:
+        for _, i, _ in good:
             outcomes[i].timing = {"infer_ms": infer_ms, "post_ms": post_ms}
     return outcomes
 
@@ -115,7 +115,7 @@ class Worker(threading.Thread):
             if self.model.batch_resizable:
                 self.model.resize_batch(self.max_batch)
             self.pre = Preprocessor.for_model(self.model, self.config)
-            self.post = Postprocessor(self.model.outputs, self.config.labels, self.config.top_k)
+            self.post = make_decoder(self.model.outputs, self.config)
         except BaseException as exc:  # reported to the server by wait_ready
             self.error = exc
             self._ready.set()

@@ -1,0 +1,81 @@
+"""Greedy non-maximum suppression, vectorised over candidates.
+
+Order: by score, highest first; equal scores keep their input order (a stable sort), so
+the lower index wins a tie. A candidate is suppressed when its IoU with a kept box is
+*greater than* the threshold. Per-class NMS shifts each class's boxes to a region of its
+own (one pass instead of one per class); class-agnostic NMS lets any box suppress any.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``[x0, y0, x1, y1]`` box with each row of ``boxes``."""
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _class_shifted(boxes: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+    if classes is None or len(boxes) == 0:
+        return boxes
+    span = float(np.max(boxes) - min(0.0, float(np.min(boxes)))) + 1.0
+    return boxes + (classes.astype(boxes.dtype) * span)[:, None]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
+        classes: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the kept boxes, best first. ``classes`` given: per-class NMS."""
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0, np.intp)
+    order = np.argsort(-scores, kind="stable")
+    b = _class_shifted(np.asarray(boxes, np.float64), classes)[order]
+    keep = []
+    idx = np.arange(n)
+    while idx.size and len(keep) < max_detections:
+        first = idx[0]
+        keep.append(first)
+        rest = idx[1:]
+        if not rest.size:
+            break
+        idx = rest[iou_one_to_many(b[first], b[rest]) <= iou_threshold]
+    return order[np.asarray(keep, np.intp)]
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
+                 extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """MediaPipe's WEIGHTED suppression: each kept box (and its ``extra`` values, such as
+    keypoints) becomes the score-weighted mean of the candidates that overlap it by more
+    than the threshold (itself included); its score stays the best one.
+
+    Returns ``(boxes, scores, extra, indices of the best candidates)``.
+    """
+    n = len(scores)
+    if n == 0:
+        return boxes[:0], scores[:0], None if extra is None else extra[:0], np.zeros(0, np.intp)
+    order = np.argsort(-scores, kind="stable")
+    b = np.asarray(boxes, np.float64)[order]
+    s = np.asarray(scores, np.float64)[order]
+    e = None if extra is None else np.asarray(extra, np.float64)[order].reshape(n, -1)
+    out_b, out_s, out_e, out_i = [], [], [], []
+    idx = np.arange(n)
+    while idx.size and len(out_b) < max_detections:
+        first = idx[0]
+        overlap = iou_one_to_many(b[first], b[idx]) > iou_threshold
+        overlap[0] = True
+        group, idx = idx[overlap], idx[~overlap]
+        w = s[group] / s[group].sum()
+        out_b.append(w @ b[group])
+        out_s.append(s[first])
+        out_i.append(order[first])
+        if e is not None:
+            out_e.append(w @ e[group])
+    ext = None if extra is None else np.asarray(out_e).reshape(len(out_b), *np.shape(extra)[1:])
+    return np.asarray(out_b), np.asarray(out_s), ext, np.asarray(out_i, np.intp)

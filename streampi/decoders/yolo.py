@@ -1,0 +1,102 @@
+"""``yolo``: boxes from YOLO-family heads, then score threshold and NMS.
+
+Layouts (``layout`` option; guessed from the output's shape when it is unambiguous):
+
+* ``v5``: ``[batch, N, 5 + classes]`` rows of ``cx, cy, w, h, objectness, class scores``;
+  a candidate's score is objectness × its best class score.
+* ``v8`` (also YOLOv11): ``[batch, 4 + classes, N]``, columns of ``cx, cy, w, h, class
+  scores``, no objectness.
+* ``nms``: ``[batch, K, 6]`` rows of ``x0, y0, x1, y1, score, class`` (NMS inside the
+  model): only the score threshold applies.
+
+Coordinates (``coords``): ``pixels`` of the model input or ``normalized`` to [0, 1] of it;
+``auto`` treats a frame's boxes as normalised when none exceeds 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, input_size
+from .nms import nms
+
+LAYOUTS = ("v5", "v8", "nms")
+
+
+def guess_layout(shape: Sequence[int]) -> str | None:
+    """The layout of a ``(batch, a, b)`` output when the shape alone tells it, else ``None``."""
+    if len(shape) != 3:
+        return None
+    a, b = int(shape[1]), int(shape[2])
+    if 5 <= a < b:
+        return "v8"
+    if a > b > 6:
+        return "v5"
+    return None  # [.., K, 6] is either v5 with one class or the NMS layout
+
+
+class YoloDecoder(Decoder):
+    kind = "yolo"
+
+    def __init__(self, specs, labels, options: Options) -> None:
+        super().__init__(specs, labels, options)
+        three_d = [k for k, s in enumerate(self.specs) if len(s.shape) == 3]
+        if len(three_d) != 1:
+            raise ModelError(f"the yolo decoder needs exactly one 3-D output, the model has "
+                             f"{[list(s.shape) for s in self.specs]}")
+        self.index = three_d[0]
+        shape = self.specs[self.index].shape
+        guessed = guess_layout(shape)
+        self.layout = options.choice("layout", guessed, LAYOUTS)
+        if self.layout is None:
+            raise options.error("layout", f"the output shape {list(shape)} is ambiguous; set it to v5, v8 or nms")
+        a, b = int(shape[1]), int(shape[2])
+        need = {"v5": (b, 6, "[batch, N, 5 + classes]"), "v8": (a, 5, "[batch, 4 + classes, N]"),
+                "nms": (b, 6, "[batch, K, 6]")}[self.layout]
+        if need[0] < need[1] or (self.layout == "nms" and b != 6):
+            raise options.error("layout", f"the output shape {list(shape)} does not fit {need[2]}")
+        self.coords = options.choice("coords", "auto", ("auto", "pixels", "normalized"))
+        self.input_size = options.numbers("input_size", None, length=2)
+        self.det = DetectionOptions(options)
+
+    def _boxes_in_pixels(self, boxes: np.ndarray, transform) -> np.ndarray:
+        normalized = self.coords == "normalized" or (self.coords == "auto" and boxes.size and boxes.max() <= 2.0)
+        if not normalized:
+            return boxes
+        size = input_size(transform, self.input_size)
+        if size is None:
+            return boxes  # no input size known: the boxes stay normalised
+        return boxes * np.array([size[0], size[1], size[0], size[1]])
+
+    def decode(self, outputs: Sequence[np.ndarray], i: int, transform) -> dict[str, Any]:
+        out = outputs[self.index][i]
+        det = self.det
+        if self.layout == "nms":
+            keep = np.flatnonzero(out[:, 4] >= det.score_threshold)
+            keep = keep[np.argsort(-out[keep, 4], kind="stable")][:det.max_detections]
+            boxes, scores, classes = out[keep, :4].astype(np.float64), out[keep, 4], out[keep, 5]
+        else:
+            if self.layout == "v8":
+                cls_scores = out[4:]  # (classes, N)
+                best = cls_scores.argmax(axis=0)
+                score = np.take_along_axis(cls_scores, best[None], 0)[0]
+                keep = np.flatnonzero(score >= det.score_threshold)
+                xywh = out[:4, keep].T.astype(np.float64)
+            else:
+                cls_scores = out[:, 5:]
+                best = cls_scores.argmax(axis=1)
+                score = out[:, 4] * cls_scores[np.arange(len(best)), best]
+                keep = np.flatnonzero(score >= det.score_threshold)
+                xywh = out[keep, :4].astype(np.float64)
+            boxes = np.empty_like(xywh)
+            boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
+            boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
+            scores, classes = score[keep], best[keep]
+            kept = nms(boxes, scores, det.iou_threshold, det.max_detections, None if det.agnostic else classes)
+            boxes, scores, classes = boxes[kept], scores[kept], classes[kept]
+        boxes = boxes_to_frame(self._boxes_in_pixels(boxes, transform), transform)
+        return {"detections": detection_list(self, boxes, scores, classes.astype(np.int64))}
