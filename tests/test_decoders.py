@@ -447,3 +447,24 @@ def test_boxes_are_clipped_to_the_frame():
     dec = make_decoder([spec((1, 4, 6))], None, kind="yolo", options={"layout": "nms", "coords": "pixels"})
     t = Transform(0.5, 0.5, 0.0, 20.0, 0, 0, 100, 60, 50, 50)   # 100×60 frame in a 50×50 letterbox
     assert dec.frame_result([out], 0, t)["detections"][0]["box"] == [0.0, 0.0, 100.0, 60.0]
+
+
+# -- mAP -------------------------------------------------------------------------------------------
+def test_mean_average_precision_hand_computed():
+    from streampi.decoders.metrics import mean_average_precision
+
+    truths = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 0])),
+              (np.array([[0, 0, 10, 10]]), np.array([1]))]
+    dets = [[{"box": [0, 0, 10, 10], "score": 0.9, "class": 0},       # TP
+             {"box": [0, 0, 10, 9], "score": 0.8, "class": 0},        # duplicate: FP
+             {"box": [20, 20, 30, 30], "score": 0.7, "class": 0}],    # TP
+            [{"box": [50, 50, 60, 60], "score": 0.95, "class": 1},    # FP
+             {"box": [1, 0, 11, 10], "score": 0.6, "class": 1}]]      # IoU 90/110 = 0.82: TP
+    m, aps = mean_average_precision(dets, truths)
+    # class 0: P/R = (1, .5), (.5, .5), (.667, 1) → envelope 1 on [0, .5], .667 on (.5, 1] → 0.8333
+    # class 1: (0, 0), (.5, 1) → 0.5
+    assert aps[0] == pytest.approx(0.5 + 0.5 * 2 / 3) and aps[1] == pytest.approx(0.5)
+    assert m == pytest.approx((0.5 + 1 / 3 + 0.5) / 2)
+    assert mean_average_precision([[], []], truths)[0] == 0.0
+    perfect = [[{"box": list(b), "score": 1.0, "class": int(c)} for b, c in zip(*t)] for t in truths]
+    assert mean_average_precision(perfect, truths)[0] == 1.0

@@ -93,3 +93,41 @@ def summarize(result: dict, max_items: int = 4) -> str:
     if top:
         return f"{top[0][1] or top[0][0]} {top[0][2]:.3f}"
     return f"{len(result.get('outputs', []))} outputs"
+
+
+def add_arguments(parser: Any) -> None:
+    """``streampi serve``'s decoder flags (they override the sidecar's ``"decoder"``)."""
+    from .selection import KINDS as kinds
+
+    g = parser.add_argument_group("decoding (overrides the sidecar's \"decoder\")")
+    g.add_argument("--decoder", choices=kinds, help="decoder kind (default: the sidecar's, else chosen from the "
+                                                   "output shapes)")
+    g.add_argument("--decoder-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a decoder option, VALUE as JSON (e.g. layout=\"v5\", strides=[8,16]); repeatable")
+    g.add_argument("--score-threshold", type=float, help="drop detections scoring below this")
+    g.add_argument("--iou-threshold", type=float, help="NMS: suppress boxes overlapping a better one by more")
+    g.add_argument("--max-detections", type=int, help="detections per frame, at most")
+    g.add_argument("--class-agnostic", action="store_true", default=None, help="NMS across classes")
+    g.add_argument("--raw-outputs", action="store_true", default=None, help="also send the output tensors")
+
+
+def overrides_from_arguments(args: Any) -> dict[str, Any] | None:
+    """The ``decoder`` override for :func:`streampi.config.load_config` from parsed flags."""
+    import json
+
+    section: dict[str, Any] = {}
+    for item in getattr(args, "decoder_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelError(f"--decoder-option takes KEY=VALUE, got {item!r}")
+        try:
+            section[key] = json.loads(value)
+        except ValueError:
+            section[key] = value  # a bare word: a string
+    for name in ("score_threshold", "iou_threshold", "max_detections", "class_agnostic", "raw_outputs"):
+        value = getattr(args, name, None)
+        if value is not None:
+            section[name] = value
+    if getattr(args, "decoder", None):
+        section["kind"] = args.decoder
+    return section or None

@@ -31,21 +31,38 @@ def _class_shifted(boxes: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
         classes: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the kept boxes, best first. ``classes`` given: per-class NMS."""
+    """Indices of the kept boxes, best first. ``classes`` given: per-class NMS.
+
+    Each round keeps the best remaining box and drops the ones it overlaps, testing
+    ``inter > t · union`` as ``inter · (1 + t) > t · (area_a + area_b)`` (no division), on
+    coordinate columns compacted after every round so later rounds touch fewer boxes.
+    """
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.intp)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-np.asarray(scores), kind="stable")
     b = _class_shifted(np.asarray(boxes, np.float64), classes)[order]
+    x0, y0, x1, y1 = (np.ascontiguousarray(b[:, k]) for k in range(4))
+    area = (x1 - x0) * (y1 - y0)
+    t = float(iou_threshold)
     keep = []
     idx = np.arange(n)
     while idx.size and len(keep) < max_detections:
-        first = idx[0]
-        keep.append(first)
-        rest = idx[1:]
-        if not rest.size:
+        keep.append(idx[0])
+        if idx.size == 1:
             break
-        idx = rest[iou_one_to_many(b[first], b[rest]) <= iou_threshold]
+        ax0, ay0, ax1, ay1, aa = x0[0], y0[0], x1[0], y1[0], area[0]
+        x0, y0, x1, y1, area, idx = x0[1:], y0[1:], x1[1:], y1[1:], area[1:], idx[1:]
+        iw = np.minimum(x1, ax1)
+        iw -= np.maximum(x0, ax0)
+        np.maximum(iw, 0.0, out=iw)
+        ih = np.minimum(y1, ay1)
+        ih -= np.maximum(y0, ay0)
+        np.maximum(ih, 0.0, out=ih)
+        iw *= ih  # intersection
+        alive = iw * (1.0 + t) <= t * (area + aa)
+        if not alive.all():
+            x0, y0, x1, y1, area, idx = x0[alive], y0[alive], x1[alive], y1[alive], area[alive], idx[alive]
     return order[np.asarray(keep, np.intp)]
 
 

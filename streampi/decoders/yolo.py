@@ -81,10 +81,11 @@ class YoloDecoder(Decoder):
             boxes, scores, classes = out[keep, :4].astype(np.float64), out[keep, 4], out[keep, 5]
         else:
             if self.layout == "v8":
-                cls_scores = out[4:]  # (classes, N)
-                best = cls_scores.argmax(axis=0)
-                score = np.take_along_axis(cls_scores, best[None], 0)[0]
+                cls_scores = out[4:]  # (classes, N): the best class is looked up only where it scores
+                score = cls_scores.max(axis=0)
                 keep = np.flatnonzero(score >= det.score_threshold)
+                best = np.zeros(len(score), np.intp)
+                best[keep] = cls_scores[:, keep].argmax(axis=0)
                 xywh = out[:4, keep].T.astype(np.float64)
             else:
                 cls_scores = out[:, 5:]
