@@ -238,6 +238,11 @@ def test_ssd_postprocess_all_whole_scores_fall_back_to_export_order():
     dec = make_decoder(specs, None)
     dets = dec.frame_result([scores, boxes, count, classes], 0, None)["detections"]
     assert [d["class"] for d in dets] == [2, 0] and [d["score"] for d in dets] == [1.0, 1.0]
+    # names with the op's output positions decide: classes :1 before scores :2
+    named = [spec((1, 10), "PartitionedCall:2"), spec((1,), "PartitionedCall:3"),
+             spec((1, 10, 4), "PartitionedCall:0"), spec((1, 10), "PartitionedCall:1")]
+    dets = make_decoder(named, None).frame_result([scores, count, boxes, classes], 0, None)["detections"]
+    assert [d["class"] for d in dets] == [2, 0]
 
 
 # -- anchors (MediaPipe) ------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ def match_outputs(specs) -> dict[str, Any] | None:
     return found
 
 
+def _position(name: str) -> int | None:
+    tail = name.rpartition(":")[2]
+    return int(tail) if ":" in name and tail.isdigit() else None
+
+
 class SsdPostprocessDecoder(Decoder):
     kind = "ssd_postprocess"
     batchable = False
@@ -67,8 +72,12 @@ class SsdPostprocessDecoder(Decoder):
             return a, b
         if b_whole and not a_whole:
             return b, a
-        # all whole numbers (undecidable from the values): TF1 lists classes before scores,
-        # after the boxes; TF2 lists scores first, before the boxes, and classes last
+        # all whole numbers (undecidable from the values): the op emits classes before scores,
+        # which names ending in the output position (``...:1``, ``...:2``) still show
+        pos = [_position(self.specs[k].name) for k in f["pair"]]
+        if None not in pos and pos[0] != pos[1]:
+            return (a, b) if pos[0] < pos[1] else (b, a)
+        # else by tensor order: TF1 lists boxes, classes, scores; TF2 scores, boxes, ..., classes
         return (b, a) if f["pair"][0] < f["boxes"] else (a, b)
 
     def decode(self, outputs: Sequence[np.ndarray], i: int, transform) -> dict[str, Any]:
