@@ -473,3 +473,14 @@ def test_mean_average_precision_hand_computed():
     assert mean_average_precision([[], []], truths)[0] == 0.0
     perfect = [[{"box": list(b), "score": 1.0, "class": int(c)} for b, c in zip(*t)] for t in truths]
     assert mean_average_precision(perfect, truths)[0] == 1.0
+
+
+@pytest.mark.parametrize("n", [3, 12, 16, 17, 40])
+def test_nms_small_and_large_paths_agree_with_reference(n):
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 40, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 20, (n, 2))], 1)
+    scores = np.round(rng.random(n), 1)   # ties
+    classes = rng.integers(0, 2, n)
+    for cls in (None, classes):
+        assert nms(boxes, scores, 0.3, 100, cls).tolist() == ref_nms(boxes, scores, 0.3, 100, cls)

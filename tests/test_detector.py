@@ -4,6 +4,10 @@ detections that come back, in frame pixels, are scored against the drawn boxes."
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,7 +20,7 @@ from streampi.decoders import auto_kind, make_decoder
 from streampi.decoders.metrics import mean_average_precision
 from streampi.server import ServerOptions
 from streampi.synthetic import LABELS, ScenesGenerator
-from streampi.testing import ServerThread, wait_subscribed
+from streampi.testing import ServerThread, start_server, wait_subscribed
 
 
 def scenes(n: int, seed: int, sizes=((320, 240), (333, 251), (240, 320), (96, 96))):
@@ -109,3 +113,64 @@ def test_int8_detector_map_on_500_frames_within_3_points_of_float():
     print(f"mAP@0.5 int8 {m_int8:.4f} float32 {m_float:.4f}")
     assert m_int8 >= 0.80
     assert m_int8 >= m_float - 0.03
+
+
+CLI = [sys.executable, "-m", "streampi"]
+
+
+def test_serve_names_a_misconfigured_decoder_option():
+    r = subprocess.run([*CLI, "serve", "shapes_detector", "--bind", "tcp://127.0.0.1:*", "--publish",
+                        "tcp://127.0.0.1:*", "--decoder-option", "layuot=\"v5\""],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "unknown option 'layuot'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*CLI, "serve", "shapes_detector", "--bind", "tcp://127.0.0.1:*", "--publish",
+                        "tcp://127.0.0.1:*", "--iou-threshold", "1.5"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'iou_threshold'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_flags_and_subscribe_prints_detections():
+    frames = scenes(4, seed=9004, sizes=((320, 240),))
+    proc, info = start_server(["shapes_detector", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                               "--max-detections", "1", "--raw-outputs", "--policy", "queue"])
+    sub = None
+    try:
+        sub = subprocess.Popen([*CLI, "subscribe", "--connect", info["publish"], "--count", "4",
+                                "--stream", "cam"], stdout=subprocess.PIPE, text=True)
+        with Subscriber(info["publish"], streams=["cam"]) as direct:
+            wait_subscribed(direct, info["bind"])
+            time.sleep(1.5)  # the command's subscription reaches the publisher too
+            with Producer(info["bind"], stream="cam") as prod:
+                for img, _, _ in frames:
+                    prod.send(img)
+            got = [direct.recv(timeout=30) for _ in frames]
+        out, _ = sub.communicate(timeout=60)
+    finally:
+        if sub is not None and sub.poll() is None:
+            sub.kill()
+            sub.wait(10)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert all(len(r["detections"]) == 1 and len(r["outputs"]) == 1 for r in got)   # the flags took effect
+    lines = out.strip().splitlines()
+    assert len(lines) == 4
+    for line, r in zip(lines, got):
+        d = r["detections"][0]
+        assert f"1 det: {d['label']} {d['score']:.2f} [" in line
+
+
+def test_demo_with_the_detector_reports_map_and_draws_the_picture(tmp_path):
+    out = tmp_path / "demo.json"
+    picture = tmp_path / "demo-detections.png"
+    r = subprocess.run([*CLI, "demo", "--model", "shapes_detector", "--seconds", "2", "--fps", "10", "--json",
+                        str(out), "--picture", str(picture)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(out.read_text())
+    assert s["sent"] == s["ok"] > 0 and s["map50"] >= 0.8
+    assert "mAP@0.5" in r.stdout and str(picture) in r.stdout
+    from PIL import Image
+
+    with Image.open(picture) as img:
+        assert img.size == (3 * 324 + 4, 2 * 244 + 4)   # 6 frames of 320×240 in a 3×2 grid
+        yellow = (np.asarray(img.convert("RGB")) == (255, 255, 0)).all(-1)
+        assert yellow.sum() > 1000   # boxes and label plates drawn

@@ -164,8 +164,7 @@ class AnchorsDecoder(Decoder):
             boxes, sc, cl = boxes[kept], sc[kept], cl[kept]
             kps = None if kps is None else kps[kept]
         size = input_size(transform, self.input_wh)
-        scale = np.array([size[0], size[1]])
-        boxes = boxes_to_frame(boxes * np.tile(scale, 2), transform)
+        boxes = boxes_to_frame(boxes, transform, size)
         if kps is not None:
-            kps = points_to_frame(kps * scale, transform)
+            kps = points_to_frame(kps, transform, size)
         return {"detections": detection_list(self, boxes, sc, cl, kps)}

@@ -3,6 +3,7 @@ boxes and keypoints from input-tensor pixels to the camera frame's pixels."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -148,28 +149,41 @@ def input_size(transform: Transform | None, fallback: Sequence[int] | None) -> t
     return None
 
 
-def boxes_to_frame(boxes: np.ndarray, transform: Transform | None) -> np.ndarray:
-    """``(n, 4)`` ``[x0, y0, x1, y1]`` in input pixels → frame pixels, clipped to the frame."""
-    if transform is None or len(boxes) == 0:
-        return boxes
-    out = np.empty_like(boxes, dtype=np.float64)
-    out[:, 0], out[:, 1] = transform.to_frame(boxes[:, 0], boxes[:, 1])
-    out[:, 2], out[:, 3] = transform.to_frame(boxes[:, 2], boxes[:, 3])
-    if transform.frame_width and transform.frame_height:
-        np.clip(out[:, 0::2], 0.0, float(transform.frame_width), out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0.0, float(transform.frame_height), out=out[:, 1::2])
-    return out
+@functools.lru_cache(maxsize=256)
+def _affine(t: Transform, unit_x: float, unit_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``frame = value · a + b`` for ``[x, y]`` pairs in units of ``unit`` input pixels
+    (``x_frame = (x_input - offset) / scale + crop``), and the frame size to clip to.
+    Cached: a camera's frames share one transform."""
+    a = np.array([unit_x / t.scale_x, unit_y / t.scale_y])
+    b = np.array([t.crop_x - t.offset_x / t.scale_x, t.crop_y - t.offset_y / t.scale_y])
+    hi = np.array([t.frame_width, t.frame_height], np.float64) if t.frame_width and t.frame_height else None
+    return a, b, hi
 
 
-def points_to_frame(points: np.ndarray, transform: Transform | None) -> np.ndarray:
-    """``(..., 2)`` ``[x, y]`` in input pixels → frame pixels, clipped to the frame."""
-    if transform is None or points.size == 0:
-        return points
-    out = np.empty_like(points, dtype=np.float64)
-    out[..., 0], out[..., 1] = transform.to_frame(points[..., 0], points[..., 1])
-    if transform.frame_width and transform.frame_height:
-        np.clip(out[..., 0], 0.0, float(transform.frame_width), out=out[..., 0])
-        np.clip(out[..., 1], 0.0, float(transform.frame_height), out=out[..., 1])
+def boxes_to_frame(boxes: np.ndarray, transform: Transform | None,
+                   unit: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """``(n, 4)`` ``[x0, y0, x1, y1]`` in units of ``unit`` input pixels (1: pixels; the input
+    size: normalised) → frame pixels, clipped to the frame; without a transform, → input pixels."""
+    if transform is None:
+        return boxes * np.tile(unit, 2) if unit != (1.0, 1.0) else boxes
+    a, b, hi = _affine(transform, float(unit[0]), float(unit[1]))
+    out = boxes.reshape(-1, 2, 2) * a
+    out += b
+    if hi is not None:
+        np.clip(out, 0.0, hi, out=out)
+    return out.reshape(-1, 4)
+
+
+def points_to_frame(points: np.ndarray, transform: Transform | None,
+                    unit: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """``(..., 2)`` ``[x, y]`` like :func:`boxes_to_frame`."""
+    if transform is None:
+        return points * np.asarray(unit) if unit != (1.0, 1.0) else points
+    a, b, hi = _affine(transform, float(unit[0]), float(unit[1]))
+    out = points * a
+    out += b
+    if hi is not None:
+        np.clip(out, 0.0, hi, out=out)
     return out
 
 

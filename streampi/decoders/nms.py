@@ -29,6 +29,37 @@ def _class_shifted(boxes: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
     return boxes + (classes.astype(boxes.dtype) * span)[:, None]
 
 
+#: Up to this many candidates, plain Python beats NumPy's per-call overhead.
+SMALL = 16
+
+
+def _nms_small(boxes, scores, iou_threshold, max_detections, classes) -> np.ndarray:
+    """The same greedy NMS on lists, for a handful of candidates (a small detector's frame)."""
+    b = np.asarray(boxes, np.float64).tolist()
+    s = np.asarray(scores).tolist()
+    c = None if classes is None else np.asarray(classes).tolist()
+    t = float(iou_threshold)
+    kept: list[int] = []
+    for k in sorted(range(len(s)), key=lambda j: -s[j]):  # sorted() is stable: ties keep order
+        if len(kept) == max_detections:
+            break
+        x0, y0, x1, y1 = b[k]
+        area = (x1 - x0) * (y1 - y0)
+        for j in kept:
+            if c is not None and c[j] != c[k]:
+                continue
+            u0, v0, u1, v1 = b[j]
+            iw = min(x1, u1) - max(x0, u0)
+            ih = min(y1, v1) - max(y0, v0)
+            if iw > 0 and ih > 0:
+                inter = iw * ih
+                if inter * (1.0 + t) > t * (area + (u1 - u0) * (v1 - v0)):
+                    break
+        else:
+            kept.append(k)
+    return np.asarray(kept, np.intp)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
         classes: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept boxes, best first. ``classes`` given: per-class NMS.
@@ -40,6 +71,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.intp)
+    if n <= SMALL:
+        return _nms_small(boxes, scores, iou_threshold, max_detections, classes)
     order = np.argsort(-np.asarray(scores), kind="stable")
     b = _class_shifted(np.asarray(boxes, np.float64), classes)[order]
     x0, y0, x1, y1 = (np.ascontiguousarray(b[:, k]) for k in range(4))

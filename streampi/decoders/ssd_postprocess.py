@@ -90,8 +90,6 @@ class SsdPostprocessDecoder(Decoder):
         yx = boxes_yx[keep].astype(np.float64)
         boxes = yx[:, [1, 0, 3, 2]]
         size = input_size(transform, self.input_size)
-        if size is not None:
-            boxes = boxes * np.array([size[0], size[1], size[0], size[1]])
-        boxes = boxes_to_frame(boxes, transform if size is not None else None)
+        boxes = boxes_to_frame(boxes, transform if size is not None else None, size or (1.0, 1.0))
         cls = np.round(classes[keep]).astype(np.int64) + self.label_offset
         return {"detections": detection_list(self, boxes, scores[keep], cls)}

@@ -63,14 +63,13 @@ class YoloDecoder(Decoder):
         self.input_size = options.numbers("input_size", None, length=2)
         self.det = DetectionOptions(options)
 
-    def _boxes_in_pixels(self, boxes: np.ndarray, transform) -> np.ndarray:
+    def _unit(self, boxes: np.ndarray, transform) -> tuple[float, float]:
+        """Input pixels per box unit: 1, or the input size for normalised boxes."""
         normalized = self.coords == "normalized" or (self.coords == "auto" and boxes.size and boxes.max() <= 2.0)
         if not normalized:
-            return boxes
+            return (1.0, 1.0)
         size = input_size(transform, self.input_size)
-        if size is None:
-            return boxes  # no input size known: the boxes stay normalised
-        return boxes * np.array([size[0], size[1], size[0], size[1]])
+        return size if size is not None else (1.0, 1.0)  # no input size known: boxes stay normalised
 
     def decode(self, outputs: Sequence[np.ndarray], i: int, transform) -> dict[str, Any]:
         out = outputs[self.index][i]
@@ -93,11 +92,10 @@ class YoloDecoder(Decoder):
                 score = out[:, 4] * cls_scores[np.arange(len(best)), best]
                 keep = np.flatnonzero(score >= det.score_threshold)
                 xywh = out[keep, :4].astype(np.float64)
-            boxes = np.empty_like(xywh)
-            boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
-            boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
+            half = xywh[:, 2:] * 0.5
+            boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], 1)
             scores, classes = score[keep], best[keep]
             kept = nms(boxes, scores, det.iou_threshold, det.max_detections, None if det.agnostic else classes)
             boxes, scores, classes = boxes[kept], scores[kept], classes[kept]
-        boxes = boxes_to_frame(self._boxes_in_pixels(boxes, transform), transform)
+        boxes = boxes_to_frame(boxes, transform, self._unit(boxes, transform))
         return {"detections": detection_list(self, boxes, scores, classes.astype(np.int64))}
