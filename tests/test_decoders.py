@@ -484,3 +484,17 @@ def test_nms_small_and_large_paths_agree_with_reference(n):
     classes = rng.integers(0, 2, n)
     for cls in (None, classes):
         assert nms(boxes, scores, 0.3, 100, cls).tolist() == ref_nms(boxes, scores, 0.3, 100, cls)
+
+
+@pytest.mark.parametrize("seed,spread", [(0, 100.0), (1, 600.0), (2, 30.0)])
+def test_nms_block_path_matches_reference(seed, spread):
+    rng = np.random.default_rng(seed)
+    n = 800   # above the size where blocks of pairwise overlaps take over
+    xy = rng.uniform(0, spread, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(3, 25, (n, 2))], 1)
+    scores = np.round(rng.random(n), 2)
+    classes = rng.integers(0, 4, n)
+    for cls in (None, classes):
+        ref = ref_nms(boxes, scores, 0.45, n, cls)   # a smaller limit keeps a prefix of this
+        for max_det in (10, 300, n):
+            assert nms(boxes, scores, 0.45, max_det, cls).tolist() == ref[:max_det]

@@ -60,6 +60,55 @@ def _nms_small(boxes, scores, iou_threshold, max_detections, classes) -> np.ndar
     return np.asarray(kept, np.intp)
 
 
+#: From this many candidates on, blocks of pairwise overlaps beat one round per kept box.
+LARGE = 512
+BLOCK = 256
+
+
+def _suppressed_by(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """``(len(a), len(b))``: box ``a[j]`` overlaps ``b[i]`` by an IoU above ``t``."""
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(iw, 0.0, out=iw)
+    np.maximum(ih, 0.0, out=ih)
+    iw *= ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return iw * (1.0 + t) > t * (area_a[:, None] + area_b[None, :])
+
+
+def _nms_blocks(b: np.ndarray, t: float, max_detections: int) -> np.ndarray:
+    """Greedy NMS over score-sorted boxes, ``BLOCK`` candidates at a time.
+
+    A block's candidates are first checked against the boxes kept so far, then among
+    themselves with the fixed point of ``keep[i] = alive[i] and no kept j < i overlaps i``
+    (Cluster-NMS): each sweep settles at least one more leading candidate, so it ends with
+    exactly the greedy result, usually after a few sweeps.
+    """
+    kept: list[np.ndarray] = []
+    kept_boxes = b[:0]
+    count = 0
+    for start in range(0, len(b), BLOCK):
+        blk = b[start:start + BLOCK]
+        alive = ~_suppressed_by(kept_boxes, blk, t).any(0) if len(kept_boxes) else np.ones(len(blk), bool)
+        cand = np.flatnonzero(alive)
+        if cand.size:
+            m = np.triu(_suppressed_by(blk[cand], blk[cand], t), 1)
+            keep = np.ones(cand.size, bool)
+            for _ in range(cand.size):
+                new = ~(m & keep[:, None]).any(0)
+                if (new == keep).all():
+                    break
+                keep = new
+            chosen = cand[keep]
+            kept.append(start + chosen)
+            kept_boxes = np.concatenate([kept_boxes, blk[chosen]])
+            count += chosen.size
+        if count >= max_detections:
+            break
+    return np.concatenate(kept)[:max_detections] if kept else np.zeros(0, np.intp)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
         classes: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept boxes, best first. ``classes`` given: per-class NMS.
@@ -75,6 +124,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
         return _nms_small(boxes, scores, iou_threshold, max_detections, classes)
     order = np.argsort(-np.asarray(scores), kind="stable")
     b = _class_shifted(np.asarray(boxes, np.float64), classes)[order]
+    if n > LARGE:
+        return order[_nms_blocks(b, float(iou_threshold), max_detections)]
     x0, y0, x1, y1 = (np.ascontiguousarray(b[:, k]) for k in range(4))
     area = (x1 - x0) * (y1 - y0)
     t = float(iou_threshold)
