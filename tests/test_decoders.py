@@ -498,3 +498,13 @@ def test_nms_block_path_matches_reference(seed, spread):
         ref = ref_nms(boxes, scores, 0.45, n, cls)   # a smaller limit keeps a prefix of this
         for max_det in (10, 300, n):
             assert nms(boxes, scores, 0.45, max_det, cls).tolist() == ref[:max_det]
+
+
+def test_postprocessor_name_still_builds_the_decoder():
+    from streampi.postprocess import Postprocessor
+
+    scores = np.array([[0.1, 0.6, 0.3]], np.float32)
+    post = Postprocessor([spec((1, 3))], ("a", "b", "c"), 2)
+    assert post.frame_result([scores], 0)["top"] == [[1, "b", pytest.approx(0.6)], [2, "c", pytest.approx(0.3)]]
+    cfg = ModelConfig(decoder={"kind": "yolo", "layout": "v8"})
+    assert Postprocessor([spec((1, 6, 300))], config=cfg).kind == "yolo"
