@@ -508,3 +508,29 @@ def test_postprocessor_name_still_builds_the_decoder():
     assert post.frame_result([scores], 0)["top"] == [[1, "b", pytest.approx(0.6)], [2, "c", pytest.approx(0.3)]]
     cfg = ModelConfig(decoder={"kind": "yolo", "layout": "v8"})
     assert Postprocessor([spec((1, 6, 300))], config=cfg).kind == "yolo"
+
+
+@pytest.mark.parametrize("layout", ["v8", "v5"])
+def test_yolo_few_candidate_path_equals_array_path(layout, monkeypatch):
+    from streampi.decoders import yolo
+
+    rng = np.random.default_rng(7)
+    n, nc = 200, 3
+    rows = np.zeros((n, 5 + nc), np.float32)
+    rows[:, :2] = rng.uniform(-0.05, 1.05, (n, 2))   # some boxes run off the input: clipped
+    rows[:, 2:4] = rng.uniform(0.05, 0.3, (n, 2))
+    rows[:, 4] = 1.0
+    rows[:, 5:] = rng.random((n, nc)) ** 80           # about ten candidates above 0.3
+    assert 3 <= (rows[:, 5:].max(1) >= 0.3).sum() <= 16
+    out = rows[None] if layout == "v5" else np.concatenate([rows[:, :4], rows[:, 5:]], 1).T[None].copy()
+    specs = [spec(out.shape)]
+    t = Transform(0.3, 0.3, 0.0, 12.0, 0, 0, 320, 240, 96, 96)
+    dec = make_decoder(specs, ModelConfig(labels=("a", "b", "c")),
+                       options={"coords": "normalized", "score_threshold": 0.3, "iou_threshold": 0.3})
+    few = dec.frame_result([out], 0, t)["detections"]
+    monkeypatch.setattr(yolo, "SMALL", -1)
+    many = dec.frame_result([out], 0, t)["detections"]
+    assert 3 <= len(few) == len(many)
+    for a, b in zip(few, many):
+        assert (a["class"], a["label"]) == (b["class"], b["label"]) and a["score"] == pytest.approx(b["score"])
+        assert a["box"] == pytest.approx(b["box"], abs=1e-9)

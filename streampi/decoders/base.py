@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ModelError
 from ..model import TensorSpec
 from ..preprocess import Transform
+from .nms import nms_list
 
 
 def raw_outputs(specs: Sequence[TensorSpec], outputs: Sequence[np.ndarray], i: int) -> list[dict[str, Any]]:
@@ -184,6 +185,37 @@ def points_to_frame(points: np.ndarray, transform: Transform | None,
     out += b
     if hi is not None:
         np.clip(out, 0.0, hi, out=out)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _affine_floats(t: Transform, unit_x: float, unit_y: float) -> tuple[float, float, float, float, float, float]:
+    """:func:`_affine` as plain floats (``ax, ay, bx, by, width, height``; size 0: no clip)."""
+    return (unit_x / t.scale_x, unit_y / t.scale_y, t.crop_x - t.offset_x / t.scale_x,
+            t.crop_y - t.offset_y / t.scale_y, float(t.frame_width or 0), float(t.frame_height or 0))
+
+
+def few_detections(decoder: Decoder, boxes: list, scores: list, classes: list, transform: Transform | None,
+                   unit: tuple[float, float], iou_threshold: float, max_detections: int,
+                   agnostic: bool) -> list[dict[str, Any]]:
+    """NMS, frame mapping and the ``detections`` list in plain Python, for the handful of
+    candidates a small detector leaves above its threshold (NumPy's per-call overhead would
+    cost more than the work). Same results as the array path."""
+    kept = nms_list(boxes, scores, iou_threshold, max_detections, None if agnostic else classes)
+    if transform is None:
+        ax, ay, bx, by, fw, fh = float(unit[0]), float(unit[1]), 0.0, 0.0, 0.0, 0.0
+    else:
+        ax, ay, bx, by, fw, fh = _affine_floats(transform, float(unit[0]), float(unit[1]))
+    out = []
+    for k in kept:
+        x0, y0, x1, y1 = boxes[k]
+        box = [x0 * ax + bx, y0 * ay + by, x1 * ax + bx, y1 * ay + by]
+        if fw and fh and not (0.0 <= box[0] <= fw and 0.0 <= box[2] <= fw and 0.0 <= box[1] <= fh
+                              and 0.0 <= box[3] <= fh):
+            box = [min(max(box[0], 0.0), fw), min(max(box[1], 0.0), fh),
+                   min(max(box[2], 0.0), fw), min(max(box[3], 0.0), fh)]
+        c = int(classes[k])
+        out.append({"box": box, "score": float(scores[k]), "class": c, "label": decoder.label(c)})
     return out
 
 

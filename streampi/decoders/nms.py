@@ -35,9 +35,14 @@ SMALL = 16
 
 def _nms_small(boxes, scores, iou_threshold, max_detections, classes) -> np.ndarray:
     """The same greedy NMS on lists, for a handful of candidates (a small detector's frame)."""
-    b = np.asarray(boxes, np.float64).tolist()
-    s = np.asarray(scores).tolist()
-    c = None if classes is None else np.asarray(classes).tolist()
+    return np.asarray(nms_list(boxes, scores, iou_threshold, max_detections, classes), np.intp)
+
+
+def nms_list(boxes, scores, iou_threshold, max_detections, classes) -> list[int]:
+    """:func:`nms` on Python lists (or arrays), returning a list of indices."""
+    b = boxes if isinstance(boxes, list) else np.asarray(boxes, np.float64).tolist()
+    s = scores if isinstance(scores, list) else np.asarray(scores).tolist()
+    c = classes if classes is None or isinstance(classes, list) else np.asarray(classes).tolist()
     t = float(iou_threshold)
     kept: list[int] = []
     for k in sorted(range(len(s)), key=lambda j: -s[j]):  # sorted() is stable: ties keep order
@@ -57,7 +62,7 @@ def _nms_small(boxes, scores, iou_threshold, max_detections, classes) -> np.ndar
                     break
         else:
             kept.append(k)
-    return np.asarray(kept, np.intp)
+    return kept
 
 
 #: From this many candidates on, blocks of pairwise overlaps beat one round per kept box.

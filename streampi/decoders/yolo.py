@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, input_size
-from .nms import nms
+from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, few_detections, input_size
+from .nms import SMALL, nms
 
 LAYOUTS = ("v5", "v8", "nms")
 
@@ -71,6 +71,16 @@ class YoloDecoder(Decoder):
         size = input_size(transform, self.input_size)
         return size if size is not None else (1.0, 1.0)  # no input size known: boxes stay normalised
 
+    def _few(self, xywh: list, scores: list, classes: list, transform) -> dict[str, Any]:
+        boxes = [[x - w / 2, y - h / 2, x + w / 2, y + h / 2] for x, y, w, h in xywh]
+        if self.coords == "normalized" or (self.coords == "auto" and all(v <= 2.0 for b in boxes for v in b)):
+            unit = input_size(transform, self.input_size) or (1.0, 1.0)
+        else:
+            unit = (1.0, 1.0)
+        det = self.det
+        return {"detections": few_detections(self, boxes, scores, classes, transform, unit, det.iou_threshold,
+                                              det.max_detections, det.agnostic)}
+
     def decode(self, outputs: Sequence[np.ndarray], i: int, transform) -> dict[str, Any]:
         out = outputs[self.index][i]
         det = self.det
@@ -82,7 +92,10 @@ class YoloDecoder(Decoder):
             if self.layout == "v8":
                 cls_scores = out[4:]  # (classes, N): the best class is looked up only where it scores
                 score = cls_scores.max(axis=0)
-                keep = np.flatnonzero(score >= det.score_threshold)
+                keep = (score >= det.score_threshold).nonzero()[0]
+                if len(keep) <= SMALL:
+                    return self._few(out[:4, keep].T.tolist(), score[keep].tolist(),
+                                     cls_scores[:, keep].argmax(axis=0).tolist(), transform)
                 best = np.zeros(len(score), np.intp)
                 best[keep] = cls_scores[:, keep].argmax(axis=0)
                 xywh = out[:4, keep].T.astype(np.float64)
@@ -91,6 +104,8 @@ class YoloDecoder(Decoder):
                 best = cls_scores.argmax(axis=1)
                 score = out[:, 4] * cls_scores[np.arange(len(best)), best]
                 keep = np.flatnonzero(score >= det.score_threshold)
+                if len(keep) <= SMALL:
+                    return self._few(out[keep, :4].tolist(), score[keep].tolist(), best[keep].tolist(), transform)
                 xywh = out[keep, :4].astype(np.float64)
             half = xywh[:, 2:] * 0.5
             boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], 1)
