@@ -107,6 +107,9 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--resize", choices=["stretch", "letterbox", "crop"])
     g.add_argument("--labels", type=Path, help="labels file, one per line")
     g.add_argument("--top-k", type=int)
+    from .decoders import add_arguments as add_decoder_arguments
+
+    add_decoder_arguments(p)
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
     p.set_defaults(func=cmd_serve)
 
@@ -123,6 +126,7 @@ def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .decoders import overrides_from_arguments as decoder_overrides
     from .serving import Server, ServerOptions
 
     policy, per_stream = _policies(args.policy)
@@ -137,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
                         stream=sys.stderr)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
-                    labels_file=args.labels, top_k=args.top_k)
+                    labels_file=args.labels, top_k=args.top_k, decoder=decoder_overrides(args))
 
     def ready(s: Server) -> None:
         info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
@@ -260,8 +264,9 @@ def format_result(r: dict) -> str:
     head = f"{r['stream']:>10} {str(r.get('seq')):>7}"
     if not r["ok"]:
         return f"{head}  ERROR {r['error']['code']}: {r['error']['message']}"
-    top = r.get("top") or []
-    best = f"{top[0][1] or top[0][0]} {top[0][2]:.3f}" if top else f"{len(r.get('outputs', []))} outputs"
+    from .decoders import summarize
+
+    best = summarize(r)
     return f"{head}  {best:<24} total {t.get('total_ms', 0):6.2f} ms  infer {t.get('infer_ms', 0):6.2f} ms  " \
            f"batch {r.get('batch', '-')} worker {r.get('worker', '-')}"
 
@@ -295,13 +300,15 @@ def add_demo(sub: Any) -> None:
     p.add_argument("--streams", type=_positive_int, default=2)
     p.add_argument("--size", type=_size, default=(320, 240))
     p.add_argument("--json", type=Path, help="also write the summary here")
+    p.add_argument("--picture", default="demo-detections.png",
+                   help="detectors: write frames with their detections drawn here ('' for none)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    s = run_demo(args.model, args.seconds, args.fps, args.streams, args.size)
+    s = run_demo(args.model, args.seconds, args.fps, args.streams, args.size, picture=args.picture or None)
     if args.json:
         args.json.write_text(json.dumps(s, indent=2))
     healthy = s["unanswered"] == 0 and s["server_exit_code"] == 0 and s["ok"] > 0

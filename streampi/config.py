@@ -47,6 +47,8 @@ class ModelConfig:
     pad: int = 0
     labels: tuple[str, ...] | None = None
     top_k: int = 5
+    #: ``{"kind": ..., ...options}`` for :func:`streampi.decoders.make_decoder` (None: auto).
+    decoder: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +64,11 @@ class ModelConfig:
             raise ModelError(f"pad must be a pixel value 0..255, got {self.pad!r}")
         if int(self.top_k) < 0:
             raise ModelError(f"top_k must be >= 0, got {self.top_k!r}")
+        if self.decoder is not None:
+            if not isinstance(self.decoder, dict):
+                raise ModelError(f"decoder must be a JSON object like {{\"kind\": \"yolo\"}}, got {self.decoder!r}")
+            if "kind" in self.decoder and not isinstance(self.decoder["kind"], str):
+                raise ModelError(f"decoder kind must be a string, got {self.decoder['kind']!r}")
 
     def updated(self, **changes: Any) -> ModelConfig:
         """A copy with the changes that are not ``None``."""
@@ -107,7 +114,7 @@ def load_config(model_path: Path, **overrides: Any) -> ModelConfig:
             raise ModelError(f"cannot read sidecar {side}: {exc}") from exc
         if not isinstance(data, dict):
             raise ModelError(f"sidecar {side} must hold a JSON object")
-        known = {"mean", "std", "channels", "resize", "pad", "top_k"}
+        known = {"mean", "std", "channels", "resize", "pad", "top_k", "decoder"}
         labels = data.get("labels")
         if isinstance(labels, str):
             data["labels"] = read_labels_file(side.parent / labels)
@@ -118,4 +125,10 @@ def load_config(model_path: Path, **overrides: Any) -> ModelConfig:
     labels_file = overrides.pop("labels_file", None)
     if labels_file is not None:
         overrides["labels"] = read_labels_file(Path(labels_file))
+    decoder = overrides.pop("decoder", None)
+    if decoder:  # command-line decoder settings: over the sidecar's for the same kind, else afresh
+        base = dict(cfg.decoder or {})
+        if "kind" in decoder and decoder["kind"] != base.get("kind"):
+            base = {}
+        overrides["decoder"] = {**base, **decoder}
     return cfg.updated(**overrides)

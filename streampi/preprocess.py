@@ -103,6 +103,9 @@ class Transform:
     """How input-tensor coordinates relate to frame coordinates.
 
     ``x_input = (x_frame - crop_x) * scale_x + offset_x`` (and the same for y).
+    ``frame_width``/``frame_height`` (the frame's size, to clip boxes to it) and
+    ``input_width``/``input_height`` (the input tensor's, to scale normalised model
+    coordinates) are 0 when unknown.
     """
 
     scale_x: float
@@ -111,6 +114,10 @@ class Transform:
     offset_y: float
     crop_x: int = 0
     crop_y: int = 0
+    frame_width: int = 0
+    frame_height: int = 0
+    input_width: int = 0
+    input_height: int = 0
 
     def to_frame(self, x: Any, y: Any) -> tuple[Any, Any]:
         """Map input-tensor coordinates (pixels) back to frame pixels."""
@@ -292,7 +299,7 @@ class Preprocessor:
                                  raw_out, ow, oh, oc, self.dtype.itemsize, dx, dy, dw, dh,
                                  self._lut_bytes, self._pad_bytes, self.channels == "bgr",
                                  self.full_range, area)
-        return Transform(dw / cw, dh / ch, float(dx), float(dy), cx, cy)
+        return Transform(dw / cw, dh / ch, float(dx), float(dy), cx, cy, w, h, ow, oh)
 
     # -- JPEG ---------------------------------------------------------------------------
     def jpeg_decode_size(self, width: int, height: int) -> tuple[int, int]:
@@ -332,7 +339,8 @@ class Preprocessor:
         # express the transform in the JPEG's full-resolution coordinates
         fx, fy = dw / width, dh / height
         return Transform(t.scale_x * fx, t.scale_y * fy, t.offset_x, t.offset_y,
-                         round(t.crop_x / fx), round(t.crop_y / fy))
+                         round(t.crop_x / fx), round(t.crop_y / fy), width, height,
+                         t.input_width, t.input_height)
 
 
 def preprocess(data: Any, fmt: str, shape: Sequence[int], dtype: Any = np.uint8, *,

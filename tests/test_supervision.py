@@ -297,18 +297,18 @@ def _run_frames(st: ServerThread, n: int, stream: str = "f") -> tuple[dict, list
 
 @pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_post_processing_failing_for_some_frames_costs_only_those(monkeypatch, isolation):
-    from streampi.postprocess import Postprocessor
+    from streampi.decoders.classify import ClassifyDecoder
 
-    real = Postprocessor.frame_result
+    real = ClassifyDecoder.frame_result
     calls = collections.Counter()
 
-    def flaky(self, outputs, i):
+    def flaky(self, outputs, i, transform=None):
         calls["n"] += 1
         if calls["n"] % 5 == 0:
             raise MemoryError("injected")
-        return real(self, outputs, i)
+        return real(self, outputs, i, transform)
 
-    monkeypatch.setattr(Postprocessor, "frame_result", flaky)
+    monkeypatch.setattr(ClassifyDecoder, "frame_result", flaky)
     with ServerThread("shapes_int8", ServerOptions(workers=2, policy="queue", isolation=isolation)) as st:
         sent, results = _run_frames(st, 40)
     codes = assert_exactly_once(sent, results)

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from streampi.synthetic import LABELS, ShapesGenerator  # noqa: E402
+from streampi.synthetic import LABELS, ScenesGenerator, ShapesGenerator  # noqa: E402
 
 OUT = ROOT / "streampi" / "models"
 SIZE = 64  # the shapes model's input is SIZE × SIZE × 3
@@ -167,6 +167,311 @@ def make_shapes(tf, args, report: list[str]) -> None:
         report.append(f"| {name} | {len(blob) / 1024:.1f} KiB | {acc * 100:.2f} % |")
 
 
+# -- the shapes detector ------------------------------------------------------------------
+DET_SIZE = 96  # the detector's input is DET_SIZE × DET_SIZE × 3 (letterboxed)
+DET_STRIDE = 8
+DET_GRID = DET_SIZE // DET_STRIDE
+DET_MAX_WH = 0.6  # largest box side, as a fraction of the input
+
+
+def letterbox(tf, img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Letterbox ``img`` into DET_SIZE² as streampi's preprocessing does (same geometry;
+    area resampling beyond 2× shrink, else bilinear; pad 0) and map its boxes alike."""
+    h, w = img.shape[:2]
+    s = min(DET_SIZE / w, DET_SIZE / h)
+    dw, dh = max(1, min(DET_SIZE, round(w * s))), max(1, min(DET_SIZE, round(h * s)))
+    dx, dy = (DET_SIZE - dw) // 2, (DET_SIZE - dh) // 2
+    out = np.zeros((DET_SIZE, DET_SIZE, 3), np.float32)
+    if (w, h) == (dw, dh):
+        out[dy:dy + dh, dx:dx + dw] = img
+    else:
+        method = "area" if (w > 2 * dw or h > 2 * dh) else "bilinear"
+        out[dy:dy + dh, dx:dx + dw] = np.round(tf.image.resize(img.astype(np.float32), (dh, dw), method=method).numpy())
+    b = boxes.copy()
+    b[:, [0, 2]] = b[:, [0, 2]] * (dw / w) + dx
+    b[:, [1, 3]] = b[:, [1, 3]] * (dh / h) + dy
+    return out, b
+
+
+def draw_scenes(gen: ScenesGenerator, n: int, tf, seed: int) -> tuple[np.ndarray, list, list]:
+    """n letterboxed scenes: a quarter drawn at DET_SIZE², the rest at random sizes and
+    aspects (96..400 pixels a side), shrunk like streampi's kernels shrink them."""
+    rng = np.random.default_rng(seed)
+    xs = np.empty((n, DET_SIZE, DET_SIZE, 3), np.float32)
+    all_boxes, all_classes = [], []
+    for i in range(n):
+        if i % 4 == 0:
+            w = h = DET_SIZE
+        elif i % 4 == 1:
+            w, h = 320, 240
+        else:
+            w, h = (int(v) for v in rng.integers(96, 400, 2))
+        img, boxes, classes = gen.scene(w, h)
+        xs[i], b = letterbox(tf, img, boxes)
+        all_boxes.append(b / DET_SIZE)
+        all_classes.append(classes)
+        if (i + 1) % 2000 == 0:
+            log(f"  drew {i + 1}/{n} scenes")
+    return xs / 255.0 / STD - MEAN / STD, all_boxes, all_classes
+
+
+def detector_targets(all_boxes: list, all_classes: list) -> np.ndarray:
+    """Per-cell targets ``(n, G*G, 4 + classes + 1)``: the box (normalised cx, cy, w, h)
+    and one-hot class of the shape whose centre falls in the cell, then a positive flag."""
+    nc = len(LABELS)
+    y = np.zeros((len(all_boxes), DET_GRID * DET_GRID, 4 + nc + 1), np.float32)
+    for i, (boxes, classes) in enumerate(zip(all_boxes, all_classes)):
+        for (x0, y0, x1, y1), c in zip(boxes, classes):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            gx, gy = min(DET_GRID - 1, int(cx * DET_GRID)), min(DET_GRID - 1, int(cy * DET_GRID))
+            cell = gy * DET_GRID + gx
+            y[i, cell, :4] = (cx, cy, x1 - x0, y1 - y0)
+            y[i, cell, 4 + c] = 1.0
+            y[i, cell, -1] = 1.0
+    return y
+
+
+def build_detector(tf):
+    """A small single-scale anchor-free detector; ``(train model, export model)``.
+
+    Each of the G×G cells of the stride-8 feature map predicts one box and per-class
+    sigmoid scores. Boxes are decoded inside the network to normalised ``cx, cy, w, h``
+    so that every output value lies in [0, 1] and one int8 scale serves the whole output
+    tensor. The export model transposes to the YOLOv8 layout ``[batch, 4 + classes, cells]``.
+    """
+    L = tf.keras.layers
+    nc = len(LABELS)
+    inp = tf.keras.Input((DET_SIZE, DET_SIZE, 3), name="image")
+    x = inp
+    for filters, stride in ((16, 2), (16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (96, 1), (96, 1)):
+        x = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+    raw = L.Conv2D(4 + nc, 1, name="head")(x)
+    raw = L.Reshape((DET_GRID * DET_GRID, 4 + nc))(raw)
+    g = np.stack(np.meshgrid(np.arange(DET_GRID), np.arange(DET_GRID)), -1).reshape(1, -1, 2).astype(np.float32)
+    sig = L.Activation("sigmoid")(raw)
+    xy = L.Lambda(lambda s: (s[..., :2] * 2.0 - 0.5 + g) / DET_GRID, name="centres")(sig)
+    wh = L.Lambda(lambda s: s[..., 2:4] * DET_MAX_WH, name="sizes")(sig)
+    cls = L.Lambda(lambda s: s[..., 4:], name="class_scores")(sig)
+    cells = L.Concatenate(name="cells")([xy, wh, cls])
+    train = tf.keras.Model(inp, cells, name="shapes_detector_train")
+    export = tf.keras.Model(inp, L.Permute((2, 1), name="detections")(cells), name="shapes_detector")
+    return train, export
+
+
+def detector_loss(tf):
+    def loss(y, p):
+        pos = y[..., -1]
+        npos = tf.maximum(tf.reduce_sum(pos), 1.0)
+        t_cls, p_cls = y[..., 4:-1], tf.clip_by_value(p[..., 4:], 1e-6, 1 - 1e-6)
+        # focal loss on every cell and class (most cells hold nothing)
+        pt = tf.where(t_cls > 0.5, p_cls, 1 - p_cls)
+        alpha = tf.where(t_cls > 0.5, 0.5, 0.5)
+        focal = -alpha * (1 - pt) ** 2 * tf.math.log(pt)
+        cls_loss = tf.reduce_sum(focal) / npos
+        # box: IoU loss and L1 on the positive cells
+        tb = tf.concat([y[..., :2] - y[..., 2:4] / 2, y[..., :2] + y[..., 2:4] / 2], -1)
+        pb = tf.concat([p[..., :2] - p[..., 2:4] / 2, p[..., :2] + p[..., 2:4] / 2], -1)
+        iw = tf.maximum(tf.minimum(tb[..., 2], pb[..., 2]) - tf.maximum(tb[..., 0], pb[..., 0]), 0.0)
+        ih = tf.maximum(tf.minimum(tb[..., 3], pb[..., 3]) - tf.maximum(tb[..., 1], pb[..., 1]), 0.0)
+        inter = iw * ih
+        union = y[..., 2] * y[..., 3] + p[..., 2] * p[..., 3] - inter + 1e-9
+        iou = inter / union
+        l1 = tf.reduce_sum(tf.abs(y[..., :4] - p[..., :4]), -1) * DET_GRID
+        box_loss = tf.reduce_sum(pos * ((1 - iou) + 0.5 * l1)) / npos
+        return cls_loss + 2.0 * box_loss
+    return loss
+
+
+def train_detector(tf, args):
+    tf.keras.utils.set_random_seed(17)
+    log(f"drawing {args.det_train} training and {args.det_test} test scenes")
+    xtr, btr, ctr = draw_scenes(ScenesGenerator(seed=101), args.det_train, tf, 5)
+    xte, bte, cte = draw_scenes(ScenesGenerator(seed=202), args.det_test, tf, 6)
+    ytr, yte = detector_targets(btr, ctr), detector_targets(bte, cte)
+    train, export = build_detector(tf)
+    steps = args.det_epochs * (len(xtr) // 64)
+    train.compile(optimizer=tf.keras.optimizers.Adam(tf.keras.optimizers.schedules.CosineDecay(3e-3, steps)),
+                  loss=detector_loss(tf))
+    log(f"training the detector for {args.det_epochs} epochs ({train.count_params()} parameters)")
+    train.fit(xtr, ytr, batch_size=64, epochs=args.det_epochs, validation_data=(xte, yte), verbose=2)
+    return export, xtr, (xte, bte, cte)
+
+
+DET_SIDECAR = {"mean": MEAN, "std": STD, "channels": "rgb", "resize": "letterbox", "pad": 0,
+               "labels": "shapes_labels.txt",
+               "decoder": {"kind": "yolo", "layout": "v8", "coords": "normalized", "score_threshold": 0.3,
+                           "iou_threshold": 0.5, "max_detections": 20}}
+
+
+def tflite_outputs(tf, blob: bytes, xs: np.ndarray) -> list[list[np.ndarray]]:
+    """Per-frame float outputs of a .tflite on normalised inputs, one frame at a time."""
+    interp = tf.lite.Interpreter(model_content=blob)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    outs = interp.get_output_details()
+    frames = []
+    for x in xs:
+        data = x[None]
+        if inp["dtype"] != np.float32:
+            scale, zp = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            data = np.clip(np.round(data / scale) + zp, info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], data)
+        interp.invoke()
+        got = []
+        for o in outs:
+            v = interp.get_tensor(o["index"]).astype(np.float32)
+            scale, zp = o["quantization"]
+            got.append((v - zp) * scale if scale else v)
+        frames.append(got)
+    return frames
+
+
+def detector_map(tf, blob: bytes, test, sidecar: dict) -> float:
+    """mAP@0.5 of a detector .tflite on letterboxed test scenes, decoded by streampi's decoder."""
+    from streampi.config import ModelConfig
+    from streampi.decoders import make_decoder
+    from streampi.decoders.metrics import mean_average_precision
+    from streampi.model import _spec
+
+    xs, boxes, classes = test
+    interp = tf.lite.Interpreter(model_content=blob)
+    interp.allocate_tensors()  # the post-process op's output shapes are known only then
+    specs = [_spec(d) for d in interp.get_output_details()]
+    cfg = ModelConfig(labels=LABELS, decoder=dict(sidecar["decoder"]))
+    dec = make_decoder(specs, cfg)
+    dets = []
+    for out in tflite_outputs(tf, blob, xs):
+        # the scenes are already letterboxed: input pixels are the frame's
+        t = _identity(DET_SIZE)
+        dets.append(dec.frame_result(out, 0, t)["detections"])
+    truths = [(b * DET_SIZE, c) for b, c in zip(boxes, classes)]
+    return mean_average_precision(dets, truths)[0]
+
+
+def _identity(size: int):
+    from streampi.preprocess import Transform
+
+    return Transform(1.0, 1.0, 0.0, 0.0, 0, 0, size, size, size, size)
+
+
+def ssd_variant(tf, export, nc: int) -> bytes:
+    """The detector ending in TFLite's TFLite_Detection_PostProcess op (batch fixed at 1).
+
+    Each cell's box is re-encoded for the op's centre-size decoding against a unit anchor
+    at the origin (``y = ty``, ``h = exp(th)`` with all scales 1), and its class scores get
+    the background column the op expects first; the op then ranks, suppresses and emits
+    boxes, classes, scores and count.
+    """
+    signature = " ".join([
+        'name: "TFLite_Detection_PostProcess"',
+        'attr { key: "max_detections" value { i: 20 } }',
+        'attr { key: "max_classes_per_detection" value { i: 1 } }',
+        'attr { key: "use_regular_nms" value { b: false } }',
+        'attr { key: "nms_score_threshold" value { f: 0.100000 } }',
+        'attr { key: "nms_iou_threshold" value { f: 0.500000 } }',
+        'attr { key: "y_scale" value { f: 1.000000 } }',
+        'attr { key: "x_scale" value { f: 1.000000 } }',
+        'attr { key: "h_scale" value { f: 1.000000 } }',
+        'attr { key: "w_scale" value { f: 1.000000 } }',
+        f'attr {{ key: "num_classes" value {{ i: {nc} }} }}'])
+
+    @tf.function(experimental_implements=signature)
+    def postprocess(box_encodings, class_predictions, anchors):  # replaced by the op on conversion
+        return (tf.constant(0.0, name="boxes"), tf.constant(0.0, name="classes"),
+                tf.constant(0.0, name="scores"), tf.constant(0.0, name="num_detections"))
+
+    cells = DET_GRID * DET_GRID
+    anchors = tf.constant(np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (cells, 1)))
+    # the trained network as constants (batch norm folded into the convolutions), so that
+    # nothing stays a variable in the converted graph
+    convs, pending = [], None
+    for layer in export.layers:
+        if isinstance(layer, tf.keras.layers.Conv2D):
+            w = layer.get_weights()
+            pending = [w[0], w[1] if len(w) > 1 else np.zeros(w[0].shape[-1], np.float32), layer.strides[0]]
+            convs.append(pending)
+        elif isinstance(layer, tf.keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            k = gamma / np.sqrt(var + layer.epsilon)
+            pending[0] = pending[0] * k
+            pending[1] = (pending[1] - mean) * k + beta
+    grid = np.stack(np.meshgrid(np.arange(DET_GRID), np.arange(DET_GRID)), -1).reshape(1, -1, 2).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, DET_SIZE, DET_SIZE, 3], tf.float32, name="image")])
+    def detect(image):
+        x = image
+        for n, (kernel, bias, stride) in enumerate(convs):
+            x = tf.nn.conv2d(x, tf.constant(kernel), stride, "SAME") + tf.constant(bias)
+            if n < len(convs) - 1:
+                x = tf.nn.relu(x)
+        sig = tf.sigmoid(tf.reshape(x, [1, cells, 4 + nc]))
+        xy = (sig[..., :2] * 2.0 - 0.5 + grid) / DET_GRID
+        wh = sig[..., 2:4] * DET_MAX_WH
+        enc = tf.stack([xy[..., 1], xy[..., 0], tf.math.log(wh[..., 1] + 1e-6), tf.math.log(wh[..., 0] + 1e-6)], -1)
+        scores = tf.concat([tf.zeros_like(sig[..., :1]), sig[..., 4:]], -1)
+        return postprocess(enc, scores, anchors)
+
+    import tempfile
+
+    module = tf.Module()
+    module.detect = detect
+    with tempfile.TemporaryDirectory() as tmp:  # via a SavedModel, as TF's detection exports go
+        tf.saved_model.save(module, tmp, signatures={"serving_default": detect.get_concrete_function()})
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv.allow_custom_ops = True
+        return conv.convert()
+
+
+def make_detector(tf, args, report: list[str]) -> None:
+    if args.detector_weights:
+        tf.keras.utils.set_random_seed(17)
+        _, export = build_detector(tf)
+        export.load_weights(args.detector_weights)
+        log(f"loaded trained weights from {args.detector_weights}; drawing scenes")
+        xtr = draw_scenes(ScenesGenerator(seed=101), 400, tf, 5)[0]
+    else:
+        export, xtr, _ = train_detector(tf, args)
+    test = draw_scenes(ScenesGenerator(seed=303), args.det_test, tf, 7)
+
+    def rep():
+        for i in range(0, 400, 4):
+            yield [xtr[i:i + 4]]
+
+    report.append("| shapes detector | size | mAP@0.5 on fresh scenes (TFLite interpreter) |\n|---|---|---|")
+    for quant, name in (("float32", "shapes_detector_float32.tflite"), ("int8", "shapes_detector.tflite")):
+        blob = convert(tf, export, quant=quant, rep=rep)
+        m = detector_map(tf, blob, test, DET_SIDECAR)
+        if quant == "int8":
+            blob = with_labels(blob, LABELS)
+        write(name, blob, DET_SIDECAR)
+        log(f"{name}: mAP@0.5 {m:.4f} on {args.det_test} scenes")
+        report.append(f"| {name} | {len(blob) / 1024:.1f} KiB | {m * 100:.2f} % |")
+    ssd_sidecar = {k: v for k, v in DET_SIDECAR.items() if k != "decoder"}
+    ssd_sidecar["decoder"] = {"kind": "ssd_postprocess", "score_threshold": 0.3}
+    blob = ssd_variant(tf, export, len(LABELS))
+    m = detector_map(tf, blob, test, ssd_sidecar)
+    write("shapes_detector_ssd.tflite", blob, ssd_sidecar)
+    log(f"shapes_detector_ssd.tflite: mAP@0.5 {m:.4f}")
+    report.append(f"| shapes_detector_ssd.tflite | {len(blob) / 1024:.1f} KiB | {m * 100:.2f} % "
+                  "(float32, ends in TFLite_Detection_PostProcess, batch 1) |")
+
+
+DETECTOR_SECTION = "## Shapes detector"
+
+
+def detector_section(tf, args, report: list[str]) -> str:
+    rows = "\n".join(r for r in report if r.startswith("| shapes") or r.startswith("|---"))
+    trained = ("from saved weights" if args.detector_weights else
+               f"{args.det_train} training scenes, {args.det_epochs} epochs")
+    return (f"{DETECTOR_SECTION}\n\nMade by `tools/make_models.py --only detector` with TensorFlow {tf.__version__} "
+            f"({trained}); mAP@0.5 on {args.det_test} fresh scenes from `streampi.synthetic.ScenesGenerator`, "
+            "letterboxed to 96×96, run through the TFLite interpreter and decoded by `streampi.decoders`.\n\n"
+            + rows)
+
+
 def make_mobilenet(tf, report: list[str]) -> None:
     tf.keras.utils.set_random_seed(11)
     log("building MobileNetV2 224×224×3 (random weights)")
@@ -214,10 +519,15 @@ def make_custom_op(tf) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["shapes", "mobilenet", "custom"], help="make one group only")
+    ap.add_argument("--only", choices=["shapes", "detector", "mobilenet", "custom"], help="make one group only")
     ap.add_argument("--train", type=int, default=30000, help="training frames (default 30000)")
     ap.add_argument("--test", type=int, default=3000, help="test frames (default 3000)")
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--det-train", type=int, default=10000, help="detector training scenes (default 10000)")
+    ap.add_argument("--det-test", type=int, default=500, help="detector test scenes (default 500)")
+    ap.add_argument("--det-epochs", type=int, default=16)
+    ap.add_argument("--detector-weights", help="convert these trained detector weights (.weights.h5) "
+                                               "instead of training")
     args = ap.parse_args()
     import tensorflow as tf
 
@@ -225,12 +535,19 @@ def main() -> None:
     report: list[str] = []
     if args.only in (None, "shapes"):
         make_shapes(tf, args, report)
+    if args.only in (None, "detector"):
+        make_detector(tf, args, report)
     if args.only in (None, "mobilenet"):
         make_mobilenet(tf, report)
     if args.only in (None, "custom"):
         make_custom_op(tf)
     if report:
         print("\n".join(report))
+    if report and args.only == "detector":  # replace the detector's section of MODELS.md only
+        path = OUT / "MODELS.md"
+        text = path.read_text() if path.is_file() else "# Bundled models\n"
+        head = text.split(DETECTOR_SECTION)[0].rstrip("\n")
+        path.write_text(head + "\n\n" + detector_section(tf, args, report) + "\n")
     if report and args.only is None:  # a partial run leaves the committed table alone
         text = "# Bundled models\n\nMade by `tools/make_models.py` with TensorFlow " + tf.__version__ + ".\n\n"
         (OUT / "MODELS.md").write_text(text + "\n".join(report) + "\n")

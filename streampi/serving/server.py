@@ -29,6 +29,7 @@ import zmq.asyncio
 
 from .. import protocol
 from ..config import ModelConfig, load_config
+from ..decoders import make_decoder
 from ..errors import ProtocolError, StreampiError
 from ..model import Model, resolve_model
 from ..preprocess import Preprocessor
@@ -111,6 +112,7 @@ def make_spec(path: Any, opts: ServerOptions, config: ModelConfig | None,
     probe = Model(path, backend=opts.backend, delegates=opts.delegates)
     image_shape = probe.image_input()
     config = config or load_config(path, **overrides)
+    decoder = make_decoder(probe.outputs, config)  # a misconfigured decoder fails here, naming the option
     Preprocessor(image_shape, probe.input.dtype, scale=probe.input.scale, zero_point=probe.input.zero_point,
                  mean=config.mean, std=config.std, channels=config.channels, resize=config.resize, pad=config.pad)
     if probe.batch_resizable and probe.batch_size != 1:
@@ -118,7 +120,8 @@ def make_spec(path: Any, opts: ServerOptions, config: ModelConfig | None,
     spec = WorkerSpec(str(path), config, probe.input, image_shape, tuple(probe.outputs), probe.batch_resizable,
                       backend=opts.backend, threads=opts.threads, max_batch=opts.max_batch,
                       delegates=tuple(opts.delegates), invoke_timeout=opts.invoke_timeout,
-                      model_info={"name": probe.name, "sha256": probe.sha256[:12]})
+                      model_info={"name": probe.name, "sha256": probe.sha256[:12]},
+                      batchable=probe.batch_resizable and decoder.batchable)
     return spec, list(probe.delegate_errors), str(probe.backend)
 
 
@@ -144,7 +147,7 @@ class Server(Events):
         self.stats: collections.Counter[str] = collections.Counter()
         self.sched = Scheduler(policy=opts.policy, stream_policies=opts.stream_policies,
                                queue_size=opts.queue_size, max_streams=opts.max_streams, max_batch=opts.max_batch,
-                               max_delay=opts.max_delay_ms / 1e3, batchable=self.spec.batch_resizable)
+                               max_delay=opts.max_delay_ms / 1e3, batchable=self.spec.batchable)
         self.slots: list[WorkerSlot] = []
         self.bound: dict[str, str] = {}
         self._stopping = False  # no more frames come in; finish what is held
@@ -224,7 +227,7 @@ class Server(Events):
             old = self.slots
             self.slots, self.spec, self.model_path, self.backend = slots, spec, Path(path), backend
             self.config = spec.config
-            self.sched.batchable = spec.batch_resizable
+            self.sched.batchable = spec.batchable
             for slot in old:
                 self._usable.discard(slot)
                 slot.stop()  # after the batch it holds, if any

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelConfig
+from ..decoders import make_decoder
 from ..errors import FrameError, StreampiError
 from ..measure import usable_cores  # noqa: F401  (re-exported: where workers get pinned)
 from ..model import Model, TensorSpec
-from ..postprocess import Postprocessor
 from ..preprocess import Preprocessor
 from . import _child
 
@@ -80,6 +80,7 @@ class WorkerSpec:
     delegates: tuple = ()
     invoke_timeout: float = 10.0
     model_info: dict = field(default_factory=dict)  # name and sha256 prefix: every result names its model
+    batchable: bool = True  # the model and its decoder can take batches of several frames
 
     @property
     def slots(self) -> int:
@@ -285,7 +286,7 @@ class WorkerSlot(threading.Thread):
         self.pre = Preprocessor(spec.image_shape, spec.input.dtype, scale=spec.input.scale,
                                 zero_point=spec.input.zero_point, mean=spec.config.mean, std=spec.config.std,
                                 channels=spec.config.channels, resize=spec.config.resize, pad=spec.config.pad)
-        self.post = Postprocessor(spec.outputs, spec.config.labels, spec.config.top_k)
+        self.post = make_decoder(list(spec.outputs), spec.config)
         if isolation == "process":
             self._block_fd = os.memfd_create(f"streampi-w{index}", getattr(os, "MFD_CLOEXEC", 0))
             _, _, size = _child.layout(spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
@@ -443,12 +444,13 @@ class WorkerSlot(threading.Thread):
         failure of one frame (preprocessing, post-processing) is that frame's alone."""
         outcomes = [Outcome() for _ in batch]
         good: list[int] = []
+        transforms: dict[int, Any] = {}  # how each frame maps to the input (boxes go back through it)
         view = self.engine.inputs(len(batch))
         for k, job in enumerate(batch):
             t0 = time.perf_counter()
             msg = job.msg
             try:
-                self.pre(msg.data, msg.fmt, msg.width, msg.height, out=view[len(good)])
+                transforms[k] = self.pre(msg.data, msg.fmt, msg.width, msg.height, out=view[len(good)])[1]
                 good.append(k)
             except FrameError as exc:
                 outcomes[k].error = ("bad_frame", str(exc))
@@ -474,7 +476,7 @@ class WorkerSlot(threading.Thread):
         for pos, k in enumerate(good):
             t0 = time.perf_counter()
             try:
-                outcomes[k].payload = self.post.frame_result(outputs, pos)
+                outcomes[k].payload = self.post.frame_result(outputs, pos, transforms[k])
             except Exception as exc:
                 log.exception("post-processing %s/%s failed", batch[k].msg.stream, batch[k].msg.seq)
                 outcomes[k].error = ("internal", f"post-processing failed: {type(exc).__name__}: {exc}")
