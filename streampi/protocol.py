@@ -135,6 +135,11 @@ def bounded_repr(value: Any) -> str:
     return _short_repr.repr(value)
 
 
+def _clip(text: str, limit: int = 160) -> str:
+    """A library's error text (which may quote parts of the input), cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _bad(msg: str, stream: str | None = None, seq: int | None = None) -> ProtocolError:
     err = ProtocolError(msg)
     err.stream, err.seq = stream, seq  # type: ignore[attr-defined]
@@ -193,10 +198,10 @@ def _validation_message(exc: msgspec.ValidationError) -> str:
     found = _FIELD_RE.search(text)
     name = (found.group(1) or found.group(2)) if found else None
     if name in _FIELD_RULES:
-        return f"{_FIELD_RULES[name]} ({bounded_repr(text)})"
-    if text.startswith("Expected `object`"):
-        return f"part 0 must be a msgpack map ({bounded_repr(text)})"
-    return f"invalid header ({bounded_repr(text)})"
+        return f"{_FIELD_RULES[name]} ({_clip(text)})"
+    if text.startswith("Expected `object`") or "at `key` in `$`" in text:
+        return f"part 0 must be a msgpack map with string keys ({_clip(text)})"
+    return f"invalid header ({_clip(text)})"
 
 
 def _where_to_answer(head_buf: Any) -> tuple[str | None, int | None, Any]:
@@ -227,7 +232,7 @@ def _jpeg_size(data: Any) -> tuple[int, int]:
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except (ValueError, TypeError) as exc:
-        raise FrameError(f"not a valid JPEG header ({bounded_repr(str(exc))})") from None
+        raise FrameError(f"not a valid JPEG header ({_clip(str(exc))})") from None
     return width, height
 
 
@@ -258,7 +263,7 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
     except RecursionError:
         raise _bad("part 0 is nested too deeply to be a frame header") from None
     except _DECODE_ERRORS as exc:
-        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {bounded_repr(str(exc))})") from None
+        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {_clip(str(exc))})") from None
 
     stream, seq = head.stream, head.seq
 
@@ -294,7 +299,7 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
         except RecursionError:
             raise fail(f"meta is nested deeper than {limits.max_meta_depth} levels") from None
         except _DECODE_ERRORS as exc:
-            raise fail(f"meta must be a map with string keys: {bounded_repr(str(exc))}") from None
+            raise fail(f"meta must be a map with string keys ({_clip(str(exc))})") from None
         if _depth(meta, limits.max_meta_depth) > limits.max_meta_depth:
             raise fail(f"meta is nested deeper than {limits.max_meta_depth} levels")
     if len(bufs) == 2:
