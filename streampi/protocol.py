@@ -28,6 +28,11 @@ VERSION = 1
 ERRORS_TOPIC = "_errors"
 STREAM_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+#: UTF-8 bytes of the ``message`` of an error answer at most: untrusted values are quoted
+#: through :func:`bounded_repr` and the whole message is cut to this, so an error answer to a
+#: frame without ``meta`` stays under 1 KiB whatever the frame held.
+MAX_ERROR_MESSAGE_BYTES = 512
+
 #: Error codes of results with ``ok: false``.
 ERROR_CODES = ("bad_frame", "dropped", "overloaded", "internal")
 
@@ -44,23 +49,16 @@ class Limits:
     ``max_meta_depth``.
     """
 
-    #: the whole message, all parts together; also set as ``ZMQ_MAXMSGSIZE`` on the frame
-    #: socket (ZeroMQ then drops a connection that sends one larger part, unanswered)
-    max_message_bytes: int = 32 * 1024 * 1024
-    #: part 0 less the ``data`` payload of a one-part message: the same bound for one- and
-    #: two-part messages (a two-part header is measured before it is decoded)
-    max_header_bytes: int = 16 * 1024
-    #: ``meta`` as packed by the producer
-    max_meta_bytes: int = 4 * 1024
-    #: containers inside ``meta`` nested deeper than this are refused (``meta`` itself is 1)
-    max_meta_depth: int = 16
-    #: width·height of a raw frame, and what a JPEG header claims
-    max_pixels: int = 4096 * 4096
-    #: ZeroMQ parts of one message (the protocol knows 1 or 2)
-    max_parts: int = 2
-    #: the ``message`` of an error answer, UTF-8 bytes: every error answer stays small
-    #: whatever a message held (untrusted values are quoted through a bounded repr)
-    max_error_message_bytes: int = 512
+    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata={"help": (
+        "the whole message, all parts together; also ZMQ_MAXMSGSIZE of the frame socket (ZeroMQ drops a "
+        "connection that sends one larger part, unanswered)")})
+    max_header_bytes: int = field(default=16 * 1024, metadata={"help": (
+        "part 0 less the data payload of a one-part message (a two-part header is measured before decoding)")})
+    max_meta_bytes: int = field(default=4 * 1024, metadata={"help": "meta as packed by the producer"})
+    max_meta_depth: int = field(default=16, metadata={"help": "containers nested in meta (meta itself is 1)"})
+    max_pixels: int = field(default=4096 * 4096, metadata={"help": (
+        "width*height of a raw frame, and of what a JPEG header claims")})
+    max_parts: int = field(default=2, metadata={"help": "ZeroMQ parts of one message (1 or 2)"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -356,7 +354,7 @@ def decode_result(parts: Sequence[Any]) -> dict:
     return msgpack.unpackb(_buffer(parts[1]), raw=False)
 
 
-def truncate_message(message: str, max_bytes: int = DEFAULT_LIMITS.max_error_message_bytes) -> str:
+def truncate_message(message: str, max_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> str:
     """``message`` cut to at most ``max_bytes`` UTF-8 bytes (on a character boundary)."""
     raw = message.encode("utf-8", "replace")
     if len(raw) <= max_bytes:
@@ -366,7 +364,7 @@ def truncate_message(message: str, max_bytes: int = DEFAULT_LIMITS.max_error_mes
 
 def error_result(code: str, message: str, stream: str | None = None, seq: int | None = None,
                  ts: float | None = None, meta: Any = None, has_meta: bool = False, *,
-                 max_message_bytes: int = DEFAULT_LIMITS.max_error_message_bytes) -> dict:
+                 max_message_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> dict:
     """An ``ok: false`` result; ``message`` is cut to ``max_message_bytes`` so that an error
     answer to a frame without ``meta`` is never larger than about that plus 200 bytes."""
     message = truncate_message(message, max_message_bytes)

@@ -92,6 +92,8 @@ class ServerOptions:
     backend: str | None = None
     delegates: list[tuple[str, dict]] = field(default_factory=list)  # (library, options); CPU if it fails
     limits: Limits = field(default_factory=Limits)
+    curve_secret: str | None = None  # curve hook: the server's NAME.key_secret
+    curve_clients: str | None = None  # curve hook: directory of the allowed clients' NAME.key
 
     def check(self) -> None:
         if self.policy not in POLICIES:
@@ -120,6 +122,10 @@ class Server:
                  config: ModelConfig | None = None, **config_overrides: Any) -> None:
         self.options = options or ServerOptions()
         self.options.check()
+        self._curve = None  # curve hook: keys checked before anything starts
+        if self.options.curve_secret is not None or self.options.curve_clients is not None:  # curve hook
+            from .auth import CurveServer  # curve hook
+            self._curve = CurveServer.from_files(self.options.curve_secret, self.options.curve_clients)  # curve hook
         self.model_path = resolve_model(model)
         # load once here so that a bad model fails at start-up, before any socket is bound
         probe = Model(self.model_path, backend=self.options.backend, delegates=self.options.delegates)
@@ -179,6 +185,10 @@ class Server:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, opts.send_hwm)
         self.pub.setsockopt(zmq.LINGER, 2000)
+        if self._curve is not None:  # curve hook: every socket the server opens
+            self._curve.start(ctx)  # curve hook
+            for sock in (self.pull, self.pub):  # curve hook
+                self._curve.apply(sock)  # curve hook
         try:
             self.pull.bind(opts.bind)
             self.pub.bind(opts.publish)
@@ -227,6 +237,8 @@ class Server:
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close()
+        if getattr(self, "_curve", None) is not None:  # curve hook
+            self._curve.stop()  # curve hook
 
     def run(self, on_ready: Any = None) -> int:
         """Serve until SIGINT/SIGTERM; return the exit code (0 after a clean stop)."""

@@ -26,8 +26,8 @@ from streampi import LABELS, ShapesGenerator
 from streampi.client import Subscriber
 from streampi.errors import ProtocolError
 from streampi.protocol import (
-    DEFAULT_LIMITS,
     ERRORS_TOPIC,
+    MAX_ERROR_MESSAGE_BYTES,
     Limits,
     decode_frame,
     encode_frame,
@@ -257,7 +257,7 @@ def send_corpus_and_check(push: zmq.Socket, sub: Subscriber, corpus: list[Hostil
         assert r["stream"] == hostile.topic, (hostile.name, r["stream"], r["error"]["message"])
         if check_phrase:
             assert hostile.phrase in r["error"]["message"], (hostile.name, r["error"]["message"])
-        assert len(r["error"]["message"].encode()) <= DEFAULT_LIMITS.max_error_message_bytes
+        assert len(r["error"]["message"].encode()) <= MAX_ERROR_MESSAGE_BYTES
         answered += 1
         if good_every and i % good_every == 0:
             parts, label = _good_frame(seq0 + i)
