@@ -234,6 +234,78 @@ def _jpeg_size(data: Any) -> tuple[int, int]:
     return width, height
 
 
+def _decode_header(head_buf: Any) -> _Header:
+    """The typed decoding of a header of at most ``max_header_bytes`` (plus a placeholder)."""
+    try:
+        return _HEADER_DECODER.decode(head_buf)
+    except msgspec.ValidationError as exc:
+        stream, seq, version = _where_to_answer(head_buf)
+        if version is not None and version != VERSION:  # a future version may have other fields
+            raise _bad(f"unsupported protocol version {version}; this server speaks v{VERSION}", stream, seq) from None
+        raise _bad(_validation_message(exc), stream, seq) from None
+    except RecursionError:
+        raise _bad("part 0 is nested too deeply to be a frame header") from None
+    except _DECODE_ERRORS as exc:
+        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {_clip(str(exc))})") from None
+
+
+#: msgpack's bin markers: (first byte, header bytes); the length follows the first byte
+_BIN_MARKERS = ((0xC6, 5), (0xC5, 3), (0xC4, 2))
+_MAX_DATA_CANDIDATES = 4
+
+
+def _decode_large_one_part(buf: Any, max_header: int) -> _Header:
+    """Decode a one-part message larger than ``max_header`` bytes while reading at most about
+    ``max_header`` bytes of msgpack, so that no part of it but ``data`` costs work.
+
+    Such a message is only valid if one bin value (``data``) holds all but ``max_header`` of
+    its bytes, so that bin's marker lies in the first ``max_header`` bytes and its length is
+    known from the total. For each such candidate, the bytes around it are decoded with the
+    bin replaced by a 16-byte random placeholder: if the decoder returns the placeholder as
+    ``data``, the candidate is the real ``data`` value (the rest of the message parses the
+    same with either), and ``data`` becomes a view of the received bytes.
+    """
+    import os
+
+    view = memoryview(buf).cast("B")
+    total = view.nbytes
+    window = bytes(view[:max_header + 5])
+    first_error: ProtocolError | None = None
+    tried = 0
+    for at in sorted(i for marker, _ in _BIN_MARKERS for i in _find_all(window, marker)):
+        marker = window[at]
+        size = dict(_BIN_MARKERS)[marker]
+        length = int.from_bytes(window[at + 1:at + size], "big")
+        end = at + size + length
+        if length < total - max_header or end > total or at + size > len(window):
+            continue
+        tried += 1
+        if tried > _MAX_DATA_CANDIDATES:
+            break
+        nonce = os.urandom(16)
+        small = window[:at] + b"\xc4\x10" + nonce + bytes(view[end:])
+        try:
+            head = _decode_header(small)
+        except ProtocolError as exc:
+            first_error = first_error or exc
+            continue
+        if head.data is not None and head.data.tobytes() == nonce:
+            head.data = view[at + size:end]
+            return head
+    if first_error is not None:
+        raise first_error
+    raise _bad(f"one-part message of {total} bytes: everything but its data must fit in {max_header} bytes "
+               f"(the header limit), and no data value of at least {total - max_header} bytes was found there")
+
+
+def _find_all(data: bytes, byte: int) -> list[int]:
+    out, start, needle = [], 0, bytes([byte])
+    while (i := data.find(needle, start)) != -1 and len(out) < 4096:
+        out.append(i)
+        start = i + 1
+    return out
+
+
 def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> FrameMessage:
     """Decode and validate one frame message (a list of ZeroMQ parts).
 
@@ -251,17 +323,10 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
     head_buf = bufs[0]
     if len(bufs) == 2 and _nbytes(head_buf) > limits.max_header_bytes:
         raise _bad(f"header part of {_nbytes(head_buf)} bytes exceeds the limit of {limits.max_header_bytes}")
-    try:
-        head = _HEADER_DECODER.decode(head_buf)
-    except msgspec.ValidationError as exc:
-        stream, seq, version = _where_to_answer(head_buf)
-        if version is not None and version != VERSION:  # a future version may have other fields
-            raise _bad(f"unsupported protocol version {version}; this server speaks v{VERSION}", stream, seq) from None
-        raise _bad(_validation_message(exc), stream, seq) from None
-    except RecursionError:
-        raise _bad("part 0 is nested too deeply to be a frame header") from None
-    except _DECODE_ERRORS as exc:
-        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {_clip(str(exc))})") from None
+    if len(bufs) == 1 and _nbytes(head_buf) > limits.max_header_bytes:
+        head = _decode_large_one_part(head_buf, limits.max_header_bytes)
+    else:
+        head = _decode_header(head_buf)
 
     stream, seq = head.stream, head.seq
 
@@ -269,10 +334,6 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
         return _bad(msg, stream if valid_stream(stream) else None, seq if seq >= 0 else None)
 
     data = head.data
-    if len(bufs) == 1:
-        header_bytes = _nbytes(head_buf) - (0 if data is None else data.nbytes)
-        if header_bytes > limits.max_header_bytes:
-            raise fail(f"header of {header_bytes} bytes (without data) exceeds the limit of {limits.max_header_bytes}")
     if head.v != VERSION:
         raise fail(f"unsupported protocol version {bounded_repr(head.v)}; this server speaks v{VERSION}")
     if not valid_stream(stream):

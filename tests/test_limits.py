@@ -87,6 +87,15 @@ def _with_sof_size(jpeg: bytes, w: int, h: int) -> bytes:
     return jpeg[:i + 5] + struct.pack(">HH", h, w) + jpeg[i + 9:]
 
 
+def _fake_marker_message(filler: bytes) -> bytes:
+    """A one-part message whose bin marker sits inside a string and claims the rest of the
+    message, followed by ``filler``: a decoder that trusted the marker would skip the filler."""
+    fake = b"\xc6" + bytes(4)  # its length is patched below
+    msg = packed_map(*valid_items(), (pk("junk"), pk(fake)), (pk("data"), filler))
+    at = msg.index(fake)
+    return msg[:at + 1] + (len(msg) - at - 5).to_bytes(4, "big") + msg[at + 5:]
+
+
 def build_corpus() -> list[Hostile]:
     jpeg = _jpeg(64, 48)
     deep = b"\x91" * 100_000 + b"\xc0"  # 100 000 nested one-element arrays
@@ -135,17 +144,27 @@ def build_corpus() -> list[Hostile]:
         Hostile("100 parts", [head(), PIXELS, *[b"p"] * 98], ERRORS_TOPIC, "1 or 2 parts"),
         # sizes of the header itself
         Hostile("one-part header of 32 MiB", [packed_map(*valid_items(), (pk("junk"), pk("x" * (32 * MiB - 1024))))],
-                "h", "header of"),
+                ERRORS_TOPIC, "one-part message of"),
         Hostile("two-part header of 1 MiB", [head(junk="x" * MiB), PIXELS], ERRORS_TOPIC, "header part of"),
-        Hostile("100 000 nested arrays as the header", [deep], ERRORS_TOPIC, "must be a msgpack map"),
+        Hostile("100 000 nested arrays as the header", [deep], ERRORS_TOPIC, "one-part message of"),
         Hostile("100 000 nested maps as the header", [b"\x81\xa1k" * 100_000 + b"\xc0"], ERRORS_TOPIC,
+                "one-part message of"),
+        Hostile("5000 nested arrays as the header", [deep[-5001:]], ERRORS_TOPIC, "must be a msgpack map"),
+        Hostile("5000 nested maps as the header", [b"\x81\xa1k" * 5000 + b"\xc0"], ERRORS_TOPIC,
                 "nested too deeply"),
-        Hostile("100 000 levels deep (in a field)", [packed_map(*valid_items(), (pk("junk"), deep)), PIXELS],
-                ERRORS_TOPIC, "header part of"),
-        Hostile("100 000 levels deep (one part)", [packed_map(*valid_items(data=PIXELS), (pk("junk"), deep))],
+        Hostile("5000 levels deep in a field", [packed_map(*valid_items(), (pk("junk"), deep[-5001:])), PIXELS],
                 ERRORS_TOPIC, "nested too deeply"),
+        Hostile("100 000 levels deep in a field", [packed_map(*valid_items(), (pk("junk"), deep)), PIXELS],
+                ERRORS_TOPIC, "header part of"),
+        Hostile("100 000 levels deep beside data", [packed_map(*valid_items(data=PIXELS), (pk("junk"), deep))],
+                ERRORS_TOPIC, "one-part message of"),
         Hostile("10^6 tiny containers (one part)", [packed_map(*valid_items(data=PIXELS), (pk("junk"), tiny))],
-                "h", "header of"),
+                ERRORS_TOPIC, "one-part message of"),
+        Hostile("10^6 tiny containers beside a large data", [packed_map(*valid_items(fmt="gray", w=1024, h=1024),
+                                                                       (pk("junk"), tiny), (pk("data"), pk(bytes(MiB))))],
+                ERRORS_TOPIC, "one-part message of"),
+        Hostile("a fake data marker, then 10^6 tiny containers", [_fake_marker_message(tiny)], ERRORS_TOPIC,
+                "msgpack map"),
         Hostile("10^6 tiny containers (two parts)", [packed_map(*valid_items(), (pk("junk"), tiny)), PIXELS],
                 ERRORS_TOPIC, "header part of"),
         Hostile("bin claiming 4 GiB", [packed_map(*valid_items(), (pk("data"), b"\xc6\xff\xff\xff\xf0abc"))],
@@ -286,7 +305,7 @@ def test_server_answers_every_hostile_message_and_keeps_serving():
 def test_header_limit_applies_to_one_part_messages_alike():
     small = Limits(max_header_bytes=64)
     parts = [head(data=PIXELS, meta={"k": "x" * 100})]
-    with pytest.raises(ProtocolError, match="header of"):
+    with pytest.raises(ProtocolError, match="one-part message of"):
         decode_frame(parts, Limits(max_header_bytes=64, max_meta_bytes=4096))
     # the same header with a large payload is fine: only the header is counted
     big = encode_frame("h", 1, "rgb", np.zeros((64, 64, 3), np.uint8), 64, 64, two_part=False)

@@ -112,3 +112,22 @@ def test_serve_takes_limits_from_the_command_line():
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+@pytest.mark.parametrize("data_first", [True, False])
+def test_large_one_part_message_with_decoy_bin_markers(data_first):
+    """A one-part message bigger than the header limit is found by its data's bin marker; bytes
+    that look like markers elsewhere (here in a string and in meta) do not mislead it."""
+    pixels = np.random.default_rng(0).integers(0, 256, 300 * 200, np.uint8).tobytes()
+    decoy = b"\xc6" + (len(pixels) + 40).to_bytes(4, "big")
+    items = [("v", 1), ("stream", "cam"), ("seq", 3), ("fmt", "gray"), ("w", 300), ("h", 200),
+             ("meta", {"note": decoy.decode("latin-1"), "b": decoy})]
+    items.insert(0 if data_first else len(items), ("data", pixels))
+    packed = msgpack.packb(dict(items), use_bin_type=True)
+    msg = decode_frame([packed], Limits(max_header_bytes=256))
+    assert msg.data.tobytes() == pixels and msg.meta["b"] == decoy and (msg.width, msg.height) == (300, 200)
+    # the same message with one header field of the wrong type is refused, and answered on its stream
+    items[[k for k, _ in items].index("seq")] = ("seq", "3")
+    with pytest.raises(ProtocolError, match="seq must be") as info:
+        decode_frame([msgpack.packb(dict(items), use_bin_type=True)], Limits(max_header_bytes=256))
+    assert info.value.stream == "cam"
