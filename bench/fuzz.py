@@ -53,11 +53,11 @@ def mutation_loop(n: int, limit_s: float, findings: list, seed: int = 1) -> dict
     rng = random.Random(seed)
     counts: collections.Counter[str] = collections.Counter()
     t0 = time.perf_counter()
-    limits = Limits()
+    limits = fz.SMALL  # a 512-byte header limit: large one-part messages take the marker search
     for i in range(n):
         if i % 1000 == 0 and time.perf_counter() - t0 > limit_s:
             break
-        w, h = rng.randint(1, 16), rng.randint(1, 16)
+        w, h = rng.randint(1, 24), rng.randint(1, 24)
         head = {"v": 1, "stream": "cam", "seq": rng.getrandbits(64), "fmt": "rgb", "w": w, "h": h, "ts": 1.5,
                 "meta": {"k": [1, {"x": "y"}]}}
         payload = bytes(w * h * 3)

@@ -100,7 +100,7 @@ def headers(draw: Any) -> list[bytes]:
 @st.composite
 def mutated(draw: Any) -> list[bytes]:
     """A valid message with bytes of its header flipped, cut or inserted."""
-    w, h = draw(st.integers(1, 8)), draw(st.integers(1, 8))
+    w, h = draw(st.integers(1, 24)), draw(st.integers(1, 24))  # one-part messages past 512 bytes too
     fmt = draw(st.sampled_from(["rgb", "gray", "rgba"]))
     head = {"v": 1, "stream": "cam", "seq": draw(st.integers(0, 2**64 - 1)), "fmt": fmt, "w": w, "h": h,
             "ts": 1.5, "meta": {"k": [1, {"x": "y"}]}}
