@@ -270,7 +270,9 @@ def _decode_large_one_part(buf: Any, max_header: int) -> _Header:
     view = memoryview(buf).cast("B")
     total = view.nbytes
     window = bytes(view[:max_header + 5])
-    first_error: ProtocolError | None = None
+    # (message, stream, seq) of the first refusal, not the exception: an exception kept in a local
+    # would form a cycle with its traceback and hold the received message until a GC pass
+    first_error: tuple[str, Any, Any] | None = None
     tried = 0
     for at in sorted(i for marker, _ in _BIN_MARKERS for i in _find_all(window, marker)):
         marker = window[at]
@@ -287,13 +289,13 @@ def _decode_large_one_part(buf: Any, max_header: int) -> _Header:
         try:
             head = _decode_header(small)
         except ProtocolError as exc:
-            first_error = first_error or exc
+            first_error = first_error or (str(exc), getattr(exc, "stream", None), getattr(exc, "seq", None))
             continue
         if head.data is not None and head.data.tobytes() == nonce:
             head.data = view[at + size:end]
             return head
     if first_error is not None:
-        raise first_error
+        raise _bad(*first_error)
     raise _bad(f"one-part message of {total} bytes: everything but its data must fit in {max_header} bytes "
                f"(the header limit), and no data value of at least {total - max_header} bytes was found there")
 

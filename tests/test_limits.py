@@ -8,6 +8,7 @@ many times while its resident memory is sampled.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import struct
@@ -352,3 +353,21 @@ def test_resident_memory_stays_flat_over_the_corpus_10x():
 @pytest.mark.slow
 def test_resident_memory_stays_flat_over_the_corpus_100x():
     _check_flat(_rss_over_corpus(100))
+
+
+def test_refusals_leave_no_reference_cycles():
+    """A refused message must be freed at once, not at the next GC pass: an exception kept in a
+    local forms a cycle with its traceback, which held 1 MiB messages (seen as RSS growth)."""
+    decodable = [h for h in CORPUS if not h.by_worker]
+    gc.collect()
+    gc.disable()
+    try:
+        for hostile in decodable:
+            try:
+                decode_frame(hostile.parts)
+            except ProtocolError:
+                pass
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert unreachable == 0
