@@ -258,7 +258,7 @@ def test_serve_produce_subscribe_with_keys(keys):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2)  # the subscription must reach the server first
         prod = subprocess.run([sys.executable, "-m", "streampi", "produce", "--connect", info["bind"],
-                               "--stream", "cli", "--count", "30", "--fps", "10", "--size", "64x64",
+                               "--stream", "cli", "--count", "30", "--fps", "30", "--size", "64x64",
                                "--curve-secret", str(keys["cam_secret"]), "--curve-server", str(keys["server"])],
                               capture_output=True, text=True, timeout=60)
         assert prod.returncode == 0, prod.stderr
