@@ -7,11 +7,14 @@
     streampi inspect MODEL [--bench] [--json]
     streampi bench [...]
     streampi quantize MODEL --calibrate SOURCE [-o OUT.tflite]   (pip install streampi[quantize])
+    streampi keygen DIR [--name NAME]
+    streampi ctl health|workers|stats|reload [MODEL]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -23,6 +26,7 @@ from typing import Any
 from .bench import add_bench
 from .errors import StreampiError
 from .inspect_model import add_inspect, parse_delegate
+from .protocol import Limits
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -110,6 +114,13 @@ def add_serve(sub: Any) -> None:
     from .decoders import add_arguments as add_decoder_arguments
 
     add_decoder_arguments(p)
+    g = p.add_argument_group("authentication (CurveZMQ, see docs/security.md)")
+    g.add_argument("--curve-secret", metavar="SERVER.key_secret", help="this server's secret certificate")
+    g.add_argument("--curve-clients", metavar="DIR", help="directory of the public certificates (*.key) allowed in")
+    g = p.add_argument_group("limits on untrusted input (docs/protocol.md)")
+    for f in dataclasses.fields(Limits):
+        g.add_argument("--" + f.name.replace("_", "-"), type=_positive_int, default=f.default, metavar="N",
+                       help=f.metadata["help"])
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
     p.set_defaults(func=cmd_serve)
 
@@ -137,9 +148,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          delegates=args.delegate, isolation=args.isolation, invoke_timeout=args.invoke_timeout,
                          stop_timeout=args.stop_timeout,
                          control=None if args.control.lower() == "none" else args.control,
-                         metrics_port=args.metrics_port, metrics_bind=args.metrics_bind)
+                         metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
+                         curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                         limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}))
     logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
                         stream=sys.stderr)
+    from .auth import warn_if_exposed
+
+    warn_if_exposed([args.bind, args.publish] + ([opts.control] if opts.control else []),
+                    args.curve_secret is not None)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k, decoder=decoder_overrides(args))
 
@@ -177,7 +194,14 @@ def add_produce(sub: Any) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="frames per second per stream (0: as fast as possible)")
     p.add_argument("--count", type=int, default=0, help="stop after this many frames per stream (0: no limit)")
     p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0: no limit)")
+    _add_curve_client(p)
     p.set_defaults(func=cmd_produce)
+
+
+def _add_curve_client(p: Any) -> None:
+    g = p.add_argument_group("authentication (CurveZMQ, see docs/security.md)")
+    g.add_argument("--curve-secret", metavar="NAME.key_secret", help="this client's secret certificate")
+    g.add_argument("--curve-server", metavar="SERVER.key", help="the server's public certificate")
 
 
 def _frames(source: str, size: tuple[int, int], fmt: str):
@@ -225,7 +249,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from .client import Producer
 
     names = [args.stream] if args.streams == 1 else [f"{args.stream}{i}" for i in range(args.streams)]
-    prods = [Producer(args.connect, stream=n) for n in names]
+    prods = [Producer(args.connect, stream=n, curve_secret=args.curve_secret, curve_server=args.curve_server)
+             for n in names]
     frames = _frames(args.source, args.size, args.fmt)
     t0, k, sent = time.time(), 0, 0
     try:
@@ -256,6 +281,7 @@ def add_subscribe(sub: Any) -> None:
     p.add_argument("--stream", action="append", default=[], help="only these streams (repeatable)")
     p.add_argument("--count", type=int, default=0, help="stop after N results")
     p.add_argument("--json", action="store_true", help="print each result as JSON (without the raw outputs)")
+    _add_curve_client(p)
     p.set_defaults(func=cmd_subscribe)
 
 
@@ -275,7 +301,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     from .client import Subscriber
 
     n = 0
-    with Subscriber(args.connect, streams=args.stream) as sub:
+    with Subscriber(args.connect, streams=args.stream, curve_secret=args.curve_secret,
+                    curve_server=args.curve_server) as sub:
         try:
             for r in sub:
                 if args.json:
@@ -315,6 +342,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+# -- keygen -----------------------------------------------------------------------------------
+def add_keygen(sub: Any) -> None:
+    p = sub.add_parser("keygen", help="write a CurveZMQ key pair: NAME.key (public) and NAME.key_secret")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--name", default="streampi", help="file name of the pair (e.g. server, cam0)")
+    p.set_defaults(func=cmd_keygen)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .auth import keygen
+
+    public, secret = keygen(args.directory, args.name)
+    print(f"wrote {public} (public: give it to the other side) and {secret} (secret: keep it here)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streampi", description="Edge-inference streaming server for the Raspberry Pi")
     parser.add_argument("--version", action="version", version="streampi 0.1.0")
@@ -325,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_inspect(sub)
     add_bench(sub)
+    add_keygen(sub)
     from .ctl import add_ctl
     from .tools.quantize import add_quantize  # the verb's heavy imports happen only when it runs
 

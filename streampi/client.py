@@ -10,6 +10,11 @@ with the server.
         cam.send(jpeg_bytes, fmt="jpeg")
     with Subscriber("tcp://127.0.0.1:5556", streams=["cam0"]) as sub:
         result = sub.recv(timeout=5)             # a dict, see docs/protocol.md
+
+With ``curve_secret=`` (this client's ``NAME.key_secret``) and ``curve_server=`` (the
+server's public ``NAME.key``) the socket speaks CurveZMQ (see :mod:`streampi.auth`); a
+handshake that does not succeed within the call's timeout (or ``handshake_timeout``) raises
+:class:`~streampi.errors.AuthError` instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from . import protocol
+from . import auth, protocol
 from .errors import FrameError
 from .preprocess import FORMATS, RAW_FORMATS, check_raw_size
 
@@ -51,11 +56,48 @@ def _infer(frame: Any, fmt: str | None, width: int | None, height: int | None) -
 
 
 class _SocketHolder:
-    """close() and the context-manager protocol of every client."""
+    """close(), the context-manager protocol and the CurveZMQ set-up of every client."""
 
     _sock: Any
+    _watch: auth.HandshakeWatch | None = None
+    endpoint: str
+    handshake_timeout: float = 10.0
+
+    def _connect(self, endpoint: str, curve_secret: Any, curve_server: Any) -> None:
+        if curve_secret is not None or curve_server is not None:
+            try:
+                auth.apply_client(self._sock, curve_secret, curve_server)
+            except Exception:
+                self._sock.close()
+                raise
+            self._watch = auth.HandshakeWatch(self._sock, endpoint)
+        self._sock.connect(endpoint)
+
+    def _handshake_wait(self, timeout: float | None) -> float | None:
+        """Wait for the CurveZMQ handshake (blocking); return the time left of ``timeout``."""
+        if self._watch is None or self._watch.succeeded:
+            return timeout
+        limit = self.handshake_timeout if timeout is None else timeout
+        t0 = time.monotonic()
+        if not self._watch.wait(limit):
+            raise self._watch.error(limit)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
+
+    async def _handshake_wait_async(self, timeout: float | None) -> float | None:
+        if self._watch is None or self._watch.succeeded:
+            return timeout
+        limit = self.handshake_timeout if timeout is None else timeout
+        t0 = time.monotonic()
+        while not self._watch.poll():
+            if time.monotonic() - t0 >= limit:
+                raise self._watch.error(limit)
+            await asyncio.sleep(0.02)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self._sock.close()
 
     def __enter__(self):
@@ -68,7 +110,8 @@ class _SocketHolder:
 class _ProducerBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_FRAMES, stream: str = "cam0", *, fmt: str | None = None,
                  two_part: bool = True, sndhwm: int = 64, context: Any = None, start_seq: int = 0,
-                 zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS) -> None:
+                 zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS,
+                 curve_secret: Any = None, curve_server: Any = None, handshake_timeout: float = 10.0) -> None:
         """``zero_copy=True`` hands ZeroMQ the frame's own buffer instead of a copy: saves a
         copy per frame, but the buffer must not change until ZeroMQ has sent it (a camera that
         captures into one reused array must keep the default). Queued frames are sent after
@@ -79,10 +122,11 @@ class _ProducerBase(_SocketHolder):
         self.zero_copy = zero_copy
         self.seq = start_seq
         self.limits = limits
+        self.handshake_timeout = handshake_timeout
         self._sock = (context or self._context()).socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 5000)
-        self._sock.connect(endpoint)
+        self._connect(endpoint, curve_secret, curve_server)
 
     def _parts(self, frame: Any, fmt: str | None, width: int | None, height: int | None, ts: float | None,
                meta: dict | None, seq: int | None) -> list[Any]:
@@ -113,6 +157,11 @@ class Producer(_ProducerBase):
         that and raises ``TimeoutError``.
         """
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
+        try:
+            timeout = self._handshake_wait(timeout)
+        except Exception:
+            self.seq -= 1
+            raise
         if timeout is not None and not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
             self.seq -= 1
             raise TimeoutError(f"could not send to {self.endpoint} within {timeout} s")
@@ -130,14 +179,21 @@ class AsyncProducer(_ProducerBase):
     async def send(self, frame: Any, fmt: str | None = None, *, width: int | None = None, height: int | None = None,
                    ts: float | None = None, meta: dict | None = None, seq: int | None = None) -> int:
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
+        try:
+            await self._handshake_wait_async(None)
+        except Exception:
+            self.seq -= 1
+            raise
         await self._sock.send_multipart(parts, copy=not self.zero_copy)
         return self.seq - 1
 
 
 class _SubscriberBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, errors: bool = True,
-                 rcvhwm: int = 100_000, context: Any = None) -> None:
+                 rcvhwm: int = 100_000, context: Any = None, curve_secret: Any = None, curve_server: Any = None,
+                 handshake_timeout: float = 10.0) -> None:
         self.endpoint = endpoint
+        self.handshake_timeout = handshake_timeout
         self._sock = (context or self._context()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -149,7 +205,7 @@ class _SubscriberBase(_SocketHolder):
                 # the topic is a prefix match in ZeroMQ; the exact stream is checked on receipt
                 self._sock.setsockopt(zmq.SUBSCRIBE, s.encode())
         self._wanted = set(streams) | ({protocol.ERRORS_TOPIC} if errors else set()) if streams else None
-        self._sock.connect(endpoint)
+        self._connect(endpoint, curve_secret, curve_server)
 
     def _accept(self, parts: list) -> dict | None:
         topic = bytes(parts[0]).decode("utf-8", "replace")
@@ -166,6 +222,7 @@ class Subscriber(_SubscriberBase):
         return zmq.Context.instance()
 
     def recv(self, timeout: float | None = None) -> dict:
+        timeout = self._handshake_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
@@ -190,6 +247,7 @@ class AsyncSubscriber(_SubscriberBase):
     async def recv(self, timeout: float | None = None) -> dict:
         """One result; ``TimeoutError`` after ``timeout`` seconds. On a timeout only the
         pending receive is cancelled, so a result that arrives at that moment is kept."""
+        timeout = await self._handshake_wait_async(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

@@ -14,15 +14,20 @@ import zmq
 COMMANDS = ("health", "workers", "stats", "reload")
 
 
-def request(endpoint: str, cmd: str, timeout: float = 3.0, **args: Any) -> dict:
+def request(endpoint: str, cmd: str, timeout: float = 3.0, *, curve_secret: str | None = None,
+            curve_server: str | None = None, **args: Any) -> dict:
     """Send one command (with ``args``); return the reply map. Raises TimeoutError when no
-    server answers."""
+    server answers. ``curve_secret``/``curve_server``: key files when the server uses CurveZMQ."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
     sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
     try:
+        if curve_secret or curve_server:
+            from .auth import apply_client
+
+            apply_client(sock, curve_secret, curve_server)
         sock.connect(endpoint)
         sock.send(msgpack.packb({"cmd": cmd, **args}))
         try:
@@ -42,6 +47,8 @@ def add_ctl(sub: Any) -> None:
     p.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the server's control endpoint")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     p.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    p.add_argument("--curve-secret", metavar="CLIENT.key_secret", help="this client's secret certificate (CurveZMQ)")
+    p.add_argument("--curve-server", metavar="SERVER.key", help="the server's public certificate (CurveZMQ)")
     p.set_defaults(func=cmd_ctl)
 
 
@@ -52,7 +59,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             model = str(Path(model).resolve())
         extra = {"model": model} if args.command == "reload" and model else {}
         timeout = max(args.timeout, 130.0) if args.command == "reload" else args.timeout  # workers load the model
-        reply = request(args.connect, args.command, timeout, **extra)
+        reply = request(args.connect, args.command, timeout, curve_secret=args.curve_secret,
+                        curve_server=args.curve_server, **extra)
     except TimeoutError as exc:
         print(f"streampi: error: {exc}", file=sys.stderr)
         return 2

@@ -51,3 +51,9 @@ class FrameError(StreampiError, ValueError):
 
 class ProtocolError(FrameError):
     """A wire message does not follow the protocol (see docs/protocol.md)."""
+
+
+class AuthError(StreampiError):
+    """A CurveZMQ key is missing or unreadable, or a handshake with the server failed."""
+
+    code = "auth"

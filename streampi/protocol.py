@@ -9,13 +9,16 @@ be read, so that the error can be answered on the right topic.
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 
 from .errors import FrameError, ProtocolError
@@ -25,19 +28,47 @@ VERSION = 1
 ERRORS_TOPIC = "_errors"
 STREAM_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+#: UTF-8 bytes of the ``message`` of an error answer at most: untrusted values are quoted
+#: through :func:`bounded_repr` and the whole message is cut to this, so an error answer to a
+#: frame without ``meta`` stays under 1 KiB whatever the frame held.
+MAX_ERROR_MESSAGE_BYTES = 512
+
 #: Error codes of results with ``ok: false``.
-ERROR_CODES = ("bad_frame", "dropped", "overloaded", "internal")
+ERROR_CODES = ("bad_frame", "dropped", "overloaded", "internal", "worker_lost", "unavailable", "shutdown")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one frame message may hold."""
+    """Bounds on what one frame message may hold; all enforced before the expensive work.
 
-    max_message_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 16 * 1024
-    max_meta_bytes: int = 4 * 1024
-    max_pixels: int = 4096 * 4096
-    max_parts: int = 2
+    The header is decoded by a typed decoder (:data:`_HEADER_DECODER`): it builds at most
+    one Python object per known field, skips unknown keys without building anything, and
+    hands ``meta`` over as raw bytes, so the objects a header can cost are bounded by the
+    fixed fields plus ``max_meta_bytes`` (a packed object takes at least one byte). Nesting
+    anywhere in the header is bounded by the decoder's recursion guard, and in ``meta`` by
+    ``max_meta_depth``.
+    """
+
+    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata={"help": (
+        "the whole message, all parts together; also ZMQ_MAXMSGSIZE of the frame socket (ZeroMQ drops a "
+        "connection that sends one larger part, unanswered)")})
+    max_header_bytes: int = field(default=16 * 1024, metadata={"help": (
+        "part 0 less the data payload of a one-part message (a two-part header is measured before decoding)")})
+    max_meta_bytes: int = field(default=4 * 1024, metadata={"help": "meta as packed by the producer"})
+    max_meta_depth: int = field(default=16, metadata={"help": "containers nested in meta (meta itself is 1)"})
+    max_pixels: int = field(default=4096 * 4096, metadata={"help": (
+        "width*height of a raw frame, and of what a JPEG header claims")})
+    max_parts: int = field(default=2, metadata={"help": "ZeroMQ parts of one message (1 or 2)"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"limit {f.name} must be an integer >= 1, got {v!r}")
+        if self.max_parts > 2:
+            raise ValueError(f"limit max_parts must be 1 or 2 (the protocol has no third part), got {self.max_parts}")
+        if self.max_header_bytes > self.max_message_bytes:
+            raise ValueError("limit max_header_bytes must not exceed max_message_bytes")
 
 
 DEFAULT_LIMITS = Limits()
@@ -59,6 +90,54 @@ class FrameMessage:
     recv: float = field(default_factory=time.time)
 
 
+_NO_META = msgspec.Raw(b"")
+
+
+class _Header(msgspec.Struct):
+    """Part 0 as the typed decoder reads it: a wrong type fails here, before any Python
+    object is built for the rest; ``data`` is a view into the received buffer (no copy)."""
+
+    v: int
+    stream: str
+    seq: int
+    fmt: str
+    w: int | None = None
+    h: int | None = None
+    ts: float | None = None
+    data: memoryview | None = None
+    meta: msgspec.Raw = _NO_META
+
+
+class _LooseHeader(msgspec.Struct):
+    """Part 0 with every field left undecoded: after a typed decoding failed, where to answer."""
+
+    v: msgspec.Raw = _NO_META
+    stream: msgspec.Raw = _NO_META
+    seq: msgspec.Raw = _NO_META
+
+
+_HEADER_DECODER = msgspec.msgpack.Decoder(_Header)
+_LOOSE_DECODER = msgspec.msgpack.Decoder(_LooseHeader)
+_STR_DECODER = msgspec.msgpack.Decoder(str)
+_INT_DECODER = msgspec.msgpack.Decoder(int)
+_META_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
+_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError, TypeError, OverflowError)
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = _short_repr.maxother = 40
+_short_repr.maxlevel = 2
+
+
+def bounded_repr(value: Any) -> str:
+    """``repr`` of an untrusted value, at most about 50 characters whatever it holds."""
+    return _short_repr.repr(value)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """A library's error text (which may quote parts of the input), cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _bad(msg: str, stream: str | None = None, seq: int | None = None) -> ProtocolError:
     err = ProtocolError(msg)
     err.stream, err.seq = stream, seq  # type: ignore[attr-defined]
@@ -78,74 +157,235 @@ def valid_stream(stream: Any) -> bool:
     return isinstance(stream, str) and STREAM_RE.fullmatch(stream) is not None and not stream.startswith("_")
 
 
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of lists/maps in ``obj`` (1 for a flat container), counting no deeper than
+    ``limit + 1``; iterative, so a deep value cannot exhaust the stack."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        item, d = todo.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        todo.extend((c, d + 1) for c in children)
+    return deepest
+
+
+#: what each header field must hold, for the error message when the typed decoder refuses it
+_FIELD_RULES = {
+    "v": "v must be the protocol version, an integer",
+    "stream": "stream must be 1-64 characters of [A-Za-z0-9._-], not starting with '_'",
+    "seq": "seq must be an integer >= 0",
+    "fmt": f"fmt must be one of {', '.join(FORMATS)}",
+    "w": "w (width) must be an integer",
+    "h": "h (height) must be an integer",
+    "ts": "ts must be a number (seconds since the epoch)",
+    "data": "data must be bin",
+}
+_FIELD_RE = re.compile(r"`\$\.(\w+)|field `(\w+)`")
+
+
+def _validation_message(exc: msgspec.ValidationError) -> str:
+    """A header error in the protocol's words: which field, what it must hold, what msgspec saw."""
+    text = str(exc)
+    found = _FIELD_RE.search(text)
+    name = (found.group(1) or found.group(2)) if found else None
+    if name in _FIELD_RULES:
+        return f"{_FIELD_RULES[name]} ({_clip(text)})"
+    if text.startswith("Expected `object`") or "at `key` in `$`" in text:
+        return f"part 0 must be a msgpack map with string keys ({_clip(text)})"
+    return f"invalid header ({_clip(text)})"
+
+
+def _where_to_answer(head_buf: Any) -> tuple[str | None, int | None, Any]:
+    """The stream, seq and version of a header the typed decoder refused, where they can be read."""
+    try:
+        loose = _LOOSE_DECODER.decode(head_buf)
+    except _DECODE_ERRORS:
+        return None, None, None
+    stream = seq = version = None
+    try:
+        version = _INT_DECODER.decode(loose.v) if loose.v is not _NO_META else None
+    except _DECODE_ERRORS:
+        pass
+    try:
+        stream = _STR_DECODER.decode(loose.stream) if loose.stream is not _NO_META else None
+    except _DECODE_ERRORS:
+        pass
+    try:
+        seq = _INT_DECODER.decode(loose.seq) if loose.seq is not _NO_META else None
+    except _DECODE_ERRORS:
+        pass
+    return (stream if valid_stream(stream) else None), (seq if isinstance(seq, int) and seq >= 0 else None), version
+
+
+def _jpeg_size(data: Any) -> tuple[int, int]:
+    import simplejpeg
+
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"not a valid JPEG header ({_clip(str(exc))})") from None
+    return width, height
+
+
+def _decode_header(head_buf: Any) -> _Header:
+    """The typed decoding of a header of at most ``max_header_bytes`` (plus a placeholder)."""
+    try:
+        return _HEADER_DECODER.decode(head_buf)
+    except msgspec.ValidationError as exc:
+        stream, seq, version = _where_to_answer(head_buf)
+        if version is not None and version != VERSION:  # a future version may have other fields
+            raise _bad(f"unsupported protocol version {version}; this server speaks v{VERSION}", stream, seq) from None
+        raise _bad(_validation_message(exc), stream, seq) from None
+    except RecursionError:
+        raise _bad("part 0 is nested too deeply to be a frame header") from None
+    except _DECODE_ERRORS as exc:
+        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {_clip(str(exc))})") from None
+
+
+#: msgpack's bin markers: (first byte, header bytes); the length follows the first byte
+_BIN_MARKERS = ((0xC6, 5), (0xC5, 3), (0xC4, 2))
+_MAX_DATA_CANDIDATES = 4
+
+
+def _decode_large_one_part(buf: Any, max_header: int) -> _Header:
+    """Decode a one-part message larger than ``max_header`` bytes while reading at most about
+    ``max_header`` bytes of msgpack, so that no part of it but ``data`` costs work.
+
+    Such a message is only valid if one bin value (``data``) holds all but ``max_header`` of
+    its bytes, so that bin's marker lies in the first ``max_header`` bytes and its length is
+    known from the total. For each such candidate, the bytes around it are decoded with the
+    bin replaced by a 16-byte random placeholder: if the decoder returns the placeholder as
+    ``data``, the candidate is the real ``data`` value (the rest of the message parses the
+    same with either), and ``data`` becomes a view of the received bytes.
+    """
+    import os
+
+    view = memoryview(buf).cast("B")
+    total = view.nbytes
+    window = bytes(view[:max_header + 5])
+    # (message, stream, seq) of the first refusal, not the exception: an exception kept in a local
+    # would form a cycle with its traceback and hold the received message until a GC pass
+    first_error: tuple[str, Any, Any] | None = None
+    tried = 0
+    for at in sorted(i for marker, _ in _BIN_MARKERS for i in _find_all(window, marker)):
+        marker = window[at]
+        size = dict(_BIN_MARKERS)[marker]
+        length = int.from_bytes(window[at + 1:at + size], "big")
+        end = at + size + length
+        if length < total - max_header or end > total or at + size > len(window):
+            continue
+        tried += 1
+        if tried > _MAX_DATA_CANDIDATES:
+            break
+        nonce = os.urandom(16)
+        small = window[:at] + b"\xc4\x10" + nonce + bytes(view[end:])
+        try:
+            head = _decode_header(small)
+        except ProtocolError as exc:
+            first_error = first_error or (str(exc), getattr(exc, "stream", None), getattr(exc, "seq", None))
+            continue
+        if head.data is not None and head.data.tobytes() == nonce:
+            head.data = view[at + size:end]
+            return head
+    if first_error is not None:
+        raise _bad(*first_error)
+    raise _bad(f"one-part message of {total} bytes: everything but its data must fit in {max_header} bytes "
+               f"(the header limit), and no data value of at least {total - max_header} bytes was found there")
+
+
+def _find_all(data: bytes, byte: int) -> list[int]:
+    out, start, needle = [], 0, bytes([byte])
+    while (i := data.find(needle, start)) != -1 and len(out) < 4096:
+        out.append(i)
+        start = i + 1
+    return out
+
+
 def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> FrameMessage:
-    """Decode and validate one frame message (a list of ZeroMQ parts)."""
+    """Decode and validate one frame message (a list of ZeroMQ parts).
+
+    Raises :class:`ProtocolError` with ``stream``/``seq`` attributes (``None`` where they
+    could not be read); its message quotes untrusted values only through :func:`bounded_repr`.
+    """
     recv = time.time()
     if not 1 <= len(parts) <= limits.max_parts:
-        raise _bad(f"a frame message has 1 or 2 parts, got {len(parts)}")
+        allowed = "1 or 2" if limits.max_parts == 2 else "1"
+        raise _bad(f"a frame message has {allowed} parts, got {len(parts)}")
     bufs = [_buffer(p) for p in parts]
     total = sum(_nbytes(b) for b in bufs)
     if total > limits.max_message_bytes:
         raise _bad(f"message of {total} bytes exceeds the limit of {limits.max_message_bytes}")
     head_buf = bufs[0]
     if len(bufs) == 2 and _nbytes(head_buf) > limits.max_header_bytes:
-        raise _bad(f"header part of {_nbytes(head_buf)} bytes exceeds {limits.max_header_bytes}")
-    try:
-        head = msgpack.unpackb(head_buf, raw=False, strict_map_key=True, max_str_len=limits.max_header_bytes,
-                               max_bin_len=limits.max_message_bytes, max_array_len=1024, max_map_len=256,
-                               max_ext_len=0)
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise _bad(f"part 0 is not a msgpack map ({type(exc).__name__}: {exc})") from None
-    if not isinstance(head, dict):
-        raise _bad(f"part 0 must be a msgpack map, got {type(head).__name__}")
+        raise _bad(f"header part of {_nbytes(head_buf)} bytes exceeds the limit of {limits.max_header_bytes}")
+    if len(bufs) == 1 and _nbytes(head_buf) > limits.max_header_bytes:
+        head = _decode_large_one_part(head_buf, limits.max_header_bytes)
+    else:
+        head = _decode_header(head_buf)
 
-    stream = head.get("stream")
-    stream = stream if valid_stream(stream) else None
-    seq = head.get("seq")
-    seq = seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None
+    stream, seq = head.stream, head.seq
 
     def fail(msg: str) -> ProtocolError:
-        return _bad(msg, stream, seq)
+        return _bad(msg, stream if valid_stream(stream) else None, seq if seq >= 0 else None)
 
-    if head.get("v") != VERSION:
-        raise fail(f"unsupported protocol version {head.get('v')!r}; this server speaks v{VERSION}")
-    if stream is None:
+    data = head.data
+    if head.v != VERSION:
+        raise fail(f"unsupported protocol version {bounded_repr(head.v)}; this server speaks v{VERSION}")
+    if not valid_stream(stream):
         raise fail(f"stream must be 1-64 characters of [A-Za-z0-9._-], not starting with '_'; "
-                   f"got {head.get('stream')!r}")
-    if seq is None:
-        raise fail(f"seq must be an integer >= 0, got {head.get('seq')!r}")
-    ts = head.get("ts")
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float))):
-        raise fail(f"ts must be a number (seconds since the epoch), got {type(ts).__name__}")
-    fmt = head.get("fmt")
+                   f"got {bounded_repr(stream)}")
+    if seq < 0:
+        raise fail(f"seq must be an integer >= 0, got {seq}")
+    ts = head.ts
+    if ts is not None and not (math.isfinite(ts) and ts >= 0):
+        raise fail(f"ts must be a finite number >= 0 (seconds since the epoch), got {ts!r}")
+    fmt = head.fmt
     if fmt not in FORMATS:
-        raise fail(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    has_meta = "meta" in head
-    meta = head.get("meta")
+        raise fail(f"fmt must be one of {', '.join(FORMATS)}, got {bounded_repr(fmt)}")
+    has_meta = head.meta is not _NO_META
+    meta = None
     if has_meta:
-        if not isinstance(meta, dict):
-            raise fail(f"meta must be a map, got {type(meta).__name__}")
-        size = len(msgpack.packb(meta))
+        size = len(head.meta)
         if size > limits.max_meta_bytes:
             raise fail(f"meta of {size} bytes packed exceeds the limit of {limits.max_meta_bytes}")
+        try:
+            meta = _META_DECODER.decode(head.meta)
+        except RecursionError:
+            raise fail(f"meta is nested deeper than {limits.max_meta_depth} levels") from None
+        except _DECODE_ERRORS as exc:
+            raise fail(f"meta must be a map with string keys ({_clip(str(exc))})") from None
+        if _depth(meta, limits.max_meta_depth) > limits.max_meta_depth:
+            raise fail(f"meta is nested deeper than {limits.max_meta_depth} levels")
     if len(bufs) == 2:
-        if "data" in head:
+        if data is not None:
             raise fail("data must not be in the header when the pixels come as part 1")
         data = bufs[1]
-    else:
-        if "data" not in head:
-            raise fail("data is required when the message has one part")
-        data = head["data"]
-        if not isinstance(data, bytes):
-            raise fail(f"data must be bin, got {type(data).__name__}")
-    width, height = head.get("w"), head.get("h")
+    elif data is None:
+        raise fail("data is required when the message has one part")
+    nbytes = _nbytes(memoryview(data))
+    width, height = head.w, head.h
     if fmt in RAW_FORMATS:
         try:
-            check_raw_size(fmt, width, height, _nbytes(memoryview(data)), limits.max_pixels)
+            check_raw_size(fmt, width, height, nbytes, limits.max_pixels)
         except FrameError as exc:
             raise fail(str(exc)) from None
-    elif _nbytes(memoryview(data)) == 0:
-        raise fail("empty JPEG")
+    else:
+        if nbytes == 0:
+            raise fail("empty JPEG")
+        try:
+            jw, jh = _jpeg_size(data)
+        except FrameError as exc:
+            raise fail(str(exc)) from None
+        if jw <= 0 or jh <= 0 or jw * jh > limits.max_pixels:
+            raise fail(f"JPEG header claims {jw}×{jh} pixels; the limit is {limits.max_pixels}")
+        width = height = None
     return FrameMessage(stream, seq, fmt, data, width, height, ts, meta, has_meta, recv)
 
 
@@ -177,8 +417,20 @@ def decode_result(parts: Sequence[Any]) -> dict:
     return msgpack.unpackb(_buffer(parts[1]), raw=False)
 
 
+def truncate_message(message: str, max_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+    """``message`` cut to at most ``max_bytes`` UTF-8 bytes (on a character boundary)."""
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return message
+    return raw[:max(0, max_bytes - 3)].decode("utf-8", "ignore") + "..."
+
+
 def error_result(code: str, message: str, stream: str | None = None, seq: int | None = None,
-                 ts: float | None = None, meta: Any = None, has_meta: bool = False) -> dict:
+                 ts: float | None = None, meta: Any = None, has_meta: bool = False, *,
+                 max_message_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> dict:
+    """An ``ok: false`` result; ``message`` is cut to ``max_message_bytes`` so that an error
+    answer to a frame without ``meta`` is never larger than about that plus 200 bytes."""
+    message = truncate_message(message, max_message_bytes)
     out: dict[str, Any] = {"v": VERSION, "stream": stream if stream is not None else ERRORS_TOPIC, "seq": seq,
                            "ok": False, "error": {"code": code, "message": message}}
     if ts is not None:

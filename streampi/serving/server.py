@@ -77,6 +77,8 @@ class ServerOptions:
     invoke_timeout: float = 10.0
     stop_timeout: float = 5.0
     metrics_port: int | None = None  # Prometheus endpoint; None: off
+    curve_secret: str | None = None  # the server's NAME.key_secret (streampi.auth): CurveZMQ on every socket
+    curve_clients: str | None = None  # directory of the allowed clients' NAME.key
     metrics_bind: str = "127.0.0.1"
 
     def check(self) -> None:
@@ -137,6 +139,11 @@ class Server(Events):
                  config: ModelConfig | None = None, **config_overrides: Any) -> None:
         self.options = opts = options or ServerOptions()
         opts.check()
+        self._curve = None  # keys are checked before anything starts
+        if opts.curve_secret is not None or opts.curve_clients is not None:
+            from ..auth import CurveServer
+
+            self._curve = CurveServer.from_files(opts.curve_secret, opts.curve_clients)
         self._overrides = config_overrides  # the command line's model options: kept for reloads
         self.model_path = resolve_model(model)
         # load once here so that a bad model fails at start-up, before any socket is bound
@@ -324,6 +331,11 @@ class Server(Events):
         if self.control is not None:
             self.control.setsockopt(zmq.LINGER, 0)
             self.control.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        if self._curve is not None:  # every socket the server opens
+            self._curve.start(ctx)
+            for sock in (self.pull, self.pub, self.control):
+                if sock is not None:
+                    self._curve.apply(sock)
         try:
             self.pull.bind(opts.bind)
             self.pub.bind(opts.publish)
@@ -347,6 +359,8 @@ class Server(Events):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close()
+        if self._curve is not None:
+            self._curve.stop()
 
     async def _shutdown(self, failed: bool) -> None:
         """One deadline (``stop_timeout``) for the whole stop: stop reading, answer what is
