@@ -41,6 +41,17 @@ def test_missing_backend_names_what_to_install():
         get_backend(missing[0])
 
 
+def test_tflite_runtime_under_numpy2_is_unavailable_with_a_reason():
+    """Runs where tflite-runtime is installed next to NumPy 2 (scripts/check-tflite-runtime makes one)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tflite_runtime") is None or int(np.__version__.split(".")[0]) < 2:
+        pytest.skip("needs tflite-runtime installed with numpy>=2")
+    with pytest.raises(BackendUnavailable, match="numpy<2"):
+        get_backend("tflite_runtime")
+    assert "tflite_runtime" not in {b.name for b in available_backends()}
+
+
 def test_int8_specs():
     m = Model(bundled_model("shapes_int8"))
     spec = m.input
