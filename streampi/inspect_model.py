@@ -27,6 +27,7 @@ from .config import embedded_labels, load_config, sidecar_path
 from .errors import ModelError, ModelFileError, StreampiError
 from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, check_tflite_file, resolve_model
+from .runtime_info import backend_notes, describe_runtime, summary_line
 
 CONVERTER_SNIPPET = """\
 import tensorflow as tf
@@ -293,6 +294,8 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
         runnable = [b for b in backends if rep["runtime"][b.name].get("loads")]
         rep["bench"] = bench_report(path, runnable, args.runs, args.seconds, progress)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
+    rep["runtime_info"] = describe_runtime(backends[0])  # where the figures above come from
+    rep["findings"] += [{"severity": "advice", "text": n} for b in backends for n in backend_notes(describe_runtime(b))]
     return rep
 
 
@@ -303,6 +306,7 @@ def _mib(n: int) -> str:
 def print_report(rep: dict[str, Any], out=print) -> None:
     st = rep["static"]
     out(f"model        {rep['model']}  ({_mib(rep['file_bytes'])}, {st['parameters']:,} parameters)")
+    out(f"runtime      {summary_line(rep['runtime_info'])}")
     out(f"quantization {st['quantization']}")
     for kind in ("inputs", "outputs"):
         for t in st[kind]:

@@ -303,3 +303,52 @@ def test_build_without_a_compiler_says_what_to_install():
                        env={**os.environ, "CC": "/nonexistent/cc"}, timeout=120)
     assert r.returncode != 0
     assert "no C compiler found" in r.stderr and "build-essential python3-dev" in r.stderr
+
+
+DIST_NAMES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow-cpu"}
+
+
+@pytest.mark.parametrize("backend", [b.name for b in available_backends()])
+def test_describe_runtime_names_where_figures_come_from(backend):
+    from importlib.metadata import version
+
+    from streampi.preprocess import _cpu_has
+    from streampi.runtime_info import describe_runtime, summary_line
+
+    info = describe_runtime(backend)
+    assert info["backend"] == backend
+    assert info["backend_version"] == version(DIST_NAMES[backend])  # the installed distribution's own record
+    assert info["arch"] == subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    assert info["python"] == "{}.{}.{}".format(*sys.version_info[:3])
+    assert info["numpy"] == version("numpy")
+    expected_build = "avx2" if _cpu_has("avx2") and os.environ.get("STREAMPI_KERNELS") != "baseline" else {
+        "aarch64": "neon", "arm64": "neon"}.get(info["arch"], "baseline")
+    assert info["kernels"] in (expected_build, "baseline")  # baseline where the optimised build is not compiled
+    assert f"{backend} {info['backend_version']}" in summary_line(info)
+
+
+def test_describe_runtime_of_a_missing_backend_says_why():
+    from streampi.runtime_info import describe_runtime
+
+    missing = [b for b in BACKEND_NAMES if b not in {x.name for x in available_backends()}]
+    if not missing:
+        pytest.skip("every backend is installed here")
+    info = describe_runtime(missing[0])
+    assert info["backend"] is None and "pip install" in info["backend_error"]
+    assert info["kernels"] and info["python"]
+
+
+def test_inspect_reports_the_runtime_and_the_legacy_runtime_notes():
+    r = subprocess.run([sys.executable, "-m", "streampi", "inspect", "shapes_int8", "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    rep = json.loads(r.stdout)
+    default = get_backend().name
+    assert rep["runtime_info"]["backend"] == default and rep["runtime_info"]["python"] == sys.version.split()[0]
+    legacy = [f for f in rep["findings"] if "tflite-runtime" in f["text"] and "docs/runtimes.md" in f["text"]]
+    assert bool(legacy) == ("tflite_runtime" in rep["runtime"])
+    text = subprocess.run([sys.executable, "-m", "streampi", "inspect", "shapes_int8"], capture_output=True,
+                          text=True, timeout=300).stdout
+    assert f"runtime      {default} " in text and f"kernels {rep['runtime_info']['kernels']}" in text
