@@ -294,7 +294,7 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
         runnable = [b for b in backends if rep["runtime"][b.name].get("loads")]
         rep["bench"] = bench_report(path, runnable, args.runs, args.seconds, progress)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
-    rep["runtime_info"] = describe_runtime(backends[0])  # where the figures above come from
+    rep["runtime_info"] = describe_runtime(args.backend or None)  # what `streampi serve` would run on here
     rep["findings"] += [{"severity": "advice", "text": n} for b in backends for n in backend_notes(describe_runtime(b))]
     return rep
 
