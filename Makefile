@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.streampi-installed
 
-.PHONY: demo test test-all bench lint models clean
+.PHONY: demo test test-all bench lint models clean check-tflite-runtime
 
 $(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx
 	python3 -m venv $(VENV)
@@ -23,6 +23,9 @@ test-all: $(STAMP)            ## also the slow tests
 bench: $(STAMP)               ## kernel and pipeline benchmarks against their references
 	$(PY) bench/kernels.py
 	$(PY) bench/pipeline.py
+
+check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 2.14 (second venv, Python 3.11, numpy<2)
+	scripts/check-tflite-runtime --numpy2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streampi tests bench tools

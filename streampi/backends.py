@@ -54,7 +54,30 @@ def _import(name: str) -> Backend:
     else:
         interp, delegate = mod.Interpreter, mod.load_delegate
     top = importlib.import_module(module_name.split(".")[0])
-    return Backend(name, interp, delegate, str(getattr(top, "__version__", "unknown")))
+    version = str(getattr(top, "__version__", "unknown"))
+    if name == "tflite_runtime":
+        _check_numpy_abi(version)
+    return Backend(name, interp, delegate, version)
+
+
+def _check_numpy_abi(tflite_runtime_version: str) -> None:
+    """tflite-runtime (last release 2.14.0) is compiled against NumPy 1.x.
+
+    Under NumPy 2 it still imports, but creating an interpreter fails with
+    ``SystemError ... _ARRAY_API not found``; say so before any model is loaded.
+    """
+    import numpy
+
+    numpy_major = int(numpy.__version__.split(".")[0])
+    try:
+        runtime = tuple(int(x) for x in tflite_runtime_version.split(".")[:2])
+    except ValueError:
+        runtime = (0, 0)
+    if numpy_major >= 2 and runtime <= (2, 14):
+        raise BackendUnavailable(
+            f"interpreter backend 'tflite_runtime' {tflite_runtime_version} is built for NumPy 1.x and cannot run "
+            f"with numpy {numpy.__version__} here; install it with: pip install 'numpy<2' "
+            f"(or use LiteRT: pip install ai-edge-litert)")
 
 
 _cache: dict[str, Backend] = {}

@@ -29,6 +29,7 @@ import numpy as np
 from .client import Producer, Subscriber
 from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, resolve_model
+from .runtime_info import describe_runtime, summary_line
 from .testing import start_server
 
 STAGES = ("queue_ms", "pre_ms", "infer_ms", "post_ms")
@@ -531,7 +532,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "config": config,
                               "machine": {"arch": platform.machine(), "cores": len(usable_cores()),
-                                          "python": platform.python_version(), "node": platform.node()}}
+                                          "python": platform.python_version(), "node": platform.node()},
+                              "runtime": describe_runtime()}  # backend, versions, arch, kernels build
+    print(f"runtime: {summary_line(report['runtime'])}")
     proc = None
     if args.connect:
         frames_ep, results_ep = args.connect.split(",")

@@ -162,7 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(s: Server) -> None:
         info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
-                "backend": s.backend, "isolation": s.options.isolation,
+                "backend": s.backend, "isolation": s.options.isolation, "runtime": s.runtime_info,
                 "workers": [{"index": w.index, "pid": w.pid, "cores": w.cores} for w in s.slots],
                 "delegate_errors": s.delegate_errors, **s.bound}
         for err in s.delegate_errors:

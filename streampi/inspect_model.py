@@ -27,6 +27,7 @@ from .config import embedded_labels, load_config, sidecar_path
 from .errors import ModelError, ModelFileError, StreampiError
 from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, check_tflite_file, resolve_model
+from .runtime_info import backend_notes, describe_runtime, summary_line
 
 
 def rss_bytes() -> int | None:
@@ -396,6 +397,8 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
             progress("int8 speed-up: quantizing a scratch copy")
             rep["int8_estimate"] = _int8_estimate(path, args.runs)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
+    rep["runtime_info"] = describe_runtime(args.backend or None)  # what `streampi serve` would run on here
+    rep["findings"] += [{"severity": "advice", "text": n} for b in backends for n in backend_notes(describe_runtime(b))]
     return rep
 
 
@@ -415,6 +418,7 @@ def _mib(n: int) -> str:
 def print_report(rep: dict[str, Any], out=print) -> None:
     st = rep["static"]
     out(f"model        {rep['model']}  ({_mib(rep['file_bytes'])}, {st['parameters']:,} parameters)")
+    out(f"runtime      {summary_line(rep['runtime_info'])}")
     out(f"quantization {st['quantization']}")
     for kind in ("inputs", "outputs"):
         for t in st[kind]:

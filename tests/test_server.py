@@ -340,7 +340,8 @@ def test_producer_copies_unless_told(server, sub):
 
 def test_stop_answers_frames_waiting_in_zeromq():
     """Back-pressure holds frames in ZeroMQ's receive queue; a stop answers those too."""
-    opts = ServerOptions(workers=1, policy="queue", queue_size=2, max_batch=1)
+    # a generous stop deadline: every frame read is run (a slow backend needs seconds for them)
+    opts = ServerOptions(workers=1, policy="queue", queue_size=2, max_batch=1, stop_timeout=120)
     rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), np.uint8)
     st = ServerThread("mobilenet_v2_int8", opts).start()
     with Subscriber(st.results) as sub:

@@ -149,6 +149,9 @@ class Server(Events):
         # load once here so that a bad model fails at start-up, before any socket is bound
         self.spec, self.delegate_errors, self.backend = make_spec(self.model_path, opts, config, config_overrides)
         self.config = self.spec.config
+        from ..runtime_info import describe_runtime
+
+        self.runtime_info = describe_runtime(opts.backend)  # where the figures come from
         self._cores = usable_cores()
         self.n_workers = opts.workers or len(self._cores)
         self.stats: collections.Counter[str] = collections.Counter()
