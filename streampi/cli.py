@@ -25,7 +25,7 @@ from typing import Any
 
 from .bench import add_bench
 from .errors import StreampiError
-from .inspect_model import add_inspect, parse_delegate
+from .inspect_model import add_inspect, parse_delegate, parse_size
 from .protocol import Limits
 
 
@@ -92,6 +92,9 @@ def add_serve(sub: Any) -> None:
                         "repeat with STREAM=POLICY for one stream (default: latest)")
     g.add_argument("--queue-size", type=_positive_int, default=32, help="frames a queue-policy stream may hold")
     g.add_argument("--max-streams", type=_positive_int, default=256, help="streams with frames waiting, at most")
+    g.add_argument("--max-frame-memory", type=parse_size, default="256M", metavar="SIZE",
+                   help="bytes of frames the server may hold (waiting or running, e.g. 256M; 0: no budget); "
+                        "frames past it are answered 'overloaded'")
     g.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
     g.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], default=None)
     g.add_argument("--delegate", type=parse_delegate, action="append", default=[], metavar="PATH[:key=value,...]",
@@ -146,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
                          recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
                          delegates=args.delegate, isolation=args.isolation, invoke_timeout=args.invoke_timeout,
-                         stop_timeout=args.stop_timeout,
+                         stop_timeout=args.stop_timeout, max_frame_memory=args.max_frame_memory,
                          control=None if args.control.lower() == "none" else args.control,
                          metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
                          curve_secret=args.curve_secret, curve_clients=args.curve_clients,

@@ -523,3 +523,29 @@ def test_no_worker_can_start_frames_answered_unavailable_then_served_again(tmp_p
     assert "keep failing to start" in down_results[0]["error"]["message"]
     assert assert_exactly_once(up, up_results) == {"ok": 5}
     assert stats["answered"] == stats["received"]
+
+
+def test_frames_past_the_memory_budget_are_answered_overloaded():
+    """The one worker is stopped, so frames pile up; past --max-frame-memory (here 3.5 frames)
+    new ones are answered `overloaded` at once, and the held ones are served once it runs."""
+    rgb = FRAME[:200, :200].copy()  # 120 000 bytes
+    opts = ServerOptions(workers=1, policy="queue", max_batch=1, max_frame_memory=int(3.5 * rgb.nbytes),
+                         invoke_timeout=60)
+    with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        pid = st.server.status()["workers"][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with Producer(st.frames, stream="m") as prod:
+                sent = {("m", prod.send(rgb)): 1 for _ in range(10)}
+            early = collect_until(sub, lambda out: len(out) >= 7, timeout=10)
+            held = st.server.status()["frame_bytes_held"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        late = collect_until(sub, lambda out: len(out) >= 3, timeout=20)
+        after = st.server.status()["frame_bytes_held"]
+    results = early + late
+    codes = assert_exactly_once(sent, results)
+    assert codes == {"ok": 3, "overloaded": 7}  # 3 frames fit in 3.5 frames' worth; a 4th would not
+    assert [r["seq"] for r in early] == list(range(3, 10)) and "--max-frame-memory" in early[0]["error"]["message"]
+    assert 3 * rgb.nbytes <= held <= 3.5 * rgb.nbytes and after == 0

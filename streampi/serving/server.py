@@ -76,6 +76,7 @@ class ServerOptions:
     isolation: str = "process"
     invoke_timeout: float = 10.0
     stop_timeout: float = 5.0
+    max_frame_memory: int = 256 * 2**20  # bytes of frames held (waiting or running); past it: overloaded. 0: none
     metrics_port: int | None = None  # Prometheus endpoint; None: off
     curve_secret: str | None = None  # the server's NAME.key_secret (streampi.auth): CurveZMQ on every socket
     curve_clients: str | None = None  # directory of the allowed clients' NAME.key
@@ -102,6 +103,8 @@ class ServerOptions:
             raise ValueError(f"invoke-timeout must be > 0 seconds, got {self.invoke_timeout}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics-port must be a TCP port (0 for any free one), got {self.metrics_port}")
+        if self.max_frame_memory < 0:
+            raise ValueError(f"max-frame-memory must be >= 0 bytes (0: no budget), got {self.max_frame_memory}")
         if not self.stop_timeout > 0:
             raise ValueError(f"stop-timeout must be > 0 seconds, got {self.stop_timeout}")
 
@@ -502,6 +505,13 @@ class Server(Events):
         if self._unavailable:
             self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
                                                     "to start); see the server's log"))
+            return
+        budget = self.options.max_frame_memory
+        if budget and self._held_bytes > budget:  # (this frame's bytes included)
+            self.stats["over_memory_budget"] += 1
+            self._settle(job, error=("overloaded", f"the server holds {self._held_bytes / 2**20:.1f} MiB of "
+                                                   f"frames, past its --max-frame-memory of {budget / 2**20:.1f} "
+                                                   f"MiB; try again later"))
             return
         offer = self.sched.offer(job)
         while offer.full:  # back-pressure: stop reading until the stream has room
