@@ -2,7 +2,6 @@
 
 from .scheduler import Job, Scheduler
 from .server import Server, ServerFailure, ServerOptions
-from .workers import Outcome, WorkerSlot, WorkerSpec, usable_cores
+from .workers import Outcome, WorkerSlot, WorkerSpec
 
-__all__ = ["Job", "Outcome", "Scheduler", "Server", "ServerFailure", "ServerOptions", "WorkerSlot", "WorkerSpec",
-           "usable_cores"]
+__all__ = ["Job", "Outcome", "Scheduler", "Server", "ServerFailure", "ServerOptions", "WorkerSlot", "WorkerSpec"]

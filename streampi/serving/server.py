@@ -31,6 +31,7 @@ from .. import protocol
 from ..config import ModelConfig, load_config
 from ..decoders import make_decoder
 from ..errors import ProtocolError, StreampiError
+from ..measure import usable_cores
 from ..model import Model, resolve_model
 from ..preprocess import Preprocessor
 from ..protocol import Limits
@@ -42,7 +43,6 @@ from .workers import (
     WorkerSlot,
     WorkerSpec,
     process_isolation_available,
-    usable_cores,
 )
 
 log = logging.getLogger("streampi.server")
@@ -315,7 +315,7 @@ class Server(Events):
                     break
         finally:
             stop.cancel()
-            await self._shutdown(failed=failure is not None)
+            await self._shutdown()
         if failure is not None:
             raise ServerFailure(f"the server stopped because a part of it failed: {failure!r}") from failure
 
@@ -368,7 +368,7 @@ class Server(Events):
         if self._curve is not None:
             self._curve.stop()
 
-    async def _shutdown(self, failed: bool) -> None:
+    async def _shutdown(self) -> None:
         """One deadline (``stop_timeout``) for the whole stop: stop reading, answer what is
         held (run it if there is time, else ``shutdown``), stop the workers, close."""
         deadline = time.monotonic() + self.options.stop_timeout

@@ -36,7 +36,6 @@ import numpy as np
 from ..config import ModelConfig
 from ..decoders import make_decoder
 from ..errors import FrameError, StreampiError
-from ..measure import usable_cores  # noqa: F401  (re-exported: where workers get pinned)
 from ..model import Model, TensorSpec
 from ..preprocess import Preprocessor
 from . import _child
@@ -253,7 +252,6 @@ class WorkerSlot(threading.Thread):
     back-off of 1, 2, 4 … 30 s while it keeps dying young: a crash loop).
 
     States (``state``): ``starting``, ``ready``, ``backoff``, ``stopped``.
-    ``post`` is called from this thread with the float outputs.
     """
 
     def __init__(self, index: int, spec: WorkerSpec, *, isolation: str = "process",
