@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.streampi-installed
 
-.PHONY: demo test test-all bench lint models clean check-tflite-runtime
+.PHONY: demo test test-all test-slow bench lint models clean check-tflite-runtime
 
 $(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx
 	python3 -m venv $(VENV)
@@ -20,9 +20,16 @@ test: $(STAMP)                ## the default test run (what CI runs)
 test-all: $(STAMP)            ## also the slow tests
 	STREAMPI_SLOW=1 $(PY) -m pytest -q
 
-bench: $(STAMP)               ## kernel and pipeline benchmarks against their references
+test-slow: $(STAMP)           ## only the slow tests (CI runs them after `make test`)
+	STREAMPI_SLOW=1 $(PY) -m pytest -q -m slow
+
+bench: $(STAMP)               ## kernel, pipeline and serving benchmarks against their references
 	$(PY) bench/kernels.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/isolation.py --rounds 2
+	$(PY) bench/decoders.py
+	$(PY) bench/curve.py --rounds 2
+	$(PY) bench/quantize.py
 
 check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 2.14 (second venv, Python 3.11, numpy<2)
 	scripts/check-tflite-runtime --numpy2
