@@ -280,3 +280,16 @@ def test_serve_refuses_bad_keys_before_starting(keys, tmp_path):
     run = subprocess.run([sys.executable, "-m", "streampi", "serve", "--curve-secret", str(keys["server"]),
                           "--curve-clients", str(keys["allowed"])], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "holds no secret key" in run.stderr
+
+
+def test_control_socket_answers_only_allowed_clients(server, keys):
+    from streampi.ctl import request
+
+    allowed = request(server.control, "health", timeout=5, curve_secret=str(keys["viewer_secret"]),
+                      curve_server=str(keys["server"]))
+    with pytest.raises(TimeoutError):  # no key: the handshake never completes, nothing is answered
+        request(server.control, "health", timeout=1)
+    with pytest.raises((TimeoutError, AuthError)):  # a key the server does not know
+        request(server.control, "health", timeout=1, curve_secret=str(keys["stranger_secret"]),
+                curve_server=str(keys["server"]))
+    assert allowed["ok"] and allowed["healthy"]
