@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -107,6 +106,11 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--labels", type=Path, help="labels file, one per line")
     g.add_argument("--top-k", type=int)
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines (ts, level, logger, message) to stderr")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="read options from this TOML file (keys: these options without dashes); flags override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as TOML (for --config) and exit")
     p.set_defaults(func=cmd_serve)
 
 
@@ -122,7 +126,12 @@ def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serving import Server, ServerOptions
+    from . import logs
+    from .serving import Server, ServerOptions, config_file
+
+    if args.print_config:
+        sys.stdout.write(config_file.dumps(args))
+        return 0
 
     policy, per_stream = _policies(args.policy)
     opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
@@ -133,8 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          stop_timeout=args.stop_timeout,
                          control=None if args.control.lower() == "none" else args.control,
                          metrics_port=args.metrics_port, metrics_bind=args.metrics_bind)
-    logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level, json=args.log_json)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k)
 
@@ -323,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .serving.config_file import parse_args
+
     try:
+        args = parse_args(build_parser(), None if argv is None else list(argv))  # serve --config FILE under flags
         return int(args.func(args) or 0)
     except StreampiError as exc:
         print(f"streampi: error: {exc}", file=sys.stderr)
