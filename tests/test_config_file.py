@@ -243,3 +243,10 @@ def test_the_server_runs_with_what_the_file_says(tmp_path):
     assert info["bind"].startswith("tcp://127.0.0.1:") and "control" not in info
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]  # log-json from the file
     assert any(e["logger"] == "streampi.server" and e["message"].startswith("serving shapes_int8") for e in events)
+
+
+def test_the_example_configuration_reads():
+    example = Path(__file__).resolve().parents[1] / "contrib" / "streampi.toml"
+    args = parse(["serve", "--config", str(example)])
+    assert args.model == "mobilenet_v2_int8" and args.workers == 4 and args.bind == "tcp://*:5555"
+    assert args.control == "tcp://127.0.0.1:5557" and args.policy == ["latest"]
