@@ -211,3 +211,56 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
     problems = [line for line in (r.stdout + r.stderr).splitlines()
                 if line.strip() and "Failed to connect to bus" not in line and "/etc/systemd" not in line]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+# -- the real server under a notify socket ---------------------------------------------------------
+def _server_notifies() -> bool:
+    from streampi.serving import server
+
+    return hasattr(server, "feed_watchdog")
+
+
+@pytest.mark.skipif(not _server_notifies(), reason="the server does not call the systemd notifier yet "
+                                                   "(streampi.serving.server imports no feed_watchdog)")
+def test_server_is_ready_feeds_the_watchdog_only_while_healthy_and_says_stopping(tmp_path):
+    """As under systemd: READY=1 once serving, WATCHDOG=1 every WatchdogSec/2 while healthy, none while
+    a worker is stopped (SIGSTOP), again once it runs (SIGCONT), STOPPING=1 at SIGTERM."""
+    import json
+    import signal
+
+    listener = NotifySocket(str(tmp_path / "notify"))
+    cmd = [sys.executable, "-m", "streampi", "serve", "shapes_int8", "--workers", "2", "--ready-json",
+           "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--control", "none"]
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}  # fed every 0.2 s
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stopped_pid = None
+    try:
+        info = json.loads(proc.stdout.readline())
+        healthy = listener.read_all(time.monotonic() + 1.0)
+        stopped_pid = info["workers"][1]["pid"]
+        os.kill(stopped_pid, signal.SIGSTOP)
+        time.sleep(0.3)  # one interval for the health check to see it
+        unhealthy = listener.read_all(time.monotonic() + 1.5)
+        os.kill(stopped_pid, signal.SIGCONT)
+        stopped_pid = None
+        recovered = listener.read_all(time.monotonic() + 1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        stopping = listener.read_all(time.monotonic() + 2)
+    finally:
+        if stopped_pid is not None:
+            os.kill(stopped_pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+    assert proc.returncode == 0, err
+    assert {pid for pid, _, _ in healthy + unhealthy + recovered + stopping} == {proc.pid}  # the main process only
+    assert healthy[0][1]["READY"] == "1" and healthy[0][1]["STATUS"].startswith("serving shapes_int8")
+    assert sum("WATCHDOG" in f for _, f, _ in healthy) >= 3
+    assert not any("WATCHDOG" in f for _, f, _ in unhealthy)
+    assert any(f.get("STATUS", "").startswith(f"unhealthy: worker 1 (pid {info['workers'][1]['pid']}) is stopped")
+               for _, f, _ in unhealthy)
+    assert sum("WATCHDOG" in f for _, f, _ in recovered) >= 3
+    at = next(i for i, (_, f, _) in enumerate(stopping) if f.get("STOPPING") == "1")
+    assert not any("WATCHDOG" in f for _, f, _ in stopping[at:])  # stopping is not healthy
