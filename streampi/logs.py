@@ -2,7 +2,7 @@
 
 Text (the default) reads well on a terminal and in ``journalctl``::
 
-    streampi: INFO: streampi.server: serving mobilenet_v2_int8 (3f2a…) with 4 process workers
+    streampi: INFO: serving mobilenet_v2_int8 (3f2a…) with 4 process workers
 
 JSON lines (``--log-json``) are for log shippers: one object per line with ``ts`` (UTC,
 ISO 8601 with milliseconds), ``level``, ``logger``, ``message``, ``pid``, ``exc`` (the
@@ -52,10 +52,11 @@ class JsonLinesFormatter(logging.Formatter):
 
 
 class OneLineFormatter(logging.Formatter):
-    """``streampi: LEVEL: logger: message``, with any traceback folded into the same line."""
+    """``streampi: LEVEL: message``, with any traceback folded into the same line (the JSON
+    lines name the logger too)."""
 
     def __init__(self) -> None:
-        super().__init__("streampi: %(levelname)s: %(name)s: %(message)s")
+        super().__init__("streampi: %(levelname)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         saved = record.exc_info, record.exc_text, record.stack_info

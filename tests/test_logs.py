@@ -55,11 +55,11 @@ def test_json_lines_one_object_per_event():
 def test_text_one_line_per_event_with_the_traceback_folded_in():
     lines, _ = run("info", "text")
     assert len(lines) == 4
-    assert lines[0] == "streampi: INFO: streampi.server: serving shapes_int8 with 4 workers"
-    assert lines[1] == "streampi: WARNING: streampi.server: two | lines in one message"
-    assert lines[2].startswith("streampi: ERROR: streampi.workers: worker 2 failed | Traceback (most recent call last):")
+    assert lines[0] == "streampi: INFO: serving shapes_int8 with 4 workers"
+    assert lines[1] == "streampi: WARNING: two | lines in one message"
+    assert lines[2].startswith("streampi: ERROR: worker 2 failed | Traceback (most recent call last):")
     assert lines[2].endswith("ZeroDivisionError: division by zero")
-    assert lines[3].startswith("streampi: WARNING: py.warnings: ") and "something deprecated" in lines[3]
+    assert lines[3].startswith("streampi: WARNING: ") and "something deprecated" in lines[3]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
