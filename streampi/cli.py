@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -152,7 +153,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "workers": [{"index": w.index, "pid": w.pid, "cores": w.cores} for w in s.slots],
                 "delegate_errors": s.delegate_errors, **s.bound}
         for err in s.delegate_errors:
-            print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
+            if args.log_json:
+                logging.getLogger("streampi.cli").warning("%s", err)
+            else:
+                print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
         if args.ready_json:
             print(json.dumps(info), flush=True)
         else:
@@ -162,8 +166,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     code = server.run(on_ready=ready)
     st = server.stats
     errors = ", ".join(f"{k[7:]} {v}" for k, v in sorted(st.items()) if k.startswith("errors.") and v)
-    print(f"streampi: stopped; received {st['received']}, answered {st['answered']} "
-          f"(ok {st['ok']}{', ' + errors if errors else ''})", file=sys.stderr)
+    summary = f"stopped; received {st['received']}, answered {st['answered']} " \
+              f"(ok {st['ok']}{', ' + errors if errors else ''})"
+    if args.log_json:  # under --log-json every line on stderr is a JSON object
+        logging.getLogger("streampi.cli").info("%s", summary)
+    else:
+        print(f"streampi: {summary}", file=sys.stderr)
     return code
 
 

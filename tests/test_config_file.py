@@ -241,8 +241,10 @@ def test_the_server_runs_with_what_the_file_says(tmp_path):
     assert proc.returncode == 0, err
     assert info["ready"] and info["isolation"] == "thread" and len(info["workers"]) == 1  # the flag beat the file
     assert info["bind"].startswith("tcp://127.0.0.1:") and "control" not in info
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]  # log-json from the file
+    # log-json from the file: every line is a JSON object but LiteRT's own (native code, outside `logging`)
+    events = [json.loads(line) for line in err.splitlines() if not line.startswith("INFO: Created TensorFlow Lite")]
     assert any(e["logger"] == "streampi.server" and e["message"].startswith("serving shapes_int8") for e in events)
+    assert events[-1]["logger"] == "streampi.cli" and events[-1]["message"] == "stopped; received 0, answered 0 (ok 0)"
 
 
 def test_the_example_configuration_reads():
