@@ -125,6 +125,11 @@ def add_serve(sub: Any) -> None:
         g.add_argument("--" + f.name.replace("_", "-"), type=_positive_int, default=f.default, metavar="N",
                        help=f.metadata["help"])
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
+    p.add_argument("--log-json", action="store_true", help="log JSON lines (ts, level, logger, message) to stderr")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="read options from this TOML file (keys: these options without dashes); flags override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as TOML (for --config) and exit")
     p.set_defaults(func=cmd_serve)
 
 
@@ -140,8 +145,13 @@ def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from . import logs
     from .decoders import overrides_from_arguments as decoder_overrides
-    from .serving import Server, ServerOptions
+    from .serving import Server, ServerOptions, config_file
+
+    if args.print_config:
+        sys.stdout.write(config_file.dumps(args))
+        return 0
 
     policy, per_stream = _policies(args.policy)
     opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
@@ -154,8 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
                          curve_secret=args.curve_secret, curve_clients=args.curve_clients,
                          limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}))
-    logging.basicConfig(level=args.log_level.upper(), format="streampi: %(levelname)s: %(message)s",
-                        stream=sys.stderr)
+    logs.setup(args.log_level, json=args.log_json)
     from .auth import warn_if_exposed
 
     warn_if_exposed([args.bind, args.publish] + ([opts.control] if opts.control else []),
@@ -169,7 +178,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "workers": [{"index": w.index, "pid": w.pid, "cores": w.cores} for w in s.slots],
                 "delegate_errors": s.delegate_errors, **s.bound}
         for err in s.delegate_errors:
-            print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
+            if args.log_json:
+                logging.getLogger("streampi.cli").warning("%s", err)
+            else:
+                print(f"streampi: warning: {err}", file=sys.stderr, flush=True)
         if args.ready_json:
             print(json.dumps(info), flush=True)
         else:
@@ -179,8 +191,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     code = server.run(on_ready=ready)
     st = server.stats
     errors = ", ".join(f"{k[7:]} {v}" for k, v in sorted(st.items()) if k.startswith("errors.") and v)
-    print(f"streampi: stopped; received {st['received']}, answered {st['answered']} "
-          f"(ok {st['ok']}{', ' + errors if errors else ''})", file=sys.stderr)
+    summary = f"stopped; received {st['received']}, answered {st['answered']} " \
+              f"(ok {st['ok']}{', ' + errors if errors else ''})"
+    if args.log_json:  # under --log-json every line on stderr is a JSON object
+        logging.getLogger("streampi.cli").info("%s", summary)
+    else:
+        print(f"streampi: {summary}", file=sys.stderr)
     return code
 
 
@@ -381,8 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .serving.config_file import parse_args
+
     try:
+        args = parse_args(build_parser(), None if argv is None else list(argv))  # serve --config FILE under flags
         return int(args.func(args) or 0)
     except StreampiError as exc:
         print(f"streampi: error: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ from ..model import Model, resolve_model
 from ..preprocess import Preprocessor
 from ..protocol import Limits
 from .scheduler import POLICIES, Job, Scheduler
+from .systemd import Notifier, feed_watchdog
 from .workers import (
     ISOLATIONS,
     Events,
@@ -175,6 +176,7 @@ class Server(Events):
         self._held_bytes = 0  # bytes of received frames not yet answered
         self.metrics: Any = None
         self.started_at = time.time()
+        self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
     @property
     def model_info(self) -> dict:
@@ -221,6 +223,18 @@ class Server(Events):
         ones finish the batch they hold and stop. No batch mixes two models, and each result
         names its model. A model that cannot be served leaves the old one serving; the reply
         and the log say why."""
+        self.notifier.reloading(f"reloading {model or self.model_path}")
+        try:
+            return await self._reload(model)
+        finally:  # READY=1 ends systemd's "reloading" state, whether the reload worked or not
+            self.notifier.ready(self._serving_status())
+
+    def _serving_status(self) -> str:
+        """The line ``systemctl status`` shows while serving."""
+        return (f"serving {self.model_info['name']} ({self.model_info['sha256']}) with {self.n_workers} "
+                f"{self.options.isolation} workers")
+
+    async def _reload(self, model: str | None) -> dict[str, Any]:
         async with self._reload_lock:
             old_info = dict(self.model_info)
             try:
@@ -298,6 +312,9 @@ class Server(Events):
         self._tasks = tasks
         log.info("serving %s (%s) with %d %s workers", self.model_info["name"], self.model_info["sha256"],
                  self.n_workers, opts.isolation)
+        self.notifier.ready(self._serving_status())
+        if self.notifier.watchdog_interval() is not None:  # WatchdogSec=: fed only while healthy
+            tasks[asyncio.ensure_future(feed_watchdog(self.notifier, self.status))] = "watchdog"
         if ready is not None:
             ready.set()
         stop = asyncio.ensure_future(self._stop_event.wait())
@@ -373,6 +390,7 @@ class Server(Events):
         held (run it if there is time, else ``shutdown``), stop the workers, close."""
         deadline = time.monotonic() + self.options.stop_timeout
         self._stop_event.set()
+        self.notifier.stopping("stopping: answering the frames held")
         ingest = next((t for t, name in self._tasks.items() if name == "ingest"), None)
         if ingest is not None and not ingest.done():
             await asyncio.wait([ingest], timeout=max(0.0, deadline - time.monotonic()))
