@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from streampi.bench import LatencyHistogram, rgb_to_i420, schedule
+from streampi.bench import LatencyHistogram, RunResult, rgb_to_i420, schedule
 
 
 def test_histogram_percentiles_within_one_percent():
@@ -24,6 +24,24 @@ def test_histogram_percentiles_within_one_percent():
     assert h.percentile(100) == h.max == samples.max()
     s = h.summary()
     assert s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
+
+
+def test_stage_breakdown_counts_invoke_per_frame():
+    """Every frame of a batch carries the batch's one invoke time: per frame it is / batch."""
+    res = RunResult(offered_fps=10, seconds=1)
+    for seq in range(4):  # one batch of 4 frames, invoked in 8 ms
+        res.record({"ok": True, "seq": seq, "ts": 100.0, "batch": 4,
+                    "timing": {"queue_ms": 1.0, "pre_ms": 0.5, "infer_ms": 8.0, "post_ms": 0.1, "total_ms": 10.0}},
+                   arrived=100.012)
+    res.record({"ok": True, "seq": 4, "ts": 100.0, "batch": 1,
+                "timing": {"pre_ms": 0.5, "infer_ms": 3.0, "post_ms": 0.1, "total_ms": 4.0}}, arrived=100.005)
+    res.record({"ok": False, "seq": 5, "error": {"code": "dropped", "message": "x"}}, arrived=100.1)
+    res.record({"ok": False, "seq": 6, "error": {"code": "bad_frame", "message": "x"}}, arrived=100.1)
+    assert res.stages["infer_ms"] == [2.0, 2.0, 2.0, 2.0, 3.0]
+    assert res.stages["infer_batch_ms"] == [8.0] * 4 + [3.0]
+    assert res.stages["transport_ms"] == pytest.approx([2.0] * 4 + [1.0])
+    assert res.batches == [4, 4, 4, 4, 1]
+    assert (res.ok, res.dropped, res.errors, res.answered) == (5, 1, {"bad_frame": 1}, 7)
 
 
 def test_open_loop_schedules():
