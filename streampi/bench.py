@@ -325,6 +325,74 @@ def ceiling(model_path: Path, n: int, seconds: float, batch: int = 1) -> tuple[f
     return back_to_back_fps(models, seconds, settle=0.5), one
 
 
+def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, int] = (640, 480),
+                     settle: float = 0.5) -> dict[str, float]:
+    """What a perfect server could do: ``n`` threads, pinned one per core, each running
+    streampi's kernel (resize + quantize into the interpreter's own input tensor) on a
+    ``size`` RGB frame already in memory and then invoke, back to back. No sockets, no
+    decoding of messages, no scheduling: the server's share is whatever it loses below this.
+    Returns frames/s and the p50 ms of one kernel call and one invoke, each timed apart."""
+    import os
+    import threading
+
+    from .config import load_config
+    from .preprocess import Preprocessor
+    from .synthetic import ShapesGenerator
+
+    config = load_config(model_path)
+    models = [ready(Model(model_path)) for _ in range(n)]
+    pres = [Preprocessor.for_model(m, config) for m in models]
+    frame, _ = ShapesGenerator(seed=0).frame(*size)
+    frame = np.ascontiguousarray(frame)
+    cores = usable_cores()
+    counts, stop = [0] * n, threading.Event()
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        view = models[i].input_view()
+        pres[i](frame, "rgb", out=view[0])
+        del view  # the interpreter refuses to run while a view of its buffers is alive
+        models[i].invoke()
+
+    def run(i: int) -> None:
+        try:
+            os.sched_setaffinity(0, {cores[i % len(cores)]})
+        except (AttributeError, OSError):
+            pass
+        try:
+            while not stop.is_set():
+                one(i)
+                counts[i] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
+            errors.append(exc)
+
+    # the two stages timed apart, on one thread with the others idle
+    kernel, invoke = [], []
+    for _ in range(30):
+        view = models[0].input_view()
+        t0 = time.perf_counter()
+        pres[0](frame, "rgb", out=view[0])
+        kernel.append((time.perf_counter() - t0) * 1e3)
+        del view
+        t0 = time.perf_counter()
+        models[0].invoke()
+        invoke.append((time.perf_counter() - t0) * 1e3)
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(settle)
+    c0, t0 = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = sum(counts), time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    if errors:
+        raise RuntimeError(f"the pipeline ceiling failed: {errors[0]!r}") from errors[0]
+    return {"instances": n, "fps": (c1 - c0) / (t1 - t0), "frame": f"{size[0]}x{size[1]} rgb",
+            "kernel_p50_ms": float(np.median(kernel)), "invoke_p50_ms": float(np.median(invoke))}
+
+
 # -- the baseline: what a user would try first ---------------------------------------------------------
 def _baseline_server(endpoint_q: mp.Queue, model_path: str, size: tuple[int, int]) -> None:
     """One process, REQ/REP: receive a frame, cv2.resize, quantize with NumPy, invoke, reply."""
@@ -589,6 +657,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ceil_fps, invoke_ms = ceiling(model_path, n, min(5.0, args.seconds))
             report["ceiling"] = {"instances": n, "fps": ceil_fps, "invoke_p50_ms": invoke_ms}
             print(f"  ceiling {ceil_fps:.1f} frames/s (invoke p50 {invoke_ms:.2f} ms)")
+            if args.ceiling:
+                print(f"measuring the pipeline ceiling: {n} threads, kernel + invoke on a {args.size} RGB frame "
+                      f"in memory …", flush=True)
+                pc = pipeline_ceiling(model_path, n, min(5.0, args.seconds), (w, h))
+                report["pipeline_ceiling"] = pc
+                print(f"  pipeline ceiling {pc['fps']:.1f} frames/s (kernel p50 {pc['kernel_p50_ms']:.3f} ms, "
+                      f"invoke p50 {pc['invoke_p50_ms']:.2f} ms)")
 
         def one_run(rate: float, label: str) -> tuple[dict, RunResult]:
             update, stop = _progress_factory(not args.no_progress, label)
@@ -651,6 +726,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if "ceiling" in report:
             top = report["knee"]["achieved_fps"] if report.get("knee") else max(s["achieved_fps"] for s in steps)
             report["efficiency"] = top / report["ceiling"]["fps"]
+            if "pipeline_ceiling" in report:
+                report["efficiency_pipeline"] = top / report["pipeline_ceiling"]["fps"]
         if args.baseline:
             rate = main["offered_fps"]
             print(f"baseline (REQ/REP, OpenCV resize, one process) at {rate:.1f}/s …", flush=True)
@@ -682,7 +759,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows.append((f"knee (p99 ≤ {args.p99_bound_ms:g} ms)", f"{report['knee']['achieved_fps']:.1f} frames/s"))
     if "ceiling" in report:
         rows.append(("raw ceiling", f"{report['ceiling']['fps']:.1f} frames/s"))
-        rows.append(("efficiency end-to-end / ceiling", f"{report['efficiency']:.3f}"))
+        rows.append(("served / raw ceiling", f"{report['efficiency']:.3f}"))
+    if "pipeline_ceiling" in report:
+        rows.append((f"pipeline ceiling (kernel + invoke, {args.size} RGB)",
+                     f"{report['pipeline_ceiling']['fps']:.1f} frames/s"))
+        rows.append(("served / pipeline ceiling", f"{report['efficiency_pipeline']:.3f}"))
     if "vs_baseline" in report:
         vb = report["vs_baseline"]
         rows.append(("throughput / baseline", f"{vb['throughput_ratio']:.2f}"))

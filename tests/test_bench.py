@@ -122,6 +122,9 @@ def test_tiny_bounded_run_adds_up(tmp_path):
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert set(run["stages_ms"]) >= {"queue_ms", "pre_ms", "infer_ms", "post_ms", "transport_ms"}
     assert rep["ceiling"]["fps"] > 0 and 0 < rep["efficiency"]
+    pc = rep["pipeline_ceiling"]
+    assert pc["fps"] > 0 and pc["kernel_p50_ms"] > 0 and pc["invoke_p50_ms"] > 0 and pc["frame"] == "160x120 rgb"
+    assert rep["efficiency_pipeline"] == pytest.approx(run["achieved_fps"] / pc["fps"])
     assert rep["vs_baseline"]["throughput_ratio"] > 0 and rep["vs_baseline"]["p99_ratio"] > 0
     assert rep["baseline"]["answered"] == 90
     assert rep["config"]["model"] == "shapes_int8" and rep["server"]["workers"] >= 1
