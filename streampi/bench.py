@@ -163,136 +163,226 @@ def schedule(rate: float, seconds: float, max_frames: int, arrival: str, seed: i
 # -- producers (processes) -------------------------------------------------------------------------
 def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: float, max_frames: int, arrival: str,
                    seed: int, frames_spec: tuple, start_at: float, out: mp.Queue) -> None:
-    """One producer process: sends its schedule round robin over its streams; reports counts."""
+    """One producer process: sends its schedule round robin over its streams; reports counts,
+    its CPU time while sending, and how late its sends were (an encoded histogram).
+
+    ``rate`` 0 sends as fast as the server takes frames (each frame stamped when it goes, a
+    short send queue so that back-pressure reaches the sender): the saturation load."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = make_frames(*frames_spec, seed=seed)
-    prods = [Producer(endpoint, stream=s, sndhwm=1000, zero_copy=True) for s in streams]  # a fixed frame pool
-    offsets = schedule(rate, seconds, max_frames, arrival, seed)
-    late = 0
+    saturate = rate == 0
+    # a fixed frame pool: zero copy is safe
+    prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True) for s in streams]
+    offsets = None if saturate else schedule(rate, seconds, max_frames, arrival, seed)
+    limit = max_frames if saturate and max_frames else (len(offsets) if offsets is not None else 2**62)
+    lateness = LatencyHistogram()
+    late = sent = 0
+    end = start_at + seconds
     delay = time.time()
     while delay < start_at:
         time.sleep(min(0.05, start_at - delay))
         delay = time.time()
-    for i, off in enumerate(offsets):
-        due = start_at + off
-        now = time.time()
-        if due > now:
-            time.sleep(due - now)
-        elif now - due > 0.001:
-            late += 1
-        payload, fmt = frames[i % len(frames)]
-        prods[i % len(prods)].send(payload, fmt=fmt, ts=due)
+    cpu0 = time.process_time()
+    try:
+        while sent < limit:
+            payload, fmt = frames[sent % len(frames)]
+            if saturate:
+                now = time.time()
+                if now >= end:
+                    break
+                prods[sent % len(prods)].send(payload, fmt=fmt, timeout=max(0.05, end - now))
+            else:
+                due = start_at + offsets[sent]
+                now = time.time()
+                if due > now:
+                    time.sleep(due - now)
+                    now = time.time()
+                lateness.add(max(0.0, now - due) * 1e3)
+                if now - due > 0.001:
+                    late += 1
+                # bounded: a server that stopped reading cannot hold this process forever
+                prods[sent % len(prods)].send(payload, fmt=fmt, ts=due, timeout=max(1.0, end + 10 - now))
+            sent += 1
+    except TimeoutError:
+        pass  # saturation: the run ended while the server held the queue full; open loop: reported as unsent
+    cpu_s = time.process_time() - cpu0
     for p in prods:
         p.close()
     # frames go out zero-copy from `frames`: wait until ZeroMQ has sent them all (the sockets
     # linger) before this process lets go of the buffers and exits
     import zmq
     zmq.Context.instance().term()
-    out.put({"sent": len(offsets), "late": late})
+    out.put({"sent": sent, "late": late, "cpu_s": cpu_s, "lateness": lateness.encode(),
+             "unsent": (len(offsets) - sent) if offsets is not None else 0})
     del frames
+
+
+def _tree_cpu(proc: Any) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and all its descendants, by pid: the server's
+    worker processes are children of a fork-server child, not of the server itself."""
+    out = {}
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            out[p.pid] = sum(p.cpu_times()[:2])
+        except Exception:  # noqa: BLE001 - it ended between the listing and the read
+            continue
+    return out
+
+
+def _tree_rss_mib(proc: Any) -> float:
+    total = 0
+    for p in (proc, *proc.children(recursive=True)):
+        try:
+            total += p.memory_info().rss
+        except Exception:  # noqa: BLE001 - it ended between the listing and the read
+            continue
+    return total / 2**20
 
 
 # -- one load run -----------------------------------------------------------------------------------
 @dataclass
 class RunResult:
+    """Counts cover every frame of the run (warm-up included) so that they add up; latency,
+    stage times, throughput and CPU cover the measurement window only (frames whose ``ts``
+    falls in it)."""
+
     offered_fps: float
     seconds: float
     sent: int = 0
     late_sends: int = 0
+    unsent: int = 0
     ok: int = 0
+    ok_in_window: int = 0
     dropped: int = 0
     errors: dict = field(default_factory=dict)
     hist: LatencyHistogram = field(default_factory=LatencyHistogram)
+    send_lateness: LatencyHistogram = field(default_factory=LatencyHistogram)
     stages: dict = field(default_factory=lambda: {k: [] for k in (*STAGES, "infer_batch_ms", "transport_ms")})
+    window: tuple[float, float] | None = None
     server_cpu_s: float | None = None
     server_rss_mib: float | None = None
+    producer_cpu_s: float = 0.0
+    subscriber_cpu_s: float | None = None
     batches: list = field(default_factory=list)
     producer_failures: list = field(default_factory=list)
 
     def record(self, r: dict, arrived: float) -> None:
-        """Count one result; for an ``ok`` one, its latency (scheduled send → ``arrived``) and
-        its stage times, per frame."""
-        if r["ok"]:
-            self.ok += 1
-            lat = (arrived - r["ts"]) * 1e3
-            self.hist.add(lat)
-            t = r["timing"]
-            batch = max(1, int(r.get("batch", 1)))
-            for k in STAGES:
-                if k in t:
-                    self.stages[k].append(t[k])
-            if "infer_ms" in t:
-                # the worker times one invoke of the whole batch and every frame of the batch
-                # carries that figure: the interpreter's cost per frame is infer_ms / batch
-                self.stages["infer_ms"][-1] = t["infer_ms"] / batch
-                self.stages["infer_batch_ms"].append(t["infer_ms"])
-            # scheduled send → result, less the server's own time: sockets, queues in front of the server
-            self.stages["transport_ms"].append(lat - t["total_ms"])
-            self.batches.append(batch)
-        elif r["error"]["code"] == "dropped":
-            self.dropped += 1
-        else:
-            self.errors[r["error"]["code"]] = self.errors.get(r["error"]["code"], 0) + 1
+        """Count one result; for an ``ok`` one in the window, its latency (scheduled send →
+        ``arrived``) and its stage times, per frame."""
+        if not r["ok"]:
+            if r["error"]["code"] == "dropped":
+                self.dropped += 1
+            else:
+                self.errors[r["error"]["code"]] = self.errors.get(r["error"]["code"], 0) + 1
+            return
+        self.ok += 1
+        if self.window is not None and not self.window[0] <= r["ts"] < self.window[1]:
+            return
+        self.ok_in_window += 1
+        lat = (arrived - r["ts"]) * 1e3
+        self.hist.add(lat)
+        t = r["timing"]
+        batch = max(1, int(r.get("batch", 1)))
+        for k in STAGES:
+            if k in t:
+                self.stages[k].append(t[k])
+        if "infer_ms" in t:
+            # the worker times one invoke of the whole batch and every frame of the batch
+            # carries that figure: the interpreter's cost per frame is infer_ms / batch
+            self.stages["infer_ms"][-1] = t["infer_ms"] / batch
+            self.stages["infer_batch_ms"].append(t["infer_ms"])
+        # scheduled send → result, less the server's own time: sockets, queues in front of the server
+        self.stages["transport_ms"].append(lat - t["total_ms"])
+        self.batches.append(batch)
 
     @property
     def answered(self) -> int:
         return self.ok + self.dropped + sum(self.errors.values())
 
+    @property
+    def achieved_fps(self) -> float:
+        return (self.ok_in_window if self.window is not None else self.ok) / self.seconds
+
     def as_dict(self) -> dict[str, Any]:
         stage = {k: {"p50": float(np.median(v)), "p99": float(np.percentile(v, 99))} for k, v in self.stages.items() if v}
+        per_frame = max(1, self.ok_in_window if self.window is not None else self.ok)
+        cpu = {"server": 1e3 * self.server_cpu_s / per_frame if self.server_cpu_s is not None else None,
+               "producers": 1e3 * self.producer_cpu_s / max(1, self.sent),
+               "subscriber": 1e3 * self.subscriber_cpu_s / per_frame if self.subscriber_cpu_s is not None else None}
         return {
-            "offered_fps": self.offered_fps, "achieved_fps": self.ok / self.seconds, "seconds": self.seconds,
-            "sent": self.sent, "answered": self.answered, "ok": self.ok, "dropped": self.dropped,
-            "errors": self.errors, "unanswered": self.sent - self.answered, "late_sends": self.late_sends,
+            "offered_fps": self.offered_fps, "achieved_fps": self.achieved_fps, "seconds": self.seconds,
+            "sent": self.sent, "answered": self.answered, "ok": self.ok, "ok_in_window": self.ok_in_window,
+            "dropped": self.dropped, "errors": self.errors, "unanswered": self.sent - self.answered,
+            "unsent": self.unsent, "late_sends": self.late_sends,
+            "send_lateness_ms": self.send_lateness.summary() if self.send_lateness.n else None,
             "latency_ms": self.hist.summary(), "stages_ms": stage,
             "mean_batch": float(np.mean(self.batches)) if self.batches else None,
             "server_cpu_percent": (100 * self.server_cpu_s / self.seconds) if self.server_cpu_s is not None else None,
+            "cpu_ms_per_frame": cpu,
             "server_rss_mib": self.server_rss_mib, "producer_failures": self.producer_failures,
         }
 
 
 def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, producers: int, streams: int,
              arrival: str, frames_spec: tuple, max_frames: int = 0, server_pid: int | None = None,
-             progress: Any = None, drain_s: float = 10.0, stream_prefix: str = "bench") -> RunResult:
-    """Offer ``rate`` frames/s for ``seconds`` over P processes and S streams; collect every result.
-    Give runs against one server different ``stream_prefix`` values so that late results of
-    one run are not counted in the next."""
+             progress: Any = None, drain_s: float = 10.0, stream_prefix: str = "bench",
+             warmup: float = 0.0) -> RunResult:
+    """Offer ``rate`` frames/s (0: as fast as the server takes them) for ``warmup`` +
+    ``seconds`` over P processes and S streams; collect every result; measure throughput,
+    latency and CPU over the last ``seconds``. Server CPU and memory are those of the whole
+    process tree of ``server_pid`` (its workers included). Give runs against one server
+    different ``stream_prefix`` values so that late results of one run are not counted in the next."""
     names = [f"{stream_prefix}{i}" for i in range(streams)]
     groups = [names[i::producers] for i in range(producers)] if streams >= producers else [[n] for n in names]
     producers = len(groups)
     res = RunResult(offered_fps=rate, seconds=seconds)
     sub = Subscriber(results_ep)
     time.sleep(0.3)  # subscription reaches the publisher
-    proc_stats = None
+    server = None
     if server_pid:
         import psutil
-        proc_stats = psutil.Process(server_pid)
+        server = psutil.Process(server_pid)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     start_at = time.time() + 1.5  # producers load their frames, then all start together
+    res.window = (start_at + warmup, start_at + warmup + seconds)
     per_frames = (max_frames // producers) if max_frames else 0
-    procs = [ctx.Process(target=_producer_main, args=(frames_ep, g, rate / producers, seconds, per_frames, arrival,
-                                                      1000 + i, frames_spec, start_at, q), daemon=True)
+    procs = [ctx.Process(target=_producer_main, args=(frames_ep, g, rate / producers, warmup + seconds, per_frames,
+                                                      arrival, 1000 + i, frames_spec, start_at, q), daemon=True)
              for i, g in enumerate(groups)]
     for p in procs:
         p.start()
-    cpu0 = None
+    cpu0: dict[int, float] | None = None
+    sub_cpu0 = None
     reported = 0
-    t_end = start_at + seconds
+    t_end = res.window[1]
     deadline = t_end + drain_s
     want = set(names)
-    while True:
-        now = time.time()
-        if cpu0 is None and proc_stats is not None and now >= start_at:
-            cpu0 = sum(proc_stats.cpu_times()[:2])
-        if res.server_cpu_s is None and cpu0 is not None and now >= t_end:
-            res.server_cpu_s = sum(proc_stats.cpu_times()[:2]) - cpu0
-            res.server_rss_mib = proc_stats.memory_info().rss / 2**20
+
+    def collect() -> None:
+        nonlocal reported
         while not q.empty():
             info = q.get()
             res.sent += info["sent"]
             res.late_sends += info["late"]
+            res.unsent += info["unsent"]
+            res.producer_cpu_s += info["cpu_s"]
+            res.send_lateness.merge(info["lateness"])
             reported += 1
+
+    while True:
+        now = time.time()
+        if sub_cpu0 is None and now >= res.window[0]:
+            sub_cpu0 = time.process_time()
+            if server is not None:
+                cpu0 = _tree_cpu(server)
+        if res.subscriber_cpu_s is None and sub_cpu0 is not None and now >= t_end:
+            res.subscriber_cpu_s = time.process_time() - sub_cpu0
+            if cpu0 is not None:
+                cpu1 = _tree_cpu(server)
+                res.server_cpu_s = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+                res.server_rss_mib = _tree_rss_mib(server)
+        collect()
         if reported == producers and res.answered >= res.sent:
             break
         if now > deadline:
@@ -308,11 +398,15 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
             progress(res, time.time() - start_at)
     for p in procs:
         p.join(5)
+    collect()
     res.producer_failures = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     sub.close()
-    if res.server_cpu_s is None and cpu0 is not None:
-        res.server_cpu_s = sum(proc_stats.cpu_times()[:2]) - cpu0
-        res.server_rss_mib = proc_stats.memory_info().rss / 2**20
+    if res.subscriber_cpu_s is None and sub_cpu0 is not None:
+        res.subscriber_cpu_s = time.process_time() - sub_cpu0
+        if cpu0 is not None:
+            cpu1 = _tree_cpu(server)
+            res.server_cpu_s = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+            res.server_rss_mib = _tree_rss_mib(server)
     return res
 
 
@@ -560,7 +654,9 @@ def add_bench(sub: Any) -> None:
     g.add_argument("--max-delay-ms", type=float, default=0.0)
     g.add_argument("--policy", default="queue", choices=["latest", "queue"])
     g = p.add_argument_group("load")
-    g.add_argument("--rate", type=float, default=100.0, help="offered frames/s in all")
+    g.add_argument("--rate", type=float, default=100.0,
+                   help="offered frames/s in all; 0: as fast as the server takes them (saturation)")
+    g.add_argument("--warmup", type=float, default=0.0, help="seconds of load before the measured --seconds")
     g.add_argument("--arrival", choices=["fixed", "poisson"], default="fixed")
     g.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     g.add_argument("--frames", type=int, default=0, help="stop after this many frames in all (0: no limit)")
@@ -625,6 +721,8 @@ def _print_table(rows: list[tuple[str, str]]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.rate < 0 or args.warmup < 0 or args.seconds <= 0:
+        raise SystemExit("streampi bench: --rate and --warmup must be ≥ 0 and --seconds > 0")
     w, h = (int(v) for v in args.size.lower().split("x"))
     frames_spec = (args.images or "synthetic", (w, h), args.fmt)
     model_path = resolve_model(args.model)
@@ -670,7 +768,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             try:
                 res = run_load(frames_ep, results_ep, rate=rate, seconds=args.seconds, producers=args.producers,
                                streams=args.streams, arrival=args.arrival, frames_spec=frames_spec,
-                               max_frames=args.frames, server_pid=server_pid, progress=update)
+                               max_frames=args.frames, server_pid=server_pid, progress=update, warmup=args.warmup)
             finally:
                 stop()
             d = res.as_dict()
@@ -678,7 +776,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print(f"{label}: WARNING: producer process(es) failed with exit codes {d['producer_failures']}; "
                       f"this run's figures are incomplete", flush=True)
             lat = d["latency_ms"]
-            print(f"{label}: offered {rate:.1f}/s, achieved {d['achieved_fps']:.1f}/s, ok {d['ok']}, dropped "
+            offered = f"{rate:.1f}/s" if rate else "saturation"
+            print(f"{label}: offered {offered}, achieved {d['achieved_fps']:.1f}/s, ok {d['ok']}, dropped "
                   f"{d['dropped']}, errors {sum(d['errors'].values())}, p50 {lat['p50']:.2f} ms, "
                   f"p99 {lat['p99']:.2f} ms", flush=True)
             return d, res
@@ -729,7 +828,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if "pipeline_ceiling" in report:
                 report["efficiency_pipeline"] = top / report["pipeline_ceiling"]["fps"]
         if args.baseline:
-            rate = main["offered_fps"]
+            rate = main["offered_fps"] or main["achieved_fps"]  # at saturation: what the server served
             print(f"baseline (REQ/REP, OpenCV resize, one process) at {rate:.1f}/s …", flush=True)
             base = run_baseline(model_path, rate=rate, seconds=args.seconds, producers=args.producers,
                                 arrival=args.arrival, frames_spec=frames_spec, max_frames=args.frames)
@@ -743,7 +842,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
 
-    rows = [("offered / achieved (frames/s)", f"{main['offered_fps']:.1f} / {main['achieved_fps']:.1f}"),
+    offered = f"{main['offered_fps']:.1f}" if main["offered_fps"] else "saturation"
+    rows = [("offered / achieved (frames/s)", f"{offered} / {main['achieved_fps']:.1f}"),
             ("sent = ok + dropped + errors", f"{main['sent']} = {main['ok']} + {main['dropped']} + "
                                              f"{sum(main['errors'].values())}  (unanswered {main['unanswered']})"),
             ("latency p50 / p90 / p95 / p99 / max (ms)",
@@ -754,7 +854,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if main["errors"]:
         rows.append(("errors by code", ", ".join(f"{k} {v}" for k, v in main["errors"].items())))
     if main["server_cpu_percent"] is not None:
-        rows.append(("server CPU / RSS", f"{main['server_cpu_percent']:.0f} % / {main['server_rss_mib']:.0f} MiB"))
+        rows.append(("server CPU / RSS (workers included)",
+                     f"{main['server_cpu_percent']:.0f} % / {main['server_rss_mib']:.0f} MiB"))
+    cpu = main["cpu_ms_per_frame"]
+    rows.append(("CPU ms per frame: server / producers / subscriber",
+                 " / ".join("–" if cpu[k] is None else f"{cpu[k]:.2f}" for k in ("server", "producers", "subscriber"))))
     if report.get("knee"):
         rows.append((f"knee (p99 ≤ {args.p99_bound_ms:g} ms)", f"{report['knee']['achieved_fps']:.1f} frames/s"))
     if "ceiling" in report:
