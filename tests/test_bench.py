@@ -129,6 +129,9 @@ def test_tiny_bounded_run_adds_up(tmp_path):
     assert rep["baseline"]["answered"] == 90
     assert rep["config"]["model"] == "shapes_int8" and rep["server"]["workers"] >= 1
     assert rep["machine"]["cores"] >= 1 and run["server_rss_mib"] > 0
+    assert run["cpu_ms_per_frame"]["server"] > 0 and run["cpu_ms_per_frame"]["producers"] > 0
+    lateness = run["send_lateness_ms"]  # merged from the producer process's histogram
+    assert lateness is not None and 0 <= lateness["p50"] <= lateness["max"]
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -138,3 +141,34 @@ def test_short_sweep_reports_a_knee(tmp_path):
     assert len(rep["sweep"]) == 2
     assert [s["offered_fps"] for s in rep["sweep"]] == [40, 80]
     assert rep["knee"]["achieved_fps"] > 0 and rep["knee"]["p99_ms"] <= 1000
+
+
+def test_saturation_run_counts_the_whole_server_tree(tmp_path):
+    """Workers are children of a fork-server child: the CPU and memory figures must reach them."""
+    import psutil
+
+    from streampi.bench import _tree_cpu, _tree_rss_mib, run_load
+    from streampi.testing import start_server
+
+    proc, info = start_server(["shapes_int8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                               "--workers", "2", "--policy", "queue", "--log-level", "warning"])
+    try:
+        server = psutil.Process(proc.pid)
+        worker_pids = {w["pid"] for w in info["workers"]}
+        assert not worker_pids & {c.pid for c in server.children()}  # grandchildren, not children
+        assert worker_pids <= set(_tree_cpu(server))
+        assert _tree_rss_mib(server) > server.memory_info().rss / 2**20
+        res = run_load(info["bind"], info["publish"], rate=0, seconds=1.0, warmup=0.5, producers=1, streams=2,
+                       arrival="fixed", frames_spec=("synthetic", (160, 120), "rgb"), server_pid=proc.pid,
+                       stream_prefix="sat")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    d = res.as_dict()
+    assert d["sent"] > 0 and d["unanswered"] == 0 and d["producer_failures"] == []
+    assert d["sent"] == d["ok"] + d["dropped"] + sum(d["errors"].values())
+    assert 0 < d["ok_in_window"] < d["ok"]  # the warm-up's frames are counted, not measured
+    assert d["achieved_fps"] == d["ok_in_window"] / 1.0 and res.hist.n == d["ok_in_window"]
+    cpu = d["cpu_ms_per_frame"]
+    assert cpu["server"] > 0 and cpu["producers"] > 0 and cpu["subscriber"] > 0
+    assert d["send_lateness_ms"] is None  # saturation has no schedule to be late for
