@@ -23,6 +23,7 @@ test-all: $(STAMP)            ## also the slow tests
 bench: $(STAMP)               ## kernel and pipeline benchmarks against their references
 	$(PY) bench/kernels.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/transport.py
 
 check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 2.14 (second venv, Python 3.11, numpy<2)
 	scripts/check-tflite-runtime --numpy2

@@ -172,3 +172,20 @@ def test_saturation_run_counts_the_whole_server_tree(tmp_path):
     cpu = d["cpu_ms_per_frame"]
     assert cpu["server"] > 0 and cpu["producers"] > 0 and cpu["subscriber"] > 0
     assert d["send_lateness_ms"] is None  # saturation has no schedule to be late for
+
+
+def test_transport_bench_runs_both_transports(tmp_path):
+    """bench/transport.py: every timed frame sent arrives (it checks), over tcp and ipc, RGB and JPEG."""
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "transport.py"
+    out = tmp_path / "transport.json"
+    r = subprocess.run([sys.executable, str(script), "--size", "160x120", "--seconds", "0.3", "--rounds", "1",
+                        "--warm", "5", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    assert set(rep["median"]) == {"rgb/tcp", "rgb/ipc", "jpeg/tcp", "jpeg/ipc"}
+    for key, row in rep["median"].items():
+        assert row["fps"] > 0 and row["send_cpu_us"] > 0 and row["recv_cpu_us"] > 0, key
+    assert rep["median"]["rgb/tcp"]["frame_bytes"] > 160 * 120 * 3  # the pixels and the header
+    assert rep["median"]["jpeg/tcp"]["frame_bytes"] < rep["median"]["rgb/tcp"]["frame_bytes"]
+    assert "| RGB" in r.stdout and "ipc / tcp throughput" in r.stdout
