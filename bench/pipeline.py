@@ -93,21 +93,31 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
 
+    # the machine's speed drifts between minutes: both ceilings again, the stronger one counts
+    print("(a'') both ceilings again after the served runs …", flush=True)
+    ceil_after, _ = ceiling(path, args.workers, args.seconds, args.max_batch)
+    pc_after = pipeline_ceiling(path, args.workers, args.seconds, (w, h))
+    print(f"    raw {ceil_after:.1f} (before {ceil_fps:.1f}), pipeline {pc_after['fps']:.1f} (before {pc['fps']:.1f}) "
+          f"frames/s", flush=True)
+    pc = {**pc, "fps_before": pc["fps"], "fps_after": pc_after["fps"], "fps": max(pc["fps"], pc_after["fps"])}
+    ceil_before, ceil_fps = ceil_fps, max(ceil_fps, ceil_after)
     ratio, ratio_pipe = sat["achieved_fps"] / ceil_fps, sat["achieved_fps"] / pc["fps"]
     overhead = light["latency_ms"]["p50"] - invoke_p50
     rss = max(sat["server_rss_mib"] or 0, light["server_rss_mib"] or 0)
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cores": len(usable_cores()),
         "model": path.name, "workers": args.workers, "transport": args.transport, "max_batch": args.max_batch,
-        "frame": f"{args.size} {args.fmt}", "ceiling_fps": ceil_fps, "invoke_p50_ms": invoke_p50,
+        "frame": f"{args.size} {args.fmt}", "ceiling_fps": ceil_fps, "ceiling_fps_before_after": [ceil_before, ceil_after], "invoke_p50_ms": invoke_p50,
         "pipeline_ceiling": pc, "saturation": sat, "light": light, "efficiency": ratio,
         "efficiency_pipeline": ratio_pipe, "light_p50_minus_invoke_ms": overhead, "server_rss_mib": rss,
     }
     print()
     print("| figure | value | target |")
     print("|---|---|---|")
-    print(f"| (a) raw ceiling, {args.workers} interpreters | {ceil_fps:.1f} frames/s | |")
-    print(f"| (a') pipeline ceiling, {args.workers} × (kernel + invoke) | {pc['fps']:.1f} frames/s | |")
+    print(f"| (a) raw ceiling, {args.workers} interpreters (higher of before {ceil_before:.1f} / after "
+          f"{ceil_after:.1f}) | {ceil_fps:.1f} frames/s | |")
+    print(f"| (a') pipeline ceiling, {args.workers} × (kernel + invoke) (higher of before {pc['fps_before']:.1f} / "
+          f"after {pc['fps_after']:.1f}) | {pc['fps']:.1f} frames/s | |")
     print(f"| (b) end to end at saturation | {sat['achieved_fps']:.1f} frames/s | |")
     print(f"| (b)/(a) | {ratio:.3f} | |")
     print(f"| (b)/(a') | {ratio_pipe:.3f} | ≥ 0.85 |")

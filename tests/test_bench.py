@@ -125,6 +125,8 @@ def test_tiny_bounded_run_adds_up(tmp_path):
     pc = rep["pipeline_ceiling"]
     assert pc["fps"] > 0 and pc["kernel_p50_ms"] > 0 and pc["invoke_p50_ms"] > 0 and pc["frame"] == "160x120 rgb"
     assert rep["efficiency_pipeline"] == pytest.approx(run["achieved_fps"] / pc["fps"])
+    for c in (rep["ceiling"], pc):  # measured before and after the runs; the stronger counts
+        assert c["fps"] == max(c["fps_before"], c["fps_after"]) and min(c["fps_before"], c["fps_after"]) > 0
     assert rep["vs_baseline"]["throughput_ratio"] > 0 and rep["vs_baseline"]["p99_ratio"] > 0
     assert rep["baseline"]["answered"] == 90
     assert rep["config"]["model"] == "shapes_int8" and rep["server"]["workers"] >= 1
