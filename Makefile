@@ -26,6 +26,7 @@ test-slow: $(STAMP)           ## only the slow tests (CI runs them after `make t
 bench: $(STAMP)               ## kernel, pipeline and serving benchmarks against their references
 	$(PY) bench/kernels.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/transport.py
 	$(PY) bench/isolation.py --rounds 2
 	$(PY) bench/decoders.py
 	$(PY) bench/curve.py --rounds 2

@@ -3,27 +3,85 @@
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing as mp
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from streampi.bench import LatencyHistogram, rgb_to_i420, schedule
+from streampi.bench import LatencyHistogram, RunResult, rgb_to_i420, schedule
 
 
-def test_histogram_percentiles_within_one_percent():
+def test_histogram_percentiles_within_a_tenth_of_a_percent():
     rng = np.random.default_rng(0)
     samples = rng.lognormal(0.5, 1.0, 20_000)
     h = LatencyHistogram()
     for s in samples:
         h.add(float(s))
+    assert h.n == samples.size
     for p in (50, 90, 95, 99):
         exact = np.percentile(samples, p, method="inverted_cdf")
-        assert h.percentile(p) == pytest.approx(exact, rel=0.011)
-    assert h.percentile(100) == h.max == samples.max()
+        assert h.percentile(p) == pytest.approx(exact, rel=0.0011, abs=0.001)  # 3 digits, 1 µs units
+    assert h.percentile(100) == h.max == pytest.approx(samples.max(), rel=0.0011)
     s = h.summary()
     assert s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
+    xs, ys = h.cdf()
+    assert xs == sorted(xs) and ys == sorted(ys) and ys[-1] == 1.0
+    assert ys[int(np.searchsorted(xs, h.percentile(50)))] >= 0.5
+    assert math.isnan(LatencyHistogram().percentile(50))
+
+
+def _record_in_child(values, out):
+    h = LatencyHistogram()
+    for v in values:
+        h.add(v)
+    out.put(h.encode())
+
+
+def test_histograms_from_other_processes_merge_exactly():
+    """Producer processes send their histograms as bytes; the sum equals one histogram of all."""
+    rng = np.random.default_rng(1)
+    parts = [rng.exponential(3.0, 5000) + 0.05 for _ in range(3)]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_record_in_child, args=(list(map(float, v)), q)) for v in parts]
+    for p in procs:
+        p.start()
+    blobs = [q.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    merged = LatencyHistogram()
+    for b in blobs:
+        merged.merge(b)
+    whole = LatencyHistogram()
+    for v in np.concatenate(parts):
+        whole.add(float(v))
+    assert merged.n == whole.n == 15000
+    for p in (1, 50, 90, 99, 99.9, 100):
+        assert merged.percentile(p) == whole.percentile(p)
+    everything = np.concatenate(parts)
+    assert merged.percentile(99) == pytest.approx(np.percentile(everything, 99, method="inverted_cdf"), rel=0.0011)
+
+
+def test_stage_breakdown_counts_invoke_per_frame():
+    """Every frame of a batch carries the batch's one invoke time: per frame it is / batch."""
+    res = RunResult(offered_fps=10, seconds=1)
+    for seq in range(4):  # one batch of 4 frames, invoked in 8 ms
+        res.record({"ok": True, "seq": seq, "ts": 100.0, "batch": 4,
+                    "timing": {"queue_ms": 1.0, "pre_ms": 0.5, "infer_ms": 8.0, "post_ms": 0.1, "total_ms": 10.0}},
+                   arrived=100.012)
+    res.record({"ok": True, "seq": 4, "ts": 100.0, "batch": 1,
+                "timing": {"pre_ms": 0.5, "infer_ms": 3.0, "post_ms": 0.1, "total_ms": 4.0}}, arrived=100.005)
+    res.record({"ok": False, "seq": 5, "error": {"code": "dropped", "message": "x"}}, arrived=100.1)
+    res.record({"ok": False, "seq": 6, "error": {"code": "bad_frame", "message": "x"}}, arrived=100.1)
+    assert res.stages["infer_ms"] == [2.0, 2.0, 2.0, 2.0, 3.0]
+    assert res.stages["infer_batch_ms"] == [8.0] * 4 + [3.0]
+    assert res.stages["transport_ms"] == pytest.approx([2.0] * 4 + [1.0])
+    assert res.batches == [4, 4, 4, 4, 1]
+    assert (res.ok, res.dropped, res.errors, res.answered) == (5, 1, {"bad_frame": 1}, 7)
 
 
 def test_open_loop_schedules():
@@ -64,10 +122,18 @@ def test_tiny_bounded_run_adds_up(tmp_path):
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert set(run["stages_ms"]) >= {"queue_ms", "pre_ms", "infer_ms", "post_ms", "transport_ms"}
     assert rep["ceiling"]["fps"] > 0 and 0 < rep["efficiency"]
+    pc = rep["pipeline_ceiling"]
+    assert pc["fps"] > 0 and pc["kernel_p50_ms"] > 0 and pc["invoke_p50_ms"] > 0 and pc["frame"] == "160x120 rgb"
+    assert rep["efficiency_pipeline"] == pytest.approx(run["achieved_fps"] / pc["fps"])
+    for c in (rep["ceiling"], pc):  # measured before and after the runs; the stronger counts
+        assert c["fps"] == max(c["fps_before"], c["fps_after"]) and min(c["fps_before"], c["fps_after"]) > 0
     assert rep["vs_baseline"]["throughput_ratio"] > 0 and rep["vs_baseline"]["p99_ratio"] > 0
     assert rep["baseline"]["answered"] == 90
     assert rep["config"]["model"] == "shapes_int8" and rep["server"]["workers"] >= 1
     assert rep["machine"]["cores"] >= 1 and run["server_rss_mib"] > 0
+    assert run["cpu_ms_per_frame"]["server"] > 0 and run["cpu_ms_per_frame"]["producers"] > 0
+    lateness = run["send_lateness_ms"]  # merged from the producer process's histogram
+    assert lateness is not None and 0 <= lateness["p50"] <= lateness["max"]
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -77,3 +143,51 @@ def test_short_sweep_reports_a_knee(tmp_path):
     assert len(rep["sweep"]) == 2
     assert [s["offered_fps"] for s in rep["sweep"]] == [40, 80]
     assert rep["knee"]["achieved_fps"] > 0 and rep["knee"]["p99_ms"] <= 1000
+
+
+def test_saturation_run_counts_the_whole_server_tree(tmp_path):
+    """Workers are children of a fork-server child: the CPU and memory figures must reach them."""
+    import psutil
+
+    from streampi.bench import _tree_cpu, _tree_rss_mib, run_load
+    from streampi.testing import start_server
+
+    proc, info = start_server(["shapes_int8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                               "--workers", "2", "--policy", "queue", "--log-level", "warning"])
+    try:
+        server = psutil.Process(proc.pid)
+        worker_pids = {w["pid"] for w in info["workers"]}
+        assert not worker_pids & {c.pid for c in server.children()}  # grandchildren, not children
+        assert worker_pids <= set(_tree_cpu(server))
+        assert _tree_rss_mib(server) > server.memory_info().rss / 2**20
+        res = run_load(info["bind"], info["publish"], rate=0, seconds=1.0, warmup=0.5, producers=1, streams=2,
+                       arrival="fixed", frames_spec=("synthetic", (160, 120), "rgb"), server_pid=proc.pid,
+                       stream_prefix="sat")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    d = res.as_dict()
+    assert d["sent"] > 0 and d["unanswered"] == 0 and d["producer_failures"] == []
+    assert d["sent"] == d["ok"] + d["dropped"] + sum(d["errors"].values())
+    assert 0 < d["ok_in_window"] < d["ok"]  # the warm-up's frames are counted, not measured
+    assert d["achieved_fps"] == d["ok_in_window"] / 1.0 and res.hist.n == d["ok_in_window"]
+    cpu = d["cpu_ms_per_frame"]
+    assert cpu["server"] > 0 and cpu["producers"] > 0 and cpu["subscriber"] > 0
+    assert d["send_lateness_ms"] is None  # saturation has no schedule to be late for
+
+
+def test_transport_bench_runs_both_transports(tmp_path):
+    """bench/transport.py: every timed frame sent arrives (it checks), over tcp and ipc, RGB and JPEG."""
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "transport.py"
+    out = tmp_path / "transport.json"
+    r = subprocess.run([sys.executable, str(script), "--size", "160x120", "--seconds", "0.3", "--rounds", "1",
+                        "--warm", "5", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(out.read_text())
+    assert set(rep["median"]) == {"rgb/tcp", "rgb/ipc", "jpeg/tcp", "jpeg/ipc"}
+    for key, row in rep["median"].items():
+        assert row["fps"] > 0 and row["send_cpu_us"] > 0 and row["recv_cpu_us"] > 0, key
+    assert rep["median"]["rgb/tcp"]["frame_bytes"] > 160 * 120 * 3  # the pixels and the header
+    assert rep["median"]["jpeg/tcp"]["frame_bytes"] < rep["median"]["rgb/tcp"]["frame_bytes"]
+    assert "| RGB" in r.stdout and "ipc / tcp throughput" in r.stdout
