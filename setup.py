@@ -25,7 +25,12 @@ from Cython.Build import cythonize  # noqa: E402
 
 import platform  # noqa: E402
 
-extra = ["-O3"]
+# -ffp-contract=off: GCC fuses a*b+c into one fused multiply-add by default wherever the target
+# has one (every aarch64 CPU; x86 with -march=native), which rounds once instead of twice and so
+# moves area sums and bilinear weights across rounding ties: the Pi gave other bytes than x86.
+# -fno-fast-math keeps it so should CFLAGS ask otherwise. The integer code has no char of
+# unspecified signedness (uint8_t throughout), so nothing else depends on the architecture.
+extra = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
 if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's own CPU
     extra.append("-march=native")
 inc = ["streampi/_ext"]
