@@ -127,6 +127,7 @@ def _setup(c):
     return frame, w, h, shape, dtype, kw, pre
 
 
+@pytest.mark.aarch64
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_numpy_twin(c):
@@ -137,6 +138,7 @@ def test_kernel_matches_numpy_twin(c):
     assert_close(got, want, dtype, kw["std"])
 
 
+@pytest.mark.aarch64
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_opencv(c):
@@ -156,6 +158,7 @@ def test_kernel_matches_opencv(c):
     assert_close(got, want, np.uint8, kw["std"], tally=OPENCV_TALLY)
 
 
+@pytest.mark.aarch64
 def test_opencv_exact_fraction_over_all_cases():
     """Runs after test_kernel_matches_opencv (file order): ≥ 99 % of all values exact."""
     if not OPENCV_TALLY["values"]:
@@ -178,6 +181,7 @@ def test_lut_matches_formula(dtype, norm):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("fmt", ("i420", "nv12"))
 def test_full_range_yuv(fmt):
     rng = np.random.default_rng(3)
@@ -215,6 +219,7 @@ def test_crop_transform_maps_back():
     assert np.allclose(fx, [100, 200]) and np.allclose(fy, [0, 100])
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("w,h", [(1280, 720), (640, 480), (200, 150), (97, 61)])
 def test_jpeg_matches_twin_on_decoded_pixels(w, h):
     rng = np.random.default_rng(w)
@@ -337,6 +342,7 @@ def test_formats_listed():
     assert frame_nbytes("i420", 4, 2) == 12
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("fmt", RAW)
 @pytest.mark.parametrize("size,out", [((1920, 1080), (224, 224, 3)), ((1280, 720), (224, 224, 3)),
                                       ((640, 480), (224, 224, 3)), ((640, 480), (96, 128, 1)),
@@ -359,37 +365,58 @@ def test_camera_sizes(fmt, size, out, resize):
     assert_close(got8, want8, np.uint8, (1.0,))
 
 
-def test_avx2_and_baseline_builds_agree():
-    """The AVX2 build (x86-64) must give the baseline build's bytes exactly."""
+def _simd_build():
+    """The hand-vectorised build this machine can run (AVX2 on x86-64, NEON on aarch64), if any."""
+    import importlib
+    import platform
+
+    pp = importlib.import_module("streampi.preprocess")
+    names = {"x86_64": "_kernels_avx2", "amd64": "_kernels_avx2", "aarch64": "_kernels_neon", "arm64": "_kernels_neon"}
+    name = names.get(platform.machine().lower())
+    if name is None:
+        pytest.skip(f"no vectorised build for {platform.machine()}")
+    if name.endswith("avx2") and not pp._cpu_has("avx2"):
+        pytest.skip("this CPU has no AVX2")
+    try:
+        return importlib.import_module(f"streampi._ext.{name}")
+    except ImportError:
+        pytest.fail(f"streampi._ext.{name} is not built on {platform.machine()}")
+
+
+# every direct path: the seven formats, bilinear and area, 3 and 1 channels, odd sizes, odd crop
+# offsets, and widths whose last pixels read the final bytes of a row (the vector blocks stop there)
+AGREE_CASES = [(fmt, size, out, resize, interp)
+               for fmt in RAW
+               for size, out, resize in [((640, 480), (224, 224, 3), "stretch"), ((641, 479), (200, 300, 3), "letterbox"),
+                                         ((333, 211), (96, 128, 3), "crop"), ((17, 9), (5, 7, 3), "stretch"),
+                                         ((21, 13), (40, 64, 3), "stretch"), ((64, 48), (48, 61, 3), "stretch"),
+                                         ((1921, 1079), (224, 224, 1), "crop"), ((9, 3), (30, 31, 3), "letterbox")]
+               for interp in ("linear", "area")]
+
+
+@pytest.mark.aarch64
+@pytest.mark.parametrize("fmt,size,out,resize,interp", AGREE_CASES)
+def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
+    """The vectorised build (AVX2 or NEON) must give the baseline build's bytes exactly."""
     import importlib
 
-    try:
-        avx2 = importlib.import_module("streampi._ext._kernels_avx2")
-    except ImportError:
-        pytest.skip("no AVX2 build on this platform")
-    pp = importlib.import_module("streampi.preprocess")
-
+    simd = _simd_build()
     base = importlib.import_module("streampi._ext._kernels")
-    if not pp._cpu_has("avx2"):
-        pytest.skip("this CPU has no AVX2")
-    rng = np.random.default_rng(4)
-    for fmt, (w, h), out, resize in [("rgb", (640, 480), (224, 224, 3), "stretch"),
-                                     ("i420", (1280, 720), (224, 224, 3), "letterbox"),
-                                     ("bgra", (333, 211), (96, 128, 3), "crop"),
-                                     ("nv12", (320, 240), (300, 300, 3), "stretch"),
-                                     ("rgb", (1920, 1080), (64, 64, 1), "stretch"),
-                                     ("rgb", (641, 479), (200, 300, 3), "letterbox"),
-                                     ("bgr", (333, 250), (224, 224, 3), "stretch"),
-                                     ("rgba", (17, 9), (5, 7, 3), "stretch")]:
-        frame = make_frame(rng, fmt, w, h, smooth=False)
-        dtype = np.float32 if fmt != "bgr" else np.int8
-        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels="bgr"
-                           if fmt == "bgr" else "rgb")
+    pp = importlib.import_module("streampi.preprocess")
+    assert simd.SIMD_BUILD in ("avx2", "neon") and base.SIMD_BUILD == "baseline"
+    w, h = size
+    if fmt in ("i420", "nv12"):
+        w, h = w + w % 2, h + h % 2
+    rng = np.random.default_rng(w * 7 + h)
+    frame = make_frame(rng, fmt, w, h, smooth=False)
+    for dtype, channels in ((np.float32, "rgb"), (np.int8, "bgr")):
+        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels=channels,
+                           interpolation=interp, pad=7)
         results = []
-        for module in (base, avx2):
+        for module in (base, simd):
             pp._kernels = module
             try:
                 results.append(pre(frame, fmt)[0])
             finally:
                 pp._kernels = pp._load_kernels()[0]
-        assert np.array_equal(results[0], results[1]), (fmt, w, h)
+        assert np.array_equal(results[0], results[1]), (fmt, w, h, out, resize, interp, dtype)

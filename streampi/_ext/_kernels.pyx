@@ -32,6 +32,7 @@ cdef extern from "simd.h" nogil:
     int streampi_hline2_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int dw,
                             const int* x0, const int* x1, const int* a0, const int* a1, int32_t* h,
                             int32_t* g, int row_bytes)
+    const char* STREAMPI_SIMD_BUILD
 
 cdef enum:
     FMT_RGB = 0
@@ -41,6 +42,9 @@ cdef enum:
     FMT_GRAY = 4
     FMT_I420 = 5
     FMT_NV12 = 6
+
+#: Which hand-vectorised paths this build has: "avx2", "neon" or "baseline".
+SIMD_BUILD = STREAMPI_SIMD_BUILD.decode()
 
 FORMAT_CODES = {"rgb": FMT_RGB, "bgr": FMT_BGR, "rgba": FMT_RGBA, "bgra": FMT_BGRA,
                 "gray": FMT_GRAY, "i420": FMT_I420, "nv12": FMT_NV12}
