@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ def fuzz_args(draw):
     return a
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=max(50, int(2500 * float(os.environ.get("STREAMPI_EXAMPLES_SCALE", "1")))), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(fuzz_args())
 def test_fuzz_compiled_entry(a):
     """Whatever the sizes, the kernel either refuses them with ValueError or stays inside its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 
 import cv2
 import numpy as np
@@ -15,6 +16,8 @@ from reference import quantize, rects, reference, uses_area
 from streampi.errors import FrameError
 from streampi.preprocess import FORMATS, Preprocessor, frame_nbytes, preprocess
 
+#: scales every hypothesis run here (the arm64 check runs under emulation, 10-30x slower)
+EXAMPLES = float(os.environ.get("STREAMPI_EXAMPLES_SCALE", "1"))
 DTYPES = {"int8": (np.int8, 2 / 255, -1), "uint8": (np.uint8, 1 / 255, 0), "float32": (np.float32, 0.0, 0)}
 RAW = ("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")
 CV_TO_RGB = {"bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB,
@@ -128,7 +131,7 @@ def _setup(c):
 
 
 @pytest.mark.aarch64
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(10, int(150 * EXAMPLES)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_numpy_twin(c):
     frame, w, h, shape, dtype, kw, pre = _setup(c)
@@ -139,7 +142,7 @@ def test_kernel_matches_numpy_twin(c):
 
 
 @pytest.mark.aarch64
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(10, int(120 * EXAMPLES)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_opencv(c):
     """Against cv2.cvtColor + cv2.resize, compared as 8-bit images (identity quantization).
@@ -342,11 +345,14 @@ def test_formats_listed():
     assert frame_nbytes("i420", 4, 2) == 12
 
 
-@pytest.mark.aarch64
+ON_ARM = pytest.mark.aarch64  # the sizes the arm64 check (under emulation) runs too
+
+
 @pytest.mark.parametrize("fmt", RAW)
 @pytest.mark.parametrize("size,out", [((1920, 1080), (224, 224, 3)), ((1280, 720), (224, 224, 3)),
-                                      ((640, 480), (224, 224, 3)), ((640, 480), (96, 128, 1)),
-                                      ((320, 240), (300, 300, 3))])
+                                      pytest.param((640, 480), (224, 224, 3), marks=ON_ARM),
+                                      pytest.param((640, 480), (96, 128, 1), marks=ON_ARM),
+                                      pytest.param((320, 240), (300, 300, 3), marks=ON_ARM)])
 @pytest.mark.parametrize("resize", ("stretch", "letterbox", "crop"))
 def test_camera_sizes(fmt, size, out, resize):
     """The sizes cameras deliver, every format and mode, against both references."""
