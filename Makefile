@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.streampi-installed
 
-.PHONY: demo test test-all bench lint models clean
+.PHONY: demo test test-all bench lint models clean check-aarch64
 
 $(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(STAMP)               ## kernel and pipeline benchmarks against their re
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streampi tests bench tools
+
+check-aarch64:                ## kernel tests on an emulated Pi (arm64 bookworm, qemu; root; first run ~25 min)
+	scripts/check-aarch64
 
 models:                       ## retrain and convert the bundled models (TensorFlow, dev only)
 	python3 -m venv .venv-models
