@@ -18,6 +18,13 @@ from streampi.preprocess import FORMATS, Preprocessor, frame_nbytes, preprocess
 
 #: scales every hypothesis run here (the arm64 check runs under emulation, 10-30x slower)
 EXAMPLES = float(os.environ.get("STREAMPI_EXAMPLES_SCALE", "1"))
+#: OpenCV's aarch64 wheels route resize and cvtColor through custom HALs (KleidiCV, carotene) that
+#: round differently from OpenCV's own code: on 320×240 → 300×225 bilinear 23 % of the values are one
+#: level from what OpenCV computes on x86 (which the NumPy twin and streampi match exactly), and
+#: YUV conversion plus resize compounds to two. With such a HAL the OpenCV comparison bounds the
+#: error only; the twin comparison stays as strict everywhere.
+CV_CUSTOM_HAL = any(line.split(":")[0].strip() == "Custom HAL" and ("kleidicv" in line.lower() or "carotene" in line)
+                    for line in cv2.getBuildInformation().splitlines())
 DTYPES = {"int8": (np.int8, 2 / 255, -1), "uint8": (np.uint8, 1 / 255, 0), "float32": (np.float32, 0.0, 0)}
 RAW = ("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")
 CV_TO_RGB = {"bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB,
@@ -53,11 +60,15 @@ def steps_apart(a: np.ndarray, b: np.ndarray, dtype, std) -> np.ndarray:
     return np.abs(a.astype(np.int64) - b.astype(np.int64))
 
 
-def assert_close(got, want, dtype, std, exact_fraction=0.99, tally=None):
+def assert_close(got, want, dtype, std, exact_fraction=0.99, tally=None, opencv=False):
     """At most one step apart, and at least 99 % exact. With ``tally`` the exact fraction
     is counted over all the cases of a run instead (a 1×143 output with two values on a
-    rounding tie is 98.6 % exact on its own, and tells nothing)."""
+    rounding tie is 98.6 % exact on its own, and tells nothing). ``opencv``: ``want`` comes
+    from OpenCV, whose custom-HAL builds (aarch64) only bound the error (CV_CUSTOM_HAL)."""
     d = steps_apart(got, want, dtype, std)
+    if opencv and CV_CUSTOM_HAL:
+        assert d.max() <= 2.0 + 1e-4, f"max error {d.max()} steps against OpenCV with a custom HAL"
+        return
     assert d.max() <= 1.0 + 1e-4, f"max error {d.max()} steps"
     off = int((d >= 1e-4).sum())
     if tally is not None:
@@ -158,14 +169,15 @@ def test_kernel_matches_opencv(c):
                        channels=c["channels"])
     got, _ = pre(frame, c["fmt"])
     want = cv_reference(frame, c["fmt"], w, h, shape, np.uint8, channels=c["channels"], **kw)
-    assert_close(got, want, np.uint8, kw["std"], tally=OPENCV_TALLY)
+    assert_close(got, want, np.uint8, kw["std"], tally=OPENCV_TALLY, opencv=True)
 
 
 @pytest.mark.aarch64
 def test_opencv_exact_fraction_over_all_cases():
     """Runs after test_kernel_matches_opencv (file order): ≥ 99 % of all values exact."""
     if not OPENCV_TALLY["values"]:
-        pytest.skip("test_kernel_matches_opencv did not run")
+        pytest.skip("test_kernel_matches_opencv did not run" if not CV_CUSTOM_HAL else
+                    "OpenCV with a custom HAL: only the error bound is checked")
     exact = 1 - OPENCV_TALLY["off"] / OPENCV_TALLY["values"]
     print(f"exact against OpenCV: {exact:.5f} of {OPENCV_TALLY['values']} values")
     assert exact >= 0.99
@@ -368,7 +380,7 @@ def test_camera_sizes(fmt, size, out, resize):
     got8, _ = pre8(frame, fmt)
     want8 = cv_reference(frame, fmt, w, h, out, np.uint8, mean=(0.0,), std=(1.0,), scale=1 / 255, zp=0,
                          resize=resize, pad=114)
-    assert_close(got8, want8, np.uint8, (1.0,))
+    assert_close(got8, want8, np.uint8, (1.0,), opencv=True)
 
 
 def _simd_build():
