@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.streampi-installed
 
-.PHONY: demo test test-all test-slow bench lint models clean check-tflite-runtime
+.PHONY: demo test test-all test-slow bench lint models clean check-tflite-runtime check-aarch64
 
-$(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx
+$(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx streampi/_ext/simd.h streampi/_ext/_kernels_neon.pyx
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -37,6 +37,9 @@ check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streampi tests bench tools
+
+check-aarch64:                ## kernel tests on an emulated Pi (arm64 bookworm, qemu; root; first run ~25 min)
+	scripts/check-aarch64
 
 models:                       ## retrain and convert the bundled models (TensorFlow, dev only)
 	python3 -m venv .venv-models

@@ -21,11 +21,16 @@ def _check_compiler() -> None:
 if any(cmd in sys.argv for cmd in ("build_ext", "bdist_wheel", "install", "develop", "editable_wheel")):
     _check_compiler()
 
-from Cython.Build import cythonize  # noqa: E402
-
 import platform  # noqa: E402
 
-extra = ["-O3"]
+from Cython.Build import cythonize  # noqa: E402
+
+# -ffp-contract=off: GCC fuses a*b+c into one fused multiply-add by default wherever the target
+# has one (every aarch64 CPU; x86 with -march=native), which rounds once instead of twice and so
+# moves area sums and bilinear weights across rounding ties: the Pi gave other bytes than x86.
+# -fno-fast-math keeps it so should CFLAGS ask otherwise. The integer code has no char of
+# unspecified signedness (uint8_t throughout), so nothing else depends on the architecture.
+extra = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
 if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's own CPU
     extra.append("-march=native")
 inc = ["streampi/_ext"]
@@ -33,9 +38,13 @@ extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"]
                         extra_compile_args=extra)]
 if platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("STREAMPI_NATIVE"):
     # the same source built for AVX2 (no FMA: identical float results); picked at import when the CPU has it.
-    # (ARM's NEON is part of the aarch64 baseline, so the Pi needs no second build.)
     extensions.append(Extension("streampi._ext._kernels_avx2", ["streampi/_ext/_kernels_avx2.pyx"],
                                 include_dirs=inc, extra_compile_args=[*extra, "-mavx2"]))
+if platform.machine().lower() in ("aarch64", "arm64"):
+    # NEON is in every aarch64 CPU; the hand-written NEON paths live in a second build so that the
+    # baseline (the compiler's own vectorisation only) stays available to compare against.
+    extensions.append(Extension("streampi._ext._kernels_neon", ["streampi/_ext/_kernels_neon.pyx"],
+                                include_dirs=inc, extra_compile_args=[*extra, "-DSTREAMPI_NEON"]))
 
 setup(
     ext_modules=cythonize(

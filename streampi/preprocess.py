@@ -45,14 +45,23 @@ def _cpu_has(flag: str) -> bool:
 
 
 def _load_kernels():
-    """The AVX2 build where the CPU has AVX2 (x86-64), else the baseline build.
-    ``STREAMPI_KERNELS=baseline`` forces the baseline."""
-    if os.environ.get("STREAMPI_KERNELS", "auto") != "baseline" and _cpu_has("avx2"):
-        try:
-            from ._ext import _kernels_avx2
-            return _kernels_avx2, "avx2"
-        except ImportError:
-            pass
+    """The fastest build this CPU runs: AVX2 (x86-64 with AVX2), NEON (aarch64), else the
+    baseline build. All give the same bytes. ``STREAMPI_KERNELS=baseline`` forces the baseline."""
+    import platform
+
+    if os.environ.get("STREAMPI_KERNELS", "auto") != "baseline":
+        if _cpu_has("avx2"):
+            try:
+                from ._ext import _kernels_avx2
+                return _kernels_avx2, "avx2"
+            except ImportError:
+                pass
+        if platform.machine().lower() in ("aarch64", "arm64"):
+            try:
+                from ._ext import _kernels_neon
+                return _kernels_neon, "neon"
+            except ImportError:
+                pass
     try:
         from ._ext import _kernels as baseline
     except ImportError as exc:  # pragma: no cover - a broken install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 
 import cv2
 import numpy as np
@@ -15,6 +16,15 @@ from reference import quantize, rects, reference, uses_area
 from streampi.errors import FrameError
 from streampi.preprocess import FORMATS, Preprocessor, frame_nbytes, preprocess
 
+#: scales every hypothesis run here (the arm64 check runs under emulation, 10-30x slower)
+EXAMPLES = float(os.environ.get("STREAMPI_EXAMPLES_SCALE", "1"))
+#: OpenCV's aarch64 wheels route resize and cvtColor through custom HALs (KleidiCV, carotene) that
+#: round differently from OpenCV's own code: on 320×240 → 300×225 bilinear 23 % of the values are one
+#: level from what OpenCV computes on x86 (which the NumPy twin and streampi match exactly), and
+#: YUV conversion plus resize compounds to two. With such a HAL the OpenCV comparison bounds the
+#: error only; the twin comparison stays as strict everywhere.
+CV_CUSTOM_HAL = any(line.split(":")[0].strip() == "Custom HAL" and ("kleidicv" in line.lower() or "carotene" in line)
+                    for line in cv2.getBuildInformation().splitlines())
 DTYPES = {"int8": (np.int8, 2 / 255, -1), "uint8": (np.uint8, 1 / 255, 0), "float32": (np.float32, 0.0, 0)}
 RAW = ("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")
 CV_TO_RGB = {"bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "bgra": cv2.COLOR_BGRA2RGB,
@@ -50,11 +60,15 @@ def steps_apart(a: np.ndarray, b: np.ndarray, dtype, std) -> np.ndarray:
     return np.abs(a.astype(np.int64) - b.astype(np.int64))
 
 
-def assert_close(got, want, dtype, std, exact_fraction=0.99, tally=None):
+def assert_close(got, want, dtype, std, exact_fraction=0.99, tally=None, opencv=False):
     """At most one step apart, and at least 99 % exact. With ``tally`` the exact fraction
     is counted over all the cases of a run instead (a 1×143 output with two values on a
-    rounding tie is 98.6 % exact on its own, and tells nothing)."""
+    rounding tie is 98.6 % exact on its own, and tells nothing). ``opencv``: ``want`` comes
+    from OpenCV, whose custom-HAL builds (aarch64) only bound the error (CV_CUSTOM_HAL)."""
     d = steps_apart(got, want, dtype, std)
+    if opencv and CV_CUSTOM_HAL:
+        assert d.max() <= 2.0 + 1e-4, f"max error {d.max()} steps against OpenCV with a custom HAL"
+        return
     assert d.max() <= 1.0 + 1e-4, f"max error {d.max()} steps"
     off = int((d >= 1e-4).sum())
     if tally is not None:
@@ -127,7 +141,8 @@ def _setup(c):
     return frame, w, h, shape, dtype, kw, pre
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.aarch64
+@settings(max_examples=max(10, int(150 * EXAMPLES)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_numpy_twin(c):
     frame, w, h, shape, dtype, kw, pre = _setup(c)
@@ -137,7 +152,8 @@ def test_kernel_matches_numpy_twin(c):
     assert_close(got, want, dtype, kw["std"])
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.aarch64
+@settings(max_examples=max(10, int(120 * EXAMPLES)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case)
 def test_kernel_matches_opencv(c):
     """Against cv2.cvtColor + cv2.resize, compared as 8-bit images (identity quantization).
@@ -153,13 +169,15 @@ def test_kernel_matches_opencv(c):
                        channels=c["channels"])
     got, _ = pre(frame, c["fmt"])
     want = cv_reference(frame, c["fmt"], w, h, shape, np.uint8, channels=c["channels"], **kw)
-    assert_close(got, want, np.uint8, kw["std"], tally=OPENCV_TALLY)
+    assert_close(got, want, np.uint8, kw["std"], tally=OPENCV_TALLY, opencv=True)
 
 
+@pytest.mark.aarch64
 def test_opencv_exact_fraction_over_all_cases():
     """Runs after test_kernel_matches_opencv (file order): ≥ 99 % of all values exact."""
     if not OPENCV_TALLY["values"]:
-        pytest.skip("test_kernel_matches_opencv did not run")
+        pytest.skip("test_kernel_matches_opencv did not run" if not CV_CUSTOM_HAL else
+                    "OpenCV with a custom HAL: only the error bound is checked")
     exact = 1 - OPENCV_TALLY["off"] / OPENCV_TALLY["values"]
     print(f"exact against OpenCV: {exact:.5f} of {OPENCV_TALLY['values']} values")
     assert exact >= 0.99
@@ -178,6 +196,7 @@ def test_lut_matches_formula(dtype, norm):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("fmt", ("i420", "nv12"))
 def test_full_range_yuv(fmt):
     rng = np.random.default_rng(3)
@@ -215,6 +234,7 @@ def test_crop_transform_maps_back():
     assert np.allclose(fx, [100, 200]) and np.allclose(fy, [0, 100])
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("w,h", [(1280, 720), (640, 480), (200, 150), (97, 61)])
 def test_jpeg_matches_twin_on_decoded_pixels(w, h):
     rng = np.random.default_rng(w)
@@ -337,10 +357,14 @@ def test_formats_listed():
     assert frame_nbytes("i420", 4, 2) == 12
 
 
+ON_ARM = pytest.mark.aarch64  # the sizes the arm64 check (under emulation) runs too
+
+
 @pytest.mark.parametrize("fmt", RAW)
 @pytest.mark.parametrize("size,out", [((1920, 1080), (224, 224, 3)), ((1280, 720), (224, 224, 3)),
-                                      ((640, 480), (224, 224, 3)), ((640, 480), (96, 128, 1)),
-                                      ((320, 240), (300, 300, 3))])
+                                      pytest.param((640, 480), (224, 224, 3), marks=ON_ARM),
+                                      pytest.param((640, 480), (96, 128, 1), marks=ON_ARM),
+                                      pytest.param((320, 240), (300, 300, 3), marks=ON_ARM)])
 @pytest.mark.parametrize("resize", ("stretch", "letterbox", "crop"))
 def test_camera_sizes(fmt, size, out, resize):
     """The sizes cameras deliver, every format and mode, against both references."""
@@ -356,40 +380,61 @@ def test_camera_sizes(fmt, size, out, resize):
     got8, _ = pre8(frame, fmt)
     want8 = cv_reference(frame, fmt, w, h, out, np.uint8, mean=(0.0,), std=(1.0,), scale=1 / 255, zp=0,
                          resize=resize, pad=114)
-    assert_close(got8, want8, np.uint8, (1.0,))
+    assert_close(got8, want8, np.uint8, (1.0,), opencv=True)
 
 
-def test_avx2_and_baseline_builds_agree():
-    """The AVX2 build (x86-64) must give the baseline build's bytes exactly."""
+def _simd_build():
+    """The hand-vectorised build this machine can run (AVX2 on x86-64, NEON on aarch64), if any."""
+    import importlib
+    import platform
+
+    pp = importlib.import_module("streampi.preprocess")
+    names = {"x86_64": "_kernels_avx2", "amd64": "_kernels_avx2", "aarch64": "_kernels_neon", "arm64": "_kernels_neon"}
+    name = names.get(platform.machine().lower())
+    if name is None:
+        pytest.skip(f"no vectorised build for {platform.machine()}")
+    if name.endswith("avx2") and not pp._cpu_has("avx2"):
+        pytest.skip("this CPU has no AVX2")
+    try:
+        return importlib.import_module(f"streampi._ext.{name}")
+    except ImportError:
+        pytest.fail(f"streampi._ext.{name} is not built on {platform.machine()}")
+
+
+# every direct path: the seven formats, bilinear and area, 3 and 1 channels, odd sizes, odd crop
+# offsets, and widths whose last pixels read the final bytes of a row (the vector blocks stop there)
+AGREE_CASES = [(fmt, size, out, resize, interp)
+               for fmt in RAW
+               for size, out, resize in [((640, 480), (224, 224, 3), "stretch"), ((641, 479), (200, 300, 3), "letterbox"),
+                                         ((333, 211), (96, 128, 3), "crop"), ((17, 9), (5, 7, 3), "stretch"),
+                                         ((21, 13), (40, 64, 3), "stretch"), ((64, 48), (48, 61, 3), "stretch"),
+                                         ((1921, 1079), (224, 224, 1), "crop"), ((9, 3), (30, 31, 3), "letterbox")]
+               for interp in ("linear", "area")]
+
+
+@pytest.mark.aarch64
+@pytest.mark.parametrize("fmt,size,out,resize,interp", AGREE_CASES)
+def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
+    """The vectorised build (AVX2 or NEON) must give the baseline build's bytes exactly."""
     import importlib
 
-    try:
-        avx2 = importlib.import_module("streampi._ext._kernels_avx2")
-    except ImportError:
-        pytest.skip("no AVX2 build on this platform")
-    pp = importlib.import_module("streampi.preprocess")
-
+    simd = _simd_build()
     base = importlib.import_module("streampi._ext._kernels")
-    if not pp._cpu_has("avx2"):
-        pytest.skip("this CPU has no AVX2")
-    rng = np.random.default_rng(4)
-    for fmt, (w, h), out, resize in [("rgb", (640, 480), (224, 224, 3), "stretch"),
-                                     ("i420", (1280, 720), (224, 224, 3), "letterbox"),
-                                     ("bgra", (333, 211), (96, 128, 3), "crop"),
-                                     ("nv12", (320, 240), (300, 300, 3), "stretch"),
-                                     ("rgb", (1920, 1080), (64, 64, 1), "stretch"),
-                                     ("rgb", (641, 479), (200, 300, 3), "letterbox"),
-                                     ("bgr", (333, 250), (224, 224, 3), "stretch"),
-                                     ("rgba", (17, 9), (5, 7, 3), "stretch")]:
-        frame = make_frame(rng, fmt, w, h, smooth=False)
-        dtype = np.float32 if fmt != "bgr" else np.int8
-        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels="bgr"
-                           if fmt == "bgr" else "rgb")
+    pp = importlib.import_module("streampi.preprocess")
+    assert simd.SIMD_BUILD in ("avx2", "neon") and base.SIMD_BUILD == "baseline"
+    w, h = size
+    if fmt in ("i420", "nv12"):
+        w, h = w + w % 2, h + h % 2
+    rng = np.random.default_rng(w * 7 + h)
+    frame = make_frame(rng, fmt, w, h, smooth=False)
+    for dtype, channels in ((np.float32, "rgb"), (np.int8, "bgr")):
+        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels=channels,
+                           interpolation=interp, pad=7)
         results = []
-        for module in (base, avx2):
+        for module in (base, simd):
             pp._kernels = module
             try:
                 results.append(pre(frame, fmt)[0])
             finally:
                 pp._kernels = pp._load_kernels()[0]
-        assert np.array_equal(results[0], results[1]), (fmt, w, h)
+        assert np.array_equal(results[0], results[1]), (fmt, w, h, out, resize, interp, dtype)

@@ -2,8 +2,9 @@
 # cython: initializedcheck=False, nonecheck=False
 """Fused colour conversion + resize + normalise/quantize, one pass, no GIL.
 
-The hot loop only: arguments are validated by ``streampi/preprocess.py``, which is the
-documented API. Each source row is read once (converted from YUV/gray when needed), resampled
+The hot loop, plus a check of every size against the buffers it is handed
+(``check_arguments``; ``streampi/preprocess.py`` is the documented API and reports bad frames
+in its own terms first). Each source row is read once (converted from YUV/gray when needed), resampled
 horizontally, combined vertically, and written through a per-channel 256-entry lookup table
 (the normalisation and quantization of a uint8 value) straight into the output slot.
 
@@ -11,6 +12,8 @@ Arithmetic follows OpenCV so that results can be checked against it: bilinear us
 fixed-point weights and OpenCV's vector rounding; area averaging uses float32 weight tables;
 YUV 4:2:0 → RGB uses BT.601 fixed-point coefficients with 20 fractional bits.
 """
+
+import operator
 
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
@@ -29,6 +32,7 @@ cdef extern from "simd.h" nogil:
     int streampi_hline2_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int dw,
                             const int* x0, const int* x1, const int* a0, const int* a1, int32_t* h,
                             int32_t* g, int row_bytes)
+    const char* STREAMPI_SIMD_BUILD
 
 cdef enum:
     FMT_RGB = 0
@@ -38,6 +42,9 @@ cdef enum:
     FMT_GRAY = 4
     FMT_I420 = 5
     FMT_NV12 = 6
+
+#: Which hand-vectorised paths this build has: "avx2", "neon" or "baseline".
+SIMD_BUILD = STREAMPI_SIMD_BUILD.decode()
 
 FORMAT_CODES = {"rgb": FMT_RGB, "bgr": FMT_BGR, "rgba": FMT_RGBA, "bgra": FMT_BGRA,
                 "gray": FMT_GRAY, "i420": FMT_I420, "nv12": FMT_NV12}
@@ -428,20 +435,107 @@ cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, in
     return 0
 
 
-def resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
-                    int cx, int cy, int cw, int ch,
-                    uint8_t[::1] out, int out_w, int out_h, int out_c, int itemsize,
-                    int dx0, int dy0, int dw, int dh,
-                    const uint8_t[::1] lut, const uint8_t[::1] pad,
-                    bint swap_rb, bint full_range, bint area):
+PACKED_BYTES = {FMT_RGB: 3, FMT_BGR: 3, FMT_RGBA: 4, FMT_BGRA: 4, FMT_GRAY: 1}
+#: Largest buffer (source frame or output slot) the kernel addresses: its offsets are C ints.
+MAX_BUFFER_BYTES = 2**31 - 1
+
+
+def _index(name, value):
+    """``value`` as a Python int (bool refused), so the checks below cannot overflow."""
+    if isinstance(value, bool):
+        raise TypeError(f"streampi kernel: {name} must be an integer, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"streampi kernel: {name} must be an integer, got {type(value).__name__}") from None
+
+
+def _rect_inside(what, x, y, w, h, width, height, where):
+    if w < 1 or h < 1:
+        raise ValueError(f"streampi kernel: {what} of {w}×{h} is empty")
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise ValueError(f"streampi kernel: {what} ({x}, {y}, {w}×{h}) is not inside the {where} "
+                         f"of {width}×{height}")
+
+
+def check_arguments(src_nbytes, fmt, src_w, src_h, cx, cy, cw, ch, out_nbytes, out_w, out_h, out_c, itemsize,
+                    dx0, dy0, dw, dh, lut_nbytes, pad_nbytes):
+    """Raise ValueError unless every size and rectangle agrees with the buffer lengths given.
+
+    The loops below run without bounds checks, so this is what keeps any caller (not only
+    ``streampi.preprocess``, which checks frames in its own terms first) from making the
+    kernel read or write outside its buffers."""
+    fmt, src_w, src_h, cx, cy, cw, ch = (_index(n, v) for n, v in zip(
+        ("fmt", "src_w", "src_h", "cx", "cy", "cw", "ch"), (fmt, src_w, src_h, cx, cy, cw, ch)))
+    out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh = (_index(n, v) for n, v in zip(
+        ("out_w", "out_h", "out_c", "itemsize", "dx0", "dy0", "dw", "dh"),
+        (out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh)))
+    if fmt not in FORMAT_CODES.values():
+        raise ValueError(f"streampi kernel: unknown format code {fmt}")
+    if src_w < 1 or src_h < 1:
+        raise ValueError(f"streampi kernel: source of {src_w}×{src_h} is empty")
+    if fmt in (FMT_I420, FMT_NV12):
+        if src_w % 2 or src_h % 2:
+            raise ValueError(f"streampi kernel: a 4:2:0 source needs an even width and height, got {src_w}×{src_h}")
+        need = src_w * src_h + 2 * (src_w // 2) * (src_h // 2)
+    else:
+        need = src_w * src_h * PACKED_BYTES[fmt]
+    if need > MAX_BUFFER_BYTES:
+        raise ValueError(f"streampi kernel: source of {src_w}×{src_h} needs {need} bytes, "
+                         f"more than the {MAX_BUFFER_BYTES} the kernel addresses")
+    if src_nbytes != need:
+        raise ValueError(f"streampi kernel: source of {src_w}×{src_h} in format {fmt} needs {need} bytes, "
+                         f"the buffer has {src_nbytes}")
+    _rect_inside("crop", cx, cy, cw, ch, src_w, src_h, "source")
+    if out_c not in (1, 3):
+        raise ValueError(f"streampi kernel: out_c must be 1 or 3, got {out_c}")
+    if itemsize not in (1, 4):
+        raise ValueError(f"streampi kernel: itemsize must be 1 (int8/uint8) or 4 (float32), got {itemsize}")
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f"streampi kernel: destination of {out_w}×{out_h} is empty")
+    need = out_w * out_h * out_c * itemsize
+    if need > MAX_BUFFER_BYTES:
+        raise ValueError(f"streampi kernel: destination of {out_w}×{out_h}×{out_c} needs {need} bytes, "
+                         f"more than the {MAX_BUFFER_BYTES} the kernel addresses")
+    if out_nbytes != need:
+        raise ValueError(f"streampi kernel: destination of {out_w}×{out_h}×{out_c} with {itemsize}-byte "
+                         f"elements needs {need} bytes, the buffer has {out_nbytes}")
+    _rect_inside("destination rectangle", dx0, dy0, dw, dh, out_w, out_h, "destination")
+    if lut_nbytes != 256 * out_c * itemsize:
+        raise ValueError(f"streampi kernel: the lookup table needs {256 * out_c * itemsize} bytes "
+                         f"(256 per channel and element byte), got {lut_nbytes}")
+    if pad_nbytes != out_c * itemsize:
+        raise ValueError(f"streampi kernel: the pad value needs {out_c * itemsize} bytes, got {pad_nbytes}")
+
+
+def resize_quantize(src, fmt, src_w, src_h, cx, cy, cw, ch, out, out_w, out_h, out_c, itemsize,
+                    dx0, dy0, dw, dh, lut, pad, swap_rb, full_range, area):
     """Convert, resize and quantize one frame into ``out`` (the raw bytes of one slot).
 
-    Trusts its arguments (see ``streampi.preprocess``): ``src`` holds a ``src_w × src_h``
-    frame of format ``fmt``; the crop ``(cx, cy, cw, ch)`` of it is resampled into the
-    rectangle ``(dx0, dy0, dw, dh)`` of an ``out_h × out_w × out_c`` slot of ``itemsize``-byte
-    elements; the rest of the slot is filled with ``pad`` (one element per channel).
-    ``lut`` maps each channel's uint8 value to an output element.
+    ``src`` holds a ``src_w × src_h`` frame of format ``fmt``; the crop ``(cx, cy, cw, ch)``
+    of it is resampled into the rectangle ``(dx0, dy0, dw, dh)`` of an ``out_h × out_w ×
+    out_c`` slot of ``itemsize``-byte elements; the rest of the slot is filled with ``pad``
+    (one element per channel). ``lut`` maps each channel's uint8 value to an output element.
+    ``src``, ``out``, ``lut`` and ``pad`` are contiguous byte buffers (``out`` writable).
+    Every size is checked against those buffers (``ValueError`` when they disagree).
     """
+    cdef const uint8_t[::1] src_v = src
+    cdef uint8_t[::1] out_v = out
+    cdef const uint8_t[::1] lut_v = lut
+    cdef const uint8_t[::1] pad_v = pad
+    check_arguments(src_v.shape[0], fmt, src_w, src_h, cx, cy, cw, ch, out_v.shape[0], out_w, out_h, out_c,
+                    itemsize, dx0, dy0, dw, dh, lut_v.shape[0], pad_v.shape[0])
+    _resize_quantize(src_v, fmt, src_w, src_h, cx, cy, cw, ch, out_v, out_w, out_h, out_c, itemsize,
+                     dx0, dy0, dw, dh, lut_v, pad_v, bool(swap_rb), bool(full_range), bool(area))
+
+
+cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
+                      int cx, int cy, int cw, int ch,
+                      uint8_t[::1] out, int out_w, int out_h, int out_c, int itemsize,
+                      int dx0, int dy0, int dw, int dh,
+                      const uint8_t[::1] lut, const uint8_t[::1] pad,
+                      bint swap_rb, bint full_range, bint area):
+    """The kernel proper, on arguments check_arguments() accepted."""
     cdef Source s
     cdef int i, rc = 0, pixel = out_c * itemsize
     cdef int out_stride = out_w * pixel
