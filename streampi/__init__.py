@@ -1,11 +1,13 @@
 """streampi: an edge-inference streaming server for the Raspberry Pi.
 
 Camera producers push frames over ZeroMQ; the server preprocesses them with fused Cython
-kernels straight into TFLite input tensors, runs micro-batches on pinned interpreter
-workers and publishes results to subscribers. See README.md and docs/.
+kernels straight into TFLite input tensors, runs micro-batches on supervised interpreter
+worker processes and publishes results to subscribers. See README.md and docs/.
+
+The names below load on first use: a camera that only imports :mod:`streampi.client` needs
+pyzmq, msgpack and NumPy, not the compiled kernels or an interpreter.
 """
 
-from .config import ModelConfig, load_config
 from .errors import (
     BackendUnavailable,
     FrameError,
@@ -16,25 +18,31 @@ from .errors import (
     UnsupportedModelError,
     UnsupportedOpError,
 )
-from .model import Model, bundled_model
-from .preprocess import Preprocessor, Transform
-from .synthetic import LABELS, ShapesGenerator
 
 __version__ = "0.1.0"
 
+#: name -> module that defines it, imported when the name is first used
+_LAZY = {
+    "ModelConfig": "config", "load_config": "config",
+    "Model": "model", "bundled_model": "model",
+    "Preprocessor": "preprocess", "Transform": "preprocess",
+    "LABELS": "synthetic", "ShapesGenerator": "synthetic", "ScenesGenerator": "synthetic",
+    "Server": "serving", "ServerOptions": "serving",
+    "Producer": "client", "Subscriber": "client", "AsyncProducer": "client", "AsyncSubscriber": "client",
+}
+
 __all__ = [
-    "BackendUnavailable", "FrameError", "LABELS", "Model", "ModelConfig", "ModelError", "ModelFileError",
-    "Preprocessor", "ProtocolError", "ShapesGenerator", "StreampiError", "Transform", "UnsupportedModelError",
-    "UnsupportedOpError", "bundled_model", "load_config", "__version__",
+    "BackendUnavailable", "FrameError", "ModelError", "ModelFileError", "ProtocolError", "StreampiError",
+    "UnsupportedModelError", "UnsupportedOpError", "__version__", *_LAZY,
 ]
 
 
 def __getattr__(name: str):
-    # the networking half imports pyzmq; load it only when asked for
-    if name == "Server":
-        from .serving import Server
-        return Server
-    if name in ("Producer", "Subscriber", "AsyncProducer", "AsyncSubscriber"):
-        from . import client
-        return getattr(client, name)
-    raise AttributeError(f"module 'streampi' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streampi' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -30,7 +30,7 @@ import zmq.asyncio
 
 from . import auth, protocol
 from .errors import FrameError
-from .preprocess import FORMATS, RAW_FORMATS, check_raw_size
+from .formats import FORMATS, RAW_FORMATS, check_raw_size
 
 DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
 DEFAULT_RESULTS = "tcp://127.0.0.1:5556"

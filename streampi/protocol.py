@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from .errors import FrameError, ProtocolError
-from .preprocess import FORMATS, RAW_FORMATS, check_raw_size
+from .formats import FORMATS, RAW_FORMATS, check_raw_size
 
 VERSION = 1
 ERRORS_TOPIC = "_errors"
