@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import simplejpeg
 
 from streampi import LABELS, ShapesGenerator
@@ -28,6 +29,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "accuracy" in r.stdout and "latency" in r.stdout
 
 
+@pytest.mark.aarch64
 def test_produce_folder_and_subscribe(tmp_path):
     gen = ShapesGenerator(seed=12)
     labels = []
@@ -54,12 +56,14 @@ def test_produce_folder_and_subscribe(tmp_path):
     assert by_stream["dir0"] == [labels[0], labels[2], labels[1]]
 
 
+@pytest.mark.aarch64
 def test_serve_refuses_a_bad_model_clearly():
     r = subprocess.run([*CLI, "serve", "custom_op"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "StreampiNoSuchOp" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.aarch64
 def test_serve_bad_options():
     r = subprocess.run([*CLI, "serve", "--workers", "0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "must be >= 1" in r.stderr

@@ -17,6 +17,7 @@ from streampi.model import _probe_in_child, check_tflite_file, dequantize
 from streampi.preprocess import Preprocessor
 
 
+@pytest.mark.aarch64
 def test_backend_preference_and_forcing(monkeypatch):
     installed = [b.name for b in available_backends()]
     assert installed and installed == [n for n in BACKEND_NAMES if n in installed]  # in order of preference
@@ -177,6 +178,7 @@ def _file(tmp_path, content):
     return path
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("backend", [b.name for b in available_backends()])
 @pytest.mark.parametrize("case", list(BAD_MODEL_FILES))
 def test_bad_model_files(tmp_path, backend, case):

@@ -74,6 +74,7 @@ def as_format(rgb: np.ndarray, fmt: str):
     raise ValueError(fmt)
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("two_part", [True, False])
 def test_round_trip_every_format(server, sub, two_part):
     gen = ShapesGenerator(seed=11)
@@ -103,6 +104,7 @@ def test_round_trip_every_format(server, sub, two_part):
         assert correct[fmt] == 3, (fmt, correct)
 
 
+@pytest.mark.aarch64
 def test_pipeline_accuracy_equals_direct_interpreter(server, sub):
     gen = ShapesGenerator(seed=2026)
     frames, labels = gen.batch(150, 320, 240)
@@ -305,6 +307,7 @@ def test_producer_checks_before_sending(server):
             Producer(server.frames, stream="_nope")
 
 
+@pytest.mark.aarch64
 def test_bad_model_fails_at_start():
     from streampi.errors import UnsupportedModelError, UnsupportedOpError
 
