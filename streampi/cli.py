@@ -66,6 +66,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def add_model_config_arguments(p: argparse.ArgumentParser) -> Any:
+    """The flags that override a model's sidecar (serve, quantize); returns their group."""
+    g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
+    g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
+    g.add_argument("--std", type=_floats, help="normalisation std(s)")
+    g.add_argument("--channels", choices=["rgb", "bgr"])
+    g.add_argument("--resize", choices=["stretch", "letterbox", "crop"])
+    g.add_argument("--labels", type=Path, help="labels file, one per line")
+    return g
+
+
 # -- serve ----------------------------------------------------------------------------------
 def add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a model: frames in over ZeroMQ PULL, results out over PUB",
@@ -107,12 +118,7 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--stop-timeout", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
-    g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
-    g.add_argument("--std", type=_floats, help="normalisation std(s)")
-    g.add_argument("--channels", choices=["rgb", "bgr"])
-    g.add_argument("--resize", choices=["stretch", "letterbox", "crop"])
-    g.add_argument("--labels", type=Path, help="labels file, one per line")
+    g = add_model_config_arguments(p)
     g.add_argument("--top-k", type=int)
     from .decoders import add_arguments as add_decoder_arguments
 

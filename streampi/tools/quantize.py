@@ -791,12 +791,6 @@ def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, ou
 
 
 # -- the verb ---------------------------------------------------------------------------------------------
-def _floats(text: str) -> tuple[float, ...]:
-    from ..cli import _floats as parse
-
-    return parse(text)
-
-
 def _fraction(text: str) -> float:
     try:
         return float(text)
@@ -824,12 +818,9 @@ def add_quantize(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frames and of the hold-out split")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g = p.add_argument_group("model configuration (overrides the sidecar MODEL.json)")
-    g.add_argument("--mean", type=_floats, help="normalisation mean(s): (x/255 - mean)/std")
-    g.add_argument("--std", type=_floats, help="normalisation std(s)")
-    g.add_argument("--channels", choices=["rgb", "bgr"])
-    g.add_argument("--resize", choices=["stretch", "letterbox", "crop"])
-    g.add_argument("--labels", type=Path, help="labels file, one per line")
+    from ..cli import add_model_config_arguments
+
+    add_model_config_arguments(p)
     p.set_defaults(func=cmd_quantize)
 
 
