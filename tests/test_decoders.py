@@ -60,14 +60,14 @@ def test_classify_top_k_matches_sorted_reference_with_ties():
         got = dec.frame_result([scores], i, None)["top"]
         assert [g[0] for g in got] == want
         assert [g[2] for g in got] == pytest.approx([float(scores[i, k]) for k in want])
-    assert "outputs" in dec.frame_result([scores], 0, None)  # a classifier's scores are small
-    lean = make_decoder([spec((3, 1000))], ModelConfig(decoder={"raw_outputs": False}))
-    assert set(lean.frame_result([scores], 0, None)) == {"top"}
+    assert set(dec.frame_result([scores], 0, None)) == {"top"}  # raw scores only on request
+    full = make_decoder([spec((3, 1000))], ModelConfig(decoder={"raw_outputs": True}))
+    assert set(full.frame_result([scores], 0, None)) == {"top", "outputs"}
 
 
 def test_classify_labels_and_raw_outputs():
     scores = np.array([[0.1, 0.7, 0.2]], np.float32)
-    dec = make_decoder([spec((1, 3))], ModelConfig(labels=("a", "b"), top_k=5))
+    dec = make_decoder([spec((1, 3))], ModelConfig(labels=("a", "b"), top_k=5, decoder={"raw_outputs": True}))
     r = dec.frame_result([scores], 0, None)
     assert r["top"] == [[1, "b", pytest.approx(0.7)], [2, None, pytest.approx(0.2)], [0, "a", pytest.approx(0.1)]]
     assert np.frombuffer(r["outputs"][0]["data"], "<f4").tolist() == pytest.approx([0.1, 0.7, 0.2])

@@ -74,6 +74,7 @@ def test_metrics_match_what_was_sent_and_answered():
     assert value(after, "streampi_worker_generation", worker="0") == 1
     info = [k for k in after if k[0] == "streampi_model_info"]
     assert info and dict(info[0][1])["name"] == "shapes_int8"
+    assert {"sha256", "backend", "backend_version", "streampi_version"} <= set(dict(info[0][1]))
 
 
 def test_stream_labels_stay_bounded():

@@ -39,8 +39,17 @@ def assert_no_more(sub: Subscriber, wait: float = 0.5) -> None:
 @pytest.fixture(scope="module", params=["process", "thread"])
 def server(request):
     with ServerThread("shapes_int8", ServerOptions(workers=2, policy="queue", max_batch=4,
-                                                   isolation=request.param)) as st:
+                                                   isolation=request.param), decoder={"raw_outputs": True}) as st:
         yield st
+
+
+def test_classifier_results_carry_no_raw_scores_unless_asked():
+    with ServerThread("shapes_int8", ServerOptions(workers=1)) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="small") as prod:
+            prod.send(ShapesGenerator(seed=2).frame(160, 120)[0])
+        r = sub.recv(timeout=10)
+    assert r["ok"] and r["top"] and "outputs" not in r
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ class ClassifyDecoder(Decoder):
     rank the lower class index first. ``argpartition`` picks the ``k`` best in O(classes),
     then only those ``k`` are sorted."""
 
-    kind = "classify"
-    raw_default = True
+    kind = "classify"  # raw scores only on request (--raw-outputs): results stay small
 
     def __init__(self, specs, labels, options: Options, *, top_k: int = 5) -> None:
         super().__init__(specs, labels, options)

@@ -27,7 +27,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .. import protocol
+from .. import __version__, protocol
 from ..config import ModelConfig, load_config
 from ..decoders import make_decoder
 from ..errors import ProtocolError, StreampiError
@@ -297,8 +297,10 @@ class Server(Events):
         if opts.metrics_port is not None:
             from .metrics import Metrics
 
-            self.metrics = Metrics(self.status, lambda: {**self.model_info, "backend": self.backend,
-                                                         "isolation": opts.isolation}, opts.max_streams)
+            self.metrics = Metrics(self.status, lambda: {
+                **self.model_info, "backend": self.backend, "isolation": opts.isolation,
+                "backend_version": self.runtime_info.get("backend_version"),
+                "kernels": self.runtime_info.get("kernels"), "streampi_version": __version__}, opts.max_streams)
             try:
                 port = self.metrics.serve(opts.metrics_port, opts.metrics_bind)
             except OSError as exc:
