@@ -6,6 +6,11 @@
 Thread: the worker receives a reference to the bytes ZeroMQ already holds (queue.SimpleQueue).
 Process: the frame crosses to the worker over a ZeroMQ ipc:// socket, the usual way to feed a
 pool of interpreter processes. Both measured as a round trip with a small reply, per frame.
+
+Then what streampi's worker processes actually pay (``--models``): the server writes the model
+input into the worker's shared-memory slot and the worker process copies it into its
+interpreter, invokes and writes the outputs back; the hand-off is that round trip less the
+invoke, measured with a real worker process on each bundled model.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--models", default="shapes_int8,mobilenet_v2_int8", help="bundled models for the worker slot")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8).tobytes()
@@ -82,6 +88,37 @@ def main() -> None:
     print(f"frame {w}x{h} RGB ({len(frame) / 1024:.0f} KiB), {args.n} round trips")
     print(f"| hand-off | µs per frame |\n|---|---|\n| thread (reference) | {thread_us:.1f} |\n"
           f"| process over ipc:// | {proc_us:.1f} |\n| ratio process/thread | {proc_us / thread_us:.1f} |")
+    print("\n| streampi worker process, per batch of 1 | run p50 µs | invoke p50 µs | hand-off p50 µs |\n|---|---|---|---|")
+    for name in args.models.split(","):
+        run_us, invoke_us = slot_round_trips(name, args.n // 4)
+        print(f"| {name} | {run_us:.0f} | {invoke_us:.0f} | {run_us - invoke_us:.0f} |")
+
+
+def slot_round_trips(model: str, n: int) -> tuple[float, float]:
+    """p50 µs of a worker process's whole batch round trip and of its invoke alone."""
+    import os
+
+    from streampi import bundled_model
+    from streampi.serving import ServerOptions
+    from streampi.serving.server import make_spec
+    from streampi.serving.workers import WorkerSlot, _fork_server, _ProcessEngine
+
+    spec, _, _ = make_spec(bundled_model(model), ServerOptions(), None, {})
+    slot = WorkerSlot(0, spec, isolation="process", cores=[0])
+    engine = _ProcessEngine(spec, 0, [0], slot._block_fd, slot._in, slot._out, _fork_server())
+    os.sched_setaffinity(0, {0})  # the slot thread and its worker share a core, as in the server
+    try:
+        for _ in range(50):
+            engine.run(1)
+        runs, invokes = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            _, invoke_ms = engine.run(1)
+            runs.append((time.perf_counter() - t0) * 1e6)
+            invokes.append(invoke_ms * 1e3)
+    finally:
+        engine.stop()
+    return float(np.median(runs)), float(np.median(invokes))
 
 
 if __name__ == "__main__":
