@@ -100,3 +100,24 @@ def test_sighup_reloads_the_model_file_and_ctl_reports_it(tmp_path):
     assert first["sha256"] != second["sha256"] and second["name"] == "model"
     assert out.returncode == 0 and "now serving shapes_int8" in out.stdout
     assert bad.returncode == 2 and "still serving shapes_int8" in bad.stderr
+
+
+def test_retired_workers_are_released_after_a_reload():
+    """Months of reloads must not accumulate old workers (each holds shared memory)."""
+    import gc
+    import weakref
+
+    with ServerThread("shapes_int8", ServerOptions(workers=2, policy="queue")) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="r") as prod:
+            for _ in range(10):
+                prod.send(FRAME[:120, :160].copy())
+        collect_until(sub, lambda out: len(out) >= 10, timeout=20)
+        old = [weakref.ref(s) for s in st.server.slots]
+        assert request(st.control, "reload", timeout=60, model=str(bundled_model("shapes_uint8")))["ok"]
+        deadline = time.monotonic() + 20
+        while st.server._retiring and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gc.collect()
+        alive = [r() for r in old if r() is not None]
+    assert not alive, f"{len(alive)} retired workers still referenced"

@@ -269,6 +269,9 @@ class Server(Events):
     async def _retire(self, slots: list[WorkerSlot]) -> None:
         await self._stop_slots(slots, deadline=time.monotonic() + self.options.invoke_timeout + 5)
         self._retiring = [s for s in self._retiring if s not in slots]
+        for slot in slots:  # nothing may keep a retired worker (and its shared memory) alive
+            self._usable.discard(slot)
+            self._batch_ids.pop(slot, None)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -639,7 +642,7 @@ class Server(Events):
     def batch_done(self, slot: WorkerSlot, batch: list[Job], outcomes: list[Outcome]) -> None:
         self._in_hand.pop(slot, None)
         worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch),
-                  "batch_id": self._batch_ids.get(slot), "model": slot.spec.model_info}
+                  "batch_id": self._batch_ids.pop(slot, None), "model": slot.spec.model_info}
         for job, out in zip(batch, outcomes):
             if job.settled:  # answered `shutdown` at the stop deadline
                 self.stats["late_results"] += 1
@@ -649,6 +652,7 @@ class Server(Events):
 
     def batch_lost(self, slot: WorkerSlot, batch: list[Job], reason: str) -> None:
         self._in_hand.pop(slot, None)
+        self._batch_ids.pop(slot, None)
         self._usable.discard(slot)  # it is restarting: its "ready" comes when it is back
         self.stats["batches_lost"] += 1
         for job in batch:
@@ -667,6 +671,7 @@ class Server(Events):
 
     def batch_returned(self, slot: WorkerSlot, batch: list[Job]) -> None:
         self._in_hand.pop(slot, None)
+        self._batch_ids.pop(slot, None)
         for job in batch:
             if not job.settled:
                 self.sched.rerun(job)
