@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .client import Producer, Subscriber
-from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
+from .measure import back_to_back, back_to_back_fps, invoke_ms, ready, usable_cores
 from .model import Model, resolve_model
 from .runtime_info import describe_runtime, summary_line
 from .testing import start_server
@@ -426,8 +426,7 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
     ``size`` RGB frame already in memory and then invoke, back to back. No sockets, no
     decoding of messages, no scheduling: the server's share is whatever it loses below this.
     Returns frames/s and the p50 ms of one kernel call and one invoke, each timed apart."""
-    import os
-    import threading
+    import functools
 
     from .config import load_config
     from .preprocess import Preprocessor
@@ -438,27 +437,12 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
     pres = [Preprocessor.for_model(m, config) for m in models]
     frame, _ = ShapesGenerator(seed=0).frame(*size)
     frame = np.ascontiguousarray(frame)
-    cores = usable_cores()
-    counts, stop = [0] * n, threading.Event()
-    errors: list[BaseException] = []
 
     def one(i: int) -> None:
         view = models[i].input_view()
         pres[i](frame, "rgb", out=view[0])
         del view  # the interpreter refuses to run while a view of its buffers is alive
         models[i].invoke()
-
-    def run(i: int) -> None:
-        try:
-            os.sched_setaffinity(0, {cores[i % len(cores)]})
-        except (AttributeError, OSError):
-            pass
-        try:
-            while not stop.is_set():
-                one(i)
-                counts[i] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
-            errors.append(exc)
 
     # the two stages timed apart, on one thread with the others idle
     kernel, invoke = [], []
@@ -471,19 +455,8 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
         t0 = time.perf_counter()
         models[0].invoke()
         invoke.append((time.perf_counter() - t0) * 1e3)
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    time.sleep(settle)
-    c0, t0 = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    c1, t1 = sum(counts), time.perf_counter()
-    stop.set()
-    for t in threads:
-        t.join(30)
-    if errors:
-        raise RuntimeError(f"the pipeline ceiling failed: {errors[0]!r}") from errors[0]
-    return {"instances": n, "fps": (c1 - c0) / (t1 - t0), "frame": f"{size[0]}x{size[1]} rgb",
+    fps = back_to_back([functools.partial(one, i) for i in range(n)], seconds, settle)
+    return {"instances": n, "fps": fps, "frame": f"{size[0]}x{size[1]} rgb",
             "kernel_p50_ms": float(np.median(kernel)), "invoke_p50_ms": float(np.median(invoke))}
 
 

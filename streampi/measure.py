@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,29 +40,42 @@ def invoke_ms(model: Model, runs: int) -> list[float]:
     return times
 
 
-def back_to_back_fps(models: Sequence[Model], seconds: float, settle: float = 0.3) -> float:
-    """Frames/s of ready models invoking back to back, each in a thread pinned to its own
-    core (as the server's workers are); counted over ``seconds`` after ``settle``."""
+def back_to_back(steps: Sequence[Callable[[], Any]], seconds: float, settle: float = 0.3) -> float:
+    """Calls per second of every ``steps[i]`` run back to back in its own thread, pinned to
+    its own core (as the server's workers are), counted over ``seconds`` after ``settle``.
+    A step that raises stops the measurement; the error is raised here."""
     cores = usable_cores()
-    counts, stop = [0] * len(models), threading.Event()
+    counts, stop = [0] * len(steps), threading.Event()
+    errors: list[BaseException] = []
 
     def run(i: int) -> None:
         try:
             os.sched_setaffinity(0, {cores[i % len(cores)]})
         except (AttributeError, OSError):
             pass
-        while not stop.is_set():
-            models[i].invoke()
-            counts[i] += 1
+        try:
+            while not stop.is_set():
+                steps[i]()
+                counts[i] += 1
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+            errors.append(exc)
+            stop.set()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(models))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(steps))]
     for t in threads:
         t.start()
-    time.sleep(settle)
+    stop.wait(settle)
     c0, t0 = sum(counts), time.perf_counter()
-    time.sleep(seconds)
+    stop.wait(seconds)
     c1, t1 = sum(counts), time.perf_counter()
     stop.set()
     for t in threads:
-        t.join()
-    return (c1 - c0) * models[0].batch_size / (t1 - t0)
+        t.join(30)
+    if errors:
+        raise RuntimeError(f"a back-to-back step failed: {errors[0]!r}") from errors[0]
+    return (c1 - c0) / (t1 - t0)
+
+
+def back_to_back_fps(models: Sequence[Model], seconds: float, settle: float = 0.3) -> float:
+    """Frames/s of ready models invoking back to back, one pinned thread each."""
+    return back_to_back([m.invoke for m in models], seconds, settle) * models[0].batch_size
