@@ -107,7 +107,7 @@ def end_to_end(seconds: float, keys: dict | None) -> dict:
         server = psutil.Process(proc.pid)
         frame = np.random.default_rng(1).integers(0, 256, (H, W, 3), np.uint8)
         with Subscriber(info["publish"], streams=["bench"], **sub_kw) as sub, \
-                Producer(info["bind"], stream="bench", sndhwm=8, **prod_kw) as prod:
+                Producer(info["credit_bind"], stream="bench", sndhwm=8, **prod_kw) as prod:
             for _ in range(100):  # until the subscription has reached the server
                 prod.send(frame, timeout=10)
                 try:

@@ -62,11 +62,11 @@ def one(isolation: str, args: argparse.Namespace) -> dict:
     spec = ("synthetic", (640, 480), "rgb")
     try:
         kw = dict(producers=args.producers, streams=4, arrival="fixed", frames_spec=spec)
-        run_load(info["bind"], info["publish"], rate=args.light_rate, seconds=2, stream_prefix="warm", **kw)
-        light = run_load(info["bind"], info["publish"], rate=args.light_rate, seconds=args.seconds,
+        run_load(info["credit_bind"], info["publish"], rate=args.light_rate, seconds=2, stream_prefix="warm", **kw)
+        light = run_load(info["credit_bind"], info["publish"], rate=args.light_rate, seconds=args.seconds,
                          stream_prefix="light", **kw)
         cpu0 = tree_cpu(proc.pid)
-        sat = run_load(info["bind"], info["publish"], rate=args.overload_rate, seconds=args.seconds,
+        sat = run_load(info["credit_bind"], info["publish"], rate=args.overload_rate, seconds=args.seconds,
                        stream_prefix="sat", **kw)
         cpu = tree_cpu(proc.pid) - cpu0
         mem = tree_memory(proc.pid)

@@ -76,7 +76,7 @@ def main() -> None:
                                "--policy", "queue", "--queue-size", "16"])
     try:
         print(f"(b) saturation: {args.producers} producer processes as fast as the server takes frames …", flush=True)
-        sat = run_load(info["bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
+        sat = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
                        producers=args.producers, streams=args.producers, arrival="fixed", frames_spec=spec,
                        server_pid=proc.pid, stream_prefix="sat").as_dict()
         cpu = sat["cpu_ms_per_frame"]
@@ -85,7 +85,7 @@ def main() -> None:
               f"{cpu['subscriber']:.2f} ms", flush=True)
         light_fps = max(1.0, args.light * sat["achieved_fps"])
         print(f"(c) light load: {light_fps:.1f} frames/s on one stream …", flush=True)
-        light = run_load(info["bind"], info["publish"], rate=light_fps, seconds=args.seconds, warmup=args.warmup,
+        light = run_load(info["credit_bind"], info["publish"], rate=light_fps, seconds=args.seconds, warmup=args.warmup,
                          producers=1, streams=1, arrival="fixed", frames_spec=spec, server_pid=proc.pid,
                          stream_prefix="light").as_dict()
         print("    stage p50 (ms): " + ", ".join(f"{k} {v['p50']:.3f}" for k, v in light["stages_ms"].items()))

@@ -56,7 +56,7 @@ def drive(info: dict, server_pid: int, *, rate: float, seconds: float, window: f
     sub = Subscriber(info["publish"], streams=names)
     time.sleep(0.5)
     start_at = time.time() + 2.0
-    procs = [ctx.Process(target=_producer_main, args=(info["bind"], g, rate / len(groups), seconds, 0, "fixed",
+    procs = [ctx.Process(target=_producer_main, args=(info["credit_bind"], g, rate / len(groups), seconds, 0, "fixed",
                                                       2000 + i, frames_spec, start_at, q), daemon=True)
              for i, g in enumerate(groups)]
     for p in procs:
@@ -67,7 +67,7 @@ def drive(info: dict, server_pid: int, *, rate: float, seconds: float, window: f
     samples, window_lat, window_ok = [], [], 0
     next_sample = start_at + window
     next_kill = start_at + kill_every if kill_every else float("inf")
-    kills, sent, reported = [], 0, 0
+    kills, sent, reported, camera_dropped = [], 0, 0, 0
     deadline = start_at + seconds + 120
     while time.time() < deadline:
         now = time.time()
@@ -98,9 +98,11 @@ def drive(info: dict, server_pid: int, *, rate: float, seconds: float, window: f
             window_lat, window_ok = [], 0
             next_sample += window
         while not q.empty():
-            sent += q.get()["sent"]
+            info = q.get()
+            sent += info["sent"]
+            camera_dropped += info["client_dropped"]  # v1.1: replaced at the producer, never sent
             reported += 1
-        if reported == len(procs) and len(seen) >= sent:
+        if reported == len(procs) and len(seen) >= sent - camera_dropped:
             break
         try:
             r = sub.recv(timeout=0.05)
@@ -119,8 +121,8 @@ def drive(info: dict, server_pid: int, *, rate: float, seconds: float, window: f
     for p in procs:
         p.join(5)
     sub.close()
-    return {"offered_fps": rate, "seconds": seconds, "sent": sent, "answered": sum(codes.values()),
-            "unanswered": sent - len(seen), "answered_twice": doubles, "codes": dict(codes), "kills": kills,
+    return {"offered_fps": rate, "seconds": seconds, "sent": sent, "camera_dropped": camera_dropped,
+            "answered": sum(codes.values()), "unanswered": sent - camera_dropped - len(seen), "answered_twice": doubles, "codes": dict(codes), "kills": kills,
             "samples": samples, "producers_reported": reported == len(procs)}
 
 
@@ -168,7 +170,8 @@ def main() -> int:
     ok_fps = [s["ok_fps"] for s in samples[1:-1]] or [0]
     rss = [s["server_rss"] + s["workers_rss"] for s in samples] or [0]
     errors = {k: v for k, v in codes.items() if k not in ("ok", "dropped")}
-    print(f"sent {report['sent']} = ok {codes['ok']} + dropped {codes['dropped']} + errors {sum(errors.values())} "
+    print(f"sent {report['sent']} = replaced at the camera {report['camera_dropped']} + ok {codes['ok']} + dropped "
+          f"{codes['dropped']} + errors {sum(errors.values())} "
           f"{errors}; unanswered {report['unanswered']}; answered twice {report['answered_twice']}")
     print(f"throughput min/median {min(ok_fps):.0f}/{np.median(ok_fps):.0f} ok/s; "
           f"p99 median {np.nanmedian([s['p99_ms'] for s in samples]):.1f} ms, max "

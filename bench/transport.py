@@ -92,7 +92,7 @@ def sender(endpoint: str, fmt: str, size: tuple[int, int], warm: int, seconds: f
 
     frame = make_frame(fmt, *size)
     kind = "jpeg" if fmt == "jpeg" else "rgb"
-    with Producer(endpoint, stream="t", sndhwm=8) as p:
+    with Producer(endpoint, stream="t", sndhwm=8, protocol_version="1") as p:  # the raw transport: PUSH → PULL
         for _ in range(warm):
             p.send(frame, fmt=kind, timeout=30)
         cpu0, t0, n = time.process_time(), time.perf_counter(), 0

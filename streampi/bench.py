@@ -162,17 +162,20 @@ def schedule(rate: float, seconds: float, max_frames: int, arrival: str, seed: i
 
 # -- producers (processes) -------------------------------------------------------------------------
 def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: float, max_frames: int, arrival: str,
-                   seed: int, frames_spec: tuple, start_at: float, out: mp.Queue) -> None:
+                   seed: int, frames_spec: tuple, start_at: float, out: mp.Queue, protocol: str = "1.1") -> None:
     """One producer process: sends its schedule round robin over its streams; reports counts,
     its CPU time while sending, and how late its sends were (an encoded histogram).
 
     ``rate`` 0 sends as fast as the server takes frames (each frame stamped when it goes, a
-    short send queue so that back-pressure reaches the sender): the saturation load."""
+    short send queue so that back-pressure reaches the sender; v1.1 producers wait for credit):
+    the saturation load. v1.1 producers on a schedule replace frames that find no credit
+    (policy ``latest``): those are counted as ``client_dropped``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = make_frames(*frames_spec, seed=seed)
     saturate = rate == 0
     # a fixed frame pool: zero copy is safe
-    prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True) for s in streams]
+    prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True, protocol_version=protocol,
+                      when_full="wait" if saturate else None) for s in streams]
     offsets = None if saturate else schedule(rate, seconds, max_frames, arrival, seed)
     limit = max_frames if saturate and max_frames else (len(offsets) if offsets is not None else 2**62)
     lateness = LatencyHistogram()
@@ -208,11 +211,12 @@ def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: floa
     cpu_s = time.process_time() - cpu0
     for p in prods:
         p.close()
+    client_dropped = sum(p.dropped for p in prods)
     # frames go out zero-copy from `frames`: wait until ZeroMQ has sent them all (the sockets
     # linger) before this process lets go of the buffers and exits
     import zmq
     zmq.Context.instance().term()
-    out.put({"sent": sent, "late": late, "cpu_s": cpu_s, "lateness": lateness.encode(),
+    out.put({"sent": sent, "late": late, "cpu_s": cpu_s, "lateness": lateness.encode(), "client_dropped": client_dropped,
              "unsent": (len(offsets) - sent) if offsets is not None else 0})
     del frames
 
@@ -254,6 +258,7 @@ class RunResult:
     ok: int = 0
     ok_in_window: int = 0
     dropped: int = 0
+    client_dropped: int = 0  # v1.1: replaced at the producer for want of credit, never sent
     errors: dict = field(default_factory=dict)
     hist: LatencyHistogram = field(default_factory=LatencyHistogram)
     send_lateness: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -312,7 +317,8 @@ class RunResult:
         return {
             "offered_fps": self.offered_fps, "achieved_fps": self.achieved_fps, "seconds": self.seconds,
             "sent": self.sent, "answered": self.answered, "ok": self.ok, "ok_in_window": self.ok_in_window,
-            "dropped": self.dropped, "errors": self.errors, "unanswered": self.sent - self.answered,
+            "dropped": self.dropped, "client_dropped": self.client_dropped, "errors": self.errors,
+            "unanswered": self.sent - self.client_dropped - self.answered,
             "unsent": self.unsent, "late_sends": self.late_sends,
             "send_lateness_ms": self.send_lateness.summary() if self.send_lateness.n else None,
             "latency_ms": self.hist.summary(), "stages_ms": stage,
@@ -320,18 +326,20 @@ class RunResult:
             "server_cpu_percent": (100 * self.server_cpu_s / self.seconds) if self.server_cpu_s is not None else None,
             "cpu_ms_per_frame": cpu,
             "server_rss_mib": self.server_rss_mib, "producer_failures": self.producer_failures,
+            "producer_cpu_s": self.producer_cpu_s,
         }
 
 
 def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, producers: int, streams: int,
              arrival: str, frames_spec: tuple, max_frames: int = 0, server_pid: int | None = None,
              progress: Any = None, drain_s: float = 10.0, stream_prefix: str = "bench",
-             warmup: float = 0.0) -> RunResult:
+             warmup: float = 0.0, protocol: str = "1.1") -> RunResult:
     """Offer ``rate`` frames/s (0: as fast as the server takes them) for ``warmup`` +
     ``seconds`` over P processes and S streams; collect every result; measure throughput,
     latency and CPU over the last ``seconds``. Server CPU and memory are those of the whole
     process tree of ``server_pid`` (its workers included). Give runs against one server
-    different ``stream_prefix`` values so that late results of one run are not counted in the next."""
+    different ``stream_prefix`` values so that late results of one run are not counted in the next.
+    ``protocol`` is the producers' (``frames_ep`` must be the server's endpoint for it)."""
     names = [f"{stream_prefix}{i}" for i in range(streams)]
     groups = [names[i::producers] for i in range(producers)] if streams >= producers else [[n] for n in names]
     producers = len(groups)
@@ -348,7 +356,8 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
     res.window = (start_at + warmup, start_at + warmup + seconds)
     per_frames = (max_frames // producers) if max_frames else 0
     procs = [ctx.Process(target=_producer_main, args=(frames_ep, g, rate / producers, warmup + seconds, per_frames,
-                                                      arrival, 1000 + i, frames_spec, start_at, q), daemon=True)
+                                                      arrival, 1000 + i, frames_spec, start_at, q, protocol),
+                             daemon=True)
              for i, g in enumerate(groups)]
     for p in procs:
         p.start()
@@ -364,6 +373,7 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
         while not q.empty():
             info = q.get()
             res.sent += info["sent"]
+            res.client_dropped += info["client_dropped"]
             res.late_sends += info["late"]
             res.unsent += info["unsent"]
             res.producer_cpu_s += info["cpu_s"]
@@ -383,7 +393,7 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
                 res.server_cpu_s = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
                 res.server_rss_mib = _tree_rss_mib(server)
         collect()
-        if reported == producers and res.answered >= res.sent:
+        if reported == producers and res.answered + res.client_dropped >= res.sent:
             break
         if now > deadline:
             break
@@ -618,7 +628,10 @@ def add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="load-test a server: open-loop producers, latency percentiles, sweeps, plots",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("server")
-    g.add_argument("--connect", metavar="FRAMES,RESULTS", help="use a running server (else one is started)")
+    g.add_argument("--connect", metavar="FRAMES,RESULTS", help="use a running server (else one is started); "
+                   "FRAMES is its --credit-bind endpoint, or its --bind endpoint with --protocol 1")
+    g.add_argument("--protocol", choices=["1.1", "1"], default="1.1",
+                   help="the producers' protocol: 1.1 (credit-based flow control) or 1 (PUSH)")
     g.add_argument("--server-pid", type=int, help="with --connect: the server's pid, for its CPU and memory")
     g.add_argument("--model", default="mobilenet_v2_int8")
     g.add_argument("--workers", type=int, default=None)
@@ -647,6 +660,9 @@ def add_bench(sub: Any) -> None:
     g.add_argument("--p99-bound-ms", type=float, default=50.0, help="the knee: highest throughput with p99 under this")
     g.add_argument("--ceiling", action="store_true", help="also measure the raw interpreter ceiling")
     g.add_argument("--baseline", action="store_true", help="also run the REQ/REP + OpenCV baseline")
+    g.add_argument("--overload", type=float, default=None, metavar="FACTOR",
+                   help="measure saturation, then offer FACTOR x that for --seconds with v1.1 and with v1 "
+                        "producers (policy latest): served/s as a fraction of saturation, memory, counts")
     g = p.add_argument_group("output")
     g.add_argument("--json", type=Path, default=Path("bench-result.json"))
     g.add_argument("--png", type=Path, default=None, help="write latency plots here")
@@ -693,6 +709,61 @@ def _print_table(rows: list[tuple[str, str]]) -> None:
             print(f"{k:<44} {v}")
 
 
+def _overload(args: argparse.Namespace, endpoints: dict[str, str], results_ep: str, server_pid: int,
+              frames_spec: tuple, report: dict) -> int:
+    """Saturation (v1.1 producers waiting for credit, and v1 producers blocking on ZeroMQ's
+    queue; the higher is the server's capacity), then ``--overload`` x that offered for
+    ``--seconds`` by v1.1 producers and by v1 producers, policy ``latest``. Prints served/s as a
+    fraction of saturation, the server's memory (its whole process tree) after warm-up and at
+    the end of each run, and the counts (which must add up: every frame answered once, or
+    replaced at the producer)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    kw = dict(producers=args.producers, streams=args.streams, arrival=args.arrival, frames_spec=frames_spec,
+              server_pid=server_pid, warmup=args.warmup)
+    sat_seconds = max(3.0, min(args.seconds, 10.0))
+    sat = {}
+    for proto in ("1.1", "1"):
+        print(f"saturation, v{proto} producers ({sat_seconds:g} s) …", flush=True)
+        r = run_load(endpoints[proto], results_ep, rate=0, seconds=sat_seconds, stream_prefix=f"sat{proto}-",
+                     **kw, protocol=proto)
+        sat[proto] = r.as_dict()
+        print(f"  {r.achieved_fps:.1f} frames/s", flush=True)
+    capacity = max(d["achieved_fps"] for d in sat.values())
+    rss_warm = _tree_rss_mib(server)
+    rate = args.overload * capacity
+    rows = []
+    for proto in ("1.1", "1"):
+        print(f"overload x{args.overload:g} = {rate:.0f} frames/s offered, v{proto} producers, {args.seconds:g} s …",
+              flush=True)
+        r = run_load(endpoints[proto], results_ep, rate=rate, seconds=args.seconds, stream_prefix=f"over{proto}-",
+                     **kw, protocol=proto)
+        d = r.as_dict()
+        d["rss_end_mib"] = _tree_rss_mib(server)
+        d["served_fraction"] = d["achieved_fps"] / capacity
+        rows.append((proto, d))
+    report["overload"] = {"factor": args.overload, "capacity_fps": capacity, "saturation": sat,
+                          "rss_warm_mib": rss_warm, "runs": {p: d for p, d in rows}}
+    print(f"\ncapacity (saturation): {capacity:.1f} frames/s (v1.1 {sat['1.1']['achieved_fps']:.1f}, "
+          f"v1 {sat['1']['achieved_fps']:.1f}); server memory after warm-up {rss_warm:.0f} MiB")
+    print(f"{'producers':<10} {'offered/s':>9} {'sent/s':>8} {'served/s':>9} {'/ sat':>6} {'RSS end':>8} {'RSS +%':>7} "
+          f"{'sent':>8} {'camera-dropped':>15} {'ok':>7} {'dropped':>8} {'errors':>7} {'unanswered':>10} "
+          f"{'producer CPU':>12}")
+    for proto, d in rows:
+        errors = sum(d["errors"].values())
+        print(f"v{proto:<9} {d['offered_fps']:9.0f} {(d['sent'] - d['client_dropped']) / d['seconds']:8.0f} "
+              f"{d['achieved_fps']:9.1f} {d['served_fraction']:6.3f} {d['rss_end_mib']:7.0f}M "
+              f"{100 * (d['rss_end_mib'] / rss_warm - 1):+6.1f}% {d['sent']:8d} {d['client_dropped']:15d} "
+              f"{d['ok']:7d} {d['dropped']:8d} {errors:7d} {d['unanswered']:10d} "
+              f"{100 * d['producer_cpu_s'] / (d['seconds'] + args.warmup):11.0f}%")
+    print("targets: served/sat >= 0.95 (v1.1) and >= 0.85 (v1); RSS within +10 % of its post-warm-up level")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0 if all(d["unanswered"] == 0 for _, d in rows) else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.rate < 0 or args.warmup < 0 or args.seconds <= 0:
         raise SystemExit("streampi bench: --rate and --warmup must be ≥ 0 and --seconds > 0")
@@ -710,13 +781,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frames_ep, results_ep = args.connect.split(",")
         server_pid = args.server_pid
     else:
+        if args.overload is not None:
+            args.policy = "latest"
         serve_args = [str(model_path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                      "--credit-bind", "tcp://127.0.0.1:*",
                       "--threads", str(args.threads), "--max-batch", str(args.max_batch),
                       "--max-delay-ms", str(args.max_delay_ms), "--policy", args.policy]
         if args.workers:
             serve_args += ["--workers", str(args.workers)]
         proc, info = start_server(serve_args)
         frames_ep, results_ep, server_pid = info["bind"], info["publish"], proc.pid
+        endpoints = {"1": info["bind"], "1.1": info["credit_bind"]}
+        frames_ep = endpoints[args.protocol]
         report["server"] = {"backend": info["backend"], "workers": len(info["workers"]), "model": info["model"],
                             "sha256": info["sha256"]}
         print(f"server: {info['model']} on {info['backend']}, {len(info['workers'])} workers, policy {args.policy}, "
@@ -736,12 +812,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print(f"  pipeline ceiling {pc['fps']:.1f} frames/s (kernel p50 {pc['kernel_p50_ms']:.3f} ms, "
                       f"invoke p50 {pc['invoke_p50_ms']:.2f} ms)")
 
+        if args.overload is not None:
+            if proc is None:
+                raise SystemExit("streampi bench --overload starts its own server (it needs both frame endpoints); "
+                                 "drop --connect")
+            return _overload(args, endpoints, results_ep, server_pid, frames_spec, report)
+
         def one_run(rate: float, label: str) -> tuple[dict, RunResult]:
             update, stop = _progress_factory(not args.no_progress, label)
             try:
                 res = run_load(frames_ep, results_ep, rate=rate, seconds=args.seconds, producers=args.producers,
                                streams=args.streams, arrival=args.arrival, frames_spec=frames_spec,
-                               max_frames=args.frames, server_pid=server_pid, progress=update, warmup=args.warmup)
+                               max_frames=args.frames, server_pid=server_pid, progress=update, warmup=args.warmup,
+                               protocol=args.protocol)
             finally:
                 stop()
             d = res.as_dict()

@@ -83,9 +83,14 @@ def add_serve(sub: Any) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", nargs="?", default="shapes_int8", help="a .tflite file or a bundled model's name")
     g = p.add_argument_group("sockets")
-    g.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint of the PULL socket for frames")
+    g.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                   help="endpoint of the PULL socket for protocol v1 frames (PUSH producers, no flow control)")
+    g.add_argument("--credit-bind", default="tcp://127.0.0.1:5558",
+                   help="endpoint of the ROUTER socket for protocol v1.1 frames (credit-based flow control; "
+                        "streampi's Producer speaks it by default; 'none' to disable)")
     g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint of the PUB socket for results")
-    g.add_argument("--recv-hwm", type=_positive_int, default=64, help="frames ZeroMQ buffers before producers block")
+    g.add_argument("--recv-hwm", type=_positive_int, default=64,
+                   help="v1 frames ZeroMQ buffers per producer before that producer blocks")
     g.add_argument("--control", default="tcp://127.0.0.1:5557",
                    help="endpoint of the control socket for `streampi ctl` ('none' to disable)")
     g.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
@@ -102,6 +107,9 @@ def add_serve(sub: Any) -> None:
                    help="latest (a newer frame replaces a waiting one) or queue (every frame, in order); "
                         "repeat with STREAM=POLICY for one stream (default: latest)")
     g.add_argument("--queue-size", type=_positive_int, default=32, help="frames a queue-policy stream may hold")
+    g.add_argument("--credit", type=int, default=0, metavar="N",
+                   help="frames a v1.1 producer may have in flight (0: workers + 1 for latest streams, "
+                        "queue-size for queue streams)")
     g.add_argument("--max-streams", type=_positive_int, default=256, help="streams with frames waiting, at most")
     g.add_argument("--max-frame-memory", type=parse_size, default="256M", metavar="SIZE",
                    help="bytes of frames the server may hold (waiting or running, e.g. 256M; 0: no budget); "
@@ -160,7 +168,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     policy, per_stream = _policies(args.policy)
-    opts = ServerOptions(bind=args.bind, publish=args.publish, workers=args.workers, threads=args.threads,
+    opts = ServerOptions(bind=args.bind, publish=args.publish, credit=args.credit,
+                         credit_bind=None if args.credit_bind.lower() == "none" else args.credit_bind, workers=args.workers, threads=args.threads,
                          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
                          stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
                          recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
@@ -173,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, json=args.log_json)
     from .auth import warn_if_exposed
 
-    warn_if_exposed([args.bind, args.publish] + ([opts.control] if opts.control else []),
+    warn_if_exposed([args.bind, args.publish] + [e for e in (opts.credit_bind, opts.control) if e],
                     args.curve_secret is not None)
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k, decoder=decoder_overrides(args))
@@ -192,7 +201,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(json.dumps(info), flush=True)
         else:
             print(f"streampi: serving {info['model']} ({info['sha256']}) on {info['backend']} with "
-                  f"{s.n_workers} workers; frames in at {info['bind']}, results at {info['publish']}", flush=True)
+                  f"{s.n_workers} workers; frames in at {info.get('credit_bind', '-')} (v1.1) and {info['bind']} "
+                  f"(v1), results at {info['publish']}", flush=True)
 
     code = server.run(on_ready=ready)
     st = server.stats
@@ -210,7 +220,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_produce(sub: Any) -> None:
     p = sub.add_parser("produce", help="send frames: synthetic, a folder of images, or a video file",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--connect", default="tcp://127.0.0.1:5555")
+    p.add_argument("--connect", default=None,
+                   help="the server's frame endpoint (default: tcp://127.0.0.1:5558 for v1.1, :5555 for v1)")
+    p.add_argument("--protocol", choices=["1.1", "1"], default="1.1",
+                   help="1.1: credit-based flow control (the server's --credit-bind); 1: PUSH (its --bind)")
     p.add_argument("--stream", default="cam0", help="stream name (with --streams N: a prefix)")
     p.add_argument("--streams", type=_positive_int, default=1)
     p.add_argument("--source", default="synthetic", help="'synthetic', a folder of images, or a video file")
@@ -274,8 +287,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from .client import Producer
 
     names = [args.stream] if args.streams == 1 else [f"{args.stream}{i}" for i in range(args.streams)]
-    prods = [Producer(args.connect, stream=n, curve_secret=args.curve_secret, curve_server=args.curve_server)
-             for n in names]
+    prods = [Producer(args.connect, stream=n, curve_secret=args.curve_secret, curve_server=args.curve_server,
+                      protocol_version=args.protocol) for n in names]
     frames = _frames(args.source, args.size, args.fmt)
     t0, k, sent = time.time(), 0, 0
     try:
@@ -296,7 +309,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
             p.close()
         import zmq
         zmq.Context.instance().term()  # returns once every queued frame is sent (sockets linger 5 s)
-    print(f"sent {sent} frames on {len(prods)} stream(s) in {time.time() - t0:.1f} s", file=sys.stderr)
+    dropped = sum(p.dropped for p in prods)
+    print(f"sent {sent - dropped} frames on {len(prods)} stream(s) in {time.time() - t0:.1f} s"
+          + (f"; {dropped} more were replaced by newer ones before they had credit (policy latest)" if dropped else ""),
+          file=sys.stderr)
     return 0
 
 

@@ -1,11 +1,11 @@
-"""Producers and subscribers: the client side of protocol v1.
+"""Producers and subscribers: the client side of the protocol (v1.1 frames by default).
 
 Each comes in a blocking and an asyncio flavour with the same method names, as pyzmq's
 ``zmq.Socket`` and ``zmq.asyncio.Socket`` do: :class:`Producer` / :class:`AsyncProducer`
 and :class:`Subscriber` / :class:`AsyncSubscriber`. They share only :mod:`streampi.protocol`
 with the server.
 
-    with Producer("tcp://127.0.0.1:5555", stream="cam0") as cam:
+    with Producer("tcp://127.0.0.1:5558", stream="cam0") as cam:   # v1.1: credit-based
         cam.send(rgb_array)                      # fmt from the array's shape: rgb or gray
         cam.send(jpeg_bytes, fmt="jpeg")
     with Subscriber("tcp://127.0.0.1:5556", streams=["cam0"]) as sub:
@@ -29,10 +29,11 @@ import zmq
 import zmq.asyncio
 
 from . import auth, protocol
-from .errors import FrameError
+from .errors import FrameError, ProtocolError
 from .formats import FORMATS, RAW_FORMATS, check_raw_size
 
-DEFAULT_FRAMES = "tcp://127.0.0.1:5555"
+DEFAULT_FRAMES = "tcp://127.0.0.1:5558"  # protocol v1.1 (DEALER → ROUTER, credit)
+DEFAULT_FRAMES_V1 = "tcp://127.0.0.1:5555"  # protocol v1 (PUSH → PULL)
 DEFAULT_RESULTS = "tcp://127.0.0.1:5556"
 
 
@@ -107,26 +108,174 @@ class _SocketHolder:
         self.close()
 
 
+PROTOCOLS = ("1.1", "1")
+#: A producer that waits for credit this long says hello again (the server may have restarted).
+HELLO_EVERY_S = 1.0
+
+
+class _CreditState:
+    """What a v1.1 producer knows of its credit (protocol v1.1, see docs/protocol.md)."""
+
+    def __init__(self) -> None:
+        self.session: str | None = None
+        self.window = 0
+        self.acked = 0
+        self.sent = 0  # frames sent in this session
+        self.policy: str | None = None
+        self.sessions = 0  # sessions seen: more than one means the server restarted (or forgot us)
+
+    def update(self, credit: protocol.Credit) -> None:
+        if credit.session != self.session:  # counting afresh: what the old session held is not coming back
+            self.session, self.sent, self.acked = credit.session, credit.acked, credit.acked
+            self.sessions += 1
+        self.window, self.policy = credit.window, credit.policy
+        self.acked = max(self.acked, credit.acked)
+        self.sent = max(self.sent, self.acked)  # frames queued across a restart, answered by the new server
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.acked
+
+    @property
+    def free(self) -> int:
+        return self.window - self.in_flight if self.session is not None else 0
+
+
 class _ProducerBase(_SocketHolder):
-    def __init__(self, endpoint: str = DEFAULT_FRAMES, stream: str = "cam0", *, fmt: str | None = None,
+    def __init__(self, endpoint: str | None = None, stream: str = "cam0", *, fmt: str | None = None,
                  two_part: bool = True, sndhwm: int = 64, context: Any = None, start_seq: int = 0,
                  zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS,
-                 curve_secret: Any = None, curve_server: Any = None, handshake_timeout: float = 10.0) -> None:
-        """``zero_copy=True`` hands ZeroMQ the frame's own buffer instead of a copy: saves a
+                 curve_secret: Any = None, curve_server: Any = None, handshake_timeout: float = 10.0,
+                 protocol_version: str = "1.1", when_full: str | None = None, send_timeout: float = 30.0,
+                 on_drop: Any = None) -> None:
+        """``protocol_version`` is ``"1.1"`` (the default: a DEALER with credit-based flow control,
+        connected to the server's ``--credit-bind``, default port 5558) or ``"1"`` (a PUSH,
+        to ``--bind``, default port 5555, no flow control).
+
+        With v1.1 the server grants credit: frames this producer may have in flight. Without
+        credit, a frame of a ``latest`` stream replaces the one held back (it never leaves the
+        camera; counted in ``dropped``, and passed to ``on_drop(seq)``), and a frame of a ``queue``
+        stream waits for credit, at most ``send_timeout`` seconds. ``when_full`` (``"replace"``
+        or ``"wait"``) overrides what the server's policy says. The first send waits up to
+        ``handshake_timeout`` for the server's first credit.
+
+        ``zero_copy=True`` hands ZeroMQ the frame's own buffer instead of a copy: saves a
         copy per frame, but the buffer must not change until ZeroMQ has sent it (a camera that
         captures into one reused array must keep the default). Queued frames are sent after
         ``close()`` while the process lives (the socket lingers 5 s)."""
         if not protocol.valid_stream(stream):
             raise ValueError(f"stream must be 1-64 characters of [A-Za-z0-9._-], not starting with '_': {stream!r}")
+        if protocol_version not in PROTOCOLS:
+            raise ValueError(f"protocol_version must be one of {PROTOCOLS}, got {protocol_version!r}")
+        if when_full not in (None, "replace", "wait"):
+            raise ValueError(f"when_full must be 'replace', 'wait' or None (the server's policy), got {when_full!r}")
+        if not send_timeout > 0:
+            raise ValueError(f"send_timeout must be > 0 seconds, got {send_timeout!r}")
+        if endpoint is None:
+            endpoint = DEFAULT_FRAMES if protocol_version == "1.1" else DEFAULT_FRAMES_V1
         self.endpoint, self.stream, self.fmt, self.two_part = endpoint, stream, fmt, two_part
+        self.protocol_version = protocol_version
         self.zero_copy = zero_copy
         self.seq = start_seq
         self.limits = limits
         self.handshake_timeout = handshake_timeout
-        self._sock = (context or self._context()).socket(zmq.PUSH)
+        self.when_full, self.send_timeout, self.on_drop = when_full, send_timeout, on_drop
+        self.dropped = 0  # frames replaced here, never sent (v1.1, latest)
+        self._credit = _CreditState() if protocol_version == "1.1" else None
+        self._held: tuple[list[Any], int] | None = None  # the newest frame without credit, and its seq
+        self._held_buf: bytearray | None = None
+        self._last_hello = 0.0
+        self._sock = (context or self._context()).socket(zmq.DEALER if self._credit is not None else zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 5000)
         self._connect(endpoint, curve_secret, curve_server)
+        # non-blocking reads and hellos through the blocking API, in either flavour (an asyncio
+        # socket's twin is made once, when it is first needed, and never outlives it)
+        self._now: Any = self._sock if not isinstance(self._sock, zmq.asyncio.Socket) else None
+
+    # -- credit (v1.1) -------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Frames sent and not answered yet, as the server last said (v1.1)."""
+        return self._credit.in_flight if self._credit is not None else 0
+
+    @property
+    def window(self) -> int:
+        """Frames the server lets this producer have in flight (v1.1; 0 before its first credit)."""
+        return self._credit.window if self._credit is not None else 0
+
+    @property
+    def held(self) -> int | None:
+        """The seq of the frame held back for want of credit, if any (v1.1, latest)."""
+        return self._held[1] if self._held is not None else None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters a camera can log: sent, dropped here, in flight, window, sessions seen."""
+        out: dict[str, Any] = {"protocol": self.protocol_version, "next_seq": self.seq, "dropped": self.dropped}
+        if self._credit is not None:
+            out.update(sent=self._credit.sent, in_flight=self._credit.in_flight, window=self._credit.window,
+                       policy=self._credit.policy, sessions=self._credit.sessions, held=self.held)
+        return out
+
+    def _sync(self) -> Any:
+        if self._now is None:
+            self._now = zmq.Socket.shadow(self._sock.underlying)
+        return self._now
+
+    def _hello(self) -> None:
+        self._last_hello = time.monotonic()
+        try:
+            self._sync().send_multipart(protocol.encode_hello(self.stream), zmq.NOBLOCK)
+        except zmq.Again:  # the pipe is full (no server for a while): the next wait says it again
+            pass
+
+    def _read_credit(self) -> bool:
+        """Take in every credit message already received; True if there was one."""
+        got = False
+        sock = self._sync()
+        while sock.get(zmq.EVENTS) & zmq.POLLIN:  # (cheaper than a receive that fails, on every send)
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            try:
+                self._credit.update(protocol.decode_credit(parts))  # type: ignore[union-attr]
+                got = True
+            except ProtocolError:
+                continue  # not from a streampi server: ignored (and never trusted)
+        return got
+
+    def _replaces(self) -> bool:
+        if self.when_full is not None:
+            return self.when_full == "replace"
+        return self._credit.policy != "queue"  # type: ignore[union-attr]
+
+    def _no_server(self, waited: float) -> Exception:
+        return ConnectionError(
+            f"no streampi server answered on {self.endpoint} within {waited:g} s (protocol v1.1: the server's "
+            f"--credit-bind endpoint, default port 5558; a v1 server or its --bind endpoint needs "
+            f"protocol_version='1')")
+
+    def _hold(self, parts: list[Any], seq: int) -> None:
+        """Keep ``parts`` as the frame to send when credit comes, replacing the one held.
+        The pixels are copied (into the same buffer when the size is the same) unless
+        ``zero_copy``, since the caller may reuse its array for the next capture."""
+        self._drop_held()
+        if not self.zero_copy and len(parts) == 2:
+            payload = memoryview(parts[1]).cast("B")
+            if self._held_buf is None or len(self._held_buf) != payload.nbytes:
+                self._held_buf = bytearray(payload.nbytes)
+            self._held_buf[:] = payload
+            parts = [parts[0], self._held_buf]
+        self._held = (parts, seq)
+
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            seq = self._held[1]
+            self._held = None
+            self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(seq)
 
     def _parts(self, frame: Any, fmt: str | None, width: int | None, height: int | None, ts: float | None,
                meta: dict | None, seq: int | None) -> list[Any]:
@@ -141,6 +290,7 @@ class _ProducerBase(_SocketHolder):
                                      height if fmt in RAW_FORMATS else None,
                                      ts=time.time() if ts is None else ts, meta=meta, two_part=self.two_part)
 
+
 class Producer(_ProducerBase):
     """Sends frames of one stream (blocking). ``send`` returns the frame's ``seq``."""
 
@@ -153,20 +303,79 @@ class Producer(_ProducerBase):
              timeout: float | None = None) -> int:
         """Send one frame: a NumPy array, raw bytes (with width/height) or JPEG bytes.
 
-        Blocks while the send queue is full (back-pressure); ``timeout`` (seconds) bounds
-        that and raises ``TimeoutError``.
+        v1.1: sends at once if there is credit; else a ``latest`` frame is held back
+        (replacing the one held) and a ``queue`` frame waits for credit. v1: blocks while
+        ZeroMQ's send queue is full. ``timeout`` (seconds; v1.1 default ``send_timeout``)
+        bounds any wait and raises ``TimeoutError``.
         """
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
+        seq = self.seq - 1
         try:
             timeout = self._handshake_wait(timeout)
+            if self._credit is None:
+                if timeout is not None and not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
+                    raise TimeoutError(f"could not send to {self.endpoint} within {timeout} s")
+                self._sock.send_multipart(parts, copy=not self.zero_copy)
+                return seq
+            self._first_credit()
+            self._read_credit()
+            if self._credit.free <= 0 and self._replaces():
+                self._hold(parts, seq)
+                return seq
+            self._wait_credit(self.send_timeout if timeout is None else timeout)
         except Exception:
             self.seq -= 1
             raise
-        if timeout is not None and not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
-            self.seq -= 1
-            raise TimeoutError(f"could not send to {self.endpoint} within {timeout} s")
-        self._sock.send_multipart(parts, copy=not self.zero_copy)
-        return self.seq - 1
+        self._drop_held()  # older than this one
+        self._transmit(parts)
+        return seq
+
+    def _first_credit(self) -> None:
+        if self._credit.session is None:  # type: ignore[union-attr]
+            self._wait_credit(self.handshake_timeout, first=True)
+
+    def _wait_credit(self, timeout: float, first: bool = False) -> None:
+        """Until there is credit for one frame (saying hello again every second)."""
+        t0 = time.monotonic()
+        while True:
+            self._read_credit()
+            if self._credit.free > 0:  # type: ignore[union-attr]
+                return
+            now = time.monotonic()
+            if now - t0 >= timeout:
+                if first or self._credit.session is None:  # type: ignore[union-attr]
+                    raise self._no_server(timeout)
+                raise TimeoutError(f"no credit from {self.endpoint} within {timeout:g} s: the server holds "
+                                   f"{self.in_flight} frames of this producer (window {self.window})")
+            if now - self._last_hello >= HELLO_EVERY_S:
+                self._hello()
+            self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
+
+    def _transmit(self, parts: list[Any]) -> None:
+        self._sock.send_multipart([protocol.KIND_FRAME, *parts], copy=not self.zero_copy)
+        self._credit.sent += 1  # type: ignore[union-attr]
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Send the frame held back for want of credit, waiting up to ``timeout`` for credit.
+        True when nothing is held any more."""
+        if self._held is None:
+            return True
+        try:
+            self._wait_credit(timeout)
+        except (TimeoutError, ConnectionError):
+            return False
+        parts, _ = self._held
+        self._held = None
+        self._transmit(parts)
+        return True
+
+    def close(self, flush_timeout: float = 1.0) -> None:
+        """Close; a frame held back (v1.1) gets ``flush_timeout`` seconds to find credit,
+        else it counts as dropped."""
+        if self._credit is not None and self._held is not None and not self._sock.closed:
+            if not self.flush(flush_timeout):
+                self._drop_held()
+        super().close()
 
 
 class AsyncProducer(_ProducerBase):
@@ -177,15 +386,75 @@ class AsyncProducer(_ProducerBase):
         return zmq.asyncio.Context.instance()
 
     async def send(self, frame: Any, fmt: str | None = None, *, width: int | None = None, height: int | None = None,
-                   ts: float | None = None, meta: dict | None = None, seq: int | None = None) -> int:
+                   ts: float | None = None, meta: dict | None = None, seq: int | None = None,
+                   timeout: float | None = None) -> int:
+        """As :meth:`Producer.send`; waits are awaited."""
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
+        seq = self.seq - 1
         try:
-            await self._handshake_wait_async(None)
-        except Exception:
+            timeout = await self._handshake_wait_async(timeout)
+            if self._credit is None:
+                if timeout is not None and not await self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
+                    raise TimeoutError(f"could not send to {self.endpoint} within {timeout} s")
+                await self._sock.send_multipart(parts, copy=not self.zero_copy)
+                return seq
+            if self._credit.session is None:
+                await self._wait_credit(self.handshake_timeout, first=True)
+            self._read_credit()
+            if self._credit.free <= 0 and self._replaces():
+                self._hold(parts, seq)
+                return seq
+            await self._wait_credit(self.send_timeout if timeout is None else timeout)
+        except BaseException:
             self.seq -= 1
             raise
-        await self._sock.send_multipart(parts, copy=not self.zero_copy)
-        return self.seq - 1
+        self._drop_held()
+        await self._transmit(parts)
+        return seq
+
+    async def _wait_credit(self, timeout: float, first: bool = False) -> None:
+        t0 = time.monotonic()
+        while True:
+            self._read_credit()
+            if self._credit.free > 0:  # type: ignore[union-attr]
+                return
+            now = time.monotonic()
+            if now - t0 >= timeout:
+                if first or self._credit.session is None:  # type: ignore[union-attr]
+                    raise self._no_server(timeout)
+                raise TimeoutError(f"no credit from {self.endpoint} within {timeout:g} s: the server holds "
+                                   f"{self.in_flight} frames of this producer (window {self.window})")
+            if now - self._last_hello >= HELLO_EVERY_S:
+                self._hello()
+            await self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
+
+    async def _transmit(self, parts: list[Any]) -> None:
+        await self._sock.send_multipart([protocol.KIND_FRAME, *parts], copy=not self.zero_copy)
+        self._credit.sent += 1  # type: ignore[union-attr]
+
+    async def flush(self, timeout: float = 1.0) -> bool:
+        if self._held is None:
+            return True
+        try:
+            await self._wait_credit(timeout)
+        except (TimeoutError, ConnectionError):
+            return False
+        parts, _ = self._held
+        self._held = None
+        await self._transmit(parts)
+        return True
+
+    async def aclose(self, flush_timeout: float = 1.0) -> None:
+        """Close after giving a held frame ``flush_timeout`` seconds to find credit."""
+        if self._credit is not None and self._held is not None and not self._sock.closed:
+            if not await self.flush(flush_timeout):
+                self._drop_held()
+        self.close()
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._drop_held()
+        super().close()
 
 
 class _SubscriberBase(_SocketHolder):

@@ -101,7 +101,7 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
     else:
         gen = ShapesGenerator(seed=int(time.time()))
         pool = [gen.frame(*size) for _ in range(64)]
-    prods = [Producer(info["bind"], stream=f"demo{i}") for i in range(streams)]
+    prods = [Producer(info["credit_bind"], stream=f"demo{i}") for i in range(streams)]
     time.sleep(0.5)  # let the subscription reach the publisher before the first result
     out(f"sending {streams} streams of {size[0]}×{size[1]} RGB frames at {fps:g} fps each for {seconds:g} s …")
     t0 = time.time()

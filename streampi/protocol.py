@@ -1,4 +1,8 @@
-"""streampi wire protocol v1: frames in (PUSH → PULL), results out (PUB → SUB).
+"""streampi wire protocol: frames in, results out (PUB → SUB).
+
+Frames come in two ways: v1, PUSH → PULL (any ZeroMQ client, no flow control), and v1.1,
+DEALER → ROUTER with credit-based flow control (the same frame messages, behind a one-part
+kind prefix, plus ``hello`` and ``credit`` messages; see :func:`encode_credit`).
 
 The normative description is ``docs/protocol.md``; this module is its implementation and
 the only code the server and the clients share. Every limit on untrusted input is explicit
@@ -404,6 +408,76 @@ def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None =
         return [msgpack.packb(head), payload]
     head["data"] = bytes(payload)
     return [msgpack.packb(head)]
+
+
+# -- protocol v1.1: credit-based flow control (DEALER → ROUTER) ----------------------------
+#: The first part of every v1.1 message says what follows.
+KIND_FRAME = b"frame"  # client → server: a v1 frame message follows (its 1 or 2 parts)
+KIND_HELLO = b"hello"  # client → server: "I am here" (on connect, and while it waits for credit)
+KIND_CREDIT = b"credit"  # server → client: the client's window and how many of its frames were answered
+#: A hello or credit map larger than this is not one.
+MAX_CONTROL_BYTES = 1024
+_HELLO_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True)
+class Credit:
+    """The server's word to one v1.1 producer.
+
+    ``session`` names the server's memory of this producer; when it changes (the server
+    restarted, or forgot an idle producer) the producer starts counting afresh. ``acked``
+    is how many of the producer's frames of this session the server has answered (a
+    running total, so a lost or merged credit message costs nothing); the producer may have
+    ``window - (sent - acked)`` more frames in flight. ``policy`` is its stream's policy:
+    ``latest`` producers replace a frame that has no credit, ``queue`` producers wait.
+    """
+
+    session: str
+    window: int
+    acked: int
+    policy: str
+
+
+def encode_hello(stream: str | None = None) -> list[bytes]:
+    body: dict[str, Any] = {"v": VERSION}
+    if stream is not None:
+        body["stream"] = stream
+    return [KIND_HELLO, msgpack.packb(body)]
+
+
+def decode_hello(parts: Sequence[Any]) -> str | None:
+    """The stream a hello names (or None); ProtocolError when it is not a hello."""
+    if len(parts) > 2 or (len(parts) == 2 and _nbytes(parts[1]) > MAX_CONTROL_BYTES):
+        raise ProtocolError(f"a hello is the kind part and at most one map of {MAX_CONTROL_BYTES} bytes")
+    if len(parts) == 1:
+        return None
+    try:
+        body = _HELLO_DECODER.decode(_buffer(parts[1]))
+    except _DECODE_ERRORS as exc:
+        raise ProtocolError(f"a hello's second part must be a msgpack map: {exc}") from None
+    stream = body.get("stream")
+    if stream is not None and not valid_stream(stream):
+        raise ProtocolError(f"hello names an invalid stream {bounded_repr(stream)}")
+    return stream
+
+
+def encode_credit(credit: Credit) -> list[bytes]:
+    return [KIND_CREDIT, msgpack.packb({"session": credit.session, "window": credit.window,
+                                        "acked": credit.acked, "policy": credit.policy})]
+
+
+def decode_credit(parts: Sequence[Any]) -> Credit:
+    """A credit message as a client receives it (ProtocolError when it is not one)."""
+    if len(parts) != 2 or bytes(parts[0]) != KIND_CREDIT or _nbytes(parts[1]) > MAX_CONTROL_BYTES:
+        raise ProtocolError("expected a credit message: the part b'credit' and one msgpack map")
+    try:
+        body = _HELLO_DECODER.decode(_buffer(parts[1]))
+        credit = Credit(str(body["session"]), int(body["window"]), int(body["acked"]), str(body["policy"]))
+    except (KeyError, *_DECODE_ERRORS) as exc:
+        raise ProtocolError(f"a credit map needs session, window, acked and policy: {exc!r}") from None
+    if credit.window < 1 or credit.acked < 0:
+        raise ProtocolError(f"a credit message with window {credit.window} and acked {credit.acked}")
+    return credit
 
 
 def encode_result(result: dict) -> list[bytes]:

@@ -20,8 +20,9 @@ from .serving import Server, ServerOptions
 class ServerThread:
     """A :class:`~streampi.serving.Server` on its own event loop in a background thread.
 
-    Binds ephemeral loopback ports unless told otherwise; ``frames`` and ``results`` are
-    the endpoints to connect to. Use as a context manager: leaving it stops the server
+    Binds ephemeral loopback ports unless told otherwise; ``frames`` (protocol v1.1, what
+    :class:`~streampi.client.Producer` speaks by default), ``frames_v1`` (PUSH) and
+    ``results`` are the endpoints to connect to. Use as a context manager: leaving it stops the server
     gracefully (every accepted frame answered) and re-raises a failure of the server.
     """
 
@@ -29,6 +30,8 @@ class ServerThread:
         options = options or ServerOptions()
         if options.bind == ServerOptions.bind:
             options.bind = "tcp://127.0.0.1:*"
+        if options.credit_bind == ServerOptions.credit_bind:
+            options.credit_bind = "tcp://127.0.0.1:*"
         if options.publish == ServerOptions.publish:
             options.publish = "tcp://127.0.0.1:*"
         if options.control == ServerOptions.control:
@@ -62,7 +65,8 @@ class ServerThread:
         self._ready.wait(120)
         if self.error is not None:
             raise self.error
-        self.frames, self.results = self.server.bound["bind"], self.server.bound["publish"]
+        self.frames_v1, self.results = self.server.bound["bind"], self.server.bound["publish"]
+        self.frames = self.server.bound.get("credit_bind", self.frames_v1)
         self.control = self.server.bound.get("control")
         return self
 
@@ -86,15 +90,23 @@ class ServerThread:
 
 def wait_subscribed(sub: Subscriber, frames_endpoint: str, timeout: float = 10.0) -> None:
     """Block until ``sub`` receives results (ZeroMQ's PUB drops messages sent before a
-    subscription has reached it): sends malformed probes, answered on ``_errors``."""
+    subscription has reached it): sends malformed probes, answered on ``_errors``.
+    ``frames_endpoint`` may be either frame endpoint: a probe goes through a PUSH (v1) and
+    a DEALER (v1.1), and only the one of the matching kind gets through."""
     ctx = zmq.Context.instance()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(frames_endpoint)
+    push, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
+    for sock in (push, dealer):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 16)
+        sock.connect(frames_endpoint)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            push.send(b"\xc1probe")  # 0xc1 is never valid msgpack
+            for sock, parts in ((push, [b"\xc1probe"]), (dealer, [b"frame", b"\xc1probe"])):  # 0xc1: never msgpack
+                try:
+                    sock.send_multipart(parts, zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
             try:
                 while True:
                     r = sub.recv(timeout=0.1)
@@ -106,6 +118,7 @@ def wait_subscribed(sub: Subscriber, frames_endpoint: str, timeout: float = 10.0
         raise TimeoutError("the subscriber never received a result")
     finally:
         push.close()
+        dealer.close()
 
 
 def _drain(sub: Subscriber) -> None:
@@ -118,8 +131,9 @@ def _drain(sub: Subscriber) -> None:
 
 def start_server(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen, dict]:
     """Run ``streampi serve`` in a child process; return it and its ready line (JSON)."""
-    if "--control" not in args:  # an ephemeral port: several servers may run at once
-        args = [*args, "--control", "tcp://127.0.0.1:*"]
+    for flag in ("--control", "--credit-bind"):  # ephemeral ports: several servers may run at once
+        if flag not in args:
+            args = [*args, flag, "tcp://127.0.0.1:*"]
     cmd = [sys.executable, "-m", "streampi", "serve", "--ready-json", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout

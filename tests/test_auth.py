@@ -147,7 +147,7 @@ def test_is_loopback():
 # -- an authenticated server ----------------------------------------------------------------
 def test_allowed_clients_are_served(server, keys):
     with Subscriber(server.results, **client_keys(keys, "viewer")) as sub:
-        wait_subscribed(sub, server.frames, keys)
+        wait_subscribed(sub, server.frames_v1, keys)
         with Producer(server.frames, stream="cam", **client_keys(keys, "cam")) as cam:
             rgb, label = frame()
             seq = cam.send(rgb, timeout=10)
@@ -157,7 +157,7 @@ def test_allowed_clients_are_served(server, keys):
 
 def test_unknown_producer_is_never_decoded_or_answered(server, keys):
     with Subscriber(server.results, **client_keys(keys, "viewer")) as sub:
-        wait_subscribed(sub, server.frames, keys)
+        wait_subscribed(sub, server.frames_v1, keys)
         before = dict(server.stats)
         t0 = time.monotonic()
         with Producer(server.frames, stream="intruder", **client_keys(keys, "stranger")) as bad:
@@ -167,7 +167,7 @@ def test_unknown_producer_is_never_decoded_or_answered(server, keys):
         # a plain (no CURVE) sender gets nowhere either
         plain = zmq.Context.instance().socket(zmq.PUSH)
         plain.setsockopt(zmq.LINGER, 0)
-        plain.connect(server.frames)
+        plain.connect(server.frames_v1)
         plain.send_multipart(encode_frame("plain", 0, "rgb", frame()[0], 64, 64), zmq.NOBLOCK)
         with pytest.raises(TimeoutError):
             print("unexpected", sub.recv(timeout=1.5))
@@ -179,7 +179,7 @@ def test_unknown_producer_is_never_decoded_or_answered(server, keys):
 def test_unknown_subscriber_receives_nothing(server, keys):
     with Subscriber(server.results, **client_keys(keys, "viewer")) as good_sub, \
             Subscriber(server.results, handshake_timeout=3, **client_keys(keys, "stranger")) as bad_sub:
-        wait_subscribed(good_sub, server.frames, keys)
+        wait_subscribed(good_sub, server.frames_v1, keys)
         # a raw SUB socket with the stranger's keys, which no handshake check guards
         raw = zmq.Context.instance().socket(zmq.SUB)
         raw.setsockopt(zmq.LINGER, 0)
@@ -257,7 +257,7 @@ def test_serve_produce_subscribe_with_keys(keys):
                                 "--curve-secret", str(keys["viewer_secret"]), "--curve-server", str(keys["server"])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2)  # the subscription must reach the server first
-        prod = subprocess.run([sys.executable, "-m", "streampi", "produce", "--connect", info["bind"],
+        prod = subprocess.run([sys.executable, "-m", "streampi", "produce", "--connect", info["credit_bind"],
                                "--stream", "cli", "--count", "30", "--fps", "30", "--size", "64x64",
                                "--curve-secret", str(keys["cam_secret"]), "--curve-server", str(keys["server"])],
                               capture_output=True, text=True, timeout=60)
@@ -267,7 +267,7 @@ def test_serve_produce_subscribe_with_keys(keys):
         lines = out.strip().splitlines()
         assert len(lines) == 3 and all('"stream": "cli"' in line and '"ok": true' in line for line in lines)
         # a stranger's produce fails with a clear message and exit code 2
-        bad = subprocess.run([sys.executable, "-m", "streampi", "produce", "--connect", info["bind"],
+        bad = subprocess.run([sys.executable, "-m", "streampi", "produce", "--connect", info["credit_bind"],
                               "--count", "1", "--curve-secret", str(keys["stranger_secret"]),
                               "--curve-server", str(keys["server"])], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and "refused this client's key" in bad.stderr, bad.stderr

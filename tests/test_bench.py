@@ -160,7 +160,7 @@ def test_saturation_run_counts_the_whole_server_tree(tmp_path):
         assert not worker_pids & {c.pid for c in server.children()}  # grandchildren, not children
         assert worker_pids <= set(_tree_cpu(server))
         assert _tree_rss_mib(server) > server.memory_info().rss / 2**20
-        res = run_load(info["bind"], info["publish"], rate=0, seconds=1.0, warmup=0.5, producers=1, streams=2,
+        res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=1.0, warmup=0.5, producers=1, streams=2,
                        arrival="fixed", frames_spec=("synthetic", (160, 120), "rgb"), server_pid=proc.pid,
                        stream_prefix="sat")
     finally:

@@ -135,7 +135,7 @@ def test_serve_with_a_missing_delegate_falls_back_to_the_cpu(tmp_path):
         from streampi.testing import wait_subscribed
         with Subscriber(info["publish"]) as sub:
             wait_subscribed(sub, info["bind"])
-            with Producer(info["bind"], stream="cpu") as prod:
+            with Producer(info["credit_bind"], stream="cpu") as prod:
                 rgb, label = ShapesGenerator(seed=4).frame(64, 64)
                 prod.send(rgb)
             r = sub.recv(timeout=10)

@@ -140,7 +140,7 @@ def test_serve_flags_and_subscribe_prints_detections():
         with Subscriber(info["publish"], streams=["cam"]) as direct:
             wait_subscribed(direct, info["bind"])
             time.sleep(1.5)  # the command's subscription reaches the publisher too
-            with Producer(info["bind"], stream="cam") as prod:
+            with Producer(info["credit_bind"], stream="cam") as prod:
                 for img, _, _ in frames:
                     prod.send(img)
             got = [direct.recv(timeout=30) for _ in frames]

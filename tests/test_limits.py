@@ -291,7 +291,7 @@ def test_server_answers_every_hostile_message_and_keeps_serving():
     with ServerThread("shapes_int8", ServerOptions(workers=1, max_batch=1)) as st:
         with Subscriber(st.results) as sub:
             wait_subscribed(sub, st.frames)
-            push = _push(st.frames)
+            push = _push(st.frames_v1)
             try:
                 answered = send_corpus_and_check(push, sub, WIRE_CORPUS)
             finally:

@@ -46,7 +46,7 @@ def test_metrics_match_what_was_sent_and_answered():
             got = [sub.recv(timeout=10) for _ in range(42)]
         import zmq
         push = zmq.Context.instance().socket(zmq.PUSH)
-        push.connect(st.frames)
+        push.connect(st.frames_v1)
         for _ in range(3):
             push.send(b"\xc1 not msgpack")
         for _ in range(3):

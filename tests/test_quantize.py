@@ -112,7 +112,7 @@ def test_streampi_serve_serves_the_result(int8_model):
         frames, labels = ShapesGenerator(seed=5).batch(20, 160, 120)
         with Subscriber(info["publish"]) as sub:
             wait_subscribed(sub, info["bind"])
-            with Producer(info["bind"], stream="q") as prod:
+            with Producer(info["credit_bind"], stream="q") as prod:
                 for x in frames:
                     prod.send(x)
             results = [sub.recv(timeout=20) for _ in frames]

@@ -27,17 +27,21 @@ FRAME = np.random.default_rng(3).integers(0, 256, (480, 640, 3), np.uint8)
 
 class Load:
     """``producers`` threads, each sending to ``streams_each`` streams at ``rate`` frames/s
-    (per thread) for ``seconds`` (bounded in count and time); records what was sent."""
+    (per thread) for ``seconds`` (bounded in count and time); records what was sent: what
+    left the camera (a v1.1 producer replaces a frame that finds no credit, policy latest:
+    that one is counted in ``replaced`` and never reaches the server)."""
 
     def __init__(self, frames_ep: str, producers: int = 4, streams_each: int = 2, rate: float = 60.0,
                  seconds: float = 6.0) -> None:
         self.sent: dict[tuple[str, int], int] = {}
+        self.replaced = 0
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(frames_ep, p, streams_each, rate, seconds),
                                           daemon=True) for p in range(producers)]
 
     def _run(self, ep: str, p: int, k: int, rate: float, seconds: float) -> None:
-        prods = [Producer(ep, stream=f"p{p}s{s}") for s in range(k)]
+        prods = [Producer(ep, stream=f"p{p}s{s}", on_drop=lambda seq, name=f"p{p}s{s}": self._replace(name, seq))
+                 for s in range(k)]
         for prod in prods:  # frames still queued here when the load ends must reach the server
             prod._sock.setsockopt(zmq.LINGER, -1)
         t0 = time.monotonic()
@@ -56,6 +60,11 @@ class Load:
         finally:
             for prod in prods:
                 prod.close()
+
+    def _replace(self, stream: str, seq: int) -> None:
+        with self._lock:
+            del self.sent[(stream, seq)]
+            self.replaced += 1
 
     def start(self) -> Load:
         for t in self._threads:
@@ -242,7 +251,7 @@ def test_sigterm_at_saturation_exits_in_time_with_every_frame_answered():
     try:
         with Subscriber(info["publish"]) as sub:
             wait_subscribed(sub, info["bind"])
-            load = Load(info["bind"], producers=4, streams_each=2, rate=200, seconds=8).start()
+            load = Load(info["credit_bind"], producers=4, streams_each=2, rate=200, seconds=8).start()
             time.sleep(2.5)
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -273,7 +282,7 @@ def test_sigterm_log_line_counts_add_up():
     try:
         import json
         info = json.loads(proc.stdout.readline())
-        with Producer(info["bind"], stream="x") as prod:
+        with Producer(info["credit_bind"], stream="x") as prod:
             for _ in range(50):
                 prod.send(FRAME[:60, :80].copy())
         time.sleep(0.5)
@@ -431,7 +440,7 @@ def test_ingest_task_dying_stops_the_process_non_zero_with_a_message():
         info = json.loads(proc.stdout.readline())
         with Subscriber(info["publish"]) as sub:
             wait_subscribed(sub, info["bind"])
-            with Producer(info["bind"], stream="x") as prod:
+            with Producer(info["credit_bind"], stream="x") as prod:
                 prod.send(FRAME[:60, :80].copy())
             answer = sub.recv(timeout=10)
         code = proc.wait(20)

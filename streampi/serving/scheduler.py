@@ -9,8 +9,9 @@ Fates the scheduler decides (the server turns them into result messages):
 
 * ``dropped``: a ``latest`` stream's waiting frame was replaced by a newer one;
 * ``overloaded``: a new stream arrived while ``max_streams`` streams had frames waiting;
-* a ``queue`` stream at capacity is *full*: the frame is not admitted and the server
-  waits for room (back-pressure) before offering it again.
+* a ``queue`` stream at capacity is *full*: the frame is not admitted (the server answers
+  a v1 frame ``overloaded``; v1.1 frames are offered with ``force``: their producer's
+  credit already bounds them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Job:
     settled: bool = False
     runs_lost: int = 0  # runs that ended with the worker dying under it
     nbytes: int = 0  # bytes of the received message the server holds for it
+    peer: Any = None  # the protocol v1.1 producer that sent it (its credit returns with the answer)
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Offer:
     """What became of one arrival."""
 
     admitted: bool
-    full: bool = False  # queue stream at capacity: wait for room, then offer again
+    full: bool = False  # queue stream at capacity (not admitted, no answer decided here)
     answers: list[tuple[Job, str, str]] = field(default_factory=list)  # (job, error code, message) to send now
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -53,11 +54,32 @@ class ServerFailure(StreampiError):
     """A part of the server failed and the server stopped (its frames were all answered)."""
 
 
+#: v1.1 producers the server remembers; past it the least recently heard idle one is forgotten
+#: (it is greeted as new, with a new session, when it is heard again).
+MAX_PEERS = 4096
+
+
+@dataclass(eq=False)
+class Peer:
+    """One protocol v1.1 producer (a DEALER socket), as the server counts its credit."""
+
+    identity: bytes  # the ROUTER's routing id for it
+    session: str  # changes whenever the server starts counting it afresh
+    stream: str | None
+    policy: str
+    window: int
+    received: int = 0  # its frame messages received in this session
+    acked: int = 0  # ... and answered
+    forgotten: bool = False
+
+
 @dataclass
 class ServerOptions:
     """Everything ``streampi serve`` can set (see ``streampi serve --help``)."""
 
-    bind: str = "tcp://127.0.0.1:5555"
+    bind: str = "tcp://127.0.0.1:5555"  # protocol v1: PUSH producers (no flow control)
+    credit_bind: str | None = "tcp://127.0.0.1:5558"  # protocol v1.1: DEALER producers with credit; None: off
+    credit: int = 0  # frames a v1.1 producer may have in flight; 0: workers + 1 (latest), queue-size (queue)
     publish: str = "tcp://127.0.0.1:5556"
     control: str | None = "tcp://127.0.0.1:5557"
     workers: int | None = None
@@ -104,6 +126,9 @@ class ServerOptions:
             raise ValueError(f"invoke-timeout must be > 0 seconds, got {self.invoke_timeout}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics-port must be a TCP port (0 for any free one), got {self.metrics_port}")
+        if self.credit < 0:
+            raise ValueError(f"credit must be >= 0 (0: workers + 1 for latest streams, queue-size for queue "
+                             f"streams), got {self.credit}")
         if self.max_frame_memory < 0:
             raise ValueError(f"max-frame-memory must be >= 0 bytes (0: no budget), got {self.max_frame_memory}")
         if not self.stop_timeout > 0:
@@ -174,6 +199,10 @@ class Server(Events):
         self._bg: set[asyncio.Task] = set()
         self._batch_ids: dict[WorkerSlot, int] = {}  # the number of the batch each worker holds
         self._held_bytes = 0  # bytes of received frames not yet answered
+        self._peers: collections.OrderedDict[bytes, Peer] = collections.OrderedDict()  # v1.1 producers, LRU first
+        self._credit_due: dict[Peer, None] = {}  # peers owed a credit message (insertion-ordered set)
+        self._peer_serial = 0
+        self._session = f"{os.getpid():x}.{int(time.time() * 1e3) & 0xFFFFFFFF:x}"  # this server's run
         self.metrics: Any = None
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
@@ -289,8 +318,8 @@ class Server(Events):
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._wake = asyncio.Event()  # dispatch: work arrived, a worker got free, stopping
-        self._room = asyncio.Event()  # ingest: a queue stream may have room now
         self._quiet = asyncio.Event()  # stop: nothing waiting, nothing in flight
+        self._look_again = asyncio.Event()  # ingest: read the sockets even without a poll event
         await self._start_workers()
         try:
             self._open_sockets()
@@ -352,6 +381,12 @@ class Server(Events):
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, opts.recv_hwm)
         self.pull.setsockopt(zmq.MAXMSGSIZE, opts.limits.max_message_bytes)
+        self.router = ctx.socket(zmq.ROUTER) if opts.credit_bind else None
+        if self.router is not None:  # v1.1: credit bounds what each producer sends; the HWM only backs it up
+            self.router.setsockopt(zmq.RCVHWM, max(opts.recv_hwm, 4 * opts.queue_size))
+            self.router.setsockopt(zmq.SNDHWM, 1000)
+            self.router.setsockopt(zmq.LINGER, 0)
+            self.router.setsockopt(zmq.MAXMSGSIZE, opts.limits.max_message_bytes)
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, opts.send_hwm)
         self.pub.setsockopt(zmq.LINGER, 2000)
@@ -361,29 +396,35 @@ class Server(Events):
             self.control.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
         if self._curve is not None:  # every socket the server opens
             self._curve.start(ctx)
-            for sock in (self.pull, self.pub, self.control):
+            for sock in (self.pull, self.router, self.pub, self.control):
                 if sock is not None:
                     self._curve.apply(sock)
         try:
             self.pull.bind(opts.bind)
+            if self.router is not None:
+                self.router.bind(opts.credit_bind)
             self.pub.bind(opts.publish)
             if self.control is not None:
                 self.control.bind(opts.control)
         except zmq.ZMQError as exc:
             self._close_sockets()
-            raise StreampiError(f"cannot bind {opts.bind} / {opts.publish} / {opts.control}: {exc}") from exc
+            raise StreampiError(f"cannot bind {opts.bind} / {opts.credit_bind} / {opts.publish} / "
+                                f"{opts.control}: {exc}") from exc
         # blocking-API twins of the same sockets: draining what is already queued and publishing
         # through them skips the asyncio future machinery (~60 µs a message)
         self._pull_now = zmq.Socket.shadow(self.pull.underlying)
         self._pub_now = zmq.Socket.shadow(self.pub.underlying)
+        self._router_now = zmq.Socket.shadow(self.router.underlying) if self.router is not None else None
         self.bound = {"bind": self.pull.getsockopt(zmq.LAST_ENDPOINT).decode(),
                       "publish": self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()}
+        if self.router is not None:
+            self.bound["credit_bind"] = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         if self.control is not None:
             self.bound["control"] = self.control.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     def _close_sockets(self) -> None:
         self._closed = True
-        for name in ("pull", "pub", "control"):
+        for name in ("pull", "router", "pub", "control"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close()
@@ -471,60 +512,171 @@ class Server(Events):
 
     # -- ingest ------------------------------------------------------------------------------
     async def _ingest(self) -> None:
-        """Receive until stop. Never cancelled from outside while serving: a cancelled task
-        could drop a message its receive had already taken off the socket; only the pending
-        receive is cancelled here, and a message it already holds is still handled."""
+        """Receive from both frame sockets until stop. Never cancelled from outside while
+        serving: a cancelled task could drop a message its receive had already taken off the
+        socket; only the pending poll is cancelled here, and what is queued is read after it.
+        Nothing here waits for room: a frame is admitted or answered at once, so one full
+        stream never stops the others."""
+        poller = zmq.asyncio.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        if self.router is not None:
+            poller.register(self.router, zmq.POLLIN)
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
-            while True:
-                fut = self.pull.recv_multipart(copy=False)
-                await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not fut.done():
-                    fut.cancel()
-                    await asyncio.gather(fut, return_exceptions=True)
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    await self._receive(fut.result())
-                if stop.done():
-                    return
-                for _ in range(64):  # then what is already queued, without a trip through the event loop
-                    try:
-                        parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    await self._receive(parts)
+            while not stop.done():
+                # ZeroMQ signals a socket's descriptor on an edge: read until a socket is empty
+                # (zmq.Again) before polling again, in bounded turns with the loop's other work
+                # (workers' events, dispatch) in between
+                if self._read_queued(64):
+                    await asyncio.sleep(0)
+                    continue
+                # sending credit on the ROUTER can take the edge of a message that arrived meanwhile:
+                # _send_credit sets _look_again so that this poll does not wait for an edge that came
+                self._look_again.clear()
+                fut = asyncio.ensure_future(poller.poll())
+                again = asyncio.ensure_future(self._look_again.wait())
+                await asyncio.wait({fut, stop, again}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (fut, again):
+                    if not f.done():
+                        f.cancel()
+                await asyncio.gather(fut, again, return_exceptions=True)
         finally:
             stop.cancel()
+
+    def _read_queued(self, per_socket: int) -> int:
+        """Handle up to ``per_socket`` messages already received by each frame socket
+        (the blocking-API twins: no trip through the event loop per message)."""
+        handled = 0
+        for _ in range(per_socket):
+            try:
+                parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            handled += 1
+            self._receive(parts)
+        if self._router_now is not None:
+            for _ in range(per_socket):
+                try:
+                    parts = self._router_now.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                handled += 1
+                self._receive_v11(parts)
+        return handled
 
     async def _drain_received(self) -> None:
         """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
         producer that keeps sending cannot hold the stop up)."""
-        for _ in range(self.options.recv_hwm * 2):
-            try:
-                parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+        for _ in range(max(1, self.options.recv_hwm * 2 // 64)):
+            if not self._read_queued(64):
                 return
-            await self._receive(parts)
 
-    async def _receive(self, parts: list) -> None:
+    # -- protocol v1.1: credit ---------------------------------------------------------------
+    def _window(self, policy: str) -> int:
+        if self.options.credit:
+            return self.options.credit
+        return self.n_workers + 1 if policy == "latest" else self.options.queue_size
+
+    def _peer(self, identity: bytes, stream: str | None) -> Peer:
+        """This producer's state, made (and greeted) when the server does not know it: new,
+        or the server restarted, or it was forgotten while idle."""
+        peer = self._peers.get(identity)
+        if peer is not None:
+            self._peers.move_to_end(identity)
+            if stream is not None and peer.stream != stream:
+                peer.stream = stream
+                policy = self.sched.policy_of(stream)
+                if policy != peer.policy:
+                    peer.policy, peer.window = policy, self._window(policy)
+                    self._owe_credit(peer)
+            return peer
+        while len(self._peers) >= MAX_PEERS:  # forget the least recently heard (idle ones first)
+            idle = next((k for k, p in self._peers.items() if p.acked == p.received), None)
+            old = self._peers.pop(idle if idle is not None else next(iter(self._peers)))
+            old.forgotten = True
+            self.stats["credit_peers_forgotten"] += 1
+        self._peer_serial += 1
+        policy = self.sched.policy_of(stream) if stream is not None else self.options.policy
+        peer = self._peers[identity] = Peer(identity, f"{self._session}.{self._peer_serial}", stream, policy,
+                                           self._window(policy))
+        self.stats["credit_peers"] += 1
+        self._owe_credit(peer)
+        return peer
+
+    def _receive_v11(self, parts: list) -> None:
+        identity, kind = bytes(parts[0]), bytes(parts[1]) if len(parts) > 1 else b""
+        if kind == protocol.KIND_FRAME and len(parts) > 2:
+            peer = self._peer(identity, None)
+            peer.received += 1
+            held = peer.received - peer.acked
+            if held > self.stats["credit_peak_in_flight"]:
+                self.stats["credit_peak_in_flight"] = held
+            self._receive(parts[2:], peer, over_credit=held > peer.window)
+            return
+        if kind == protocol.KIND_HELLO:
+            try:
+                stream = protocol.decode_hello(parts[1:])
+            except ProtocolError as exc:
+                self._reject(exc)
+                return
+            self.stats["credit_hellos"] += 1
+            self._owe_credit(self._peer(identity, stream))
+            return
+        self.stats["received"] += 1
+        self._reject(ProtocolError(f"a protocol v1.1 message starts with the part b'frame' or b'hello' "
+                                   f"(then the frame's parts), got {protocol.bounded_repr(kind[:32])}"))
+
+    def _owe_credit(self, peer: Peer) -> None:
+        if not self._credit_due:
+            self._loop.call_soon(self._send_credit)  # one message per peer per loop turn, however many answers
+        self._credit_due[peer] = None
+
+    def _send_credit(self) -> None:
+        due, self._credit_due = self._credit_due, {}
+        if self._closed or self._router_now is None:
+            return
+        for peer in due:
+            if peer.forgotten:
+                continue
+            try:
+                self._router_now.send_multipart([peer.identity, *protocol.encode_credit(protocol.Credit(
+                    peer.session, peer.window, peer.acked, peer.policy))], zmq.NOBLOCK)
+                self.stats["credit_messages"] += 1
+            except zmq.ZMQError:  # gone, or not reading: it asks again (hello) while it waits
+                self.stats["credit_unsent"] += 1
+        self._look_again.set()
+
+    # -- frames ------------------------------------------------------------------------------
+    def _receive(self, parts: list, peer: Peer | None = None, over_credit: bool = False) -> None:
         self.stats["received"] += 1
         if self.metrics is not None:
             self.metrics.received.inc()
         try:
             msg = protocol.decode_frame(parts, self.options.limits)
         except ProtocolError as exc:
-            self._reject(exc)
+            self._reject(exc, peer)
             return
+        if peer is not None and peer.stream != msg.stream:
+            self._peer(peer.identity, msg.stream)  # its stream's policy sets its window
         job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(),
-                  nbytes=sum(len(p.buffer) if hasattr(p, "buffer") else len(p) for p in parts))
+                  nbytes=sum(len(p.buffer) if hasattr(p, "buffer") else len(p) for p in parts), peer=peer)
         self._held_bytes += job.nbytes
+        if over_credit:  # a v1.1 producer that does not count (or frames it queued across a restart)
+            self.stats["credit_exceeded"] += 1
+            self._settle(job, error=("overloaded", f"this producer has more frames in flight than its credit "
+                                                   f"({job.peer.window}); see protocol v1.1 in docs/protocol.md"))
+            return
         try:
-            await self._admit(job)
-        except BaseException as exc:  # a bug (or a stop) while taking this frame in: answer it, then fail
+            self._admit(job)
+        except BaseException as exc:  # a bug while taking this frame in: answer it, then fail
             if not job.settled and job not in self.sched:
                 self._settle(job, error=("internal", f"the server failed taking this frame in ({type(exc).__name__})"))
             raise
 
-    async def _admit(self, job: Job) -> None:
+    def _admit(self, job: Job) -> None:
+        """Admit ``job`` or answer it now; never waits. A v1.1 frame always finds room in
+        its ``queue`` stream (its producer's credit bounds how many it can have sent); a v1
+        frame that finds its ``queue`` stream full is answered ``overloaded``."""
         if self._unavailable:
             self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
                                                     "to start); see the server's log"))
@@ -536,19 +688,13 @@ class Server(Events):
                                                    f"frames, past its --max-frame-memory of {budget / 2**20:.1f} "
                                                    f"MiB; try again later"))
             return
-        offer = self.sched.offer(job)
-        while offer.full:  # back-pressure: stop reading until the stream has room
-            self.stats["backpressure_waits"] += 1
-            self._room.clear()
-            if self._stop_event.is_set():
-                offer = self.sched.offer(job, force=True)  # off the socket already: it must be answered
-                break
-            room = asyncio.ensure_future(self._room.wait())
-            stop = asyncio.ensure_future(self._stop_event.wait())
-            await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
-            room.cancel()
-            stop.cancel()
-            offer = self.sched.offer(job, force=self._stop_event.is_set())
+        offer = self.sched.offer(job, force=job.peer is not None or self._stop_event.is_set())
+        if offer.full:
+            self.stats["queue_full"] += 1
+            self._settle(job, error=("overloaded", f"stream {job.stream}'s queue is full ({self.options.queue_size} "
+                                                   f"frames, --queue-size); a protocol v1.1 producer waits for "
+                                                   f"credit instead"))
+            return
         for other, code, text in offer.answers:
             self._settle(other, error=(code, text))
         if offer.admitted:
@@ -556,8 +702,11 @@ class Server(Events):
             self.stats["max_pending"] = max(self.stats["max_pending"], self.sched.depth(job.stream))
             self._wake.set()
 
-    def _reject(self, exc: ProtocolError) -> None:
+    def _reject(self, exc: ProtocolError, peer: Peer | None = None) -> None:
         stream, seq = getattr(exc, "stream", None), getattr(exc, "seq", None)
+        if peer is not None:
+            peer.acked += 1
+            self._owe_credit(peer)
         self.stats["errors.bad_frame"] += 1
         self.stats["answered"] += 1
         result = protocol.error_result("bad_frame", str(exc), stream, seq)
@@ -598,7 +747,6 @@ class Server(Events):
         self.stats["batched_frames"] += len(batch)
         if self.metrics is not None:
             self.metrics.batch.observe(len(batch))
-        self._room.set()
         slot.submit(batch)
 
     def _check_quiet(self) -> None:
@@ -687,6 +835,9 @@ class Server(Events):
         job.settled = True
         self.stats["answered"] += 1
         self._held_bytes -= job.nbytes
+        if job.peer is not None:
+            job.peer.acked += 1
+            self._owe_credit(job.peer)
         msg = job.msg
         try:
             now = time.perf_counter()
@@ -774,6 +925,8 @@ class Server(Events):
         healthy = not problems
         return {"healthy": healthy, "problems": problems, "model": self.model_info, "isolation": self.options.isolation,
                 "workers": workers, "pending": self.sched.pending, "frame_bytes_held": self._held_bytes,
+                "credit_producers": len(self._peers),
+                "credit_in_flight": sum(p.received - p.acked for p in self._peers.values()),
                 "stats": dict(self.stats),
                 "uptime_s": round(time.time() - self.started_at, 3)}
 

@@ -1,0 +1,292 @@
+"""Protocol v1.1 (credit-based flow control) and the server's ingest that never waits.
+
+Real servers, real ZeroMQ sockets on loopback, real worker processes stopped and continued
+with real signals (SIGSTOP holds every frame in flight without killing anything). Where the
+test checks the server's side of v1.1, it speaks the protocol through a raw DEALER written
+here from docs/protocol.md, not through streampi's client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from streampi.client import Producer, Subscriber
+from streampi.serving import ServerOptions
+from streampi.testing import ServerThread, start_server, wait_subscribed
+
+FRAME = np.random.default_rng(5).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+
+
+def v1_frame(stream: str, seq: int) -> list[bytes]:
+    head = {"v": 1, "stream": stream, "seq": seq, "fmt": "rgb", "w": 160, "h": 120}
+    return [msgpack.packb(head), FRAME.tobytes()]
+
+
+def results_until(sub: Subscriber, done, timeout: float = 30.0) -> list[dict]:
+    """Results until ``done(results)`` says so (bounded by ``timeout``)."""
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not done(out):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"only {len(out)} results within {timeout} s: {[r.get('seq') for r in out]}")
+        try:
+            r = sub.recv(timeout=min(left, 1.0))
+        except TimeoutError:
+            continue
+        if r["stream"] != "_errors":
+            out.append(r)
+    return out
+
+
+def codes(results: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        key = "ok" if r["ok"] else r["error"]["code"]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def worker_pids(st: ServerThread) -> list[int]:
+    return [w["pid"] for w in st.server.status()["workers"]]
+
+
+class RawDealer:
+    """A v1.1 producer written from docs/protocol.md alone."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def credit(self, timeout: float = 5.0) -> dict:
+        if not self.sock.poll(int(timeout * 1000)):
+            raise AssertionError("no credit message")
+        kind, body = self.sock.recv_multipart()
+        assert kind == b"credit"
+        return msgpack.unpackb(body)
+
+    def credit_until(self, acked: int, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.credit(max(0.01, deadline - time.monotonic()))
+            if c["acked"] >= acked:
+                return c
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_raw_dealer_gets_credit_and_every_frame_is_acked_after_its_result():
+    opts = ServerOptions(workers=1, policy="queue", credit=3)
+    with ServerThread(options=opts) as st, Subscriber(st.results, streams=["raw"]) as sub:
+        wait_subscribed(sub, st.frames)
+        raw = RawDealer(st.frames)
+        raw.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": "raw"})])
+        first = raw.credit()
+        assert (first["window"], first["acked"], first["policy"]) == (3, 0, "queue")
+        for seq in range(3):
+            raw.sock.send_multipart([b"frame", *v1_frame("raw", seq)])
+        got = results_until(sub, lambda rs: len(rs) == 3)
+        assert sorted(r["seq"] for r in got) == [0, 1, 2] and all(r["ok"] for r in got)
+        last = raw.credit_until(3)
+        assert last["session"] == first["session"] and last["acked"] == 3
+        # a frame beyond the credit (a producer that does not count) is answered, not queued
+        pid = worker_pids(st)[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for seq in range(3, 7):
+                raw.sock.send_multipart([b"frame", *v1_frame("raw", seq)])
+            over = results_until(sub, lambda rs: len(rs) == 1, timeout=10)
+            assert over[0]["seq"] == 6 and over[0]["error"]["code"] == "overloaded"
+            assert "credit" in over[0]["error"]["message"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        rest = results_until(sub, lambda rs: len(rs) == 3)
+        assert sorted(r["seq"] for r in rest) == [3, 4, 5] and all(r["ok"] for r in rest)
+        assert raw.credit_until(7)["acked"] == 7
+        raw.close()
+    assert st.stats["credit_exceeded"] == 1
+
+
+def test_bad_v11_messages_are_answered_on_errors():
+    with ServerThread(options=ServerOptions(workers=1)) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        raw = RawDealer(st.frames)
+        raw.sock.send_multipart([b"bogus", b"x"])
+        raw.sock.send_multipart([b"hello", b"\xc1not msgpack"])
+        raw.sock.send_multipart([b"hello", msgpack.packb({"stream": "_bad"})])
+        errors = []
+        deadline = time.monotonic() + 10
+        while len(errors) < 3 and time.monotonic() < deadline:
+            try:
+                r = sub.recv(timeout=1)
+            except TimeoutError:
+                continue
+            errors.append(r)
+        messages = [r["error"]["message"] for r in errors]
+        assert [r["error"]["code"] for r in errors] == ["bad_frame"] * 3, messages
+        assert "b'frame' or b'hello'" in messages[0] and "msgpack map" in messages[1] and "stream" in messages[2]
+        # a bad frame costs its credit like any other answer
+        raw.sock.send_multipart([b"frame", b"\xc1"])
+        assert raw.credit_until(1)["acked"] == 1
+        raw.close()
+
+
+@pytest.mark.parametrize("isolation", ["process"])
+def test_latest_producer_replaces_frames_without_credit_and_never_exceeds_it(isolation):
+    opts = ServerOptions(workers=1, isolation=isolation)
+    with ServerThread(options=opts) as st, Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)
+        dropped: list[int] = []
+        n = 300
+        with Producer(st.frames, stream="cam", on_drop=dropped.append) as prod:
+            for _ in range(n):
+                prod.send(FRAME)
+                assert prod.in_flight <= prod.window == 2  # workers + 1
+            stats = prod.stats()
+        answered = results_until(sub, lambda rs: len(rs) + len(dropped) >= n)
+        seqs = [r["seq"] for r in answered] + dropped
+        assert sorted(seqs) == list(range(n))  # every frame: one result, or replaced at the camera
+        assert len(dropped) == stats["dropped"] > 0
+        # the server saw the window reached and never exceeded
+        assert st.stats["credit_peak_in_flight"] == 2
+        assert st.stats["credit_exceeded"] == 0
+        assert st.stats["received"] - st.stats["errors.bad_frame"] == len(answered)  # (less the subscription probes)
+
+
+def test_queue_producer_waits_for_credit_and_only_it_waits():
+    opts = ServerOptions(workers=1, policy="queue", credit=2, stream_policies={"live": "latest"})
+    with ServerThread(options=opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        pid = worker_pids(st)[0]
+        with Producer(st.frames, stream="slow") as slow, Producer(st.frames, stream="live") as live:
+            os.kill(pid, signal.SIGSTOP)  # nothing is answered while it is stopped
+            try:
+                slow.send(FRAME)
+                slow.send(FRAME)
+                t0 = time.monotonic()
+                with pytest.raises(TimeoutError, match="window 2"):
+                    slow.send(FRAME, timeout=0.5)
+                assert time.monotonic() - t0 < 5
+                assert slow.in_flight == 2 and slow.seq == 2  # the refused frame took no seq
+                # another producer is not held up: its frames are read (a newer one replaces the older)
+                live.send(FRAME)
+                live.send(FRAME)
+                held = results_until(sub, lambda rs: any(r["stream"] == "live" for r in rs), timeout=10)
+                assert [(r["stream"], r["seq"], r["error"]["code"]) for r in held] == [("live", 0, "dropped")]
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            slow.send(FRAME, timeout=10)  # credit again
+        got = results_until(sub, lambda rs: len(rs) == 4)
+        assert sorted((r["stream"], r["seq"]) for r in got) == [("live", 1), ("slow", 0), ("slow", 1), ("slow", 2)]
+        assert all(r["ok"] for r in got)
+
+
+def test_v1_push_producers_get_overloaded_for_a_full_queue_stream_and_ingest_goes_on():
+    opts = ServerOptions(workers=1, max_batch=1, policy="latest", stream_policies={"q": "queue"}, queue_size=2)
+    with ServerThread(options=opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames_v1)
+        pid = worker_pids(st)[0]
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(st.frames_v1)
+        try:
+            os.kill(pid, signal.SIGSTOP)  # the worker process will hold q/0
+            try:
+                push.send_multipart(v1_frame("q", 0))
+                first = None
+                deadline = time.monotonic() + 10
+                while first is None and time.monotonic() < deadline:
+                    first = st.server.status()["workers"][0]["holding"] or None
+                    time.sleep(0.01)
+                assert first == [["q", 0]]
+                for seq in range(1, 10):
+                    push.send_multipart(v1_frame("q", seq))
+                for seq in range(2):
+                    push.send_multipart(v1_frame("l", seq))
+                # answered while the worker is stopped: ingest never waits for room
+                early = results_until(sub, lambda rs: len(rs) == 8, timeout=10)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert codes(early) == {"overloaded": 7, "dropped": 1}, early
+            assert {r["seq"] for r in early if r["stream"] == "q"} == set(range(3, 10))
+            assert all("queue is full" in r["error"]["message"] for r in early if r["stream"] == "q")
+            late = results_until(sub, lambda rs: len(rs) == 4)
+            assert sorted((r["stream"], r["seq"]) for r in late) == [("l", 1), ("q", 0), ("q", 1), ("q", 2)]
+            assert all(r["ok"] for r in late)
+        finally:
+            push.close()
+    assert st.stats["queue_full"] == 7
+
+
+def test_producer_without_a_server_fails_clearly_and_in_time():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    with Producer(f"tcp://127.0.0.1:{port}", stream="x", handshake_timeout=0.5) as prod:
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError, match="--credit-bind"):
+            prod.send(FRAME)
+        assert time.monotonic() - t0 < 3
+        assert prod.seq == 0
+
+
+def test_v11_producer_on_the_v1_endpoint_fails_clearly():
+    with ServerThread(options=ServerOptions(workers=1)) as st:
+        with Producer(st.frames_v1, stream="x", handshake_timeout=0.5) as prod:
+            with pytest.raises(ConnectionError, match="protocol_version='1'"):
+                prod.send(FRAME)
+        with Producer(st.frames_v1, stream="x", protocol_version="1") as prod:  # the v1 way works
+            assert prod.send(FRAME, timeout=5) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_producer_survives_a_server_restart():
+    ports = {name: _free_port() for name in ("bind", "credit", "publish")}
+    args = ["shapes_int8", "--workers", "1", "--bind", f"tcp://127.0.0.1:{ports['bind']}",
+            "--credit-bind", f"tcp://127.0.0.1:{ports['credit']}", "--publish", f"tcp://127.0.0.1:{ports['publish']}"]
+    proc, info = start_server(args)
+    try:
+        with Subscriber(info["publish"], streams=["cam"]) as sub, \
+                Producer(info["credit_bind"], stream="cam", send_timeout=5, handshake_timeout=10) as prod:
+            wait_subscribed(sub, info["bind"])
+            for _ in range(5):
+                prod.send(FRAME)
+                time.sleep(0.02)
+            before = results_until(sub, lambda rs: len(rs) >= 1)
+            assert before[0]["ok"]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            while prod.in_flight < prod.window:  # use up the credit granted by the old server
+                prod.send(FRAME)
+            proc, info = start_server(args)
+            wait_subscribed(sub, info["bind"])
+            deadline = time.monotonic() + 30
+            after: list[dict] = []
+            while time.monotonic() < deadline and not any(r["ok"] and r["seq"] >= prod.seq - 5 for r in after):
+                prod.send(FRAME)  # latest: returns at once, holding the frame, until the new server's credit
+                time.sleep(0.05)
+                try:
+                    after.append(sub.recv(timeout=0.05))
+                except TimeoutError:
+                    pass
+            assert prod.stats()["sessions"] == 2
+            assert any(r["ok"] for r in after), after
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
