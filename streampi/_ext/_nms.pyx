@@ -16,6 +16,13 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 
+cdef extern from *:
+    # restrict-qualified pointers: the running best of each column is read and written in one
+    # loop; without them the C compiler cannot rule out aliasing and does not vectorise it
+    ctypedef float* f32_out "float * __restrict__"
+    ctypedef int32_t* i32_out "int32_t * __restrict__"
+    ctypedef const float* f32_in "const float * __restrict__"
+
 ctypedef fused real:
     float
     double
@@ -211,34 +218,34 @@ def yolo_v8_candidates(const float[:, ::1] head, float score_threshold, double[:
     cdef Py_ssize_t nc = head.shape[0] - 4
     cdef Py_ssize_t n = head.shape[1]
     cdef Py_ssize_t c, k, m = 0
-    cdef const float *row
+    cdef f32_in row
     cdef float v, b
+    cdef int32_t better
     cdef double cx, cy, hw, hh
-    cdef float *best = <float *> malloc(n * sizeof(float))
-    cdef int32_t *arg = <int32_t *> malloc(n * sizeof(int32_t))
-    cdef uint8_t *nan = <uint8_t *> malloc(n)
-    if best == NULL or arg == NULL or nan == NULL:
+    cdef f32_out best = <float *> malloc(n * sizeof(float))
+    cdef i32_out arg = <int32_t *> malloc(n * sizeof(int32_t))
+    if best == NULL or arg == NULL:
         free(best)
         free(arg)
-        free(nan)
         raise MemoryError()
     with nogil:
         row = &head[4, 0]
         for k in range(n):
-            v = row[k]
-            best[k] = v
+            best[k] = row[k]
             arg[k] = 0
-            nan[k] = v != v
         for c in range(1, nc):
             row = &head[4 + c, 0]
             for k in range(n):
                 v = row[k]
                 b = best[k]
-                arg[k] = <int32_t> c if v > b else arg[k]
-                best[k] = v if v > b else b
-                nan[k] = nan[k] | (v != v)
+                # a NaN takes the place and keeps it (nothing compares greater than NaN): the
+                # column's score is then NaN and fails the threshold, as with NumPy's max
+                # (the class through an integer mask: a select the C compiler vectorises)
+                better = -<int32_t> ((v > b) | (v != v))
+                arg[k] = (<int32_t> c & better) | (arg[k] & ~better)
+                best[k] = v if better else b
         for k in range(n):
-            if nan[k] == 0 and best[k] >= score_threshold:
+            if best[k] >= score_threshold:
                 cx = head[0, k]
                 cy = head[1, k]
                 hw = <double> head[2, k] * 0.5
@@ -252,7 +259,6 @@ def yolo_v8_candidates(const float[:, ::1] head, float score_threshold, double[:
                 m += 1
     free(best)
     free(arg)
-    free(nan)
     return m
 
 
