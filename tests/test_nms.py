@@ -164,6 +164,40 @@ def test_random_boxes_match_the_reference(impl, n):
             assert nms(boxes, scores, 0.45, limit, cls).tolist() == want[:limit]
 
 
+def scene(kind: str, rng) -> np.ndarray:
+    """Boxes that stress how kept boxes are looked up (the compiled loop files them in a grid)."""
+    n = 600
+    if kind == "one corner":       # every box starts at the same point
+        return np.concatenate([np.zeros((n, 2)), rng.uniform(1, 20, (n, 2))], 1)
+    if kind == "one column":       # same x0: the grid has a single column
+        xy = np.stack([np.full(n, 3.0), rng.uniform(0, 200, n)], 1)
+        return np.concatenate([xy, xy + rng.uniform(5, 15, (n, 2))], 1)
+    if kind == "giants":           # small boxes and a few that cover everything
+        b = random_boxes(rng, n, extent=300.0)
+        b[rng.choice(n, 8, replace=False)] = [[-50, -50, 400, 400], [-40, 0, 900, 310], [0, -40, 310, 900],
+                                              [100, 100, 101, 1e6], [-1e6, 5, 1e6, 6], [0, 0, 300, 300],
+                                              [150, 150, 160, 160], [1, 1, 299, 299]]
+        return b
+    if kind == "scales":           # 1e-3 to 1e9 in one set, negative corners
+        xy = rng.choice([-1e9, -1.0, 0.0, 1e-3, 1.0, 1e9], (n, 2)) + rng.uniform(0, 1, (n, 2))
+        wh = rng.choice([1e-3, 0.5, 2.0, 1e3, 1e9], (n, 2)) * rng.uniform(0.5, 1.5, (n, 2))
+        return np.concatenate([xy, xy + wh], 1)
+    return random_boxes(rng, n, extent=60.0)   # "dense": most boxes overlap several others
+
+
+@pytest.mark.parametrize("kind", ["one corner", "one column", "giants", "scales", "dense"])
+def test_stressed_lookups_match_the_reference(impl, kind):
+    rng = np.random.default_rng(3)
+    boxes = scene(kind, rng)
+    scores = np.round(rng.random(len(boxes)), 3)
+    classes = rng.integers(0, 3, len(boxes))
+    for cls in (None, classes):
+        for t in (0.0, 0.3, 0.7):
+            want = greedy(boxes, scores, t, len(boxes), cls)
+            assert nms(boxes, scores, t, len(boxes), cls).tolist() == want
+            assert nms(boxes, scores, t, 25, cls).tolist() == want[:25]
+
+
 def test_float64_scores_and_float32_boxes(impl):
     rng = np.random.default_rng(5)
     boxes = random_boxes(rng, 400).astype(np.float32)

@@ -13,6 +13,7 @@ bits (O(n), where NumPy's stable sort of floats is a merge sort).
 """
 
 from libc.stdlib cimport malloc, free
+from libc.math cimport fabs
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 
@@ -114,47 +115,96 @@ def score_order(const real[::1] scores, Py_ssize_t[::1] order):
     free(idx if idx < idx2 else idx2)
 
 
+#: The grid of kept boxes has about one cell per this many boxes that may be kept, at most MAX_CELLS.
+DEF BOXES_PER_CELL = 2
+DEF MAX_CELLS = 4096
+
+
+cdef inline Py_ssize_t _cell(double v, double origin, double inverse_size, Py_ssize_t cells) noexcept nogil:
+    """The grid column (or row) of coordinate ``v``: monotone in ``v``, clamped to the grid."""
+    cdef double f = (v - origin) * inverse_size
+    if not f > 0.0:  # (also the whole grid in one cell: inverse_size 0)
+        return 0
+    if f >= cells:
+        return cells - 1
+    return <Py_ssize_t> f
+
+
 def greedy_nms(const double[:, ::1] boxes, const Py_ssize_t[::1] order, const int32_t[::1] class_ids,
-               Py_ssize_t n_classes, double iou_threshold, Py_ssize_t[::1] kept):
+               double iou_threshold, Py_ssize_t[::1] kept):
     """Greedy NMS over ``boxes`` (``[x0, y0, x1, y1]`` rows) in ``order``; writes the kept
     indices to ``kept`` (its length is the limit, ``max_detections``) and returns their count.
 
-    ``class_ids`` (dense ids in ``[0, n_classes)``) or ``None`` for class-agnostic NMS. A
-    candidate is tested only against the kept boxes of its own class (each class's kept boxes
-    form a chain); it is suppressed when the intersection is positive and
-    ``inter · (1 + t) > t · (area_a + area_b)``, i.e. IoU > t without a division.
+    ``class_ids`` or ``None`` for class-agnostic NMS. A candidate is suppressed by a kept box
+    of its class whose intersection with it is positive and
+    ``inter · (1 + t) > t · (area_a + area_b)`` (IoU > t without a division).
+
+    Kept boxes are filed in a uniform grid by their top-left corner. A kept box can only
+    intersect a candidate if its corner lies left of and above the candidate's far corner and
+    no further than the widest (tallest) kept box from its near corner, so a candidate visits
+    those cells only, not every kept box: in dense scenes most candidates meet the box that
+    suppresses them among a handful. The exact test decides; the grid only skips boxes that
+    cannot intersect (with a margin far above rounding).
     """
     cdef Py_ssize_t n = order.shape[0]
     cdef Py_ssize_t limit = kept.shape[0]
     cdef Py_ssize_t m = 0
-    cdef Py_ssize_t k, j, src
+    cdef Py_ssize_t k, src, q, gx, gy, cells, col, row, col0, col1, row0, row1, target
     cdef int32_t c = 0
     cdef int32_t link
     cdef bint per_class = class_ids is not None
     cdef bint suppressed
-    cdef double x0, y0, x1, y1, area, iw, ih
+    cdef double x0, y0, x1, y1, area, iw, ih, reach_x, reach_y
     cdef double t = iou_threshold
     cdef double t1 = 1.0 + iou_threshold
-    cdef double *kb
-    cdef int32_t *head = NULL
-    cdef int32_t *chain = NULL
+    cdef double lo_x, hi_x, lo_y, hi_y, inv_w, inv_h
+    cdef double widest = 0.0
+    cdef double tallest = 0.0
     if n == 0 or limit == 0:
         return 0
     if limit > n:
         limit = n
-    kb = <double *> malloc(5 * limit * sizeof(double))  # x0, y0, x1, y1, area of each kept box
-    if per_class:
-        head = <int32_t *> malloc(n_classes * sizeof(int32_t))
-        chain = <int32_t *> malloc(limit * sizeof(int32_t))
-    if kb == NULL or (per_class and (head == NULL or chain == NULL)):
-        free(kb)
-        free(head)
-        free(chain)
+    target = limit // BOXES_PER_CELL
+    if target > MAX_CELLS:
+        target = MAX_CELLS
+    gx = 1
+    while (gx + 1) * (gx + 1) <= target:
+        gx += 1
+    gy = gx
+    cells = gx * gy
+    cdef double *columns = <double *> malloc(5 * limit * sizeof(double))
+    cdef int32_t *kept_class = <int32_t *> malloc(limit * sizeof(int32_t))
+    cdef int32_t *next_in_cell = <int32_t *> malloc(limit * sizeof(int32_t))
+    cdef int32_t *cell_head = <int32_t *> malloc(cells * sizeof(int32_t))
+    if columns == NULL or kept_class == NULL or next_in_cell == NULL or cell_head == NULL:
+        free(columns)
+        free(kept_class)
+        free(next_in_cell)
+        free(cell_head)
         raise MemoryError()
+    cdef double *kx0 = columns
+    cdef double *ky0 = columns + limit
+    cdef double *kx1 = columns + 2 * limit
+    cdef double *ky1 = columns + 3 * limit
+    cdef double *karea = columns + 4 * limit
     with nogil:
-        if per_class:
-            for j in range(n_classes):
-                head[j] = -1
+        for q in range(cells):
+            cell_head[q] = -1
+        # the grid spans the candidates' top-left corners
+        lo_x = hi_x = boxes[order[0], 0]
+        lo_y = hi_y = boxes[order[0], 1]
+        for k in range(n):
+            src = order[k]
+            if boxes[src, 0] < lo_x:
+                lo_x = boxes[src, 0]
+            if boxes[src, 0] > hi_x:
+                hi_x = boxes[src, 0]
+            if boxes[src, 1] < lo_y:
+                lo_y = boxes[src, 1]
+            if boxes[src, 1] > hi_y:
+                hi_y = boxes[src, 1]
+        inv_w = gx / (hi_x - lo_x) if hi_x > lo_x else 0.0
+        inv_h = gy / (hi_y - lo_y) if hi_y > lo_y else 0.0
         for k in range(n):
             src = order[k]
             x0 = boxes[src, 0]
@@ -162,45 +212,58 @@ def greedy_nms(const double[:, ::1] boxes, const Py_ssize_t[::1] order, const in
             x1 = boxes[src, 2]
             y1 = boxes[src, 3]
             area = (x1 - x0) * (y1 - y0)
-            suppressed = False
             if per_class:
                 c = class_ids[src]
-                link = head[c]
-                while link >= 0:
-                    j = 5 * link
-                    iw = (x1 if x1 < kb[j + 2] else kb[j + 2]) - (x0 if x0 > kb[j] else kb[j])
-                    if iw > 0:
-                        ih = (y1 if y1 < kb[j + 3] else kb[j + 3]) - (y0 if y0 > kb[j + 1] else kb[j + 1])
-                        if ih > 0 and iw * ih * t1 > t * (area + kb[j + 4]):
-                            suppressed = True
-                            break
-                    link = chain[link]
-            else:
-                for j in range(0, 5 * m, 5):
-                    iw = (x1 if x1 < kb[j + 2] else kb[j + 2]) - (x0 if x0 > kb[j] else kb[j])
-                    if iw > 0:
-                        ih = (y1 if y1 < kb[j + 3] else kb[j + 3]) - (y0 if y0 > kb[j + 1] else kb[j + 1])
-                        if ih > 0 and iw * ih * t1 > t * (area + kb[j + 4]):
-                            suppressed = True
-                            break
+            # corners from which a kept box (no wider than the widest, no taller than the
+            # tallest kept so far) can reach this one; the margin covers the rounding of widths
+            reach_x = x0 - widest
+            reach_x -= 1e-9 * (fabs(reach_x) + widest) + 1e-300
+            reach_y = y0 - tallest
+            reach_y -= 1e-9 * (fabs(reach_y) + tallest) + 1e-300
+            col0 = _cell(reach_x, lo_x, inv_w, gx)
+            col1 = _cell(x1, lo_x, inv_w, gx)
+            row0 = _cell(reach_y, lo_y, inv_h, gy)
+            row1 = _cell(y1, lo_y, inv_h, gy)
+            suppressed = False
+            row = row0
+            while row <= row1 and not suppressed:
+                for col in range(col0, col1 + 1):
+                    link = cell_head[row * gx + col]
+                    while link >= 0:
+                        if not per_class or kept_class[link] == c:
+                            iw = (x1 if x1 < kx1[link] else kx1[link]) - (x0 if x0 > kx0[link] else kx0[link])
+                            if iw > 0:
+                                ih = (y1 if y1 < ky1[link] else ky1[link]) - (y0 if y0 > ky0[link] else ky0[link])
+                                if ih > 0 and iw * ih * t1 > t * (area + karea[link]):
+                                    suppressed = True
+                                    break
+                        link = next_in_cell[link]
+                    if suppressed:
+                        break
+                row += 1
             if suppressed:
                 continue
-            j = 5 * m
-            kb[j] = x0
-            kb[j + 1] = y0
-            kb[j + 2] = x1
-            kb[j + 3] = y1
-            kb[j + 4] = area
-            if per_class:
-                chain[m] = head[c]
-                head[c] = <int32_t> m
+            kx0[m] = x0
+            ky0[m] = y0
+            kx1[m] = x1
+            ky1[m] = y1
+            karea[m] = area
+            kept_class[m] = c
+            q = _cell(y0, lo_y, inv_h, gy) * gx + _cell(x0, lo_x, inv_w, gx)
+            next_in_cell[m] = cell_head[q]
+            cell_head[q] = <int32_t> m
+            if x1 - x0 > widest:
+                widest = x1 - x0
+            if y1 - y0 > tallest:
+                tallest = y1 - y0
             kept[m] = src
             m += 1
             if m == limit:
                 break
-    free(kb)
-    free(head)
-    free(chain)
+    free(columns)
+    free(kept_class)
+    free(next_in_cell)
+    free(cell_head)
     return m
 
 

@@ -127,29 +127,25 @@ def _nms_blocks(b: np.ndarray, t: float, max_detections: int) -> np.ndarray:
     return np.concatenate(kept)[:max_detections] if kept else np.zeros(0, np.intp)
 
 
-#: Classes at most this far above ``4 × candidates`` are used as ids as they are; beyond, or
-#: negative, they are renumbered first (a sort).
-_DIRECT_CLASS_IDS = 1024
-
-
-def _class_ids(classes, n: int) -> tuple[np.ndarray, int]:
-    """Dense int32 ids in ``[0, count)`` for ``classes`` (integers, or integral floats)."""
+def _class_ids(classes, n: int) -> np.ndarray:
+    """``classes`` (integers, or floats holding whole numbers) as int32 labels that are equal
+    exactly where the classes are (renumbered when they do not fit in int32)."""
     c = np.asarray(classes)
     if c.shape != (n,):
         raise ValueError(f"nms: classes must have shape ({n},) like the scores, got {c.shape}")
     if c.dtype.kind == "f":
         if not np.isfinite(c).all() or (c != np.round(c)).any():
             raise ValueError("nms: classes must be whole numbers")
-        c = c.astype(np.int64)
     elif c.dtype.kind not in "iub":
         raise ValueError(f"nms: classes must be integers, got dtype {c.dtype}")
     if n == 0:
-        return np.zeros(0, np.int32), 0
-    lo, hi = int(c.min()), int(c.max())
-    if lo >= 0 and hi < 4 * n + _DIRECT_CLASS_IDS:
-        return np.ascontiguousarray(c, np.int32), hi + 1
-    uniq, ids = np.unique(c, return_inverse=True)
-    return ids.reshape(-1).astype(np.int32), len(uniq)
+        return np.zeros(0, np.int32)
+    if c.dtype.kind != "f" and c.dtype.itemsize <= 4 and c.dtype != np.uint32:
+        return np.ascontiguousarray(c, np.int32)
+    lo, hi = c.min(), c.max()
+    if -2**31 <= lo and hi < 2**31:
+        return np.ascontiguousarray(c, np.int32)
+    return np.unique(c, return_inverse=True)[1].reshape(-1).astype(np.int32)
 
 
 def _checked(boxes, scores, iou_threshold, max_detections) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -193,15 +189,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
     """
     b, s, t, limit = _checked(boxes, scores, iou_threshold, max_detections)
     n = len(s)
-    ids, n_classes = _class_ids(classes, n) if classes is not None else (None, 0)
+    ids = _class_ids(classes, n) if classes is not None else None
     if n == 0 or limit == 0:
         return np.zeros(0, np.intp)
     if _kernel is None:
-        return _nms_numpy(b, s, t, limit, None if ids is None else ids)
+        dense = None if ids is None else np.unique(ids, return_inverse=True)[1].reshape(-1)  # small shifts
+        return _nms_numpy(b, s, t, limit, dense)
     order = np.empty(n, np.intp)
     _kernel.score_order(s, order)
     kept = np.empty(min(limit, n), np.intp)
-    count = _kernel.greedy_nms(b, order, ids, n_classes, t, kept)
+    count = _kernel.greedy_nms(b, order, ids, t, kept)
     return kept[:count]
 
 
