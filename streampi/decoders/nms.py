@@ -193,8 +193,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
     if n == 0 or limit == 0:
         return np.zeros(0, np.intp)
     if _kernel is None:
-        dense = None if ids is None else np.unique(ids, return_inverse=True)[1].reshape(-1)  # small shifts
-        return _nms_numpy(b, s, t, limit, dense)
+        if ids is not None and (ids.min() < 0 or ids.max() >= 4 * n + 1024):
+            ids = np.unique(ids, return_inverse=True)[1].reshape(-1)  # the class shift wants small ids
+        return _nms_numpy(b, s, t, limit, ids)
     order = np.empty(n, np.intp)
     _kernel.score_order(s, order)
     kept = np.empty(min(limit, n), np.intp)
