@@ -7,15 +7,16 @@ check shapes, dtypes and values and allocate the outputs; these functions trust 
 
 Why a compiled loop: greedy NMS is sequential (whether a box is kept depends on every kept box
 before it), so NumPy can only vectorise one kept box at a time or pay for every pairwise
-overlap; here each candidate is tested against the kept boxes only, per class, and the loop
-ends at ``max_detections``. The score order comes from a stable LSD radix sort of the score
-bits (O(n), where NumPy's stable sort of floats is a merge sort).
+overlap; here each candidate is tested only against the kept boxes that could reach it (a
+grid of kept boxes), and the loop ends at ``max_detections``. The score order comes from a
+stable LSD radix sort of the score bits (O(n), where NumPy's stable sort of floats is a merge
+sort). YOLO heads are scanned once, in memory order, for each cell's best class.
 """
 
 from libc.stdlib cimport malloc, free
 from libc.math cimport fabs
 from libc.string cimport memcpy, memset
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint32_t, uint64_t, int32_t
 
 cdef extern from *:
     # restrict-qualified pointers: the running best of each column is read and written in one
@@ -115,9 +116,11 @@ def score_order(const real[::1] scores, Py_ssize_t[::1] order):
     free(idx if idx < idx2 else idx2)
 
 
-#: The grid of kept boxes has about one cell per this many boxes that may be kept, at most MAX_CELLS.
-DEF BOXES_PER_CELL = 2
-DEF MAX_CELLS = 4096
+cdef enum:
+    # the grid of kept boxes has about one cell per BOXES_PER_CELL boxes that may be kept, at
+    # most MAX_CELLS (one wide box makes every candidate visit every cell: keep that cheap)
+    BOXES_PER_CELL = 2
+    MAX_CELLS = 4096
 
 
 cdef inline Py_ssize_t _cell(double v, double origin, double inverse_size, Py_ssize_t cells) noexcept nogil:
