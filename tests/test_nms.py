@@ -7,6 +7,9 @@ to. OpenCV's ``cv2.dnn.NMSBoxes`` is a second, outside reference where it is ins
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -147,6 +150,7 @@ def test_bad_arguments_are_named(impl, bad, message):
 
 
 # -- random cases against the reference ---------------------------------------------------------
+@pytest.mark.aarch64
 @pytest.mark.parametrize("n", [2, 9, 16, 17, 100, 513, 1000])
 def test_random_boxes_match_the_reference(impl, n):
     rng = np.random.default_rng(n)
@@ -185,6 +189,7 @@ def scene(kind: str, rng) -> np.ndarray:
     return random_boxes(rng, n, extent=60.0)   # "dense": most boxes overlap several others
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("kind", ["one corner", "one column", "giants", "scales", "dense"])
 def test_stressed_lookups_match_the_reference(impl, kind):
     rng = np.random.default_rng(3)
@@ -210,6 +215,7 @@ def test_float64_scores_and_float32_boxes(impl):
 
 
 # the same ranks as the compiled radix sort sees them: every float32 / float64 special value
+@pytest.mark.aarch64
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.floats(width=32, allow_nan=False), min_size=0, max_size=300), st.booleans())
 def test_score_order_is_a_stable_descending_sort(values, wide):
@@ -286,6 +292,7 @@ def candidates_by_loop(head: np.ndarray, layout: str, threshold: float):
     return boxes, scores, classes
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("layout", ["v8", "v5"])
 def test_yolo_candidates_match_a_loop(layout):
     rng = np.random.default_rng(11)
@@ -331,3 +338,35 @@ def test_yolo_decode_of_a_full_head_is_the_same_with_and_without_the_extension(m
             mp.setattr(nms_module, "_kernel", None)
             fallback = dec.frame_result([head], 0, None)["detections"]
         assert len(compiled) == 300 and compiled == fallback
+
+
+WITHOUT_EXTENSION = r"""
+import sys
+
+class Refuse:
+    "An import hook: this build has no compiled NMS."
+    def find_spec(self, name, path=None, target=None):
+        if name == "streampi._ext._nms":
+            raise ImportError(f"{name} is not built here")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import numpy as np
+from streampi.decoders import make_decoder, nms, yolo
+from streampi.model import TensorSpec
+assert nms._kernel is None and yolo._kernel is None
+boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]], float)
+print(nms.nms(boxes, np.array([0.5, 0.9, 0.7, 0.9]), 0.5, 10, np.array([0, 0, 0, 1])).tolist())
+head = np.zeros((1, 6, 40), np.float32)
+head[0, :2] = np.arange(40) * 20.0
+head[0, 2:4] = 8.0
+head[0, 4, ::2] = 0.9
+spec = TensorSpec("out", 0, (1, 6, 40), (1, 6, 40), np.dtype(np.float32), 0.0, 0)
+print(len(make_decoder([spec], None, kind="yolo", options={"coords": "pixels"}).frame_result([head], 0, None)["detections"]))
+"""
+
+
+def test_a_build_without_the_extension_falls_back_to_numpy():
+    out = subprocess.run([sys.executable, "-c", WITHOUT_EXTENSION], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[1,", "3,", "2]", "20"]
