@@ -24,6 +24,7 @@ try:
 except ImportError:  # a build without the compiled extension: the NumPy version below
     _kernel = None
 
+
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one ``[x0, y0, x1, y1]`` box with each row of ``boxes``."""
     iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
