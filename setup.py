@@ -36,6 +36,8 @@ if os.environ.get("STREAMPI_NATIVE"):  # opt-in: tune for the build machine's ow
 inc = ["streampi/_ext"]
 extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"], include_dirs=inc,
                         extra_compile_args=extra)]
+# greedy NMS and YOLO candidate selection (plain portable C: no SIMD intrinsics, one build everywhere)
+extensions.append(Extension("streampi._ext._nms", ["streampi/_ext/_nms.pyx"], extra_compile_args=extra))
 if platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("STREAMPI_NATIVE"):
     # the same source built for AVX2 (no FMA: identical float results); picked at import when the CPU has it.
     extensions.append(Extension("streampi._ext._kernels_avx2", ["streampi/_ext/_kernels_avx2.pyx"],

@@ -1,14 +1,28 @@
-"""Greedy non-maximum suppression, vectorised over candidates.
+"""Greedy non-maximum suppression.
 
 Order: by score, highest first; equal scores keep their input order (a stable sort), so
 the lower index wins a tie. A candidate is suppressed when its IoU with a kept box is
-*greater than* the threshold. Per-class NMS shifts each class's boxes to a region of its
-own (one pass instead of one per class); class-agnostic NMS lets any box suppress any.
+*greater than* the threshold; boxes that do not intersect (including zero-area and inverted
+boxes) never suppress each other. Per-class NMS tests a candidate against the kept boxes of
+its own class only; class-agnostic NMS lets any box suppress any. Selection stops at
+``max_detections`` kept boxes.
+
+:func:`nms` checks its arguments here and runs the loop in the compiled extension
+(``streampi/_ext/_nms.pyx``): greedy NMS is sequential, so NumPy could only vectorise one kept
+box at a time. Where the extension was not built, the NumPy version below gives the same
+indices, slower.
 """
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
+
+try:
+    from .._ext import _nms as _kernel
+except ImportError:  # a build without the compiled extension: the NumPy version below
+    _kernel = None
 
 
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -79,7 +93,7 @@ def _suppressed_by(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     iw *= ih
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return iw * (1.0 + t) > t * (area_a[:, None] + area_b[None, :])
+    return (iw > 0.0) & (iw * (1.0 + t) > t * (area_a[:, None] + area_b[None, :]))
 
 
 def _nms_blocks(b: np.ndarray, t: float, max_detections: int) -> np.ndarray:
@@ -114,11 +128,88 @@ def _nms_blocks(b: np.ndarray, t: float, max_detections: int) -> np.ndarray:
     return np.concatenate(kept)[:max_detections] if kept else np.zeros(0, np.intp)
 
 
+def _class_ids(classes, n: int) -> np.ndarray:
+    """``classes`` (integers, or floats holding whole numbers) as int32 labels that are equal
+    exactly where the classes are (renumbered when they do not fit in int32)."""
+    c = np.asarray(classes)
+    if c.shape != (n,):
+        raise ValueError(f"nms: classes must have shape ({n},) like the scores, got {c.shape}")
+    if c.dtype.kind == "f":
+        if not np.isfinite(c).all() or (c != np.round(c)).any():
+            raise ValueError("nms: classes must be whole numbers")
+    elif c.dtype.kind not in "iub":
+        raise ValueError(f"nms: classes must be integers, got dtype {c.dtype}")
+    if n == 0:
+        return np.zeros(0, np.int32)
+    if c.dtype.kind != "f" and c.dtype.itemsize <= 4 and c.dtype != np.uint32:
+        return np.ascontiguousarray(c, np.int32)
+    lo, hi = c.min(), c.max()
+    if -2**31 <= lo and hi < 2**31:
+        return np.ascontiguousarray(c, np.int32)
+    return np.unique(c, return_inverse=True)[1].reshape(-1).astype(np.int32)
+
+
+def _checked(boxes, scores, iou_threshold, max_detections) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """The arguments of :func:`nms` as the kernel takes them, or a ``ValueError`` naming the bad one."""
+    try:
+        s = np.asarray(scores)
+        s = np.ascontiguousarray(s, np.float32 if s.dtype == np.float32 else np.float64)
+        b = np.ascontiguousarray(boxes, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"nms: boxes and scores must be numbers ({exc})") from None
+    if s.ndim != 1:
+        raise ValueError(f"nms: scores must be one-dimensional, got shape {s.shape}")
+    if b.shape != (len(s), 4) and not (b.size == 0 and len(s) == 0):
+        raise ValueError(f"nms: boxes must have shape ({len(s)}, 4) for {len(s)} scores, got {b.shape}")
+    if np.isnan(s).any():
+        raise ValueError("nms: scores hold NaN")
+    if not np.isfinite(b).all():
+        raise ValueError(f"nms: boxes hold non-finite coordinates (row {int(np.argmin(np.isfinite(b).all(1)))})")
+    try:
+        t = float(iou_threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"nms: iou_threshold must be a number, got {iou_threshold!r}") from None
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"nms: iou_threshold must be within [0, 1], got {iou_threshold!r}")
+    try:
+        limit = operator.index(max_detections)
+    except TypeError:
+        raise ValueError(f"nms: max_detections must be an integer, got {max_detections!r}") from None
+    if limit < 0:
+        raise ValueError(f"nms: max_detections must be 0 or more, got {limit}")
+    return b.reshape(-1, 4), s, t, limit
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
         classes: np.ndarray | None = None) -> np.ndarray:
     """Indices of the kept boxes, best first. ``classes`` given: per-class NMS.
 
-    Each round keeps the best remaining box and drops the ones it overlaps, testing
+    ``boxes``: ``(n, 4)`` ``[x0, y0, x1, y1]``, finite; ``scores``: ``(n,)``, no NaN;
+    ``iou_threshold`` in [0, 1]; ``max_detections`` ≥ 0; ``classes``: ``(n,)`` integers.
+    Anything else is a ``ValueError`` naming the argument.
+    """
+    b, s, t, limit = _checked(boxes, scores, iou_threshold, max_detections)
+    n = len(s)
+    ids = _class_ids(classes, n) if classes is not None else None
+    if n == 0 or limit == 0:
+        return np.zeros(0, np.intp)
+    if _kernel is None:
+        if ids is not None and (ids.min() < 0 or ids.max() >= 4 * n + 1024):
+            ids = np.unique(ids, return_inverse=True)[1].reshape(-1)  # the class shift wants small ids
+        return _nms_numpy(b, s, t, limit, ids)
+    order = np.empty(n, np.intp)
+    _kernel.score_order(s, order)
+    kept = np.empty(min(limit, n), np.intp)
+    count = _kernel.greedy_nms(b, order, ids, t, kept)
+    return kept[:count]
+
+
+def _nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int,
+               classes: np.ndarray | None = None) -> np.ndarray:
+    """:func:`nms` without the compiled extension (checked arguments).
+
+    Per-class NMS shifts each class's boxes to a region of its own (one pass instead of one
+    per class). Each round keeps the best remaining box and drops the ones it overlaps, testing
     ``inter > t · union`` as ``inter · (1 + t) > t · (area_a + area_b)`` (no division), on
     coordinate columns compacted after every round so later rounds touch fewer boxes.
     """
@@ -149,7 +240,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
         ih -= np.maximum(y0, ay0)
         np.maximum(ih, 0.0, out=ih)
         iw *= ih  # intersection
-        alive = iw * (1.0 + t) <= t * (area + aa)
+        alive = (iw <= 0.0) | (iw * (1.0 + t) <= t * (area + aa))
         if not alive.all():
             x0, y0, x1, y1, area, idx = x0[alive], y0[alive], x1[alive], y1[alive], area[alive], idx[alive]
     return order[np.asarray(keep, np.intp)]

@@ -24,6 +24,11 @@ from ..errors import ModelError
 from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, few_detections, input_size
 from .nms import SMALL, nms
 
+try:
+    from .._ext import _nms as _kernel
+except ImportError:  # a build without the compiled extension: NumPy selects the candidates
+    _kernel = None
+
 LAYOUTS = ("v5", "v8", "nms")
 
 
@@ -71,8 +76,7 @@ class YoloDecoder(Decoder):
         size = input_size(transform, self.input_size)
         return size if size is not None else (1.0, 1.0)  # no input size known: boxes stay normalised
 
-    def _few(self, xywh: list, scores: list, classes: list, transform) -> dict[str, Any]:
-        boxes = [[x - w / 2, y - h / 2, x + w / 2, y + h / 2] for x, y, w, h in xywh]
+    def _few(self, boxes: list, scores: list, classes: list, transform) -> dict[str, Any]:
         if self.coords == "normalized" or (self.coords == "auto" and all(v <= 2.0 for b in boxes for v in b)):
             unit = input_size(transform, self.input_size) or (1.0, 1.0)
         else:
@@ -80,6 +84,43 @@ class YoloDecoder(Decoder):
         det = self.det
         return {"detections": few_detections(self, boxes, scores, classes, transform, unit, det.iou_threshold,
                                               det.max_detections, det.agnostic)}
+
+    def candidates(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes [m, 4] x0 y0 x1 y1 float64, scores [m], classes [m])`` of one frame's v5/v8
+        head: the cells whose score reaches the threshold, in cell order.
+
+        A cell's class is its best class (the first on a tie) and its score that class's score
+        (× objectness for v5), compared with the threshold in the head's precision. Float32
+        heads go through the compiled selection (one pass over the class scores, no copies);
+        it gives the same candidates as the NumPy code below, which the others take.
+        """
+        v8 = self.layout == "v8"
+        threshold = self.det.score_threshold
+        if _kernel is not None and out.dtype == np.float32:
+            cells = out.shape[1] if v8 else out.shape[0]
+            boxes = np.empty((cells, 4), np.float64)
+            scores = np.empty(cells, np.float32)
+            classes = np.empty(cells, np.intp)
+            select = _kernel.yolo_v8_candidates if v8 else _kernel.yolo_v5_candidates
+            # a float32 head meets the threshold in float32, as NumPy compares it with a Python float
+            m = select(np.ascontiguousarray(out), np.float32(threshold), boxes, scores, classes)
+            return boxes[:m], scores[:m], classes[:m]
+        if v8:
+            cls_scores = out[4:]  # (classes, N): the best class is looked up only where it scores
+            score = cls_scores.max(axis=0)
+            keep = (score >= threshold).nonzero()[0]
+            best = cls_scores[:, keep].argmax(axis=0)
+            xywh = out[:4, keep].T.astype(np.float64)
+        else:
+            cls_scores = out[:, 5:]
+            best_all = cls_scores.argmax(axis=1)
+            score = out[:, 4] * cls_scores[np.arange(len(best_all)), best_all]
+            keep = np.flatnonzero(score >= threshold)
+            best = best_all[keep]
+            xywh = out[keep, :4].astype(np.float64)
+        half = xywh[:, 2:] * 0.5
+        boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], 1)
+        return boxes, score[keep], best
 
     def decode(self, outputs: Sequence[np.ndarray], i: int, transform) -> dict[str, Any]:
         out = outputs[self.index][i]
@@ -89,27 +130,9 @@ class YoloDecoder(Decoder):
             keep = keep[np.argsort(-out[keep, 4], kind="stable")][:det.max_detections]
             boxes, scores, classes = out[keep, :4].astype(np.float64), out[keep, 4], out[keep, 5]
         else:
-            if self.layout == "v8":
-                cls_scores = out[4:]  # (classes, N): the best class is looked up only where it scores
-                score = cls_scores.max(axis=0)
-                keep = (score >= det.score_threshold).nonzero()[0]
-                if len(keep) <= SMALL:
-                    return self._few(out[:4, keep].T.tolist(), score[keep].tolist(),
-                                     cls_scores[:, keep].argmax(axis=0).tolist(), transform)
-                best = np.zeros(len(score), np.intp)
-                best[keep] = cls_scores[:, keep].argmax(axis=0)
-                xywh = out[:4, keep].T.astype(np.float64)
-            else:
-                cls_scores = out[:, 5:]
-                best = cls_scores.argmax(axis=1)
-                score = out[:, 4] * cls_scores[np.arange(len(best)), best]
-                keep = np.flatnonzero(score >= det.score_threshold)
-                if len(keep) <= SMALL:
-                    return self._few(out[keep, :4].tolist(), score[keep].tolist(), best[keep].tolist(), transform)
-                xywh = out[keep, :4].astype(np.float64)
-            half = xywh[:, 2:] * 0.5
-            boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], 1)
-            scores, classes = score[keep], best[keep]
+            boxes, scores, classes = self.candidates(out)
+            if len(scores) <= SMALL:
+                return self._few(boxes.tolist(), scores.tolist(), classes.tolist(), transform)
             kept = nms(boxes, scores, det.iou_threshold, det.max_detections, None if det.agnostic else classes)
             boxes, scores, classes = boxes[kept], scores[kept], classes[kept]
         boxes = boxes_to_frame(boxes, transform, self._unit(boxes, transform))
