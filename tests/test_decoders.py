@@ -187,6 +187,23 @@ def test_yolo_nms_layout_and_zero_detections():
         make_decoder([spec((1, 10, 6))], None, kind="yolo")  # ambiguous
 
 
+@pytest.mark.parametrize("n", [5, 400])  # the few-candidates path and the compiled NMS path
+def test_yolo_drops_candidates_with_non_finite_boxes_or_scores(n):
+    """Garbage outputs (NaN, an overflowed inf) cost those candidates, not the frame."""
+    out = np.zeros((1, 6, n), np.float32)
+    out[0, 0, :] = out[0, 1, :] = 10.0 + np.arange(n) * 20.0  # 4×4 boxes, far apart, in pixels
+    out[0, 2:4, :] = 4.0
+    out[0, 4, :] = 0.9
+    out[0, 0, 1] = np.nan
+    out[0, 2, 2] = np.inf
+    out[0, 4, 3] = np.nan   # a NaN class score: the cell is dropped
+    dec = make_decoder([spec((1, 6, n))], None, kind="yolo",
+                       options={"coords": "pixels", "layout": "v8", "max_detections": 1000})
+    dets = dec.frame_result([out], 0, None)["detections"]
+    assert len(dets) == n - 3
+    assert all(np.isfinite(d["box"]).all() and np.isfinite(d["score"]) for d in dets)
+
+
 def test_yolo_all_candidates_above_threshold_all_kept_when_apart():
     n = 64
     out = np.zeros((1, 5, n), np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, input_size, points_to_frame
-from .nms import nms, weighted_nms
+from .nms import finite_only, nms, weighted_nms
 
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
@@ -154,6 +154,7 @@ class AnchorsDecoder(Decoder):
             kx, ky = (v[..., 0], v[..., 1]) if self.reverse else (v[..., 1], v[..., 0])
             kps = np.stack([kx / self.x_scale * a[:, 2:3] + a[:, 0:1], ky / self.y_scale * a[:, 3:4] + a[:, 1:2]], -1)
         sc, cl = scores[keep], classes[keep]
+        boxes, sc, cl, kps = finite_only(boxes, sc, cl, kps)
         det = self.det
         if self.weighted:
             # MediaPipe's suppression is class-agnostic unless told otherwise

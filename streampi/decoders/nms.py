@@ -276,3 +276,14 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, ma
             out_e.append(w @ e[group])
     ext = None if extra is None else np.asarray(out_e).reshape(len(out_b), *np.shape(extra)[1:])
     return np.asarray(out_b), np.asarray(out_s), ext, np.asarray(out_i, np.intp)
+
+
+def finite_only(boxes: np.ndarray, scores: np.ndarray, *more: np.ndarray | None) -> tuple:
+    """The candidates whose box and score are finite numbers (a model's garbage output, e.g.
+    an ``exp`` that overflowed, must not fail the frame or suppress real boxes): ``boxes``,
+    ``scores`` and every array of ``more`` (None passes through) with the same rows kept."""
+    ok = np.isfinite(scores)
+    ok &= np.isfinite(boxes).all(axis=1)
+    if ok.all():
+        return (boxes, scores, *more)
+    return (boxes[ok], scores[ok], *(m[ok] if m is not None else None for m in more))

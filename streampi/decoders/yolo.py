@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .base import Decoder, DetectionOptions, Options, boxes_to_frame, detection_list, few_detections, input_size
-from .nms import SMALL, nms
+from .nms import SMALL, finite_only, nms
 
 try:
     from .._ext import _nms as _kernel
@@ -128,9 +128,9 @@ class YoloDecoder(Decoder):
         if self.layout == "nms":
             keep = np.flatnonzero(out[:, 4] >= det.score_threshold)
             keep = keep[np.argsort(-out[keep, 4], kind="stable")][:det.max_detections]
-            boxes, scores, classes = out[keep, :4].astype(np.float64), out[keep, 4], out[keep, 5]
+            boxes, scores, classes = finite_only(out[keep, :4].astype(np.float64), out[keep, 4], out[keep, 5])
         else:
-            boxes, scores, classes = self.candidates(out)
+            boxes, scores, classes = finite_only(*self.candidates(out))
             if len(scores) <= SMALL:
                 return self._few(boxes.tolist(), scores.tolist(), classes.tolist(), transform)
             kept = nms(boxes, scores, det.iou_threshold, det.max_detections, None if det.agnostic else classes)
