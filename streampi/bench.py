@@ -180,6 +180,10 @@ def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: floa
     # a fixed frame pool: zero copy is safe
     prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True, protocol_version=protocol,
                       when_full="wait" if saturate else None) for s in streams]
+    import zmq
+
+    for p in prods:  # what ZeroMQ still holds when the run ends must reach the server (bounded by run_load's join)
+        p._sock.setsockopt(zmq.LINGER, -1)  # noqa: SLF001
     offsets = None if saturate else schedule(rate, seconds, max_frames, arrival, seed)
     limit = max_frames if saturate and max_frames else (len(offsets) if offsets is not None else 2**62)
     lateness = LatencyHistogram()
@@ -218,7 +222,6 @@ def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: floa
     client_dropped = sum(p.dropped for p in prods)
     # frames go out zero-copy from `frames`: wait until ZeroMQ has sent them all (the sockets
     # linger) before this process lets go of the buffers and exits
-    import zmq
     zmq.Context.instance().term()
     out.put({"sent": sent, "late": late, "cpu_s": cpu_s, "lateness": lateness.encode(), "client_dropped": client_dropped,
              "unsent": (len(offsets) - sent) if offsets is not None else 0})

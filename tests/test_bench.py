@@ -145,6 +145,19 @@ def test_short_sweep_reports_a_knee(tmp_path):
     assert rep["knee"]["achieved_fps"] > 0 and rep["knee"]["p99_ms"] <= 1000
 
 
+def test_overload_runs_both_protocols_and_counts_add_up(tmp_path):
+    rep = _bench(tmp_path, "--overload", "4", "--seconds", "1")
+    ov = rep["overload"]
+    assert len(ov["saturation"]) == 3 and all(s["achieved_fps"] > 0 for s in ov["saturation"])
+    v11, v1 = ov["runs"]["1.1"], ov["runs"]["1"]
+    for run in (v11, v1):
+        assert run["unanswered"] == 0 and not run["producer_failures"]
+        assert run["sent"] == run["client_dropped"] + run["ok"] + run["dropped"] + sum(run["errors"].values())
+        assert run["served_fps"] > 0 and run["rss_end_mib"] > 0 and ov["rss_warm_mib"] > 0
+    assert v11["client_dropped"] > 0  # 4x overload: v1.1 cameras replace what has no credit
+    assert v1["client_dropped"] == 0 and v1["dropped"] > 0  # v1: the server answers the replaced frames
+
+
 def test_saturation_run_counts_the_whole_server_tree(tmp_path):
     """Workers are children of a fork-server child: the CPU and memory figures must reach them."""
     import psutil
