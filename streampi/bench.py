@@ -376,6 +376,7 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
     cpu0: dict[int, float] | None = None
     sub_cpu0 = None
     reported = 0
+    reported_at: float | None = None
     t_end = res.window[1]
     deadline = t_end + drain_s
     want = set(names)
@@ -407,8 +408,10 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
         collect()
         if reported == producers and res.answered + res.client_dropped >= res.sent:
             break
-        if now > deadline and (reported == producers or now > deadline + 30):  # (a producer still sending what it queued)
-            break
+        if reported == producers and reported_at is None:
+            reported_at = now
+        if now > deadline and (now > deadline + 30 or (reported_at is not None and now > reported_at + 5)):
+            break  # (past the deadline: wait for producers still sending what they queued, and their answers)
         try:
             r = sub.recv(timeout=0.1)
         except TimeoutError:

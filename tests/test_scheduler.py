@@ -52,10 +52,17 @@ CASES = {
         [("offer", "a1", 0), ("offer", "a2", 0, "force"), ("next", 1, 0)],
         [["admitted"], ["admitted"], ["a1", "a2"]],
     ),
-    "per-stream policies": (
+    "per-stream policies; a live frame goes first, alone, and queue frames run one at a time after it": (
         dict(policy="latest", stream_policies={"q": "queue"}, max_batch=8),
-        [("offer", "q1", 0), ("offer", "q2", 0), ("offer", "l1", 0), ("offer", "l2", 0), ("next", 1, 0)],
-        [["admitted"], ["admitted"], ["admitted"], ["admitted", "l1:dropped"], ["q1", "l2", "q2"]],
+        [("offer", "q1", 0), ("offer", "q2", 0), ("offer", "l1", 0), ("offer", "l2", 0), ("next", 1, 0),
+         ("next", 1, 0.5), ("next", 1, 0.6), ("offer", "q3", 2.0), ("offer", "q4", 2.0), ("next", 1, 2.0)],
+        [["admitted"], ["admitted"], ["admitted"], ["admitted", "l1:dropped"], ["l2"], ["q1"], ["q2"],
+         ["admitted"], ["admitted"], ["q3", "q4"]],
+    ),
+    "a queue frame that waited long enough goes before live frames": (
+        dict(policy="latest", stream_policies={"q": "queue"}, max_batch=8),
+        [("offer", "q1", 0), ("offer", "l1", 1.5), ("next", 1, 1.5), ("next", 1, 1.6)],
+        [["admitted"], ["admitted"], ["q1", "l1"], None],
     ),
     "max-streams refuses a new stream, not a known one": (
         dict(policy="queue", max_streams=2),

@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLICIES = ("latest", "queue")
+#: A waiting ``latest`` (live) frame runs before ``queue`` frames, unless the oldest queue
+#: frame has waited this long (so that live streams cannot starve a queue stream for ever).
+QUEUE_PATIENCE_S = 1.0
+#: While a live frame arrived this recently, queue frames run one at a time, so that a live
+#: frame never waits behind a whole batch of queue frames.
+LIVE_RECENT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -82,6 +88,7 @@ class Scheduler:
         self._order: collections.deque[str] = collections.deque()  # streams with frames, round robin
         self._reruns: collections.deque[Job] = collections.deque()  # run again alone, before new work
         self.pending = 0
+        self._last_live: float | None = None  # t_recv of the newest frame of a latest stream
 
     def policy_of(self, stream: str) -> str:
         return self.stream_policies.get(stream, self.policy)
@@ -99,6 +106,7 @@ class Scheduler:
         answers: list[tuple[Job, str, str]] = []
         was_waiting = bool(state.pending)
         if state.policy == "latest":
+            self._last_live = job.t_recv if self._last_live is None else max(self._last_live, job.t_recv)
             if state.pending:
                 old = state.pending.popleft()
                 self.pending -= 1
@@ -147,6 +155,11 @@ class Scheduler:
         Frames are spread over idle workers before they are batched onto one: a batch only
         pays off when every worker is busy (then frames gather and batches fill up).
         ``hurry`` (stopping) skips the max-delay wait.
+
+        Live frames first: a waiting frame of a ``latest`` stream runs before ``queue`` frames
+        (in a batch of live frames only) unless the oldest queue frame has waited
+        ``QUEUE_PATIENCE_S``; and while live frames keep coming, queue frames run one at a
+        time, so that a live frame waits for at most one queue frame's invoke.
         """
         if self._reruns:
             self.pending -= 1
@@ -158,18 +171,32 @@ class Scheduler:
             if deadline > now:
                 return deadline
         share = -(-self.pending // max(1, idle))
-        return self._take(min(self.max_batch, share) if self.batchable else 1)
+        size = min(self.max_batch, share) if self.batchable else 1
+        live = [n for n in self._order if self._streams[n].policy == "latest"]
+        if live and len(live) < len(self._order):  # live and queue frames both wait
+            oldest_queue = min(self._streams[n].pending[0].t_recv for n in self._order
+                               if self._streams[n].policy != "latest")
+            if now - oldest_queue < QUEUE_PATIENCE_S:
+                return self._take(size, only="latest")
+        elif not live and self._last_live is not None and now - self._last_live < LIVE_RECENT_S:
+            size = 1
+        return self._take(size)
 
-    def _take(self, n: int) -> list[Job]:
+    def _take(self, n: int, only: str | None = None) -> list[Job]:
         batch: list[Job] = []
+        passed: list[str] = []  # streams of another policy: they keep their turn
         while len(batch) < n and self._order:
             name = self._order.popleft()
             state = self._streams[name]
+            if only is not None and state.policy != only:
+                passed.append(name)
+                continue
             batch.append(state.pending.popleft())
             if state.pending:
                 self._order.append(name)
             else:
                 del self._streams[name]
+        self._order.extendleft(reversed(passed))
         self.pending -= len(batch)
         return batch
 
