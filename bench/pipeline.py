@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--light", type=float, default=0.3, help="light load as a fraction of (b)")
     ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"],
                     help="tcp (loopback) or ipc (Unix sockets, for producers on the same host)")
+    ap.add_argument("--v1", action="store_true",
+                    help="also measure saturation with v1 (PUSH) producers, in the same run, for comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -83,6 +85,14 @@ def main() -> None:
         print(f"    {sat['achieved_fps']:.1f} frames/s end to end; server RSS {sat['server_rss_mib']:.0f} MiB; CPU per "
               f"frame: server {cpu['server']:.2f} ms, producers {cpu['producers']:.2f} ms, subscriber "
               f"{cpu['subscriber']:.2f} ms", flush=True)
+        sat_v1 = None
+        if args.v1:
+            print("(b') saturation with v1 (PUSH) producers …", flush=True)
+            sat_v1 = run_load(info["bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
+                              producers=args.producers, streams=args.producers, arrival="fixed", frames_spec=spec,
+                              server_pid=proc.pid, stream_prefix="satv1", protocol="1").as_dict()
+            print(f"    {sat_v1['achieved_fps']:.1f} frames/s end to end, {sum(sat_v1['errors'].values())} errors "
+                  f"{sat_v1['errors']}", flush=True)
         light_fps = max(1.0, args.light * sat["achieved_fps"])
         print(f"(c) light load: {light_fps:.1f} frames/s on one stream …", flush=True)
         light = run_load(info["credit_bind"], info["publish"], rate=light_fps, seconds=args.seconds, warmup=args.warmup,
@@ -108,7 +118,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cores": len(usable_cores()),
         "model": path.name, "workers": args.workers, "transport": args.transport, "max_batch": args.max_batch,
         "frame": f"{args.size} {args.fmt}", "ceiling_fps": ceil_fps, "ceiling_fps_before_after": [ceil_before, ceil_after], "invoke_p50_ms": invoke_p50,
-        "pipeline_ceiling": pc, "saturation": sat, "light": light, "efficiency": ratio,
+        "pipeline_ceiling": pc, "saturation": sat, "saturation_v1": sat_v1, "light": light, "efficiency": ratio,
         "efficiency_pipeline": ratio_pipe, "light_p50_minus_invoke_ms": overhead, "server_rss_mib": rss,
     }
     print()
@@ -121,6 +131,9 @@ def main() -> None:
     print(f"| (b) end to end at saturation | {sat['achieved_fps']:.1f} frames/s | |")
     print(f"| (b)/(a) | {ratio:.3f} | |")
     print(f"| (b)/(a') | {ratio_pipe:.3f} | ≥ 0.85 |")
+    if sat_v1 is not None:
+        print(f"| (b') v1 (PUSH) producers at saturation, / (a') | {sat_v1['achieved_fps']:.1f} frames/s, "
+              f"{sat_v1['achieved_fps'] / pc['fps']:.3f} | |")
     print(f"| CPU ms per frame: server tree / producers / subscriber | {cpu['server']:.2f} / {cpu['producers']:.2f} / "
           f"{cpu['subscriber']:.2f} | |")
     print(f"| invoke p50 (one interpreter) | {invoke_p50:.2f} ms | |")
