@@ -29,8 +29,9 @@ cdef extern from *:
     ctypedef int16_t* i16_out "int16_t * __restrict__"
 
 cdef extern from "simd.h" nogil:
+    void streampi_hprep(const int* a0, const int* a1, int dw, uint8_t* wtab)
     int streampi_hrow_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int n,
-                          const int* xofs, const int32_t* wpair, int16_t* h, int16_t* g)
+                          const int* xofs, const uint8_t* wtab, int16_t* h, int16_t* g)
     int STREAMPI_HROW_READ
     int streampi_vrow(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, uint8_t* row)
     int streampi_lut8(const uint8_t* row, int n, int c, const uint8_t* lut, int same_tables, uint8_t* out)
@@ -252,7 +253,7 @@ ctypedef struct HTab:
     int* a0          # Q11 weight of tap 0
     int* a1          # Q11 weight of tap 1
     int* xofs        # byte offset of tap 0 (x0 * ps)
-    int32_t* wpair   # a0 | a1 << 16, for the vector pass
+    uint8_t* wtab    # the weights laid out for the vector pass (streampi_hprep)
     int nvec         # pixels [0, nvec) read STREAMPI_HROW_READ bytes at xofs inside the row, both taps among them
 
 
@@ -274,7 +275,7 @@ cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const H
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
     if c == 3:
         if vec:
-            start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.xofs, t.wpair, h, g)
+            start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.xofs, t.wtab, h, g)
         for x in range(start, dw):
             i0 = t.x0[x] * ps
             i1 = t.x1[x] * ps
@@ -306,7 +307,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     cdef int c = s.out_c
     cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
     cdef int* xi = <int*>malloc(sizeof(int) * 5 * dw)
-    cdef int32_t* wpair = <int32_t*>malloc(sizeof(int32_t) * dw)
+    cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3))
     cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
     cdef int16_t* hb = <int16_t*>malloc(sizeof(int16_t) * 2 * n)
     cdef uint8_t* row = <uint8_t*>malloc(c * dw + 16)  # + the vertical pass's 16 bytes of slack
@@ -316,10 +317,10 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     cdef int16_t* H1
     cdef int dy, i, x, slot, want, row_bytes
     cdef bint vec, same = same_tables(lut, c, itemsize)
-    if xi == NULL or wpair == NULL or yi == NULL or hb == NULL or row == NULL:
-        free(xi); free(wpair); free(yi); free(hb); free(row)
+    if xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL:
+        free(xi); free(wtab); free(yi); free(hb); free(row)
         return -1
-    t.x0, t.x1, t.a0, t.a1, t.xofs, t.wpair = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wpair
+    t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
     linear_coeffs(s.cw, dw, t.x0, t.x1, t.a0, t.a1, True)
     linear_coeffs(s.ch, dh, yi, yi + dh, yi + 2 * dh, yi + 3 * dh, False)
     # the vector horizontal pass reads STREAMPI_HROW_READ bytes at tap 0, which must stay inside the
@@ -330,9 +331,9 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     t.nvec = 0
     for x in range(dw):
         t.xofs[x] = t.x0[x] * s.ps
-        t.wpair[x] = t.a0[x] | (t.a1[x] << 16)
         if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
             t.nvec = x + 1
+    streampi_hprep(t.a0, t.a1, dw, t.wtab)
     rows[0] = -1
     rows[1] = -1
     for dy in range(dh):
@@ -353,7 +354,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
         vline(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, row)
         emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
-    free(xi); free(wpair); free(yi); free(hb); free(row)
+    free(xi); free(wtab); free(yi); free(hb); free(row)
     return 0
 
 

@@ -28,47 +28,62 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-/* pshufb mask turning the 8 bytes of one pixel (in the low or high half of a 128-bit lane) into
- * 4 int16 pairs (tap 0, tap 1) of channels o0, o1, o2 and a zero pair, for pmaddwd. */
-static inline __m128i streampi_pair_mask(int half, int ps, int o0, int o1, int o2)
+/* Horizontal pass, AVX2. Per channel, (p0*a0 + p1*a1) >> 4 with Q11 weights a <= 2048 equals
+ * 2*(p0*(a0 >> 5) + p1*(a1 >> 5)) + ((p0*(a0 & 31) + p1*(a1 & 31)) >> 4) exactly (the first sum
+ * times 32 is a multiple of 16), and both sums are one pmaddubsw each: unsigned pixel bytes times
+ * signed byte weights (at most 64 and 31), byte pairs summed into int16 without saturating
+ * (at most 255 * 64 + 255 * 64 and 255 * 62). So the result comes out as int16 directly. */
+#define STREAMPI_HROW_READ 8
+
+/* The weights as pmaddubsw wants them, for blocks of 4 pixels: 32 bytes of (a0 >> 5, a1 >> 5)
+ * pairs (4 a pixel: 3 channels and the zero), then 32 bytes of (a0 & 31, a1 & 31). wtab holds
+ * 16 * (dw + 3) bytes. */
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    const char z = (char)0x80, b = (char)(8 * half);
-    return _mm_setr_epi8(b + o0, z, b + ps + o0, z, b + o1, z, b + ps + o1, z,
-                         b + o2, z, b + ps + o2, z, z, z, z, z);
+    for (int x = 0; x < dw; x++) {
+        uint8_t *w = wtab + 64 * (x >> 2) + 8 * (x & 3);
+        for (int k = 0; k < 4; k++) {
+            w[2 * k] = (uint8_t)(a0[x] >> 5);
+            w[2 * k + 1] = (uint8_t)(a1[x] >> 5);
+            w[32 + 2 * k] = (uint8_t)(a0[x] & 31);
+            w[32 + 2 * k + 1] = (uint8_t)(a1[x] & 31);
+        }
+    }
 }
 
-/* Horizontal pass of pixels [0, n) of rows p and q (q may be NULL: p only) into h and g
- * (n: pixels whose 16-byte read at xofs stays in the row and whose taps are adjacent or whose
- * second weight is 0; the caller works that out). wpair[x] holds w0 | w1 << 16; h and g get 4
- * int16 per pixel. Blocks of 4 pixels A B C D: one 256-bit register holds A's bytes in lane 0
- * and C's in lane 1, another B's and D's; both rows share the offsets and weights. */
-#define STREAMPI_HROW_READ 16
-#define STREAMPI_HROW_PAIR(r, a, c) _mm256_inserti128_si256(_mm256_castsi128_si256( \
-        _mm_loadu_si128((const __m128i *)((r) + (a)))), _mm_loadu_si128((const __m128i *)((r) + (c))), 1)
-#define STREAMPI_HROW_MIX(v, w) _mm256_srai_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8((v), mask), (w)), 4)
-
-static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const int32_t *wpair, int16_t *h, int16_t *g)
+/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
+static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
 {
-    const __m128i m = streampi_pair_mask(0, ps, o0, o1, o2);
+    __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
+    __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
+    ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
+    cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
+    __m256i v = _mm256_shuffle_epi8(_mm256_setr_m128i(ab, cd), mask);
+    __m256i hi = _mm256_maddubs_epi16(v, whi), lo = _mm256_maddubs_epi16(v, wlo);
+    return _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4));
+}
+
+/* Pixels [0, n) of rows p and q (q may be NULL: p only) into h and g, 4 int16 a pixel (n:
+ * pixels whose STREAMPI_HROW_READ-byte read at xofs stays in the row and holds both taps; the
+ * caller works that out). The shuffle makes (tap 0, tap 1) byte pairs of channels o0, o1, o2
+ * and a zero pair, for each of the two pixels in a 128-bit lane. */
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    const char z = (char)0x80;
+    const __m128i m = _mm_setr_epi8(o0, ps + o0, o1, ps + o1, o2, ps + o2, z, z,
+                                    8 + o0, 8 + ps + o0, 8 + o1, 8 + ps + o1, 8 + o2, 8 + ps + o2, z, z);
     const __m256i mask = _mm256_setr_m128i(m, m);
-    const __m256i sel0 = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), sel1 = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
     int x = 0;
     for (; x + 4 <= n; x += 4) {
-        const int a = xofs[x], b = xofs[x + 1], c = xofs[x + 2], d = xofs[x + 3];
-        const __m256i w = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(wpair + x)));
-        const __m256i wac = _mm256_permutevar8x32_epi32(w, sel0), wbd = _mm256_permutevar8x32_epi32(w, sel1);
-        /* packs interleaves A|C and B|D back into A B | C D */
-        _mm256_storeu_si256((__m256i *)(h + 4 * x), _mm256_packs_epi32(STREAMPI_HROW_MIX(STREAMPI_HROW_PAIR(p, a, c), wac),
-                                                                       STREAMPI_HROW_MIX(STREAMPI_HROW_PAIR(p, b, d), wbd)));
+        const __m256i whi = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x));
+        const __m256i wlo = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x + 32));
+        _mm256_storeu_si256((__m256i *)(h + 4 * x), streampi_hquad(p, xofs + x, mask, whi, wlo));
         if (q)
-            _mm256_storeu_si256((__m256i *)(g + 4 * x), _mm256_packs_epi32(STREAMPI_HROW_MIX(STREAMPI_HROW_PAIR(q, a, c), wac),
-                                                                           STREAMPI_HROW_MIX(STREAMPI_HROW_PAIR(q, b, d), wbd)));
+            _mm256_storeu_si256((__m256i *)(g + 4 * x), streampi_hquad(q, xofs + x, mask, whi, wlo));
     }
     return x;
 }
-#undef STREAMPI_HROW_MIX
-#undef STREAMPI_HROW_PAIR
 
 static inline __m256i streampi_vmix(__m256i a, __m256i b, __m256i w0, __m256i w1, __m256i two)
 {
@@ -158,9 +173,18 @@ static inline int16x8_t streampi_hmix(const uint8_t *r, int a, int b, uint8x8_t 
     return vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4));
 }
 
-static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const int32_t *wpair, int16_t *h, int16_t *g)
+/* The weights as w0 | w1 << 16, one int32 a pixel (wtab holds 16 * (dw + 3) bytes). */
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
+    int32_t *wpair = (int32_t *)wtab;
+    for (int x = 0; x < dw; x++)
+        wpair[x] = a0[x] | (a1[x] << 16);
+}
+
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    const int32_t *wpair = (const int32_t *)wtab;
     const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, 16, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
                            (uint8_t)(8 + o2), 16};
     const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), 16, (uint8_t)(8 + ps + o0),
@@ -258,10 +282,15 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 
 #define STREAMPI_HROW_READ 8
 
-static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const int32_t *wpair, int16_t *h, int16_t *g)
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)n; (void)xofs; (void)wpair; (void)h; (void)g;
+    (void)a0; (void)a1; (void)dw; (void)wtab;
+}
+
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)n; (void)xofs; (void)wtab; (void)h; (void)g;
     return 0;
 }
 
