@@ -121,18 +121,26 @@ static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, in
     return x;
 }
 
-/* 32 bytes through one 256-entry table: 16 pshufb lookups of 16 entries each. In round k the
- * bytes whose high nibble is k become 0..15 (x - 16k), every other byte gets bit 7 set (the
- * saturating + 0x70), which pshufb turns into 0; the 16 results are or-ed. */
+/* 32 bytes through one 256-entry table: 16 pshufb lookups by the low nibble (one per 16-entry
+ * piece of the table), then a tree of byte blends picks each byte's piece by the high nibble
+ * (bits 4, 5, 6, 7: each shifted to bit 7, which is what blendv reads). */
 static inline __m256i streampi_lut32(__m256i x, const __m256i *tab)
 {
-    const __m256i sixteen = _mm256_set1_epi8(16), bias = _mm256_set1_epi8(0x70);
-    __m256i r = _mm256_shuffle_epi8(_mm256_loadu_si256(tab), _mm256_adds_epu8(x, bias));
-    for (int k = 1; k < 16; k++) {
-        x = _mm256_sub_epi8(x, sixteen);
-        r = _mm256_or_si256(r, _mm256_shuffle_epi8(_mm256_loadu_si256(tab + k), _mm256_adds_epu8(x, bias)));
-    }
-    return r;
+    const __m256i lo = _mm256_and_si256(x, _mm256_set1_epi8(15));
+    __m256i t[16];
+    int k;
+    for (k = 0; k < 16; k++)
+        t[k] = _mm256_shuffle_epi8(_mm256_loadu_si256(tab + k), lo);
+    __m256i bit = _mm256_slli_epi16(x, 3);
+    for (k = 0; k < 8; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    bit = _mm256_slli_epi16(x, 2);
+    for (k = 0; k < 4; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    bit = _mm256_slli_epi16(x, 1);
+    for (k = 0; k < 2; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    return _mm256_blendv_epi8(t[0], t[1], x);
 }
 
 /* The lookup of n bytes (c channels interleaved). AVX2 has no per-byte-position tables, so
