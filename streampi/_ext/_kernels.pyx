@@ -16,9 +16,9 @@ YUV 4:2:0 → RGB uses BT.601 fixed-point coefficients with 20 fractional bits.
 import operator
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memcmp
+from libc.string cimport memcpy, memcmp, memset
 from libc.math cimport floor, ceil, lrintf
-from libc.stdint cimport uint8_t, int16_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, int64_t, uint64_t
 
 cdef extern from *:
     # restrict-qualified pointers: lets the C compiler vectorise loops that read one row and
@@ -33,6 +33,7 @@ cdef extern from "simd.h" nogil:
     int streampi_hrow_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int n,
                           const int* xofs, const uint8_t* wtab, int16_t* h, int16_t* g)
     int STREAMPI_HROW_READ
+    int STREAMPI_HROW_VEC
     int streampi_vrow(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, uint8_t* row)
     int streampi_lut8(const uint8_t* row, int n, int c, const uint8_t* lut, int same_tables, uint8_t* out)
     const char* STREAMPI_SIMD_BUILD
@@ -255,6 +256,8 @@ ctypedef struct HTab:
     int* xofs        # byte offset of tap 0 (x0 * ps)
     uint8_t* wtab    # the weights laid out for the vector pass (streampi_hprep)
     int nvec         # pixels [0, nvec) read STREAMPI_HROW_READ bytes at xofs inside the row, both taps among them
+    int* gofs        # 8 * x: where pixel x's group starts in grp
+    uint8_t* grp     # one row regrouped for the vector pass: 8 bytes a pixel (see group3)
 
 
 cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, int o2, i16_out h) noexcept nogil:
@@ -264,8 +267,42 @@ cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, 
     h[3] = 0
 
 
+cdef void group3(u8_in p, int ps, const int* off, int dw, const HTab* t, bint direct, u8_out grp) noexcept nogil:
+    """Both taps of every channel of each destination pixel, as the 8 bytes (c0 at x0, c0 at x1,
+    c1 at x0, c1 at x1, c2 at x0, c2 at x1, 0, 0): the layout of two neighbouring packed pixels
+    that the vector horizontal pass reads, for rows it cannot read in place (planar YUV rows,
+    gray to 3 channels)."""
+    cdef int x, i0, i1
+    cdef int o0 = off[0], o1 = off[1], o2 = off[2]
+    cdef uint16_t c0, c1, c2
+    cdef uint64_t v
+    x = 0
+    if ps == 1 and not direct:
+        # planar rows in the conversion buffer (8 bytes of slack): both taps of a channel are the
+        # 2 bytes at x0 while they are neighbours (or tap 1 weighs nothing, the clamped edge)
+        while x < dw and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
+            i0 = t.x0[x]
+            memcpy(&c0, p + i0 + o0, 2)
+            memcpy(&c1, p + i0 + o1, 2)
+            memcpy(&c2, p + i0 + o2, 2)
+            v = c0 | (<uint64_t>c1 << 16) | (<uint64_t>c2 << 32)
+            memcpy(grp + 8 * x, &v, 8)
+            x += 1
+    for x in range(x, dw):
+        i0 = t.x0[x] * ps
+        i1 = t.x1[x] * ps
+        grp[8 * x] = p[i0 + o0]
+        grp[8 * x + 1] = p[i1 + o0]
+        grp[8 * x + 2] = p[i0 + o1]
+        grp[8 * x + 3] = p[i1 + o1]
+        grp[8 * x + 4] = p[i0 + o2]
+        grp[8 * x + 5] = p[i1 + o2]
+        grp[8 * x + 6] = 0
+        grp[8 * x + 7] = 0
+
+
 cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const HTab* t, bint vec,
-                i16_out h, i16_out g) noexcept nogil:
+                bint direct, i16_out h, i16_out g) noexcept nogil:
     """Horizontal bilinear pass of source row p (and q into g, when not NULL: a shrinking resize
     needs two fresh rows for almost every destination row, which then share the tables' loads):
     each channel p[x0]*a0 + p[x1]*a1 (Q11), kept as that sum >> 4 (all the vertical pass uses;
@@ -276,6 +313,12 @@ cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const H
     if c == 3:
         if vec:
             start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.xofs, t.wtab, h, g)
+        elif STREAMPI_HROW_VEC:
+            group3(p, ps, off, dw, t, direct, t.grp)
+            start = streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, h, NULL)
+            if q != NULL:
+                group3(q, ps, off, dw, t, direct, t.grp)
+                streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, g, NULL)
         for x in range(start, dw):
             i0 = t.x0[x] * ps
             i1 = t.x1[x] * ps
@@ -306,8 +349,8 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
                        const uint8_t* lut) noexcept nogil:
     cdef int c = s.out_c
     cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
-    cdef int* xi = <int*>malloc(sizeof(int) * 5 * dw)
-    cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3))
+    cdef int* xi = <int*>malloc(sizeof(int) * 6 * dw)
+    cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3) + 8 * dw)
     cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
     cdef int16_t* hb = <int16_t*>malloc(sizeof(int16_t) * 2 * n)
     cdef uint8_t* row = <uint8_t*>malloc(c * dw + 16)  # + the vertical pass's 16 bytes of slack
@@ -321,6 +364,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
         free(xi); free(wtab); free(yi); free(hb); free(row)
         return -1
     t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
+    t.gofs, t.grp = xi + 5 * dw, wtab + 16 * (dw + 3)
     linear_coeffs(s.cw, dw, t.x0, t.x1, t.a0, t.a1, True)
     linear_coeffs(s.ch, dh, yi, yi + dh, yi + 2 * dh, yi + 3 * dh, False)
     # the vector horizontal pass reads STREAMPI_HROW_READ bytes at tap 0, which must stay inside the
@@ -331,6 +375,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     t.nvec = 0
     for x in range(dw):
         t.xofs[x] = t.x0[x] * s.ps
+        t.gofs[x] = 8 * x
         if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
             t.nvec = x + 1
     streampi_hprep(t.a0, t.a1, dw, t.wtab)
@@ -341,14 +386,14 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
         # packed frame (read in place) in one pass
         if (s.direct and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
                 and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy]):
-            hline(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, c, dw, &t, vec, hb, hb + n)
+            hline(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, c, dw, &t, vec, s.direct, hb, hb + n)
             rows[0] = yi[dy]
             rows[1] = yi[dh + dy]
         for i in range(2):
             want = yi[i * dh + dy]
             if rows[0] != want and rows[1] != want:
                 slot = 0 if (rows[0] != yi[dy] and rows[0] != yi[dh + dy]) else 1
-                hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, hb + slot * n, NULL)
+                hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, s.direct, hb + slot * n, NULL)
                 rows[slot] = want
         H0 = hb if rows[0] == yi[dy] else hb + n
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
@@ -595,9 +640,11 @@ cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
         s.off[0], s.off[2] = s.off[2], s.off[0]
     with nogil:
         if not s.direct:
-            s.buf = <uint8_t*>malloc(<size_t>cw * out_c)
+            s.buf = <uint8_t*>malloc(<size_t>cw * out_c + 8)  # + slack: group3 reads 2 bytes at a time
             if s.buf == NULL:
                 rc = -1
+            else:
+                memset(s.buf + <size_t>cw * out_c, 0, 8)
         if s.direct or s.buf != NULL:
             if not covers:
                 for i in range(out_w * out_h):

@@ -34,6 +34,7 @@
  * signed byte weights (at most 64 and 31), byte pairs summed into int16 without saturating
  * (at most 255 * 64 + 255 * 64 and 255 * 62). So the result comes out as int16 directly. */
 #define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 1  /* the horizontal pass is vectorised (worth regrouping rows for it) */
 
 /* The weights as pmaddubsw wants them, for blocks of 4 pixels: 32 bytes of (a0 >> 5, a1 >> 5)
  * pairs (4 a pixel: 3 channels and the zero), then 32 bytes of (a0 & 31, a1 & 31). wtab holds
@@ -170,6 +171,7 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
  * times Q11 weight, summed in 32 bits, >> 4), same bytes. Blocks of 2 pixels (one 8-byte load
  * each); tbl picks each tap's channels (index 16 reads as 0). */
 #define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 1
 
 static inline int16x8_t streampi_hmix(const uint8_t *r, int a, int b, uint8x8_t m0, uint8x8_t m1,
                                       uint16x8_t w0, uint16x8_t w1)
@@ -289,6 +291,7 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 #else
 
 #define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 0
 
 static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
