@@ -256,6 +256,7 @@ ctypedef struct HTab:
     int* xofs        # byte offset of tap 0 (x0 * ps)
     uint8_t* wtab    # the weights laid out for the vector pass (streampi_hprep)
     int nvec         # pixels [0, nvec) read STREAMPI_HROW_READ bytes at xofs inside the row, both taps among them
+    int nadj         # pixels [0, nadj) have neighbouring taps (or a second weight of 0)
     int* gofs        # 8 * x: where pixel x's group starts in grp
     uint8_t* grp     # one row regrouped for the vector pass: 8 bytes a pixel (see group3)
 
@@ -280,14 +281,14 @@ cdef void group3(u8_in p, int ps, const int* off, int dw, const HTab* t, bint di
     if ps == 1 and not direct:
         # planar rows in the conversion buffer (8 bytes of slack): both taps of a channel are the
         # 2 bytes at x0 while they are neighbours (or tap 1 weighs nothing, the clamped edge)
-        while x < dw and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
+        for x in range(t.nadj):
             i0 = t.x0[x]
             memcpy(&c0, p + i0 + o0, 2)
             memcpy(&c1, p + i0 + o1, 2)
             memcpy(&c2, p + i0 + o2, 2)
             v = c0 | (<uint64_t>c1 << 16) | (<uint64_t>c2 << 32)
             memcpy(grp + 8 * x, &v, 8)
-            x += 1
+        x = t.nadj
     for x in range(x, dw):
         i0 = t.x0[x] * ps
         i1 = t.x1[x] * ps
@@ -373,7 +374,10 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     vec = c == 3 and s.direct and s.ps >= 3
     row_bytes = s.cw * s.ps
     t.nvec = 0
+    t.nadj = 0
     for x in range(dw):
+        if t.nadj == x and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
+            t.nadj = x + 1
         t.xofs[x] = t.x0[x] * s.ps
         t.gofs[x] = 8 * x
         if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
