@@ -538,11 +538,12 @@ def check_arguments(src_nbytes, fmt, src_w, src_h, cx, cy, cw, ch, out_nbytes, o
     The loops below run without bounds checks, so this is what keeps any caller (not only
     ``streampi.preprocess``, which checks frames in its own terms first) from making the
     kernel read or write outside its buffers."""
-    fmt, src_w, src_h, cx, cy, cw, ch = (_index(n, v) for n, v in zip(
-        ("fmt", "src_w", "src_h", "cx", "cy", "cw", "ch"), (fmt, src_w, src_h, cx, cy, cw, ch)))
-    out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh = (_index(n, v) for n, v in zip(
-        ("out_w", "out_h", "out_c", "itemsize", "dx0", "dy0", "dw", "dh"),
-        (out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh)))
+    # one call each, no generator: this runs for every frame
+    fmt, src_w, src_h = _index("fmt", fmt), _index("src_w", src_w), _index("src_h", src_h)
+    cx, cy, cw, ch = _index("cx", cx), _index("cy", cy), _index("cw", cw), _index("ch", ch)
+    out_w, out_h, out_c = _index("out_w", out_w), _index("out_h", out_h), _index("out_c", out_c)
+    itemsize, dx0, dy0 = _index("itemsize", itemsize), _index("dx0", dx0), _index("dy0", dy0)
+    dw, dh = _index("dw", dw), _index("dh", dh)
     if fmt not in FORMAT_CODES.values():
         raise ValueError(f"streampi kernel: unknown format code {fmt}")
     if src_w < 1 or src_h < 1:
