@@ -8,11 +8,12 @@
  * (-DSTREAMPI_NEON; NEON itself is part of every aarch64 CPU).
  *
  * The bilinear pass (OpenCV's INTER_LINEAR fixed point) in three steps:
- *  - streampi_hrow_rgb: horizontal pass of one or two packed 3- or 4-byte-pixel rows. Output
- *    pixel x reads the STREAMPI_HROW_READ bytes at p + xofs[x], which hold both of its taps
- *    (source pixels x0 and x0+1): one plain load per output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with
- *    Q11 weights, kept as that sum >> 4 (all the vertical pass uses; at most 32655, an int16),
- *    4 int16 per pixel (3 channels and a zero).
+ *  - streampi_hrow_rgb: horizontal pass of one or two packed 3- or 4-byte-pixel rows (weights
+ *    laid out by streampi_hprep). Output pixel x reads the STREAMPI_HROW_READ bytes at
+ *    p + xofs[x], which hold both of its taps (source pixels x0 and x0+1): one plain load per
+ *    output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with Q11 weights, kept as
+ *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), 4 int16 per pixel
+ *    (3 channels and a zero).
  *  - streampi_vrow: vertical pass of two such rows into uint8, with OpenCV's vector rounding
  *    ((h0*b0 >> 16) + (h1*b1 >> 16) + 2) >> 2, written compact (c bytes per pixel). It may
  *    write up to 16 bytes past the c*dw it returns (the caller's row has that slack).
