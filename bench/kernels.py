@@ -87,6 +87,7 @@ def main() -> None:
 
     slot = np.empty(out_shape, np.int8)
     vga, hd, fhd = camera_frame(640, 480), camera_frame(1280, 720), camera_frame(1920, 1080)
+    vga_bgra = cv2.cvtColor(vga, cv2.COLOR_RGB2BGRA)
     i420 = cv2.cvtColor(hd, cv2.COLOR_RGB2YUV_I420)
     nv12 = np.concatenate([i420[:720], np.stack([i420[720:900].reshape(-1), i420[900:].reshape(-1)], 1)
                            .reshape(360, 1280)])
@@ -95,10 +96,14 @@ def main() -> None:
     L, A = cv2.INTER_LINEAR, cv2.INTER_AREA
     cases = [
         ("640×480 RGB → 224² int8, bilinear", lambda: lin(vga, "rgb", out=slot), opencv_ways(lambda: vga, L)),
+        ("640×480 BGRA → 224² int8, bilinear", lambda: lin(vga_bgra, "bgra", out=slot),
+         opencv_ways(lambda: cv2.cvtColor(vga_bgra, cv2.COLOR_BGRA2RGB), L)),
         ("640×480 RGB → 224² int8, area", lambda: area(vga, "rgb", out=slot), opencv_ways(lambda: vga, A)),
         ("1280×720 RGB → 224² int8, area", lambda: area(hd, "rgb", out=slot), opencv_ways(lambda: hd, A)),
         ("1920×1080 RGB → 224² int8, bilinear", lambda: lin(fhd, "rgb", out=slot), opencv_ways(lambda: fhd, L)),
         ("1920×1080 RGB → 224² int8, area", lambda: area(fhd, "rgb", out=slot), opencv_ways(lambda: fhd, A)),
+        ("1280×720 I420 → 224² int8, bilinear", lambda: lin(i420, "i420", out=slot),
+         opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), L)),
         ("1280×720 I420 → 224² int8, area", lambda: area(i420, "i420", out=slot),
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), A)),
         ("1280×720 NV12 → 224² int8, area", lambda: area(nv12, "nv12", out=slot),

@@ -427,9 +427,14 @@ def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
         w, h = w + w % 2, h + h % 2
     rng = np.random.default_rng(w * 7 + h)
     frame = make_frame(rng, fmt, w, h, smooth=False)
-    for dtype, channels in ((np.float32, "rgb"), (np.int8, "bgr")):
-        pre = Preprocessor(out, dtype, scale=2 / 255, mean=(0.5,), std=(0.25,), resize=resize, channels=channels,
-                           interpolation=interp, pad=7)
+    # one lookup table for every channel (vectorised on AVX2 and NEON) and, for 3 channels, three
+    # different ones (NEON de-interleaves them; AVX2 takes the plain loop)
+    configs = [(np.float32, "rgb", (0.5,), (0.25,)), (np.int8, "bgr", (0.5,), (0.25,))]
+    if out[2] == 3:
+        configs.append((np.int8, "rgb", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    for dtype, channels, mean, std in configs:
+        pre = Preprocessor(out, dtype, scale=2 / 255 if mean == (0.5,) else 0.02, mean=mean, std=std, resize=resize,
+                           channels=channels, interpolation=interp, pad=7)
         results = []
         for module in (base, simd):
             pp._kernels = module
@@ -437,4 +442,4 @@ def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
                 results.append(pre(frame, fmt)[0])
             finally:
                 pp._kernels = pp._load_kernels()[0]
-        assert np.array_equal(results[0], results[1]), (fmt, w, h, out, resize, interp, dtype)
+        assert np.array_equal(results[0], results[1]), (fmt, w, h, out, resize, interp, dtype, mean)

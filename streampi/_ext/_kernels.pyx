@@ -16,9 +16,9 @@ YUV 4:2:0 → RGB uses BT.601 fixed-point coefficients with 20 fractional bits.
 import operator
 
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp, memset
 from libc.math cimport floor, ceil, lrintf
-from libc.stdint cimport uint8_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, int64_t, uint64_t
 
 cdef extern from *:
     # restrict-qualified pointers: lets the C compiler vectorise loops that read one row and
@@ -26,12 +26,16 @@ cdef extern from *:
     ctypedef uint8_t* u8_out "uint8_t * __restrict__"
     ctypedef const uint8_t* u8_in "const uint8_t * __restrict__"
     ctypedef float* f32_out "float * __restrict__"
-    ctypedef int32_t* i32_out "int32_t * __restrict__"
+    ctypedef int16_t* i16_out "int16_t * __restrict__"
 
 cdef extern from "simd.h" nogil:
-    int streampi_hline2_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int dw,
-                            const int* x0, const int* x1, const int* a0, const int* a1, int32_t* h,
-                            int32_t* g, int row_bytes)
+    void streampi_hprep(const int* a0, const int* a1, int dw, uint8_t* wtab)
+    int streampi_hrow_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int n,
+                          const int* xofs, const uint8_t* wtab, int16_t* h, int16_t* g)
+    int STREAMPI_HROW_READ
+    int STREAMPI_HROW_VEC
+    int streampi_vrow(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, uint8_t* row)
+    int streampi_lut8(const uint8_t* row, int n, int c, const uint8_t* lut, int same_tables, uint8_t* out)
     const char* STREAMPI_SIMD_BUILD
 
 cdef enum:
@@ -185,42 +189,36 @@ cdef const uint8_t* fetch(Source* s, int y) noexcept nogil:
     return o
 
 
-cdef void emit(const uint8_t* row, int n, int c, int itemsize, const uint8_t* lut,
+cdef bint same_tables(const uint8_t* lut, int c, int itemsize) noexcept nogil:
+    """Whether every channel's lookup table is the first one's (mean and std given as one value):
+    then one table serves every byte, which is what a vector lookup can do on AVX2."""
+    cdef int k, n = 256 * itemsize
+    for k in range(1, c):
+        if memcmp(lut, lut + k * n, n) != 0:
+            return False
+    return True
+
+
+cdef void emit(const uint8_t* row, int n, int c, int itemsize, const uint8_t* lut, bint same,
                uint8_t* out) noexcept nogil:
-    """Write ``n`` pixels of ``c`` channels through the per-channel LUT."""
-    cdef int i, j
+    """Write ``n`` pixels of ``c`` channels (compact, c bytes a pixel) through the per-channel LUT."""
+    cdef int i, j, start
     cdef const float* flut = <const float*>lut
     cdef float* fout = <float*>out
     if itemsize == 1:
+        start = streampi_lut8(row, n * c, c, lut, same, out) // c
         if c == 3:
-            for i in range(n):
+            for i in range(start, n):
                 out[3 * i] = lut[row[3 * i]]
                 out[3 * i + 1] = lut[256 + row[3 * i + 1]]
                 out[3 * i + 2] = lut[512 + row[3 * i + 2]]
         else:
-            for i in range(n):
+            for i in range(start, n):
                 out[i] = lut[row[i]]
     else:
         for i in range(n):
             for j in range(c):
                 fout[c * i + j] = flut[256 * j + row[c * i + j]]
-
-
-cdef void emit_planar3(const uint8_t* row, int dw, int itemsize, const uint8_t* lut, uint8_t* out) noexcept nogil:
-    """emit() of a planar 3-channel row (R, G, B runs of dw) into the interleaved slot row."""
-    cdef int x
-    cdef const float* flut = <const float*>lut
-    cdef float* fout = <float*>out
-    if itemsize == 1:
-        for x in range(dw):
-            out[3 * x] = lut[row[x]]
-            out[3 * x + 1] = lut[256 + row[dw + x]]
-            out[3 * x + 2] = lut[512 + row[2 * dw + x]]
-    else:
-        for x in range(dw):
-            fout[3 * x] = flut[row[x]]
-            fout[3 * x + 1] = flut[256 + row[dw + x]]
-            fout[3 * x + 2] = flut[512 + row[2 * dw + x]]
 
 
 cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int* a1,
@@ -249,89 +247,163 @@ cdef void linear_coeffs(int ssize, int dsize, int* ofs0, int* ofs1, int* a0, int
         a1[d] = <int>lrintf(f * 2048.0)
 
 
-cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, int o2, i32_out h, int dw,
-                       int x) noexcept nogil:
-    """One pixel of the horizontal bilinear pass, 3 channels, into planar row h."""
-    h[x] = p[i0 + o0] * w0 + p[i1 + o0] * w1
-    h[dw + x] = p[i0 + o1] * w0 + p[i1 + o1] * w1
-    h[2 * dw + x] = p[i0 + o2] * w0 + p[i1 + o2] * w1
+ctypedef struct HTab:
+    # the horizontal pass's tables, the same for every row
+    int* x0          # source pixel of tap 0
+    int* x1          # source pixel of tap 1
+    int* a0          # Q11 weight of tap 0
+    int* a1          # Q11 weight of tap 1
+    int* xofs        # byte offset of tap 0 (x0 * ps)
+    uint8_t* wtab    # the weights laid out for the vector pass (streampi_hprep)
+    int nvec         # pixels [0, nvec) read STREAMPI_HROW_READ bytes at xofs inside the row, both taps among them
+    int nadj         # pixels [0, nadj) have neighbouring taps (or a second weight of 0)
+    int* gofs        # 8 * x: where pixel x's group starts in grp
+    uint8_t* grp     # one row regrouped for the vector pass: 8 bytes a pixel (see group3)
 
 
-cdef void hline(u8_in p, int ps, const int* off, int c, int dw, const int* x0, const int* x1,
-                const int* a0, const int* a1, i32_out h) noexcept nogil:
-    """Horizontal bilinear pass of one source row into Q11 fixed point (planar for 3 channels)."""
-    cdef int x
+cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, int o2, i16_out h) noexcept nogil:
+    h[0] = <int16_t>((p[i0 + o0] * w0 + p[i1 + o0] * w1) >> 4)
+    h[1] = <int16_t>((p[i0 + o1] * w0 + p[i1 + o1] * w1) >> 4)
+    h[2] = <int16_t>((p[i0 + o2] * w0 + p[i1 + o2] * w1) >> 4)
+    h[3] = 0
+
+
+cdef void group3(u8_in p, int ps, const int* off, int dw, const HTab* t, bint direct, u8_out grp) noexcept nogil:
+    """Both taps of every channel of each destination pixel, as the 8 bytes (c0 at x0, c0 at x1,
+    c1 at x0, c1 at x1, c2 at x0, c2 at x1, 0, 0): the layout of two neighbouring packed pixels
+    that the vector horizontal pass reads, for rows it cannot read in place (planar YUV rows,
+    gray to 3 channels)."""
+    cdef int x, i0, i1
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
-    if c == 3:  # planar: channel k of pixel x at h[k * dw + x]
-        for x in range(dw):
-            hpix3(p, x0[x] * ps, x1[x] * ps, a0[x], a1[x], o0, o1, o2, h, dw, x)
+    cdef uint16_t c0, c1, c2
+    cdef uint64_t v
+    x = 0
+    if ps == 1 and not direct:
+        # planar rows in the conversion buffer (8 bytes of slack): both taps of a channel are the
+        # 2 bytes at x0 while they are neighbours (or tap 1 weighs nothing, the clamped edge)
+        for x in range(t.nadj):
+            i0 = t.x0[x]
+            memcpy(&c0, p + i0 + o0, 2)
+            memcpy(&c1, p + i0 + o1, 2)
+            memcpy(&c2, p + i0 + o2, 2)
+            v = c0 | (<uint64_t>c1 << 16) | (<uint64_t>c2 << 32)
+            memcpy(grp + 8 * x, &v, 8)
+        x = t.nadj
+    for x in range(x, dw):
+        i0 = t.x0[x] * ps
+        i1 = t.x1[x] * ps
+        grp[8 * x] = p[i0 + o0]
+        grp[8 * x + 1] = p[i1 + o0]
+        grp[8 * x + 2] = p[i0 + o1]
+        grp[8 * x + 3] = p[i1 + o1]
+        grp[8 * x + 4] = p[i0 + o2]
+        grp[8 * x + 5] = p[i1 + o2]
+        grp[8 * x + 6] = 0
+        grp[8 * x + 7] = 0
+
+
+cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const HTab* t, bint vec,
+                bint direct, i16_out h, i16_out g) noexcept nogil:
+    """Horizontal bilinear pass of source row p (and q into g, when not NULL: a shrinking resize
+    needs two fresh rows for almost every destination row, which then share the tables' loads):
+    each channel p[x0]*a0 + p[x1]*a1 (Q11), kept as that sum >> 4 (all the vertical pass uses;
+    it fits an int16). 3 channels take 4 int16 a pixel (the fourth 0), so that a vector pass
+    handles a pixel as one 64-bit group."""
+    cdef int x, i0, i1, w0, w1, start = 0
+    cdef int o0 = off[0], o1 = off[1], o2 = off[2]
+    if c == 3:
+        if vec:
+            start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.xofs, t.wtab, h, g)
+        elif STREAMPI_HROW_VEC:
+            group3(p, ps, off, dw, t, direct, t.grp)
+            start = streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, h, NULL)
+            if q != NULL:
+                group3(q, ps, off, dw, t, direct, t.grp)
+                streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, g, NULL)
+        for x in range(start, dw):
+            i0 = t.x0[x] * ps
+            i1 = t.x1[x] * ps
+            w0 = t.a0[x]
+            w1 = t.a1[x]
+            hpix3(p, i0, i1, w0, w1, o0, o1, o2, h + 4 * x)
+            if q != NULL:
+                hpix3(q, i0, i1, w0, w1, o0, o1, o2, g + 4 * x)
     else:
         for x in range(dw):
-            h[x] = p[x0[x] * ps + o0] * a0[x] + p[x1[x] * ps + o0] * a1[x]
+            h[x] = <int16_t>((p[t.x0[x] * ps + o0] * t.a0[x] + p[t.x1[x] * ps + o0] * t.a1[x]) >> 4)
+        if q != NULL:
+            for x in range(dw):
+                g[x] = <int16_t>((q[t.x0[x] * ps + o0] * t.a0[x] + q[t.x1[x] * ps + o0] * t.a1[x]) >> 4)
 
 
-cdef void hline2(u8_in p, u8_in q, int ps, const int* off, int dw, const int* x0, const int* x1,
-                 const int* a0, const int* a1, i32_out h, i32_out g, int row_bytes) noexcept nogil:
-    """hline() of two source rows at once (3 channels, planar), sharing the index and weight loads:
-    a shrinking resize needs two fresh rows for almost every destination row. The AVX2 build
-    does most pixels with gathers (simd.h); this loop does the rest, or all of them."""
-    cdef int x, i0, i1, w0, w1
-    cdef int o0 = off[0], o1 = off[1], o2 = off[2]
-    cdef int start = streampi_hline2_rgb(p, q, ps, o0, o1, o2, dw, x0, x1, a0, a1, h, g, row_bytes)
+cdef void vline(const int16_t* H0, const int16_t* H1, int b0, int b1, int c, int dw, u8_out row) noexcept nogil:
+    """Vertical pass of two horizontal rows into ``c`` uint8 a pixel, with OpenCV's vector
+    rounding: ((h0*b0) >> 16) + ((h1*b1) >> 16), then (+2) >> 2 (h already holds sum >> 4)."""
+    cdef int x, k, hs = 4 if c == 3 else 1
+    cdef int start = streampi_vrow(H0, H1, b0, b1, c, dw, row)
     for x in range(start, dw):
-        i0 = x0[x] * ps
-        i1 = x1[x] * ps
-        w0 = a0[x]
-        w1 = a1[x]
-        hpix3(p, i0, i1, w0, w1, o0, o1, o2, h, dw, x)
-        hpix3(q, i0, i1, w0, w1, o0, o1, o2, g, dw, x)
+        for k in range(c):
+            row[c * x + k] = sat8((((H0[hs * x + k] * b0) >> 16) + ((H1[hs * x + k] * b1) >> 16) + 2) >> 2)
 
 
 cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
                        const uint8_t* lut) noexcept nogil:
-    cdef int c = s.out_c, n = dw * c
-    cdef int* xi = <int*>malloc(sizeof(int) * 4 * dw)
+    cdef int c = s.out_c
+    cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
+    cdef int* xi = <int*>malloc(sizeof(int) * 6 * dw)
+    cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3) + 8 * dw)
     cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
-    cdef int32_t* hb = <int32_t*>malloc(sizeof(int32_t) * 2 * n)
-    cdef uint8_t* row = <uint8_t*>malloc(n)
+    cdef int16_t* hb = <int16_t*>malloc(sizeof(int16_t) * 2 * n)
+    cdef uint8_t* row = <uint8_t*>malloc(c * dw + 16)  # + the vertical pass's 16 bytes of slack
+    cdef HTab t
     cdef int rows[2]
-    cdef int32_t* H0
-    cdef int32_t* H1
-    cdef int dy, i, sy, slot, want, b0, b1, v
-    if xi == NULL or yi == NULL or hb == NULL or row == NULL:
-        free(xi); free(yi); free(hb); free(row)
+    cdef int16_t* H0
+    cdef int16_t* H1
+    cdef int dy, i, x, slot, want, row_bytes
+    cdef bint vec, same = same_tables(lut, c, itemsize)
+    if xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL:
+        free(xi); free(wtab); free(yi); free(hb); free(row)
         return -1
-    linear_coeffs(s.cw, dw, xi, xi + dw, xi + 2 * dw, xi + 3 * dw, True)
+    t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
+    t.gofs, t.grp = xi + 5 * dw, wtab + 16 * (dw + 3)
+    linear_coeffs(s.cw, dw, t.x0, t.x1, t.a0, t.a1, True)
     linear_coeffs(s.ch, dh, yi, yi + dh, yi + 2 * dh, yi + 3 * dh, False)
+    # the vector horizontal pass reads STREAMPI_HROW_READ bytes at tap 0, which must stay inside the
+    # (crop) row and hold tap 1 too (the taps are neighbours, or tap 1 weighs nothing: the clamped
+    # right edge)
+    vec = c == 3 and s.direct and s.ps >= 3
+    row_bytes = s.cw * s.ps
+    t.nvec = 0
+    t.nadj = 0
+    for x in range(dw):
+        if t.nadj == x and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
+            t.nadj = x + 1
+        t.xofs[x] = t.x0[x] * s.ps
+        t.gofs[x] = 8 * x
+        if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
+            t.nvec = x + 1
+    streampi_hprep(t.a0, t.a1, dw, t.wtab)
     rows[0] = -1
     rows[1] = -1
     for dy in range(dh):
-        # bring source rows yi[dy] and yi[dh+dy] into the two cached slots
-        if (c == 3 and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
-                and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy] and s.direct):
-            hline2(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, dw, xi, xi + dw, xi + 2 * dw,
-                   xi + 3 * dw, hb, hb + n, s.cw * s.ps)
+        # bring source rows yi[dy] and yi[dh+dy] into the two cached slots; two fresh rows of a
+        # packed frame (read in place) in one pass
+        if (s.direct and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
+                and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy]):
+            hline(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, c, dw, &t, vec, s.direct, hb, hb + n)
             rows[0] = yi[dy]
             rows[1] = yi[dh + dy]
         for i in range(2):
             want = yi[i * dh + dy]
             if rows[0] != want and rows[1] != want:
                 slot = 0 if (rows[0] != yi[dy] and rows[0] != yi[dh + dy]) else 1
-                hline(fetch(s, want), s.ps, s.off, c, dw, xi, xi + dw, xi + 2 * dw, xi + 3 * dw, hb + slot * n)
+                hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, s.direct, hb + slot * n, NULL)
                 rows[slot] = want
         H0 = hb if rows[0] == yi[dy] else hb + n
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
-        b0 = yi[2 * dh + dy]
-        b1 = yi[3 * dh + dy]
-        for i in range(n):
-            # OpenCV's vectorised rounding: ((S0>>4)*b0>>16) + ((S1>>4)*b1>>16), then (+2)>>2
-            v = (((((H0[i] >> 4) * b0) >> 16) + (((H1[i] >> 4) * b1) >> 16) + 2) >> 2)
-            row[i] = sat8(v)
-        if c == 3:
-            emit_planar3(row, dw, itemsize, lut, out + <int64_t>dy * out_stride)
-        else:
-            emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
-    free(xi); free(yi); free(hb); free(row)
+        vline(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, row)
+        emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
+    free(xi); free(wtab); free(yi); free(hb); free(row)
     return 0
 
 
@@ -421,6 +493,7 @@ cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, in
     cdef float* acc = <float*>malloc(sizeof(float) * width)
     cdef uint8_t* row = <uint8_t*>malloc(n)
     cdef int dy, k
+    cdef bint same = same_tables(lut, c, itemsize)
     if xs == NULL or xa == NULL or ys == NULL or ya == NULL or acc == NULL or row == NULL:
         free(xs); free(xa); free(ys); free(ya); free(acc); free(row)
         return -1
@@ -430,7 +503,7 @@ cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, in
         for k in range(ys[dy], ys[dy + 1]):
             vaccum(fetch(s, ys[dh + 1 + k]), width, ya[k], k == ys[dy], acc)
         hline_area(acc, s.ps, s.off, c, dw, xs, xs + dw + 1, xa, row)
-        emit(row, dw, c, itemsize, lut, out + <int64_t>dy * out_stride)
+        emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
     free(xs); free(xa); free(ys); free(ya); free(acc); free(row)
     return 0
 
@@ -465,11 +538,12 @@ def check_arguments(src_nbytes, fmt, src_w, src_h, cx, cy, cw, ch, out_nbytes, o
     The loops below run without bounds checks, so this is what keeps any caller (not only
     ``streampi.preprocess``, which checks frames in its own terms first) from making the
     kernel read or write outside its buffers."""
-    fmt, src_w, src_h, cx, cy, cw, ch = (_index(n, v) for n, v in zip(
-        ("fmt", "src_w", "src_h", "cx", "cy", "cw", "ch"), (fmt, src_w, src_h, cx, cy, cw, ch)))
-    out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh = (_index(n, v) for n, v in zip(
-        ("out_w", "out_h", "out_c", "itemsize", "dx0", "dy0", "dw", "dh"),
-        (out_w, out_h, out_c, itemsize, dx0, dy0, dw, dh)))
+    # one call each, no generator: this runs for every frame
+    fmt, src_w, src_h = _index("fmt", fmt), _index("src_w", src_w), _index("src_h", src_h)
+    cx, cy, cw, ch = _index("cx", cx), _index("cy", cy), _index("cw", cw), _index("ch", ch)
+    out_w, out_h, out_c = _index("out_w", out_w), _index("out_h", out_h), _index("out_c", out_c)
+    itemsize, dx0, dy0 = _index("itemsize", itemsize), _index("dx0", dx0), _index("dy0", dy0)
+    dw, dh = _index("dw", dw), _index("dh", dh)
     if fmt not in FORMAT_CODES.values():
         raise ValueError(f"streampi kernel: unknown format code {fmt}")
     if src_w < 1 or src_h < 1:
@@ -571,9 +645,11 @@ cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
         s.off[0], s.off[2] = s.off[2], s.off[0]
     with nogil:
         if not s.direct:
-            s.buf = <uint8_t*>malloc(<size_t>cw * out_c)
+            s.buf = <uint8_t*>malloc(<size_t>cw * out_c + 8)  # + slack: group3 reads 2 bytes at a time
             if s.buf == NULL:
                 rc = -1
+            else:
+                memset(s.buf + <size_t>cw * out_c, 0, 8)
         if s.direct or s.buf != NULL:
             if not covers:
                 for i in range(out_w * out_h):

@@ -1,116 +1,323 @@
 /* Hand-vectorised pieces of the kernels, used where the compiler cannot vectorise by itself.
  *
- * Each function handles the first n pixels it safely can and returns n; the caller's scalar
+ * Each function handles the first n elements it safely can and returns n; the caller's scalar
  * loop does the rest. Integer arithmetic is identical to the scalar code, so results are
  * bit-for-bit the same (tested: test_simd_and_baseline_builds_agree). Builds without the
  * instruction set get stubs that return 0: the baseline build, which is also what every
  * other architecture gets. x86-64 has an AVX2 build (-mavx2), aarch64 a NEON build
  * (-DSTREAMPI_NEON; NEON itself is part of every aarch64 CPU).
+ *
+ * The bilinear pass (OpenCV's INTER_LINEAR fixed point) in three steps:
+ *  - streampi_hrow_rgb: horizontal pass of one or two packed 3- or 4-byte-pixel rows (weights
+ *    laid out by streampi_hprep). Output pixel x reads the STREAMPI_HROW_READ bytes at
+ *    p + xofs[x], which hold both of its taps (source pixels x0 and x0+1): one plain load per
+ *    output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with Q11 weights, kept as
+ *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), 4 int16 per pixel
+ *    (3 channels and a zero).
+ *  - streampi_vrow: vertical pass of two such rows into uint8, with OpenCV's vector rounding
+ *    ((h0*b0 >> 16) + (h1*b1 >> 16) + 2) >> 2, written compact (c bytes per pixel). It may
+ *    write up to 16 bytes past the c*dw it returns (the caller's row has that slack).
+ *  - streampi_lut8: the per-channel 256-entry lookup table (normalise + quantize) of a compact
+ *    uint8 row into the output slot, never writing past the n bytes it returns.
  */
 #ifndef STREAMPI_SIMD_H
 #define STREAMPI_SIMD_H
 
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-/* Horizontal bilinear pass of two source rows p and q (3 channels at byte offsets o0..o2 in
- * pixels of ps bytes), Q11 weights a0/a1 at source pixels x0/x1, into planar int32 rows h and
- * g (channel k of pixel x at [k * dw + x]). Gathers read 4 bytes at each pixel, so a block runs only while its farthest
- * pixel ends 4 bytes inside the row (row_bytes). */
-static inline int streampi_hline2_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2,
-                                      int dw, const int *x0, const int *x1, const int *a0, const int *a1,
-                                      int32_t *h, int32_t *g, int row_bytes)
+/* Horizontal pass, AVX2. Per channel, (p0*a0 + p1*a1) >> 4 with Q11 weights a <= 2048 equals
+ * 2*(p0*(a0 >> 5) + p1*(a1 >> 5)) + ((p0*(a0 & 31) + p1*(a1 & 31)) >> 4) exactly (the first sum
+ * times 32 is a multiple of 16), and both sums are one pmaddubsw each: unsigned pixel bytes times
+ * signed byte weights (at most 64 and 31), byte pairs summed into int16 without saturating
+ * (at most 255 * 64 + 255 * 64 and 255 * 62). So the result comes out as int16 directly. */
+#define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 1  /* the horizontal pass is vectorised (worth regrouping rows for it) */
+
+/* The weights as pmaddubsw wants them, for blocks of 4 pixels: 32 bytes of (a0 >> 5, a1 >> 5)
+ * pairs (4 a pixel: 3 channels and the zero), then 32 bytes of (a0 & 31, a1 & 31). wtab holds
+ * 16 * (dw + 3) bytes. */
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    const __m256i vps = _mm256_set1_epi32(ps);
-    const __m256i mask = _mm256_set1_epi32(0xFF);
-    const __m128i s0 = _mm_cvtsi32_si128(8 * o0), s1 = _mm_cvtsi32_si128(8 * o1), s2 = _mm_cvtsi32_si128(8 * o2);
+    for (int x = 0; x < dw; x++) {
+        uint8_t *w = wtab + 64 * (x >> 2) + 8 * (x & 3);
+        for (int k = 0; k < 4; k++) {
+            w[2 * k] = (uint8_t)(a0[x] >> 5);
+            w[2 * k + 1] = (uint8_t)(a1[x] >> 5);
+            w[32 + 2 * k] = (uint8_t)(a0[x] & 31);
+            w[32 + 2 * k + 1] = (uint8_t)(a1[x] & 31);
+        }
+    }
+}
+
+/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
+static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
+{
+    __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
+    __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
+    ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
+    cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
+    __m256i v = _mm256_shuffle_epi8(_mm256_setr_m128i(ab, cd), mask);
+    __m256i hi = _mm256_maddubs_epi16(v, whi), lo = _mm256_maddubs_epi16(v, wlo);
+    return _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4));
+}
+
+/* Pixels [0, n) of rows p and q (q may be NULL: p only) into h and g, 4 int16 a pixel (n:
+ * pixels whose STREAMPI_HROW_READ-byte read at xofs stays in the row and holds both taps; the
+ * caller works that out). The shuffle makes (tap 0, tap 1) byte pairs of channels o0, o1, o2
+ * and a zero pair, for each of the two pixels in a 128-bit lane. */
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    const char z = (char)0x80;
+    const __m128i m = _mm_setr_epi8(o0, ps + o0, o1, ps + o1, o2, ps + o2, z, z,
+                                    8 + o0, 8 + ps + o0, 8 + o1, 8 + ps + o1, 8 + o2, 8 + ps + o2, z, z);
+    const __m256i mask = _mm256_setr_m128i(m, m);
     int x = 0;
-    for (; x + 8 <= dw; x += 8) {
-        if (x1[x + 7] * ps + 4 > row_bytes || x0[x + 7] * ps + 4 > row_bytes)
-            break;
-        __m256i i0 = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(x0 + x)), vps);
-        __m256i i1 = _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(x1 + x)), vps);
-        __m256i w0 = _mm256_loadu_si256((const __m256i *)(a0 + x));
-        __m256i w1 = _mm256_loadu_si256((const __m256i *)(a1 + x));
-        __m256i P0 = _mm256_i32gather_epi32((const int *)p, i0, 1);
-        __m256i P1 = _mm256_i32gather_epi32((const int *)p, i1, 1);
-        __m256i Q0 = _mm256_i32gather_epi32((const int *)q, i0, 1);
-        __m256i Q1 = _mm256_i32gather_epi32((const int *)q, i1, 1);
-#define STREAMPI_CH(V, s) _mm256_and_si256(_mm256_srl_epi32((V), (s)), mask)
-#define STREAMPI_MIX(A, B, s) _mm256_add_epi32(_mm256_mullo_epi32(STREAMPI_CH(A, s), w0), \
-                                                _mm256_mullo_epi32(STREAMPI_CH(B, s), w1))
-        _mm256_storeu_si256((__m256i *)(h + x), STREAMPI_MIX(P0, P1, s0));
-        _mm256_storeu_si256((__m256i *)(h + dw + x), STREAMPI_MIX(P0, P1, s1));
-        _mm256_storeu_si256((__m256i *)(h + 2 * dw + x), STREAMPI_MIX(P0, P1, s2));
-        _mm256_storeu_si256((__m256i *)(g + x), STREAMPI_MIX(Q0, Q1, s0));
-        _mm256_storeu_si256((__m256i *)(g + dw + x), STREAMPI_MIX(Q0, Q1, s1));
-        _mm256_storeu_si256((__m256i *)(g + 2 * dw + x), STREAMPI_MIX(Q0, Q1, s2));
-#undef STREAMPI_MIX
-#undef STREAMPI_CH
+    for (; x + 4 <= n; x += 4) {
+        const __m256i whi = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x));
+        const __m256i wlo = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x + 32));
+        _mm256_storeu_si256((__m256i *)(h + 4 * x), streampi_hquad(p, xofs + x, mask, whi, wlo));
+        if (q)
+            _mm256_storeu_si256((__m256i *)(g + 4 * x), streampi_hquad(q, xofs + x, mask, whi, wlo));
     }
     return x;
+}
+
+static inline __m256i streampi_vmix(__m256i a, __m256i b, __m256i w0, __m256i w1, __m256i two)
+{
+    return _mm256_srai_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_mulhi_epi16(a, w0), _mm256_mulhi_epi16(b, w1)),
+                                              two), 2);
+}
+
+/* Vertical pass: c == 3 reads 4 int16 per pixel (8 pixels a block), c == 1 one (32 a block). */
+static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw, uint8_t *row)
+{
+    const __m256i w0 = _mm256_set1_epi16((short)b0), w1 = _mm256_set1_epi16((short)b1), two = _mm256_set1_epi16(2);
+    int x = 0;
+    if (c == 3) {
+        const __m256i drop = _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
+                                              0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+        for (; x + 8 <= dw; x += 8) {
+            __m256i lo = streampi_vmix(_mm256_loadu_si256((const __m256i *)(h0 + 4 * x)),
+                                       _mm256_loadu_si256((const __m256i *)(h1 + 4 * x)), w0, w1, two);
+            __m256i hi = streampi_vmix(_mm256_loadu_si256((const __m256i *)(h0 + 4 * x + 16)),
+                                       _mm256_loadu_si256((const __m256i *)(h1 + 4 * x + 16)), w0, w1, two);
+            /* packus interleaves lanes: 0 1 4 5 | 2 3 6 7 → permute to 0 1 2 3 | 4 5 6 7, drop the zeros */
+            __m256i v = _mm256_shuffle_epi8(_mm256_permute4x64_epi64(_mm256_packus_epi16(lo, hi), 0xD8), drop);
+            _mm_storeu_si128((__m128i *)(row + 3 * x), _mm256_castsi256_si128(v));
+            _mm_storeu_si128((__m128i *)(row + 3 * x + 12), _mm256_extracti128_si256(v, 1));
+        }
+    } else if (c == 1) {
+        for (; x + 32 <= dw; x += 32) {
+            __m256i lo = streampi_vmix(_mm256_loadu_si256((const __m256i *)(h0 + x)),
+                                       _mm256_loadu_si256((const __m256i *)(h1 + x)), w0, w1, two);
+            __m256i hi = streampi_vmix(_mm256_loadu_si256((const __m256i *)(h0 + x + 16)),
+                                       _mm256_loadu_si256((const __m256i *)(h1 + x + 16)), w0, w1, two);
+            _mm256_storeu_si256((__m256i *)(row + x), _mm256_permute4x64_epi64(_mm256_packus_epi16(lo, hi), 0xD8));
+        }
+    }
+    return x;
+}
+
+/* 32 bytes through one 256-entry table: 16 pshufb lookups by the low nibble (one per 16-entry
+ * piece of the table), then a tree of byte blends picks each byte's piece by the high nibble
+ * (bits 4, 5, 6, 7: each shifted to bit 7, which is what blendv reads). */
+static inline __m256i streampi_lut32(__m256i x, const __m256i *tab)
+{
+    const __m256i lo = _mm256_and_si256(x, _mm256_set1_epi8(15));
+    __m256i t[16];
+    int k;
+    for (k = 0; k < 16; k++)
+        t[k] = _mm256_shuffle_epi8(_mm256_loadu_si256(tab + k), lo);
+    __m256i bit = _mm256_slli_epi16(x, 3);
+    for (k = 0; k < 8; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    bit = _mm256_slli_epi16(x, 2);
+    for (k = 0; k < 4; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    bit = _mm256_slli_epi16(x, 1);
+    for (k = 0; k < 2; k++)
+        t[k] = _mm256_blendv_epi8(t[2 * k], t[2 * k + 1], bit);
+    return _mm256_blendv_epi8(t[0], t[1], x);
+}
+
+/* The lookup of n bytes (c channels interleaved). AVX2 has no per-byte-position tables, so
+ * only one table for every byte: c == 1, or all channels' tables equal (same_tables). */
+static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
+{
+    __m256i tab[16];
+    int i;
+    if ((c != 1 && !same_tables) || n < 32)
+        return 0;
+    for (i = 0; i < 16; i++)
+        tab[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(lut + 16 * i)));
+    for (i = 0; i + 32 <= n; i += 32)
+        _mm256_storeu_si256((__m256i *)(out + i), streampi_lut32(_mm256_loadu_si256((const __m256i *)(row + i)), tab));
+    if (i < n)  /* the last 32 bytes again: same values, nothing past n */
+        _mm256_storeu_si256((__m256i *)(out + n - 32),
+                            streampi_lut32(_mm256_loadu_si256((const __m256i *)(row + n - 32)), tab));
+    return n;
 }
 
 #define STREAMPI_SIMD_BUILD "avx2"
 
 #elif defined(STREAMPI_NEON) && defined(__ARM_NEON)
 #include <arm_neon.h>
-#include <string.h>
 
-/* Four 32-bit little-endian words, one at each of base + idx[k] * ps (NEON has no gather:
- * lane loads instead). */
-static inline int32x4_t streampi_ld4(const uint8_t *base, const int *idx, int ps)
+/* The NEON twin of the AVX2 horizontal pass: same pixels, same integer arithmetic (channel byte
+ * times Q11 weight, summed in 32 bits, >> 4), same bytes. Blocks of 2 pixels (one 8-byte load
+ * each); tbl picks each tap's channels (index 16 reads as 0). */
+#define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 1
+
+static inline int16x8_t streampi_hmix(const uint8_t *r, int a, int b, uint8x8_t m0, uint8x8_t m1,
+                                      uint16x8_t w0, uint16x8_t w1)
 {
-    int32_t t[4];
-    memcpy(&t[0], base + idx[0] * ps, 4);
-    memcpy(&t[1], base + idx[1] * ps, 4);
-    memcpy(&t[2], base + idx[2] * ps, 4);
-    memcpy(&t[3], base + idx[3] * ps, 4);
-    return vld1q_s32(t);
+    uint8x16_t ab = vcombine_u8(vld1_u8(r + a), vld1_u8(r + b));
+    uint16x8_t tap0 = vmovl_u8(vqtbl1_u8(ab, m0)), tap1 = vmovl_u8(vqtbl1_u8(ab, m1));
+    uint32x4_t lo = vmlal_u16(vmull_u16(vget_low_u16(tap0), vget_low_u16(w0)), vget_low_u16(tap1), vget_low_u16(w1));
+    uint32x4_t hi = vmlal_high_u16(vmull_high_u16(tap0, w0), tap1, w1);
+    return vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4));
 }
 
-/* The NEON twin of the AVX2 function above: same blocks (of 4 pixels), same bounds rule,
- * same integer arithmetic (channel byte times Q11 weight, summed in 32 bits), same bytes. */
-static inline int streampi_hline2_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2,
-                                      int dw, const int *x0, const int *x1, const int *a0, const int *a1,
-                                      int32_t *h, int32_t *g, int row_bytes)
+/* The weights as w0 | w1 << 16, one int32 a pixel (wtab holds 16 * (dw + 3) bytes). */
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    const int32x4_t mask = vdupq_n_s32(0xFF);
-    const int32x4_t s0 = vdupq_n_s32(-8 * o0), s1 = vdupq_n_s32(-8 * o1), s2 = vdupq_n_s32(-8 * o2);
+    int32_t *wpair = (int32_t *)wtab;
+    for (int x = 0; x < dw; x++)
+        wpair[x] = a0[x] | (a1[x] << 16);
+}
+
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    const int32_t *wpair = (const int32_t *)wtab;
+    const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, 16, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
+                           (uint8_t)(8 + o2), 16};
+    const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), 16, (uint8_t)(8 + ps + o0),
+                           (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 16};
+    const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
     int x = 0;
-    for (; x + 4 <= dw; x += 4) {
-        if (x1[x + 3] * ps + 4 > row_bytes || x0[x + 3] * ps + 4 > row_bytes)
-            break;
-        int32x4_t w0 = vld1q_s32(a0 + x), w1 = vld1q_s32(a1 + x);
-        int32x4_t P0 = streampi_ld4(p, x0 + x, ps), P1 = streampi_ld4(p, x1 + x, ps);
-        int32x4_t Q0 = streampi_ld4(q, x0 + x, ps), Q1 = streampi_ld4(q, x1 + x, ps);
-#define STREAMPI_CH(V, s) vandq_s32(vreinterpretq_s32_u32(vshlq_u32(vreinterpretq_u32_s32(V), (s))), mask)
-#define STREAMPI_MIX(A, B, s) vmlaq_s32(vmulq_s32(STREAMPI_CH(A, s), w0), STREAMPI_CH(B, s), w1)
-        vst1q_s32(h + x, STREAMPI_MIX(P0, P1, s0));
-        vst1q_s32(h + dw + x, STREAMPI_MIX(P0, P1, s1));
-        vst1q_s32(h + 2 * dw + x, STREAMPI_MIX(P0, P1, s2));
-        vst1q_s32(g + x, STREAMPI_MIX(Q0, Q1, s0));
-        vst1q_s32(g + dw + x, STREAMPI_MIX(Q0, Q1, s1));
-        vst1q_s32(g + 2 * dw + x, STREAMPI_MIX(Q0, Q1, s2));
-#undef STREAMPI_MIX
-#undef STREAMPI_CH
+    for (; x + 2 <= n; x += 2) {
+        /* wpair as u16: w0, w1 of pixel 0, then of pixel 1 */
+        uint16x4_t w = vreinterpret_u16_s32(vld1_s32(wpair + x));
+        uint16x8_t w0 = vcombine_u16(vdup_lane_u16(w, 0), vdup_lane_u16(w, 2));
+        uint16x8_t w1 = vcombine_u16(vdup_lane_u16(w, 1), vdup_lane_u16(w, 3));
+        vst1q_s16(h + 4 * x, streampi_hmix(p, xofs[x], xofs[x + 1], m0, m1, w0, w1));
+        if (q)
+            vst1q_s16(g + 4 * x, streampi_hmix(q, xofs[x], xofs[x + 1], m0, m1, w0, w1));
     }
     return x;
 }
+
+/* (a*w0 >> 16) + (b*w1 >> 16) + 2 >> 2 of 8 int16, saturated to uint8 */
+static inline uint8x8_t streampi_vmix(int16x8_t a, int16x8_t b, int16x4_t w0, int16x4_t w1)
+{
+    int16x8_t s0 = vcombine_s16(vshrn_n_s32(vmull_s16(vget_low_s16(a), w0), 16),
+                                vshrn_n_s32(vmull_s16(vget_high_s16(a), w0), 16));
+    int16x8_t s1 = vcombine_s16(vshrn_n_s32(vmull_s16(vget_low_s16(b), w1), 16),
+                                vshrn_n_s32(vmull_s16(vget_high_s16(b), w1), 16));
+    return vqmovun_s16(vshrq_n_s16(vaddq_s16(vaddq_s16(s0, s1), vdupq_n_s16(2)), 2));
+}
+
+static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw, uint8_t *row)
+{
+    const int16x4_t w0 = vdup_n_s16((int16_t)b0), w1 = vdup_n_s16((int16_t)b1);
+    int x = 0;
+    if (c == 3) {
+        for (; x + 4 <= dw; x += 4) {  /* 4 pixels of 4 int16 → 12 bytes (and 4 to be overwritten) */
+            uint8x8_t lo = streampi_vmix(vld1q_s16(h0 + 4 * x), vld1q_s16(h1 + 4 * x), w0, w1);
+            uint8x8_t hi = streampi_vmix(vld1q_s16(h0 + 4 * x + 8), vld1q_s16(h1 + 4 * x + 8), w0, w1);
+            static const uint8_t drop[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15};
+            vst1q_u8(row + 3 * x, vqtbl1q_u8(vcombine_u8(lo, hi), vld1q_u8(drop)));
+        }
+    } else if (c == 1) {
+        for (; x + 8 <= dw; x += 8)
+            vst1_u8(row + x, streampi_vmix(vld1q_s16(h0 + x), vld1q_s16(h1 + x), w0, w1));
+    }
+    return x;
+}
+
+/* 16 bytes through one 256-entry table (four 64-entry tbl/tbx lookups) */
+static inline uint8x16_t streampi_lut16(uint8x16_t x, const uint8_t *lut)
+{
+    const uint8x16_t k64 = vdupq_n_u8(64);
+    uint8x16_t r = vqtbl4q_u8(vld1q_u8_x4(lut), x);
+    x = vsubq_u8(x, k64);
+    r = vqtbx4q_u8(r, vld1q_u8_x4(lut + 64), x);
+    x = vsubq_u8(x, k64);
+    r = vqtbx4q_u8(r, vld1q_u8_x4(lut + 128), x);
+    x = vsubq_u8(x, k64);
+    return vqtbx4q_u8(r, vld1q_u8_x4(lut + 192), x);
+}
+
+/* One table for every byte (c == 1 or same_tables), or three de-interleaved (vld3/vst3). */
+static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
+{
+    int i;
+    if (c == 1 || same_tables) {
+        if (n < 16)
+            return 0;
+        for (i = 0; i + 16 <= n; i += 16)
+            vst1q_u8(out + i, streampi_lut16(vld1q_u8(row + i), lut));
+        if (i < n)  /* the last 16 bytes again: same values, nothing past n */
+            vst1q_u8(out + n - 16, streampi_lut16(vld1q_u8(row + n - 16), lut));
+        return n;
+    }
+    if (c != 3 || n < 48)
+        return 0;
+    for (i = 0; i + 48 <= n; i += 48) {
+        uint8x16x3_t v = vld3q_u8(row + i);
+        v.val[0] = streampi_lut16(v.val[0], lut);
+        v.val[1] = streampi_lut16(v.val[1], lut + 256);
+        v.val[2] = streampi_lut16(v.val[2], lut + 512);
+        vst3q_u8(out + i, v);
+    }
+    if (i < n) {  /* n is a multiple of 3: the last 48 bytes start on a pixel */
+        uint8x16x3_t v = vld3q_u8(row + n - 48);
+        v.val[0] = streampi_lut16(v.val[0], lut);
+        v.val[1] = streampi_lut16(v.val[1], lut + 256);
+        v.val[2] = streampi_lut16(v.val[2], lut + 512);
+        vst3q_u8(out + n - 48, v);
+    }
+    return n;
+}
+
 #define STREAMPI_SIMD_BUILD "neon"
 
 #else
 
-static inline int streampi_hline2_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2,
-                                      int dw, const int *x0, const int *x1, const int *a0, const int *a1,
-                                      int32_t *h, int32_t *g, int row_bytes)
+#define STREAMPI_HROW_READ 8
+#define STREAMPI_HROW_VEC 0
+
+static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)dw; (void)x0; (void)x1;
-    (void)a0; (void)a1; (void)h; (void)g; (void)row_bytes;
+    (void)a0; (void)a1; (void)dw; (void)wtab;
+}
+
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)n; (void)xofs; (void)wtab; (void)h; (void)g;
     return 0;
 }
+
+static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw, uint8_t *row)
+{
+    (void)h0; (void)h1; (void)b0; (void)b1; (void)c; (void)dw; (void)row;
+    return 0;
+}
+
+static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
+{
+    (void)row; (void)n; (void)c; (void)lut; (void)same_tables; (void)out;
+    return 0;
+}
+
 #define STREAMPI_SIMD_BUILD "baseline"
 
 #endif
