@@ -340,6 +340,7 @@ class WorkerSlot(threading.Thread):
         self._helpers = helper_cores(self.cores, light_cores if light_cores is not None else usable_cores())
         self._alone = False  # the server said the other workers idle when it gave the batch in hand
         self.light_frames = 0  # frames run on the wide interpreter
+        self.light_in_hand = False  # the batch in hand is being invoked on the wide interpreter
         self._emit = emit or (lambda fn, *args: fn(*args))
         self.events = events or Events()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -549,6 +550,7 @@ class WorkerSlot(threading.Thread):
         wide = (self._alone and len(good) == 1 and self.spec.light_path
                 and not self.occupancy.others_busy(self))
         t_run = time.perf_counter()
+        self.light_in_hand = wide
         try:  # (the good frames are at the front of the input slots)
             outputs, infer_ms = self.engine.run(len(good), wide)
         except WorkerLost:
@@ -558,6 +560,8 @@ class WorkerSlot(threading.Thread):
             for k in good:
                 outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
             return outcomes
+        finally:
+            self.light_in_hand = False
         # the worker process's share beyond invoke: the pipe round trip and the copies in and out
         handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
         threads = self.engine.threads_used
