@@ -6,11 +6,21 @@ the other workers idle) off against on, alternating rounds, in one run.
     python bench/lightload.py --rounds 4 --frames 300 --seconds 8 --transport ipc
 
 Each round measures, one right after the other (the machine drifts between minutes):
-  * the raw figures, in this process: one invoke at 1 thread and at N threads (N = usable
+  * the raw figures, in this process, before and after the round's servers (the lower of
+    the two is kept: the less disturbed): one invoke at 1 thread and at N threads (N = usable
     cores; the best of them is "invoke at the best thread count") and the kernel alone
     (resize + quantize of a 640×480 RGB frame already in memory);
-  * for each of off / on (``streampi serve --light-threads 0`` / ``N``; the order flips
-    every round): a server in its own process, then
+  * the options at the interpreter level, no server (``options``): light = one invoke with
+    the other cores idle, saturation = one interpreter per core invoking back to back:
+      today    one 1-thread interpreter per core;
+      threads  one N-thread interpreter per core, always (its pool oversubscribes when busy);
+      repin    as threads, but when busy each pool's helpers are pinned to the
+               interpreter's own core (its light figure is that of threads);
+      wide     one 1-thread interpreter per core plus a wide N-thread interpreter (helpers on
+               the other cores) for a lone frame: the light path, what the server does;
+  * for each of off / on / threads (``streampi serve --light-threads 0``, ``--light-threads
+    N``, ``--threads N --light-threads 0``; the order rotates every round): a server in its
+    own process, then
       - light load: one frame at a time (send, wait for its result, pause ``--gap-ms``),
         end-to-end p50/p90 measured by the sender, with the stage split from the result's
         timing fields (transport in, queue, preprocess, hand-off, invoke, post, transport out),
@@ -47,7 +57,7 @@ from streampi import protocol  # noqa: E402
 from streampi.bench import run_load  # noqa: E402
 from streampi.client import Producer, Subscriber  # noqa: E402
 from streampi.config import load_config  # noqa: E402
-from streampi.measure import invoke_ms, ready, usable_cores  # noqa: E402
+from streampi.measure import back_to_back, invoke_ms, ready, usable_cores  # noqa: E402
 from streampi.model import Model, resolve_model  # noqa: E402
 from streampi.preprocess import Preprocessor  # noqa: E402
 from streampi.synthetic import ShapesGenerator  # noqa: E402
@@ -81,6 +91,53 @@ def raw_figures(path: Path, frame: np.ndarray, threads: int, runs: int = 200) ->
     out["kernel_ms"] = float(np.median(kernel))
     out["invoke_best_ms"] = min(v for k, v in out.items() if k.startswith("invoke_"))
     return out
+
+
+def pinned_interpreter(path: Path, threads: int, helpers: set[int] | None) -> Model:
+    """An interpreter created while this thread is pinned to ``helpers`` (its pool threads
+    inherit that), this thread then back to its old affinity; as the worker processes do."""
+    before = os.sched_getaffinity(0)
+    if helpers:
+        os.sched_setaffinity(0, helpers)
+    try:
+        return ready(Model(path, num_threads=threads), 10)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def on_core(core: int, fn):
+    """``fn()`` in a thread pinned to ``core``; its result."""
+    out = []
+    th = threading.Thread(target=lambda: (os.sched_setaffinity(0, {core}), out.append(fn())))
+    th.start()
+    th.join()
+    return out[0]
+
+
+def options(path: Path, n: int, seconds: float = 1.5, runs: int = 150) -> dict[str, dict[str, float]]:
+    """Light-load invoke p50 and saturation frames/s of each option, at the interpreter level."""
+    cores = usable_cores()[:n]
+    res: dict[str, dict[str, float]] = {}
+
+    def lat(m: Model) -> float:
+        return on_core(cores[0], lambda: float(np.median(invoke_ms(m, runs))))
+
+    today = [pinned_interpreter(path, 1, None) for c in cores]
+    res["today"] = {"light_ms": lat(today[0]), "saturation_fps": back_to_back([m.invoke for m in today], seconds)}
+    wide = pinned_interpreter(path, n, set(cores[1:]) or None)
+    res["wide"] = {"light_ms": lat(wide),
+                   "saturation_fps": back_to_back([m.invoke for m in today], seconds)}  # the wide one idles
+    del wide, today
+    threads = [pinned_interpreter(path, n, None) for c in cores]  # pools free to run anywhere
+    res["threads"] = {"light_ms": lat(threads[0]),
+                      "saturation_fps": back_to_back([m.invoke for m in threads], seconds)}
+    del threads
+    # at light load its pool is free (the light figure of "threads"); when busy each pool is on
+    # its interpreter's core
+    repin = [pinned_interpreter(path, n, {c}) for c in cores]
+    res["repin"] = {"light_ms": res["threads"]["light_ms"],
+                    "saturation_fps": back_to_back([m.invoke for m in repin], seconds)}
+    return res
 
 
 def control(ep: str, cmd: str) -> dict:
@@ -155,10 +212,13 @@ def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, 
             "server_cpu_ms_per_frame": 1e3 * cpu / max(1, len(lat))}
 
 
-def one_server(args: argparse.Namespace, light_threads: int, frame: np.ndarray, tag: str) -> dict:
+MODES = {"off": "--light-threads 0", "on": "--light-threads {n}", "threads": "--threads {n} --light-threads 0"}
+
+
+def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str) -> dict:
     cmd = [args.model, "--bind", endpoint(args.transport, f"f{tag}"), "--publish", endpoint(args.transport, f"r{tag}"),
            "--workers", str(args.workers), "--max-batch", str(args.max_batch), "--policy", "queue",
-           "--light-threads", str(light_threads), "--log-level", "warning"]
+           "--log-level", "warning", *MODES[mode].format(n=args.light_threads).split()]
     proc, info = start_server(cmd)
     try:
         light = light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3)
@@ -223,6 +283,8 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
+    ap.add_argument("--no-threads-mode", dest="threads_mode", action="store_false",
+                    help="skip the server with N-thread interpreters everywhere")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lightload.json")
     args = ap.parse_args()
     args.wh = tuple(int(v) for v in args.size.lower().split("x"))
@@ -233,11 +295,15 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}; model {path.name}; {args.workers} workers, max batch {args.max_batch}; "
           f"frames {args.size} rgb over {args.transport}; light threads {n}; {args.rounds} rounds")
     rounds = []
+    modes = ["off", "on", "threads"] if args.threads_mode else ["off", "on"]
     for r in range(args.rounds):
-        raw = raw_figures(path, frame, n)
-        row = {"raw": raw, "load_average": os.getloadavg()[0]}
-        for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
-            row[mode] = one_server(args, n if mode == "on" else 0, frame, f"{r}{mode}")
+        before = raw_figures(path, frame, n)
+        row = {"load_average": os.getloadavg()[0], "options": options(path, n)}
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+            row[mode] = one_server(args, mode, frame, f"{r}{mode}")
+        after = raw_figures(path, frame, n)
+        row["raw"] = raw = {k: min(before[k], after[k]) for k in before}
+        row["raw_before"], row["raw_after"] = before, after
         rounds.append(row)
         target = raw["invoke_best_ms"] + raw["kernel_ms"] + 0.5
         print(f"round {r + 1}: invoke 1t {raw['invoke_1t_ms']:.2f} ms, {n}t {raw.get(f'invoke_{n}t_ms', 0):.2f} ms, "
@@ -273,6 +339,18 @@ def main() -> None:
                for m in ("off", "on")}
     print(f"\nlight-load invokes by interpreter threads: off {dict(threads['off'])}, on {dict(threads['on'])}; "
           f"unanswered frames at saturation: {unanswered}")
+    ratios = [x["on"]["saturation"]["ok_fps"] / x["off"]["saturation"]["ok_fps"] for x in rounds]
+    print(f"saturation on/off per round: {', '.join(f'{v:.3f}' for v in ratios)}")
+    if args.threads_mode:
+        print(f"\nserver with {n}-thread interpreters everywhere (--threads {n} --light-threads 0): light-load p50 "
+              f"{light('threads', 'p50_ms'):.2f} ms, p90 {light('threads', 'p90_ms'):.2f} ms; saturation "
+              f"{med(lambda x: x['threads']['saturation']['ok_fps']):.1f} ok/s = "
+              f"{med(lambda x: x['threads']['saturation']['ok_fps']) / sat_off:.3f} of off")
+    print(f"\noptions at the interpreter level (medians of {args.rounds} rounds):\n"
+          "| option | light-load invoke p50, ms | saturation, frames/s (back to back, one per core) |\n|---|---:|---:|")
+    for opt in ("today", "threads", "repin", "wide"):
+        figures = [float(np.median([x["options"][opt][k] for x in rounds])) for k in ("light_ms", "saturation_fps")]
+        print(f"| {opt} | {figures[0]:.2f} | {figures[1]:.0f} |")
     print("\nstages at light load, p50 ms (medians over rounds; in/out: transport and the server's socket "
           "handling; rest: the server's time in no stage):\n| stage | off | on |\n|---|---:|---:|")
     for k in STAGES:
@@ -283,7 +361,10 @@ def main() -> None:
           + ", ".join(f"{t} p50 {v['one_way_p50_ms']:.3f} / p90 {v['one_way_p90_ms']:.3f} ms" for t, v in alone.items()))
     light_on = light("on", "p50_ms")
     sat_ok = abs(sat_on / sat_off - 1) <= 0.03
-    print(f"\ninvoke p50: 1 thread {inv1:.2f} ms, {n} threads {invn:.2f} ms; kernel {kernel:.2f} ms")
+    print(f"\ninvoke p50: 1 thread {inv1:.2f} ms, {n} threads {invn:.2f} ms; kernel {kernel:.2f} ms "
+          f"(medians over rounds of the lower of the figures before and after each round's servers)")
+    met = sum(x["on"]["light"]["p50_ms"] <= x["raw"]["invoke_best_ms"] + x["raw"]["kernel_ms"] + 0.5 for x in rounds)
+    print(f"rounds where the light-load p50 (on) met that round's target: {met} of {len(rounds)}")
     print(f"target: light-load p50 <= {best:.2f} (invoke, best thread count) + {kernel:.2f} (kernel) + 0.5 = "
           f"{target:.2f} ms: on {light_on:.2f} ms -> {'met' if light_on <= target else 'NOT met'} "
           f"(over by {light_on - target:+.2f} ms); saturation on/off {sat_on / sat_off:.3f} -> "
