@@ -247,7 +247,8 @@ def start(args: argparse.Namespace, mode: str, tag: str) -> tuple:
 def interleaved(args: argparse.Namespace, frame: np.ndarray) -> list[dict]:
     """Pairs of (light-load block, saturation run) against an off and an on server kept alive
     together; the order within a pair flips every pair."""
-    servers = {m: start(args, m, f"i{m}") for m in ("off", "on")}
+    # --control off: both servers run with the light path off (an A/A check of the method)
+    servers = {m: start(args, "off" if args.control == "off" else m, f"i{m}") for m in ("off", "on")}
     pairs = []
     try:
         for i in range(args.pairs):
@@ -264,6 +265,7 @@ def interleaved(args: argparse.Namespace, frame: np.ndarray) -> list[dict]:
                 pair[mode] = {"light_p50_ms": light["p50_ms"], "light_p90_ms": light["p90_ms"],
                               "infer_p50_ms": light["stages_p50_ms"]["infer_ms"],
                               "ok_fps": d["achieved_fps"], "unanswered": d["unanswered"],
+                              "server_cpu_ms_per_frame": d["cpu_ms_per_frame"]["server"],
                               "light_frames_at_saturation": light_frames(info["control"]) - before}
             if not pair["off"]["ok_fps"] or not pair["on"]["ok_fps"]:
                 # the producer processes started after the run's end (spawning them is slow on a
@@ -282,6 +284,24 @@ def interleaved(args: argparse.Namespace, frame: np.ndarray) -> list[dict]:
         for proc, _ in servers.values():
             proc.wait(30)
     return pairs
+
+
+def summarize_pairs(pairs: list[dict]) -> None:
+    if not pairs:
+        return
+    lr, sr = [p["light_ratio"] for p in pairs], [p["saturation_ratio"] for p in pairs]
+
+    def m(mode: str, key: str) -> float:
+        return float(np.median([p[mode][key] for p in pairs]))
+
+    print(f"\ninterleaved, {len(pairs)} pairs, both servers alive: light-load p50 off {m('off', 'light_p50_ms'):.2f} on "
+          f"{m('on', 'light_p50_ms'):.2f} ms (on/off per pair: median {np.median(lr):.3f}, range {min(lr):.3f}–"
+          f"{max(lr):.3f}); saturation off {m('off', 'ok_fps'):.1f} on {m('on', 'ok_fps'):.1f} ok/s (on/off per pair: "
+          f"median {np.median(sr):.3f}, range {min(sr):.3f}–{max(sr):.3f}; on higher in "
+          f"{sum(v > 1 for v in sr)} of {len(sr)}); server CPU per frame at saturation off "
+          f"{m('off', 'server_cpu_ms_per_frame'):.3f} on {m('on', 'server_cpu_ms_per_frame'):.3f} ms; frames on the "
+          f"light path at saturation: {sum(p['on']['light_frames_at_saturation'] for p in pairs)}; unanswered: "
+          f"{sum(p[k]['unanswered'] for p in pairs for k in ('off', 'on'))}")
 
 
 def transport_alone(frame: np.ndarray, transport: str, n: int = 300, gap_s: float = 0.005) -> dict:
@@ -334,6 +354,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8, help="interleaved pairs (0: none)")
     ap.add_argument("--pair-frames", type=int, default=60, help="light-load frames per server per pair")
     ap.add_argument("--pair-seconds", type=float, default=4.0, help="saturation seconds per server per pair")
+    ap.add_argument("--pairs-only", action="store_true", help="only the interleaved phase")
+    ap.add_argument("--control", choices=["on", "off"], default="on",
+                    help="the second server of the interleaved phase: on, or off again (an A/A check)")
     ap.add_argument("--no-threads-mode", dest="threads_mode", action="store_false",
                     help="skip the server with N-thread interpreters everywhere")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lightload.json")
@@ -345,6 +368,9 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {len(usable_cores())} usable cores, load average "
           f"{os.getloadavg()[0]:.2f}; model {path.name}; {args.workers} workers, max batch {args.max_batch}; "
           f"frames {args.size} rgb over {args.transport}; light threads {n}; {args.rounds} rounds")
+    if args.pairs_only:
+        summarize_pairs(interleaved(args, frame))
+        return
     rounds = []
     modes = ["off", "on", "threads"] if args.threads_mode else ["off", "on"]
     for r in range(args.rounds):
@@ -408,16 +434,7 @@ def main() -> None:
         print(f"| {k[:-3]} | {stage('off', k):.3f} | {stage('on', k):.3f} |")
     server_on = sum(stage("on", k) for k in STAGES if k not in ("in_ms", "out_ms"))
     pairs = interleaved(args, frame) if args.pairs else []
-    if pairs:
-        lr, sr = [p["light_ratio"] for p in pairs], [p["saturation_ratio"] for p in pairs]
-        print(f"\ninterleaved, {len(pairs)} pairs, both servers alive: light-load p50 off "
-              f"{np.median([p['off']['light_p50_ms'] for p in pairs]):.2f} on "
-              f"{np.median([p['on']['light_p50_ms'] for p in pairs]):.2f} ms (on/off per pair: median {np.median(lr):.3f}, "
-              f"range {min(lr):.3f}–{max(lr):.3f}); saturation off {np.median([p['off']['ok_fps'] for p in pairs]):.1f} "
-              f"on {np.median([p['on']['ok_fps'] for p in pairs]):.1f} ok/s (on/off per pair: median {np.median(sr):.3f}, "
-              f"range {min(sr):.3f}–{max(sr):.3f}); frames on the light path at saturation: "
-              f"{sum(p['on']['light_frames_at_saturation'] for p in pairs)}; unanswered: "
-              f"{sum(p[m]['unanswered'] for p in pairs for m in ('off', 'on'))}")
+    summarize_pairs(pairs)
     alone = {t: transport_alone(frame, t) for t in ("tcp", "ipc")}
     print("\ntransport alone (Producer → blocking PULL in this process, decoded, no server), one way: "
           + ", ".join(f"{t} p50 {v['one_way_p50_ms']:.3f} / p90 {v['one_way_p90_ms']:.3f} ms" for t, v in alone.items()))
