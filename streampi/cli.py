@@ -100,6 +100,9 @@ def add_serve(sub: Any) -> None:
     g = p.add_argument_group("scheduling")
     g.add_argument("--workers", type=_positive_int, default=None, help="interpreter instances (default: usable cores)")
     g.add_argument("--threads", type=_positive_int, default=1, help="threads per interpreter")
+    g.add_argument("--light-threads", type=int, default=None, metavar="N",
+                   help="threads of each worker's wide interpreter, which runs a lone frame while the other "
+                        "workers idle (default: every usable core; 0: off)")
     g.add_argument("--max-batch", type=_positive_int, default=4, help="largest micro-batch")
     g.add_argument("--max-delay-ms", type=float, default=0.0,
                    help="how long the oldest frame may wait for a batch to fill (0: run as soon as a worker is free)")
@@ -169,7 +172,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     policy, per_stream = _policies(args.policy)
     opts = ServerOptions(bind=args.bind, publish=args.publish, credit=args.credit,
-                         credit_bind=None if args.credit_bind.lower() == "none" else args.credit_bind, workers=args.workers, threads=args.threads,
+                         credit_bind=None if args.credit_bind.lower() == "none" else args.credit_bind,
+                         workers=args.workers, threads=args.threads, light_threads=args.light_threads,
                          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
                          stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
                          recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,

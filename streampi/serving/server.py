@@ -41,6 +41,7 @@ from .systemd import Notifier, feed_watchdog
 from .workers import (
     ISOLATIONS,
     Events,
+    Occupancy,
     Outcome,
     WorkerSlot,
     WorkerSpec,
@@ -84,6 +85,7 @@ class ServerOptions:
     control: str | None = "tcp://127.0.0.1:5557"
     workers: int | None = None
     threads: int = 1
+    light_threads: int | None = None  # a lone frame while the other workers idle: None every core, 0 off
     max_batch: int = 4
     max_delay_ms: float = 0.0
     policy: str = "latest"
@@ -114,6 +116,8 @@ class ServerOptions:
         for name in ("threads", "max_batch", "queue_size", "max_streams", "recv_hwm"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.light_threads is not None and self.light_threads < 0:
+            raise ValueError(f"light-threads must be >= 0 (0: off), got {self.light_threads}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_delay_ms < 0:
@@ -152,7 +156,8 @@ def make_spec(path: Any, opts: ServerOptions, config: ModelConfig | None,
                       backend=opts.backend, threads=opts.threads, max_batch=opts.max_batch,
                       delegates=tuple(opts.delegates), invoke_timeout=opts.invoke_timeout,
                       model_info={"name": probe.name, "sha256": probe.sha256[:12]},
-                      batchable=probe.batch_resizable and decoder.batchable)
+                      batchable=probe.batch_resizable and decoder.batchable,
+                      light_threads=len(usable_cores()) if opts.light_threads is None else opts.light_threads)
     return spec, list(probe.delegate_errors), str(probe.backend)
 
 
@@ -188,6 +193,7 @@ class Server(Events):
                                queue_size=opts.queue_size, max_streams=opts.max_streams, max_batch=opts.max_batch,
                                max_delay=opts.max_delay_ms / 1e3, batchable=self.spec.batchable)
         self.slots: list[WorkerSlot] = []
+        self._occupancy = Occupancy()  # which workers hold a batch (the light path's "the others idle")
         self.bound: dict[str, str] = {}
         self._stopping = False  # no more frames come in; finish what is held
         self._closed = False  # sockets closed: nothing is published any more
@@ -232,7 +238,8 @@ class Server(Events):
     async def _new_slots(self, spec: WorkerSpec) -> list[WorkerSlot]:
         """Start one worker per index for ``spec``; all of them or none (stopped again)."""
         slots = [WorkerSlot(i, spec, isolation=self.options.isolation, cores=self._worker_cores(i),
-                            emit=self._emit, events=self) for i in range(self.n_workers)]
+                            emit=self._emit, events=self, occupancy=self._occupancy, light_cores=self._cores)
+                 for i in range(self.n_workers)]
         for slot in slots:
             slot.start()
         errors = []
@@ -723,7 +730,7 @@ class Server(Events):
             if idle:
                 decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self._stopping)
                 if isinstance(decision, list):
-                    self._submit(idle[0], decision)
+                    self._submit(idle[0], decision, alone=not self._in_hand and not self.sched.pending)
                     continue
                 if decision is not None:
                     timeout = max(0.0, decision - time.perf_counter())
@@ -737,7 +744,7 @@ class Server(Events):
                 except asyncio.TimeoutError:
                     pass
 
-    def _submit(self, slot: WorkerSlot, batch: list[Job]) -> None:
+    def _submit(self, slot: WorkerSlot, batch: list[Job], alone: bool = False) -> None:
         now = time.perf_counter()
         for job in batch:
             job.t_batch = now
@@ -747,7 +754,7 @@ class Server(Events):
         self.stats["batched_frames"] += len(batch)
         if self.metrics is not None:
             self.metrics.batch.observe(len(batch))
-        slot.submit(batch)
+        slot.submit(batch, alone=alone)
 
     def _check_quiet(self) -> None:
         if self.sched.pending == 0 and not self._in_hand:
@@ -910,7 +917,8 @@ class Server(Events):
             workers.append({"index": slot.index, "pid": slot.pid, "generation": slot.generation,
                             "state": slot.state, "cores": slot.cores, "busy": bool(held),
                             "holding": [[j.stream, j.seq] for j in held], "frames_done": slot.frames_done,
-                            "restarts": slot.restarts, "busy_s": round(slot.busy_s, 3)})
+                            "restarts": slot.restarts, "busy_s": round(slot.busy_s, 3),
+                            "light_frames": slot.light_frames})
         problems = []
         for slot, w in zip(self.slots, workers):
             w["process"] = process_state(slot)

@@ -14,6 +14,15 @@ interpreter lives is the *isolation*:
 * ``thread``: in the slot thread itself (for platforms without ``fork``/memfd): cheaper by a
   pipe round trip, but a crash takes the server down.
 
+The *light path*: a frame that arrives while every worker idles would run on one core with
+the others idle. Each worker therefore also holds a wide interpreter (``light_threads``
+threads, its helpers pinned to the other cores) and runs a lone frame on it when the server
+says the other workers are idle (``submit(batch, alone=True)``) and none of them got work
+since (:class:`Occupancy`, checked again just before the invoke). When workers are busy
+every batch runs on the one-thread interpreters, one per core, as before: the wide
+interpreters' thread pools sleep (XNNPACK's workers do not spin between invokes; measured by
+``bench/lightload.py``), so saturation pays nothing for them.
+
 Figures behind this design are in docs/architecture.md.
 """
 
@@ -24,6 +33,7 @@ import mmap
 import multiprocessing
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +46,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..decoders import make_decoder
 from ..errors import FrameError, StreampiError
+from ..measure import usable_cores
 from ..model import Model, TensorSpec
 from ..preprocess import Preprocessor
 from . import _child
@@ -80,6 +91,13 @@ class WorkerSpec:
     invoke_timeout: float = 10.0
     model_info: dict = field(default_factory=dict)  # name and sha256 prefix: every result names its model
     batchable: bool = True  # the model and its decoder can take batches of several frames
+    #: threads of the wide interpreter that runs a lone frame while the other workers idle;
+    #: the light path exists only when this is more than ``threads``
+    light_threads: int = 0
+
+    @property
+    def light_path(self) -> bool:
+        return self.light_threads > self.threads
 
     @property
     def slots(self) -> int:
@@ -98,19 +116,55 @@ class WorkerStartError(StreampiError):
     """A worker could not load its model."""
 
 
+class Occupancy:
+    """Which worker slots of one server hold a batch now (submitted and not finished).
+
+    Shared by the slots: a slot runs a lone frame on its wide interpreter only while no
+    other slot holds work, checked just before the invoke, so that a frame handed to another
+    worker while this one preprocessed keeps the wide interpreter off the busy cores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holding: set[Any] = set()
+
+    def hold(self, slot: Any) -> None:
+        with self._lock:
+            self._holding.add(slot)
+
+    def release(self, slot: Any) -> None:
+        with self._lock:
+            self._holding.discard(slot)
+
+    def others_busy(self, slot: Any) -> bool:
+        with self._lock:
+            return len(self._holding) - (slot in self._holding) > 0
+
+
+def helper_cores(own: Sequence[int] | None, light_cores: Sequence[int] | None) -> list[int] | None:
+    """Where the wide interpreter's helper threads run: the cores other than the worker's own
+    (its own core runs the invoking thread). ``None`` (not pinned) when the worker is not."""
+    if not own or not light_cores:
+        return None
+    others = [c for c in light_cores if c not in own]
+    return others or None
+
+
 # -- engines: where the interpreter runs ------------------------------------------------------
 class _ThreadEngine:
     """The interpreter in the slot thread itself."""
 
     pid = os.getpid()
+    threads_used = 0
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, helpers: list[int] | None = None) -> None:
         self.spec = spec
         self.model = Model(spec.model_path, backend=spec.backend, num_threads=spec.threads,
                            delegates=list(spec.delegates))
         self.model.image_input()
         if self.model.batch_resizable:
             self.model.resize_batch(spec.max_batch)
+        self.light = _child.load_light(spec.model_path, spec.backend, spec.light_threads, list(spec.delegates),
+                                       helpers) if spec.light_path else None
         self.delegate_errors = self.model.delegate_errors
 
     def inputs(self, n: int) -> np.ndarray:
@@ -118,17 +172,24 @@ class _ThreadEngine:
             self.model.resize_batch(n)
         return self.model.input_view()
 
-    def run(self, n: int) -> tuple[list[np.ndarray], float]:
+    def run(self, n: int, wide: bool = False) -> tuple[list[np.ndarray], float]:
+        """Invoke on the first ``n`` input slots (the wide interpreter if ``wide`` and it can);
+        the outputs and the invoke's milliseconds. ``threads_used``: that invoke's threads."""
+        interp = self.model
+        if wide and n == 1 and self.light is not None:
+            interp = self.light
+            interp.set_input(self.model.input_view()[:1])  # 150 KB for MobileNetV2: ~10 µs
         t0 = time.perf_counter()
-        self.model.invoke()
+        interp.invoke()
         infer_ms = (time.perf_counter() - t0) * 1e3
-        return self.model.outputs_float(), infer_ms
+        self.threads_used = interp.num_threads
+        return interp.outputs_float(), infer_ms
 
     def alive(self) -> bool:
         return True
 
     def stop(self, timeout: float = 0.0) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = self.light = None  # type: ignore[assignment]
 
     kill = stop
 
@@ -136,15 +197,17 @@ class _ThreadEngine:
 class _ProcessEngine:
     """The interpreter in a child process; batches in and out through shared memory."""
 
+    threads_used = 0
+
     def __init__(self, spec: WorkerSpec, index: int, cores: Sequence[int] | None, block_fd: int,
-                 inputs: np.ndarray, outputs: list[np.ndarray], ctx: Any) -> None:
+                 inputs: np.ndarray, outputs: list[np.ndarray], ctx: Any, helpers: list[int] | None = None) -> None:
         self.spec, self._inputs, self._outputs = spec, inputs, outputs
         self._conn, child_conn = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
             target=_child.main, name=f"streampi-w{index}", daemon=True,
             args=(child_conn, index, list(cores) if cores else None, spec.model_path, spec.backend, spec.threads,
                   list(spec.delegates), spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
-                  spec.output_shapes))
+                  spec.output_shapes, spec.light_threads if spec.light_path else 0, helpers))
         self.proc.start()
         child_conn.close()
         try:
@@ -164,25 +227,33 @@ class _ProcessEngine:
             raise WorkerStartError(f"worker process {index} died while loading the model "
                                    f"(exit code {self.proc.exitcode}) {detail}".strip())
         self.pid, self.delegate_errors = msg[1], msg[2]
+        # the hot path: fixed-size structs on the socket, one poll object for the socket and
+        # the process sentinel (multiprocessing's pickles and per-call selector cost twice as much)
+        self._fd = self._conn.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self._poll.register(self.proc.sentinel, select.POLLIN)
 
     def inputs(self, n: int) -> np.ndarray:
         return self._inputs
 
-    def run(self, n: int) -> tuple[list[np.ndarray], float]:
+    def run(self, n: int, wide: bool = False) -> tuple[list[np.ndarray], float]:
+        """As :meth:`_ThreadEngine.run`, in the worker process."""
         try:
-            self._conn.send(n)
+            os.write(self._fd, _child.REQUEST.pack(n, int(wide)))
         except OSError as exc:
             raise WorkerLost(f"process {self.pid} is gone ({exc})") from None
         timeout = self.spec.invoke_timeout
-        ready = connection.wait([self._conn, self.proc.sentinel], timeout if timeout > 0 else None)
-        if self._conn in ready:
+        ready = {fd for fd, _ in self._poll.poll(timeout * 1e3 if timeout > 0 else None)}
+        if self._fd in ready:
             try:
-                status, value = self._conn.recv()
+                status, threads, infer_ms = _child.REPLY.unpack(_child.read_exact(self._fd, _child.REPLY.size))
+                if status != _child.OK:
+                    raise RuntimeError(self._conn.recv_bytes().decode(errors="replace"))
             except (EOFError, OSError):
                 raise WorkerLost(self._death()) from None
-            if status == "error":
-                raise RuntimeError(value)
-            return [o[:n] for o in self._outputs], value
+            self.threads_used = threads
+            return [o[:n] for o in self._outputs], infer_ms
         if not ready:
             self.kill()
             raise WorkerLost(f"invoke took longer than --invoke-timeout {timeout:g} s; process {self.pid} killed")
@@ -205,8 +276,8 @@ class _ProcessEngine:
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the child to exit; kill it if it has not after ``timeout`` seconds."""
         try:
-            self._conn.send(None)
-        except OSError:
+            os.write(self._conn.fileno(), _child.REQUEST.pack(0, 0))
+        except (OSError, ValueError):  # gone, or the connection is closed already
             pass
         self.proc.join(timeout)
         self.kill()
@@ -256,12 +327,20 @@ class WorkerSlot(threading.Thread):
 
     def __init__(self, index: int, spec: WorkerSpec, *, isolation: str = "process",
                  cores: Sequence[int] | None = None, emit: Callable[..., None] | None = None,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None, occupancy: Occupancy | None = None,
+                 light_cores: Sequence[int] | None = None) -> None:
         super().__init__(name=f"streampi-w{index}", daemon=True)
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.index, self.spec, self.isolation = index, spec, isolation
         self.cores = list(cores) if cores else None
+        #: the other workers' slots (shared), and the cores the light path may use (default:
+        #: every core this process may run on, read now: servers build slots on their loop thread)
+        self.occupancy = occupancy or Occupancy()
+        self._helpers = helper_cores(self.cores, light_cores if light_cores is not None else usable_cores())
+        self._alone = False  # the server said the other workers idle when it gave the batch in hand
+        self.light_frames = 0  # frames run on the wide interpreter
+        self.light_in_hand = False  # the batch in hand is being invoked on the wide interpreter
         self._emit = emit or (lambda fn, *args: fn(*args))
         self.events = events or Events()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -307,8 +386,12 @@ class WorkerSlot(threading.Thread):
         if self.start_error is not None:
             raise self.start_error
 
-    def submit(self, batch: list) -> None:
-        self._inbox.put(batch)
+    def submit(self, batch: list, alone: bool = False) -> None:
+        """Hand ``batch`` to this worker. ``alone``: every other worker idles and nothing else
+        waits, so a lone frame may take the wide interpreter (if none of them gets work
+        before its invoke)."""
+        self.occupancy.hold(self)
+        self._inbox.put((batch, alone))
 
     def stop(self) -> None:
         """Finish the batch in hand, then stop the interpreter and the thread."""
@@ -325,9 +408,9 @@ class WorkerSlot(threading.Thread):
     def _new_engine(self) -> Any:
         self.generation += 1
         if self.isolation == "thread":
-            return _ThreadEngine(self.spec)
+            return _ThreadEngine(self.spec, self._helpers)
         return _ProcessEngine(self.spec, self.index, self.cores, self._block_fd, self._in, self._out,
-                              _fork_server())
+                              _fork_server(), self._helpers)
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -362,19 +445,21 @@ class WorkerSlot(threading.Thread):
     def _serve(self) -> None:
         while True:
             try:
-                batch = self._inbox.get(timeout=0.2)
+                item = self._inbox.get(timeout=0.2)
             except queue.Empty:
                 if not self.engine.alive():  # died while idle: nothing to re-run, replace it
                     if not self._replace(self.engine._death()):
                         return
                 continue
-            if batch is _STOP:
+            if item is _STOP:
                 return
+            batch, self._alone = item
             t0 = time.monotonic()
             try:
                 outcomes = self._run(batch)
             except WorkerLost as lost:
                 self.busy_s += time.monotonic() - t0
+                self.occupancy.release(self)
                 self._emit(self.events.batch_lost, self, batch, str(lost))
                 if not self._replace(str(lost)):
                     return
@@ -388,6 +473,7 @@ class WorkerSlot(threading.Thread):
             self.batches_done += 1
             self._batches_this_run += 1
             self.last_done = time.monotonic()
+            self.occupancy.release(self)  # before the server hears of it and hands out more
             self._emit(self.events.batch_done, self, batch, outcomes)
 
     def _replace(self, reason: str) -> bool:
@@ -423,13 +509,14 @@ class WorkerSlot(threading.Thread):
         """Hand batches already queued here back to the server: this worker may be down long."""
         while True:
             try:
-                batch = self._inbox.get_nowait()
+                item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if batch is _STOP:
+            if item is _STOP:
                 self._inbox.put(_STOP)
                 return
-            self._emit(self.events.batch_returned, self, batch)
+            self.occupancy.release(self)
+            self._emit(self.events.batch_returned, self, item[0])
 
     def _close_block(self) -> None:
         """Close the memfd; the mapping goes when the last view of it does."""
@@ -459,9 +546,13 @@ class WorkerSlot(threading.Thread):
         del view
         if not good:
             return outcomes
+        # the light path: a lone frame, the other workers idle when it was handed over and still now
+        wide = (self._alone and len(good) == 1 and self.spec.light_path
+                and not self.occupancy.others_busy(self))
         t_run = time.perf_counter()
+        self.light_in_hand = wide
         try:  # (the good frames are at the front of the input slots)
-            outputs, infer_ms = self.engine.run(len(good))
+            outputs, infer_ms = self.engine.run(len(good), wide)
         except WorkerLost:
             raise
         except Exception as exc:  # the interpreter failed on this batch
@@ -469,8 +560,13 @@ class WorkerSlot(threading.Thread):
             for k in good:
                 outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
             return outcomes
+        finally:
+            self.light_in_hand = False
         # the worker process's share beyond invoke: the pipe round trip and the copies in and out
         handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
+        threads = self.engine.threads_used
+        if threads > self.spec.threads:
+            self.light_frames += 1
         for pos, k in enumerate(good):
             t0 = time.perf_counter()
             try:
@@ -478,7 +574,8 @@ class WorkerSlot(threading.Thread):
             except Exception as exc:
                 log.exception("post-processing %s/%s failed", batch[k].msg.stream, batch[k].msg.seq)
                 outcomes[k].error = ("internal", f"post-processing failed: {type(exc).__name__}: {exc}")
-            outcomes[k].timing = {"infer_ms": infer_ms, "post_ms": (time.perf_counter() - t0) * 1e3}
+            outcomes[k].timing = {"infer_ms": infer_ms, "post_ms": (time.perf_counter() - t0) * 1e3,
+                                  "invoke_threads": threads}
             if handoff_ms is not None:
                 outcomes[k].timing["handoff_ms"] = handoff_ms
         return outcomes
