@@ -148,8 +148,13 @@ def test_latest_producer_replaces_frames_without_credit_and_never_exceeds_it(iso
         wait_subscribed(sub, st.frames)
         dropped: list[int] = []
         n = 300
+        pid = worker_pids(st)[0]
         with Producer(st.frames, stream="cam", on_drop=dropped.append) as prod:
-            for _ in range(n):
+            for i in range(n):
+                if i == n // 2:
+                    os.kill(pid, signal.SIGSTOP)  # the second half meets a window held full
+                if i == n - 10:
+                    os.kill(pid, signal.SIGCONT)
                 prod.send(FRAME)
                 assert prod.in_flight <= prod.window == 2  # workers + 1
             stats = prod.stats()
