@@ -181,7 +181,7 @@ def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, 
     """One frame at a time: send, wait for its result, pause. Bounded: every wait has a timeout."""
     lat, stages = [], {k: [] for k in STAGES}
     threads: collections.Counter = collections.Counter()
-    with Producer(ready_info["bind"], stream="light") as prod, Subscriber(ready_info["publish"]) as sub:
+    with Producer(ready_info["credit_bind"], stream="light") as prod, Subscriber(ready_info["publish"]) as sub:
         wait_subscribed(sub, ready_info["bind"])
         cpu0 = None
         for i in range(warm + frames):
@@ -224,7 +224,7 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
     try:
         light = light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3)
         before = light_frames(info["control"])
-        res = run_load(info["bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
+        res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
                        producers=args.producers, streams=4, arrival="fixed",
                        frames_spec=("synthetic", args.wh, "rgb"), server_pid=proc.pid, stream_prefix=f"sat{tag}")
         d = res.as_dict()
@@ -257,7 +257,7 @@ def interleaved(args: argparse.Namespace, frame: np.ndarray) -> list[dict]:
                 proc, info = servers[mode]
                 light = light_load(info, proc.pid, frame, args.pair_frames, args.gap_ms / 1e3, warm=10)
                 before = light_frames(info["control"])
-                res = run_load(info["bind"], info["publish"], rate=0, seconds=args.pair_seconds, warmup=2.0,
+                res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.pair_seconds, warmup=2.0,
                                producers=args.producers, streams=4, arrival="fixed",
                                frames_spec=("synthetic", args.wh, "rgb"), server_pid=proc.pid,
                                stream_prefix=f"p{i}{mode}")
@@ -328,7 +328,7 @@ def transport_alone(frame: np.ndarray, transport: str, n: int = 300, gap_s: floa
 
     th = threading.Thread(target=receive, daemon=True)
     th.start()
-    with Producer(ep, stream="alone") as prod:
+    with Producer(ep, stream="alone", protocol_version="1") as prod:  # the transport alone: PUSH → PULL
         for _ in range(n + 20):
             prod.send(frame, fmt="rgb", ts=time.time(), timeout=5)
             time.sleep(gap_s)
