@@ -371,10 +371,21 @@ class Producer(_ProducerBase):
 
     def close(self, flush_timeout: float = 1.0) -> None:
         """Close; a frame held back (v1.1) gets ``flush_timeout`` seconds to find credit,
-        else it counts as dropped."""
-        if self._credit is not None and self._held is not None and not self._sock.closed:
-            if not self.flush(flush_timeout):
+        else it counts as dropped. With v1.1, close then waits, within the same
+        ``flush_timeout``, until the server has answered the frames in flight: ZeroMQ can
+        discard part of a socket's send queue when it is closed right after sending, despite
+        the socket's linger, so without the wait a frame sent just before close could be lost
+        unanswered."""
+        if self._credit is not None and not self._sock.closed:
+            deadline = time.monotonic() + flush_timeout
+            if self._held is not None and not self.flush(flush_timeout):
                 self._drop_held()
+            while self._credit.session is not None and self._credit.in_flight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._sock.poll(max(1, int(left * 1000)), zmq.POLLIN)
+                self._read_credit()
         super().close()
 
 
@@ -445,10 +456,18 @@ class AsyncProducer(_ProducerBase):
         return True
 
     async def aclose(self, flush_timeout: float = 1.0) -> None:
-        """Close after giving a held frame ``flush_timeout`` seconds to find credit."""
-        if self._credit is not None and self._held is not None and not self._sock.closed:
-            if not await self.flush(flush_timeout):
+        """Close after giving a held frame ``flush_timeout`` seconds to find credit and, within
+        the same time, the frames in flight to be answered (see :meth:`Producer.close`)."""
+        if self._credit is not None and not self._sock.closed:
+            deadline = time.monotonic() + flush_timeout
+            if self._held is not None and not await self.flush(flush_timeout):
                 self._drop_held()
+            while self._credit.session is not None and self._credit.in_flight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await self._sock.poll(max(1, int(left * 1000)), zmq.POLLIN)
+                self._read_credit()
         self.close()
 
     def close(self) -> None:

@@ -326,7 +326,8 @@ class Server(Events):
         self._stop_event = asyncio.Event()
         self._wake = asyncio.Event()  # dispatch: work arrived, a worker got free, stopping
         self._quiet = asyncio.Event()  # stop: nothing waiting, nothing in flight
-        self._look_again = asyncio.Event()  # ingest: read the sockets even without a poll event
+        self._read_scheduled = False  # ingest: a read turn is already scheduled
+        self._ingest_failed: asyncio.Future = self._loop.create_future()  # handling a message raised
         await self._start_workers()
         try:
             self._open_sockets()
@@ -519,63 +520,80 @@ class Server(Events):
 
     # -- ingest ------------------------------------------------------------------------------
     async def _ingest(self) -> None:
-        """Receive from both frame sockets until stop. Never cancelled from outside while
-        serving: a cancelled task could drop a message its receive had already taken off the
-        socket; only the pending poll is cancelled here, and what is queued is read after it.
-        Nothing here waits for room: a frame is admitted or answered at once, so one full
-        stream never stops the others."""
-        poller = zmq.asyncio.Poller()
-        poller.register(self.pull, zmq.POLLIN)
-        if self.router is not None:
-            poller.register(self.router, zmq.POLLIN)
+        """Receive from both frame sockets until stop. The sockets are read by a reader
+        callback on their ZeroMQ descriptors (:meth:`_on_readable`): one callback per wake-up,
+        no future per message or per poll. Nothing here waits for room: a frame is admitted or
+        answered at once, so one full stream never stops the others. Ends (raising) when
+        handling a message failed: a bug there stops the server rather than losing frames."""
+        loop = self._loop
+        fds = [sock.getsockopt(zmq.FD) for sock in (self._pull_now, self._router_now) if sock is not None]
+        for fd in fds:
+            loop.add_reader(fd, self._on_readable)
+        self._read_scheduled = False
+        self._on_readable()  # what arrived before the readers were added
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
-            while not stop.done():
-                # ZeroMQ signals a socket's descriptor on an edge: read until a socket is empty
-                # (zmq.Again) before polling again, in bounded turns with the loop's other work
-                # (workers' events, dispatch) in between
-                if self._read_queued(64):
-                    await asyncio.sleep(0)
-                    continue
-                # sending credit on the ROUTER can take the edge of a message that arrived meanwhile:
-                # _send_credit sets _look_again so that this poll does not wait for an edge that came
-                self._look_again.clear()
-                fut = asyncio.ensure_future(poller.poll())
-                again = asyncio.ensure_future(self._look_again.wait())
-                await asyncio.wait({fut, stop, again}, return_when=asyncio.FIRST_COMPLETED)
-                for f in (fut, again):
-                    if not f.done():
-                        f.cancel()
-                await asyncio.gather(fut, again, return_exceptions=True)
+            await asyncio.wait({stop, self._ingest_failed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
+            for fd in fds:
+                loop.remove_reader(fd)
+        if self._ingest_failed.done():
+            raise self._ingest_failed.exception()  # type: ignore[misc]
 
-    def _read_queued(self, per_socket: int) -> int:
-        """Handle up to ``per_socket`` messages already received by each frame socket
-        (the blocking-API twins: no trip through the event loop per message)."""
-        handled = 0
-        for _ in range(per_socket):
-            try:
-                parts = self._pull_now.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            handled += 1
-            self._receive(parts)
-        if self._router_now is not None:
+    def _on_readable(self) -> None:
+        """A frame socket's descriptor signalled, or a read turn left messages behind.
+
+        ZeroMQ's descriptor signals on an edge: each socket is read until ``zmq.Again``, in
+        turns of at most 64 messages a socket with the loop's other work (workers' results,
+        credit) in between; a turn that stops early schedules the next one itself. Dispatch
+        runs right after the turn, so that the frames read together can share a batch and a
+        lone frame reaches an idle worker without another trip through the loop."""
+        self._read_scheduled = False
+        if self._stop_event.is_set() or self._ingest_failed.done():
+            return
+        try:
+            handled, more = self._read_queued(64)
+            if handled:
+                self._dispatch_ready()
+        except BaseException as exc:
+            self._ingest_failed.set_exception(exc)
+            return
+        if more:
+            self._schedule_read()
+
+    def _schedule_read(self) -> None:
+        """Read the frame sockets in a coming loop turn even without a descriptor event:
+        sending on the ROUTER (credit) can consume the edge of a message that arrived
+        meanwhile, and a read turn may stop before a socket is empty."""
+        if not self._read_scheduled and not self._closed:
+            self._read_scheduled = True
+            self._loop.call_soon(self._on_readable)
+
+    def _read_queued(self, per_socket: int) -> tuple[int, bool]:
+        """Handle up to ``per_socket`` messages already received by each frame socket;
+        return how many were handled and whether a socket may hold more."""
+        handled, more = 0, False
+        for sock, receive in ((self._pull_now, self._receive), (self._router_now, self._receive_v11)):
+            if sock is None:
+                continue
             for _ in range(per_socket):
                 try:
-                    parts = self._router_now.recv_multipart(zmq.NOBLOCK, copy=False)
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 handled += 1
-                self._receive_v11(parts)
-        return handled
+                receive(parts)
+            else:
+                more = True
+        return handled, more
 
     async def _drain_received(self) -> None:
         """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
         producer that keeps sending cannot hold the stop up)."""
         for _ in range(max(1, self.options.recv_hwm * 2 // 64)):
-            if not self._read_queued(64):
+            handled, more = self._read_queued(64)
+            if not more:
                 return
 
     # -- protocol v1.1: credit ---------------------------------------------------------------
@@ -651,7 +669,7 @@ class Server(Events):
                 self.stats["credit_messages"] += 1
             except zmq.ZMQError:  # gone, or not reading: it asks again (hello) while it waits
                 self.stats["credit_unsent"] += 1
-        self._look_again.set()
+        self._schedule_read()
 
     # -- frames ------------------------------------------------------------------------------
     def _receive(self, parts: list, peer: Peer | None = None, over_credit: bool = False) -> None:
@@ -724,16 +742,10 @@ class Server(Events):
 
     # -- dispatch ----------------------------------------------------------------------------
     async def _dispatch(self) -> None:
+        """Hand batches to idle workers whenever something changed (``_wake``), and when a
+        batch being gathered is due (the scheduler's deadline)."""
         while True:
-            idle = [s for s in self.slots if s in self._usable and s not in self._in_hand]
-            timeout: float | None = None
-            if idle:
-                decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self._stopping)
-                if isinstance(decision, list):
-                    self._submit(idle[0], decision, alone=not self._in_hand and not self.sched.pending)
-                    continue
-                if decision is not None:
-                    timeout = max(0.0, decision - time.perf_counter())
+            timeout = self._dispatch_ready()
             self._check_quiet()
             self._wake.clear()
             if timeout is None:
@@ -743,6 +755,20 @@ class Server(Events):
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except asyncio.TimeoutError:
                     pass
+
+    def _dispatch_ready(self) -> float | None:
+        """Give every idle worker the batch the scheduler has for it now; return how long
+        until a batch being gathered is due (None: nothing to wait for). Synchronous, so
+        that the ingest and the workers' results can call it in the same loop turn."""
+        while True:
+            idle = [s for s in self.slots if s in self._usable and s not in self._in_hand]
+            if not idle:
+                return None
+            decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self._stopping)
+            if isinstance(decision, list):
+                self._submit(idle[0], decision, alone=not self._in_hand and not self.sched.pending)
+                continue
+            return None if decision is None else max(0.0, decision - time.perf_counter())
 
     def _submit(self, slot: WorkerSlot, batch: list[Job], alone: bool = False) -> None:
         now = time.perf_counter()
@@ -803,6 +829,7 @@ class Server(Events):
                 self.stats["late_results"] += 1
                 continue
             self._settle(job, error=out.error, outcome=out, worker=worker)
+        self._dispatch_ready()  # the freed worker takes its next batch in this loop turn
         self._wake.set()
 
     def batch_lost(self, slot: WorkerSlot, batch: list[Job], reason: str) -> None:
