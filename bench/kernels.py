@@ -10,6 +10,11 @@ a preallocated slot) against the fastest of what a user would otherwise write wi
 ``cv2.imdecode``) before either.
 All callables of one line are timed interleaved (one call each in turn), so drift between
 minutes hits them alike. Prints µs per frame for each and the ratio streampi / best OpenCV.
+
+A second table times one frame written by one call against the same frame split into two bands
+of rows written at once by two threads (the calling thread and one pool thread, as a server
+would), wall time per frame, and the two bands written one after the other by one thread (the
+cost of repeating the per-call setup). ``--bands-only`` prints just that table.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -73,10 +79,45 @@ def opencv_ways(prepare, interpolation: int) -> dict:
     return {"resize+LUT": lambda: lut(resized()), "resize+NumPy": lambda: quantize(resized())}
 
 
+def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repeat: int) -> list[dict]:
+    """One call against two bands on two threads (wall time per frame), interleaved."""
+    slot = pre_lin.new_slot()
+    pool = ThreadPoolExecutor(1)  # the other thread; this one writes the first band
+    lines = []
+    for name, pre, data, fmt in [
+        ("640×480 RGB → 224² int8, area", pre_area, frames["vga"], "rgb"),
+        ("640×480 RGB → 224² int8, bilinear", pre_lin, frames["vga"], "rgb"),
+        ("1920×1080 RGB → 224² int8, area", pre_area, frames["fhd"], "rgb"),
+        ("1280×720 I420 → 224² int8, bilinear", pre_lin, frames["i420"], "i420"),
+        ("1280×720 JPEG → 224² int8, area (decode once)", pre_area, frames["jpeg"], "jpeg"),
+    ]:
+        def whole(pre=pre, data=data, fmt=fmt):
+            pre(data, fmt, out=slot)
+
+        def two_threads(pre=pre, data=data, fmt=fmt):
+            frame = pre.prepare(data, fmt)
+            first, second = pre.bands(frame, 2)
+            other = pool.submit(pre.write, frame, slot, second)
+            pre.write(frame, slot, first)
+            other.result()
+
+        def one_thread(pre=pre, data=data, fmt=fmt):
+            frame = pre.prepare(data, fmt)
+            for band in pre.bands(frame, 2):
+                pre.write(frame, slot, band)
+
+        one, two, seq = timeit_interleaved([whole, two_threads, one_thread], repeat)
+        lines.append({"path": name, "one_call_us": one, "two_threads_us": two, "two_bands_one_thread_us": seq})
+        print(f"| {name} | {one:.0f} | {two:.0f} | {seq:.0f} | {two / one:.2f} |", flush=True)
+    pool.shutdown()
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "kernels.json")
+    ap.add_argument("--bands-only", action="store_true", help="only the one call vs two threads table")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     out_shape = (224, 224, 3)
@@ -117,7 +158,7 @@ def main() -> None:
     print("| path | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | ratio to OpenCV's best |")
     print("|---|---|---|---|---|")
     rows = []
-    for name, ours, refs in cases:
+    for name, ours, refs in ([] if args.bands_only else cases):
         names = list(refs)
         got = timeit_interleaved([ours, *refs.values()], args.repeat)
         a, ref_us = got[0], dict(zip(names, got[1:]))
@@ -126,10 +167,15 @@ def main() -> None:
                      "ratio": a / ref_us[best]})
         print(f"| {name} | {a:.0f} | {ref_us['resize+LUT']:.0f} | {ref_us['resize+NumPy']:.0f} | "
               f"{a / ref_us[best]:.2f} |", flush=True)
+    print()
+    print("| path (one frame) | one call µs | two bands on two threads µs | two bands, one thread µs | "
+          "two threads / one call |")
+    print("|---|---|---|---|---|")
+    bands = band_lines(lin, area, {"vga": vga, "fhd": fhd, "i420": i420, "jpeg": jpeg}, args.repeat)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
                                     "python": platform.python_version(), "opencv": cv2.__version__,
-                                    "kernels": KERNEL_BUILD, "rows": rows}, indent=2))
+                                    "kernels": KERNEL_BUILD, "rows": rows, "bands": bands}, indent=2))
 
 
 if __name__ == "__main__":

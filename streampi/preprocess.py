@@ -19,6 +19,11 @@ Resampling (``interpolation``): ``linear`` (bilinear, half-pixel centres, as
 ``cv2.INTER_LINEAR``), ``area`` (as ``cv2.INTER_AREA``), or ``auto``: area when the frame
 shrinks by more than 2× on an axis (so 1080p frames do not alias), else linear.
 
+Bands: one frame can be written by several threads, each filling a band of the slot's rows
+(:meth:`Preprocessor.prepare` once, then :meth:`Preprocessor.write` with ``rows=(row0, row1)``
+per thread; :meth:`Preprocessor.bands` splits the rows evenly). Every band gets exactly the bytes
+one whole call writes there, so the slot is the same whatever the split.
+
 Values: the resampled uint8 value ``x`` of channel ``c`` becomes ``(x/255 - mean[c]) /
 std[c]``, then for int8/uint8 inputs ``round(v / scale) + zero_point`` (round half away from
 zero, saturated), for float32 inputs ``v`` itself.
@@ -26,6 +31,7 @@ zero, saturated), for float32 inputs ``v`` itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,6 +120,22 @@ class Transform:
     def as_dict(self) -> dict[str, float]:
         return {"scale_x": self.scale_x, "scale_y": self.scale_y, "offset_x": self.offset_x,
                 "offset_y": self.offset_y, "crop_x": self.crop_x, "crop_y": self.crop_y}
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame checked once, with its geometry worked out: what the kernel reads. For a JPEG,
+    ``pixels`` are the decoded pixels (``fmt`` ``rgb`` or ``gray``, at the decoded size), so
+    writing it in several bands decodes once. Made by :meth:`Preprocessor.prepare`."""
+
+    pixels: np.ndarray  # flat uint8 buffer of the frame the kernel reads
+    fmt: str  # its raw format
+    width: int
+    height: int
+    crop: tuple[int, int, int, int]  # (x, y, w, h) of the frame that is resampled
+    rect: tuple[int, int, int, int]  # (x, y, w, h) of the slot it is resampled into
+    area: bool  # area averaging (else bilinear)
+    transform: Transform  # input-tensor → frame coordinates (of the original frame)
 
 
 def round_half_away(v: np.ndarray) -> np.ndarray:
@@ -256,18 +278,29 @@ class Preprocessor:
         return out.reshape(-1).view(np.uint8)
 
     def __call__(self, data: Any, fmt: str, width: int | None = None, height: int | None = None,
-                 out: np.ndarray | None = None) -> tuple[np.ndarray, Transform]:
+                 out: np.ndarray | None = None, rows: tuple[int, int] | None = None) -> tuple[np.ndarray, Transform]:
         """Write the frame into ``out`` (a new slot when ``None``); return ``(out, transform)``.
 
         ``data`` is a bytes-like object or a uint8 NumPy array (whose shape gives the size
         when ``width``/``height`` are omitted). Raises :class:`FrameError` for bad frames.
+        ``rows``: write only the slot's rows ``[row0, row1)`` (see :meth:`write`); a JPEG is
+        then decoded by each call, so to split one frame across threads use :meth:`prepare`
+        once and :meth:`write` per band.
         """
         if out is None:
             out = self.new_slot()
-        raw_out = self._check_out(out)
+        self._check_out(out)
+        frame = self.prepare(data, fmt, width, height)
+        self.write(frame, out, rows)
+        return out, frame.transform
+
+    def prepare(self, data: Any, fmt: str, width: int | None = None, height: int | None = None) -> PreparedFrame:
+        """Check the frame (decode a JPEG) and work out its geometry, once: the
+        :class:`PreparedFrame` can then be written whole or in bands of rows by several threads
+        (:meth:`write`). Raises :class:`FrameError` for bad frames."""
         fmt = str(fmt).lower()
         if fmt == "jpeg":
-            return out, self._jpeg(data, raw_out)
+            return self._jpeg(data)
         if fmt not in RAW_FORMATS:
             raise FrameError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         if width is None or height is None:
@@ -276,17 +309,58 @@ class Preprocessor:
             width, height = _array_size(data, fmt)
         buf = _as_bytes(data)
         check_raw_size(fmt, width, height, buf.size, self.max_pixels)
-        return out, self._run(buf, fmt, int(width), int(height), raw_out)
+        return self._prepared(buf, fmt, int(width), int(height))
 
-    def _run(self, buf: np.ndarray, fmt: str, w: int, h: int, raw_out: np.ndarray) -> Transform:
-        oh, ow, oc = self.shape
-        (cx, cy, cw, ch), (dx, dy, dw, dh) = geometry(self.resize, w, h, ow, oh)
+    def _prepared(self, buf: np.ndarray, fmt: str, w: int, h: int) -> PreparedFrame:
+        oh, ow, _ = self.shape
+        crop, rect = geometry(self.resize, w, h, ow, oh)
+        (cx, cy, cw, ch), (dx, dy, dw, dh) = crop, rect
         area = choose_area(self.interpolation, cw, ch, dw, dh)
-        _kernels.resize_quantize(buf, _kernels.FORMAT_CODES[fmt], w, h, cx, cy, cw, ch,
-                                 raw_out, ow, oh, oc, self.dtype.itemsize, dx, dy, dw, dh,
+        return PreparedFrame(buf, fmt, w, h, crop, rect, area,
+                             Transform(dw / cw, dh / ch, float(dx), float(dy), cx, cy, w, h, ow, oh))
+
+    def write(self, frame: PreparedFrame, out: np.ndarray, rows: tuple[int, int] | None = None) -> None:
+        """Write a prepared frame into the slot ``out``: all of it, or only its rows
+        ``rows = (row0, row1)``, ``0 <= row0 <= row1 <= height`` (letterbox padding of those
+        rows included). A band gets exactly the bytes the whole call writes to those rows and
+        no byte outside them is touched, so threads may write disjoint bands of one slot at once
+        (the kernel runs without the GIL): the whole slot equals one call's whatever the split.
+        Raises ``ValueError`` for a band outside the slot."""
+        raw_out = self._check_out(out)
+        oh, ow, oc = self.shape
+        row0, row1 = self._check_rows(rows)
+        (cx, cy, cw, ch), (dx, dy, dw, dh) = frame.crop, frame.rect
+        _kernels.resize_quantize(frame.pixels, _kernels.FORMAT_CODES[frame.fmt], frame.width, frame.height,
+                                 cx, cy, cw, ch, raw_out, ow, oh, oc, self.dtype.itemsize, dx, dy, dw, dh,
                                  self._lut_bytes, self._pad_bytes, self.channels == "bgr",
-                                 self.full_range, area)
-        return Transform(dw / cw, dh / ch, float(dx), float(dy), cx, cy, w, h, ow, oh)
+                                 self.full_range, frame.area, row0, row1)
+
+    def _check_rows(self, rows: Any) -> tuple[int, int]:
+        oh = self.shape[0]
+        if rows is None:
+            return 0, oh
+        try:
+            row0, row1 = rows
+        except (TypeError, ValueError):
+            raise ValueError(f"rows must be a (row0, row1) pair, got {rows!r}") from None
+        if not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in (row0, row1)):
+            raise ValueError(f"rows must be two integers, got {rows!r}")
+        row0, row1 = int(row0), int(row1)
+        if row0 < 0 or row1 > oh or row0 > row1:
+            raise ValueError(f"rows [{row0}, {row1}) are not a band of the slot's {oh} rows "
+                             f"(0 <= row0 <= row1 <= {oh})")
+        return row0, row1
+
+    def bands(self, frame: PreparedFrame, n: int) -> list[tuple[int, int]]:
+        """Split the slot's rows into ``n`` bands (for ``n`` threads) that share the resized
+        rows of the destination rectangle evenly: letterbox padding rows (a plain fill) go to
+        the first and last bands. Their union is every row; bands may be empty."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"the number of bands must be a positive integer, got {n!r}")
+        oh = self.shape[0]
+        _, dy, _, dh = frame.rect
+        cuts = [0] + [dy + dh * k // int(n) for k in range(1, int(n))] + [oh]
+        return list(zip(cuts[:-1], cuts[1:]))
 
     # -- JPEG ---------------------------------------------------------------------------
     def jpeg_decode_size(self, width: int, height: int) -> tuple[int, int]:
@@ -296,7 +370,7 @@ class Preprocessor:
         (cx, cy, cw, ch), (_, _, dw, dh) = geometry(self.resize, width, height, ow, oh)
         return (min(width, -(-2 * dw * width // cw)), min(height, -(-2 * dh * height // ch)))
 
-    def _jpeg(self, data: Any, raw_out: np.ndarray) -> Transform:
+    def _jpeg(self, data: Any) -> PreparedFrame:
         import simplejpeg
 
         if isinstance(data, np.ndarray):
@@ -322,12 +396,13 @@ class Preprocessor:
             raise FrameError(f"corrupt JPEG: {exc}") from exc
         dh, dw = img.shape[:2]
         fmt = "gray" if colorspace == "GRAY" else "rgb"
-        t = self._run(np.ascontiguousarray(img).reshape(-1), fmt, dw, dh, raw_out)
-        # express the transform in the JPEG's full-resolution coordinates
-        fx, fy = dw / width, dh / height
-        return Transform(t.scale_x * fx, t.scale_y * fy, t.offset_x, t.offset_y,
-                         round(t.crop_x / fx), round(t.crop_y / fy), width, height,
-                         t.input_width, t.input_height)
+        frame = self._prepared(np.ascontiguousarray(img).reshape(-1), fmt, dw, dh)
+        # the kernel reads the decoded pixels; the transform is in the JPEG's full-resolution coordinates
+        t, fx, fy = frame.transform, dw / width, dh / height
+        transform = Transform(t.scale_x * fx, t.scale_y * fy, t.offset_x, t.offset_y,
+                              round(t.crop_x / fx), round(t.crop_y / fy), width, height,
+                              t.input_width, t.input_height)
+        return dataclasses.replace(frame, transform=transform)
 
 
 def preprocess(data: Any, fmt: str, shape: Sequence[int], dtype: Any = np.uint8, *,

@@ -346,8 +346,11 @@ cdef void vline(const int16_t* H0, const int16_t* H1, int b0, int b1, int c, int
             row[c * x + k] = sat8((((H0[hs * x + k] * b0) >> 16) + ((H1[hs * x + k] * b1) >> 16) + 2) >> 2)
 
 
-cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
+cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, int out_stride, int itemsize,
                        const uint8_t* lut) noexcept nogil:
+    """Rows [r0, r1) of the ``dw × dh`` bilinear resize of the crop, row ``dy`` written at
+    ``out + dy * out_stride``. Each row depends only on its two source rows (the cache of
+    horizontal rows is a saving, not a state), so any band gives the full resize's bytes."""
     cdef int c = s.out_c
     cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
     cdef int* xi = <int*>malloc(sizeof(int) * 6 * dw)
@@ -385,7 +388,7 @@ cdef int resize_linear(Source* s, int dw, int dh, uint8_t* out, int out_stride, 
     streampi_hprep(t.a0, t.a1, dw, t.wtab)
     rows[0] = -1
     rows[1] = -1
-    for dy in range(dh):
+    for dy in range(r0, r1):
         # bring source rows yi[dy] and yi[dh+dy] into the two cached slots; two fresh rows of a
         # packed frame (read in place) in one pass
         if (s.direct and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
@@ -477,12 +480,13 @@ cdef void hline_area(const float* p, int ps, const int* off, int c, int dw, cons
             row[x] = sat8(<int>lrintf(s0))
 
 
-cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, int itemsize,
+cdef int resize_area(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, int out_stride, int itemsize,
                      const uint8_t* lut) noexcept nogil:
     """Area averaging as OpenCV's INTER_AREA, but vertical first: each source row is added,
     weighted, into a float row as a whole (a contiguous loop the compiler vectorises), then
     the much shorter horizontal pass runs once per destination row. The sums are the same
-    as OpenCV's up to float rounding order."""
+    as OpenCV's up to float rounding order. Only rows [r0, r1) are computed (each destination
+    row starts its sums afresh, so a band gives the full resize's bytes)."""
     cdef int c = s.out_c, n = dw * c
     cdef int nx = s.cw + dw + 2, ny = s.ch + dh + 2
     cdef int width = s.cw * s.ps if s.ps > 1 or s.off[1] == 0 else 3 * s.cw  # planar YUV rows: 3 planes
@@ -499,7 +503,7 @@ cdef int resize_area(Source* s, int dw, int dh, uint8_t* out, int out_stride, in
         return -1
     area_tab(s.cw, dw, xs, xs + dw + 1, xa)
     area_tab(s.ch, dh, ys, ys + dh + 1, ya)
-    for dy in range(dh):
+    for dy in range(r0, r1):
         for k in range(ys[dy], ys[dy + 1]):
             vaccum(fetch(s, ys[dh + 1 + k]), width, ya[k], k == ys[dy], acc)
         hline_area(acc, s.ps, s.off, c, dw, xs, xs + dw + 1, xa, row)
@@ -532,8 +536,9 @@ def _rect_inside(what, x, y, w, h, width, height, where):
 
 
 def check_arguments(src_nbytes, fmt, src_w, src_h, cx, cy, cw, ch, out_nbytes, out_w, out_h, out_c, itemsize,
-                    dx0, dy0, dw, dh, lut_nbytes, pad_nbytes):
-    """Raise ValueError unless every size and rectangle agrees with the buffer lengths given.
+                    dx0, dy0, dw, dh, lut_nbytes, pad_nbytes, row0=0, row1=None):
+    """Raise ValueError unless every size and rectangle agrees with the buffer lengths given,
+    and the band of output rows [row0, row1) (``row1`` None: ``out_h``) lies in the slot.
 
     The loops below run without bounds checks, so this is what keeps any caller (not only
     ``streampi.preprocess``, which checks frames in its own terms first) from making the
@@ -580,10 +585,16 @@ def check_arguments(src_nbytes, fmt, src_w, src_h, cx, cy, cw, ch, out_nbytes, o
                          f"(256 per channel and element byte), got {lut_nbytes}")
     if pad_nbytes != out_c * itemsize:
         raise ValueError(f"streampi kernel: the pad value needs {out_c * itemsize} bytes, got {pad_nbytes}")
+    row0 = _index("row0", row0)
+    row1 = out_h if row1 is None else _index("row1", row1)
+    if row0 < 0 or row1 > out_h or row0 > row1:
+        raise ValueError(f"streampi kernel: the band of rows [{row0}, {row1}) is not inside the "
+                         f"{out_h} rows of the destination (0 <= row0 <= row1 <= {out_h})")
+    return row0, row1
 
 
 def resize_quantize(src, fmt, src_w, src_h, cx, cy, cw, ch, out, out_w, out_h, out_c, itemsize,
-                    dx0, dy0, dw, dh, lut, pad, swap_rb, full_range, area):
+                    dx0, dy0, dw, dh, lut, pad, swap_rb, full_range, area, row0=0, row1=None):
     """Convert, resize and quantize one frame into ``out`` (the raw bytes of one slot).
 
     ``src`` holds a ``src_w × src_h`` frame of format ``fmt``; the crop ``(cx, cy, cw, ch)``
@@ -592,15 +603,20 @@ def resize_quantize(src, fmt, src_w, src_h, cx, cy, cw, ch, out, out_w, out_h, o
     (one element per channel). ``lut`` maps each channel's uint8 value to an output element.
     ``src``, ``out``, ``lut`` and ``pad`` are contiguous byte buffers (``out`` writable).
     Every size is checked against those buffers (``ValueError`` when they disagree).
+
+    Only the slot's rows [``row0``, ``row1``) are written (default: every row), with exactly
+    the bytes the whole call writes there, padding included, and no byte outside them: two
+    threads can fill two bands of one slot at once (the loops run without the GIL). Each call
+    repeats the per-frame setup (coefficient tables, row buffers: a few µs).
     """
     cdef const uint8_t[::1] src_v = src
     cdef uint8_t[::1] out_v = out
     cdef const uint8_t[::1] lut_v = lut
     cdef const uint8_t[::1] pad_v = pad
-    check_arguments(src_v.shape[0], fmt, src_w, src_h, cx, cy, cw, ch, out_v.shape[0], out_w, out_h, out_c,
-                    itemsize, dx0, dy0, dw, dh, lut_v.shape[0], pad_v.shape[0])
+    row0, row1 = check_arguments(src_v.shape[0], fmt, src_w, src_h, cx, cy, cw, ch, out_v.shape[0], out_w, out_h,
+                                 out_c, itemsize, dx0, dy0, dw, dh, lut_v.shape[0], pad_v.shape[0], row0, row1)
     _resize_quantize(src_v, fmt, src_w, src_h, cx, cy, cw, ch, out_v, out_w, out_h, out_c, itemsize,
-                     dx0, dy0, dw, dh, lut_v, pad_v, bool(swap_rb), bool(full_range), bool(area))
+                     dx0, dy0, dw, dh, lut_v, pad_v, bool(swap_rb), bool(full_range), bool(area), row0, row1)
 
 
 cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
@@ -608,13 +624,17 @@ cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
                       uint8_t[::1] out, int out_w, int out_h, int out_c, int itemsize,
                       int dx0, int dy0, int dw, int dh,
                       const uint8_t[::1] lut, const uint8_t[::1] pad,
-                      bint swap_rb, bint full_range, bint area):
-    """The kernel proper, on arguments check_arguments() accepted."""
+                      bint swap_rb, bint full_range, bint area, int row0, int row1):
+    """The kernel proper, on arguments check_arguments() accepted: slot rows [row0, row1)."""
     cdef Source s
-    cdef int i, rc = 0, pixel = out_c * itemsize
+    cdef int i, y, rc = 0, pixel = out_c * itemsize
     cdef int out_stride = out_w * pixel
     cdef uint8_t* o = &out[0]
-    cdef bint covers = dx0 == 0 and dy0 == 0 and dw == out_w and dh == out_h
+    cdef uint8_t* line
+    # the band's rows of the destination rectangle, in rectangle coordinates
+    cdef int r0 = max(row0, dy0) - dy0, r1 = min(row1, dy0 + dh) - dy0
+    if row0 >= row1:
+        return
     s.data = &src[0]
     s.fmt = fmt
     s.w, s.h = src_w, src_h
@@ -651,14 +671,24 @@ cdef _resize_quantize(const uint8_t[::1] src, int fmt, int src_w, int src_h,
             else:
                 memset(s.buf + <size_t>cw * out_c, 0, 8)
         if s.direct or s.buf != NULL:
-            if not covers:
-                for i in range(out_w * out_h):
-                    memcpy(o + <int64_t>i * pixel, &pad[0], pixel)
+            # padding of the band's rows only: whole rows above and below the rectangle, the
+            # columns left and right of it on the rows it covers
+            for y in range(row0, row1):
+                line = o + <int64_t>y * out_stride
+                if y < dy0 or y >= dy0 + dh:
+                    for i in range(out_w):
+                        memcpy(line + <int64_t>i * pixel, &pad[0], pixel)
+                else:
+                    for i in range(dx0):
+                        memcpy(line + <int64_t>i * pixel, &pad[0], pixel)
+                    for i in range(dx0 + dw, out_w):
+                        memcpy(line + <int64_t>i * pixel, &pad[0], pixel)
             o = o + <int64_t>dy0 * out_stride + <int64_t>dx0 * pixel
-            if area:
-                rc = resize_area(&s, dw, dh, o, out_stride, itemsize, &lut[0])
-            else:
-                rc = resize_linear(&s, dw, dh, o, out_stride, itemsize, &lut[0])
+            if r0 < r1:
+                if area:
+                    rc = resize_area(&s, dw, dh, r0, r1, o, out_stride, itemsize, &lut[0])
+                else:
+                    rc = resize_linear(&s, dw, dh, r0, r1, o, out_stride, itemsize, &lut[0])
         free(s.buf)
     if rc != 0:
         raise MemoryError("streampi kernel: out of memory for row buffers")
