@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 from test_supervision import FRAME, _wait_holder, assert_exactly_once, collect_until, frame_results, wait_workers
 
@@ -79,6 +80,27 @@ def test_lone_frames_take_the_wide_interpreter(isolation):
     assert len(results) == 12 and all(r["ok"] for r in results)
     assert {r["timing"]["invoke_threads"] for r in results} == {2}
     assert sum(w["light_frames"] for w in status["workers"]) == 12
+
+
+@TWO_CORES
+def test_lone_large_frames_are_preprocessed_in_bands_with_the_same_result():
+    """A lone 640×480 frame's kernel is split into bands over the idle cores (``timing.pre_bands``);
+    small frames are not (the hand-off would cost more than it saves). The results are those of
+    a server without the light path, which writes every frame whole on one thread."""
+    frames = [np.ascontiguousarray(np.roll(FRAME, 37 * k, axis=1)) for k in range(4)]
+    out = {}
+    for light in (2, 0):
+        opts = ServerOptions(workers=2, light_threads=light, policy="queue")
+        with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
+            wait_subscribed(sub, st.frames)
+            out[light] = [one_at_a_time(st, sub, f"big{k}", 1, frame=f)[0] for k, f in enumerate(frames)]
+            out[f"small{light}"] = one_at_a_time(st, sub, "small", 3)
+    assert all(r["ok"] for r in out[2] + out[0])
+    assert [r["timing"].get("pre_bands") for r in out[2]] == [2] * len(frames)
+    assert all("pre_bands" not in r["timing"] for r in out[0] + out["small2"] + out["small0"])
+    assert all(r["timing"]["invoke_threads"] == 2 for r in out["small2"])  # light path, kernel whole
+    assert [r["top"] for r in out[2]] == [r["top"] for r in out[0]]
+    assert len({str(r["top"]) for r in out[0]}) > 1  # the frames differ enough to tell results apart
 
 
 @TWO_CORES
