@@ -90,3 +90,68 @@ def test_stream_labels_stay_bounded():
     assert len(streams) <= 3
     assert {"cam5", "cam4"} <= streams  # the most recent stay; the oldest went first
     assert "cam0" not in streams
+
+
+def test_refusals_and_credit_are_counted():
+    """The worker stopped (SIGSTOP): a v1 producer overfills a queue stream, a raw v1.1 DEALER
+    sends past its credit; the refusal counters and credit gauges say so, as the server's own
+    counters do."""
+    import os
+    import signal
+
+    import msgpack
+    import zmq
+
+    head = {"v": 1, "fmt": "rgb", "w": 160, "h": 120}
+    opts = ServerOptions(workers=1, policy="queue", queue_size=2, max_batch=1, metrics_port=0, light_threads=0)
+    with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
+        url = st.server.bound["metrics"]
+        wait_subscribed(sub, st.frames)
+        while True:  # the probes' answers, then quiet
+            try:
+                sub.recv(timeout=0.3)
+            except TimeoutError:
+                break
+        pid = st.server.status()["workers"][0]["pid"]
+        ctx = zmq.Context.instance()
+        push, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            push.connect(st.frames_v1)
+            for seq in range(6):  # one to the (stopped) worker, two queued, three refused
+                push.send_multipart([msgpack.packb({**head, "stream": "q", "seq": seq}), FRAME.tobytes()])
+                time.sleep(0.05)
+            dealer.connect(st.frames)
+            dealer.send_multipart([b"hello", msgpack.packb({"v": "1.1", "stream": "c"})])
+            credit = msgpack.unpackb(dealer.recv_multipart()[1])
+            assert credit["window"] == 2
+            for seq in range(5):  # two within its credit, three past it
+                dealer.send_multipart([b"frame", msgpack.packb({**head, "stream": "c", "seq": seq}), FRAME.tobytes()])
+            deadline = time.monotonic() + 10
+            while st.server.stats["received"] < 11 + 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            during = scrape(url)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 11 and time.monotonic() < deadline:
+            try:
+                r = sub.recv(timeout=1)
+            except TimeoutError:
+                continue
+            if r["stream"] in ("q", "c"):
+                got.append(r)
+        push.close(linger=0)
+        dealer.close(linger=0)
+        stats = dict(st.stats)
+    refused = {(r["stream"], r["seq"]) for r in got if not r["ok"]}
+    assert all(r["error"]["code"] == "overloaded" for r in got if not r["ok"])
+    assert refused == {("q", 3), ("q", 4), ("q", 5), ("c", 2), ("c", 3), ("c", 4)}, refused
+    assert value(during, "streampi_frames_refused_total", reason="queue_full") == stats["queue_full"] == 3
+    assert value(during, "streampi_frames_refused_total", reason="credit") == stats["credit_exceeded"] == 3
+    assert value(during, "streampi_frames_refused_total", reason="memory") == stats.get("over_memory_budget", 0) == 0
+    assert value(during, "streampi_credit_frames_in_flight") == 2  # the DEALER's two within credit
+    assert value(during, "streampi_credit_producers") >= 1
+    assert value(during, "streampi_credit_messages_total") >= 1
+    assert value(during, "streampi_worker_light_frames_total", worker="0") == 0

@@ -111,4 +111,28 @@ class _Present:
             generation.add_metric(label, w["generation"])
             alive.add_metric(label, 1.0 if w["state"] == "ready" and w.get("process") == "running" else 0.0)
             frames.add_metric(label, w["frames_done"])
-        yield from (busy, restarts, generation, alive, frames)
+        light = CounterMetricFamily("streampi_worker_light_frames", "Frames each worker ran alone on its wide "
+                                                                    "interpreter (the light path)", labels=["worker"])
+        for w in st["workers"]:
+            light.add_metric([str(w["index"])], w.get("light_frames", 0))
+        yield from (busy, restarts, generation, alive, frames, light)
+        producers = GaugeMetricFamily("streampi_credit_producers", "Protocol v1.1 producers the server keeps "
+                                                                   "credit for")
+        producers.add_metric([], st.get("credit_producers", 0))
+        in_flight = GaugeMetricFamily("streampi_credit_frames_in_flight", "Frames of v1.1 producers received and "
+                                                                          "not answered yet")
+        in_flight.add_metric([], st.get("credit_in_flight", 0))
+        stats = st.get("stats", {})
+        refused = CounterMetricFamily("streampi_frames_refused", "Frames answered 'overloaded' without running, by "
+                                                                 "reason: past a v1.1 producer's credit, a full "
+                                                                 "queue stream (v1), past --max-frame-memory",
+                                      labels=["reason"])
+        for reason, key in REFUSALS.items():
+            refused.add_metric([reason], stats.get(key, 0))
+        credit_msgs = CounterMetricFamily("streampi_credit_messages", "Credit messages sent to v1.1 producers")
+        credit_msgs.add_metric([], stats.get("credit_messages", 0))
+        yield from (producers, in_flight, refused, credit_msgs)
+
+
+#: the reasons of streampi_frames_refused and the server's counters behind them
+REFUSALS = {"credit": "credit_exceeded", "queue_full": "queue_full", "memory": "over_memory_budget"}
