@@ -41,7 +41,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenet_v2_int8")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--max-batch", type=int, default=1)
+    ap.add_argument("--max-batch", type=int, default=4,
+                    help="the server's --max-batch (default 4, as `streampi serve`): at saturation a worker "
+                         "takes up to this many waiting frames in one hand-off")
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--fmt", default="rgb", choices=["rgb", "jpeg"])
     ap.add_argument("--producers", type=int, default=2)
@@ -62,7 +64,7 @@ def main() -> None:
     print(f"model {path.name}, {args.workers} workers, max batch {args.max_batch}, frames {args.size} {args.fmt}, "
           f"transport {args.transport}")
     print(f"(a) raw ceiling: {args.workers} interpreters invoking back to back for {args.seconds:g} s …", flush=True)
-    ceil_fps, invoke_p50 = ceiling(path, args.workers, args.seconds, args.max_batch)
+    ceil_fps, invoke_p50 = ceiling(path, args.workers, args.seconds)
     print(f"    {ceil_fps:.1f} frames/s; one invoke p50 {invoke_p50:.2f} ms", flush=True)
     print(f"(a') pipeline ceiling: {args.workers} threads, kernel + invoke on a {args.size} RGB frame …", flush=True)
     pc = pipeline_ceiling(path, args.workers, args.seconds, (w, h))
@@ -105,7 +107,7 @@ def main() -> None:
 
     # the machine's speed drifts between minutes: both ceilings again, the stronger one counts
     print("(a'') both ceilings again after the served runs …", flush=True)
-    ceil_after, _ = ceiling(path, args.workers, args.seconds, args.max_batch)
+    ceil_after, _ = ceiling(path, args.workers, args.seconds)
     pc_after = pipeline_ceiling(path, args.workers, args.seconds, (w, h))
     print(f"    raw {ceil_after:.1f} (before {ceil_fps:.1f}), pipeline {pc_after['fps']:.1f} (before {pc['fps']:.1f}) "
           f"frames/s", flush=True)
