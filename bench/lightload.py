@@ -239,7 +239,7 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
 
 def start(args: argparse.Namespace, mode: str, tag: str) -> tuple:
     cmd = [args.model, "--bind", endpoint(args.transport, f"f{tag}"), "--publish", endpoint(args.transport, f"r{tag}"),
-           "--workers", str(args.workers), "--max-batch", str(args.max_batch), "--policy", "queue",
+           "--credit-bind", endpoint(args.transport, f"c{tag}"), "--workers", str(args.workers), "--max-batch", str(args.max_batch), "--policy", "queue",
            "--log-level", "warning", *MODES[mode].format(n=args.light_threads).split()]
     return start_server(cmd)
 

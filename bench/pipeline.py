@@ -72,10 +72,12 @@ def main() -> None:
 
     if args.transport == "ipc":
         tag = f"{os.getpid()}"
-        endpoints = [f"ipc:///tmp/streampi-bench-{tag}-frames", f"ipc:///tmp/streampi-bench-{tag}-results"]
+        endpoints = [f"ipc:///tmp/streampi-bench-{tag}-frames", f"ipc:///tmp/streampi-bench-{tag}-results",
+                     f"ipc:///tmp/streampi-bench-{tag}-credit"]
     else:
-        endpoints = ["tcp://127.0.0.1:*", "tcp://127.0.0.1:*"]
+        endpoints = ["tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*"]
     proc, info = start_server([str(path), "--bind", endpoints[0], "--publish", endpoints[1],
+                               "--credit-bind", endpoints[2],
                                "--workers", str(args.workers), "--max-batch", str(args.max_batch),
                                "--policy", "queue", "--queue-size", "16"])
     try:
