@@ -104,6 +104,23 @@ def test_lone_large_frames_are_preprocessed_in_bands_with_the_same_result():
 
 
 @TWO_CORES
+def test_bands_leave_no_view_of_the_interpreter_input_behind():
+    """With --isolation thread the slot is the interpreter's own input tensor, which cannot be
+    resized (for a batch of another size) while any view of it lives: a lone frame written in
+    bands, then a burst that batches, must all run."""
+    opts = ServerOptions(workers=1, light_threads=2, isolation="thread", policy="queue", max_batch=2)
+    with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        lone = one_at_a_time(st, sub, "lone", 1, frame=FRAME)
+        with Producer(st.frames, stream="burst") as prod:
+            sent = {("burst", prod.send(FRAME)): 1 for _ in range(6)}
+        results = collect_until(sub, lambda out: len(frame_results(out)) >= 6, timeout=30)
+    assert lone[0]["ok"] and lone[0]["timing"].get("pre_bands") == 2
+    assert assert_exactly_once(sent, results) == {"ok": 6}
+    assert max(r["batch"] for r in results) == 2  # a batch of another size than the lone frame's
+
+
+@TWO_CORES
 def test_light_threads_zero_turns_the_light_path_off():
     opts = ServerOptions(workers=2, light_threads=0, policy="queue")
     with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:

@@ -188,11 +188,16 @@ class BandWriters:
             if item is None:
                 return
             pre, frame, out, rows = item
+            failure: BaseException | None = None
             try:
                 pre.write(frame, out, rows)
-                self._done.put(None)
-            except BaseException as exc:  # told to the caller, which fails the frame
-                self._done.put(exc)
+            except BaseException as exc:  # told to the caller, which fails the frame (its traceback
+                failure = exc.with_traceback(None)  # would keep the slot alive through the frames' locals)
+            # no reference to the slot may outlive the write: with --isolation thread it is the
+            # interpreter's own input tensor, which cannot be resized while a view of it lives
+            del item, pre, frame, out
+            self._done.put(failure)
+            del failure
 
     def write(self, pre: Preprocessor, frame: Any, out: np.ndarray) -> None:
         """Write ``frame`` into the slot ``out`` in bands, this thread taking the last one."""
