@@ -145,6 +145,8 @@ def main() -> None:
         ("1920×1080 RGB → 224² int8, area", lambda: area(fhd, "rgb", out=slot), opencv_ways(lambda: fhd, A)),
         ("1280×720 I420 → 224² int8, bilinear", lambda: lin(i420, "i420", out=slot),
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), L)),
+        ("1280×720 NV12 → 224² int8, bilinear", lambda: lin(nv12, "nv12", out=slot),
+         opencv_ways(lambda: cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12), L)),
         ("1280×720 I420 → 224² int8, area", lambda: area(i420, "i420", out=slot),
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), A)),
         ("1280×720 NV12 → 224² int8, area", lambda: area(nv12, "nv12", out=slot),

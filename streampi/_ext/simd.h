@@ -87,6 +87,87 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
     return x;
 }
 
+/* Horizontal pass of one 4:2:0 row straight from Y, U, V (I420, or NV12 with V == U and the V
+ * bytes picked one further), converting only the two taps of each output pixel to RGB: a
+ * 1280 → 224 row needs 448 of its 1280 pixels. For 4 output pixels: an 8-byte load per pixel and
+ * plane (both taps and both chroma samples among them), a shuffle that puts each tap's byte in
+ * an int32 lane (8 taps), BT.601 in exactly the scalar int32 arithmetic (yuv_pixel in
+ * _kernels.pyx: ((y - yoff)+ * cy + 2^19 + cv * v + cu * u) >> 20, saturated by the packs), then
+ * the pmaddubsw multiply of streampi_hquad on the (tap 0, tap 1) byte pairs.
+ *
+ * streampi_yuvprep lays out, per block of 4 pixels, 96 bytes of shuffle masks (Y, U, V: tap 0
+ * at byte 0 of the pixel's load, tap 1 at d = x1 - x0 or the chroma step; NV12's V one byte
+ * further), plus yofs[x] = cx + x0 (byte of tap 0 in the Y row) and cofs[x] (byte of tap 0's
+ * chroma sample in the U row, or the UV row). masks holds 24 * (dw + 3) bytes. */
+#define STREAMPI_HROW_YUV 1
+
+static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
+                                    int *yofs, int *cofs)
+{
+    const int cs = nv12 ? 2 : 1;
+    memset(masks, 0x80, 24 * (size_t)(dw + 3));
+    for (int x = 0; x < dw; x++) {
+        const int c0 = (cx + x0[x]) >> 1, c1 = (cx + x1[x]) >> 1;
+        uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1) + 8 * (x & 1);
+        const int base = 8 * (x & 1);  /* the pixel's 8 bytes in its 128-bit lane */
+        yofs[x] = cx + x0[x];
+        cofs[x] = c0 * cs;
+        m[0] = (uint8_t)base;
+        m[4] = (uint8_t)(base + x1[x] - x0[x]);
+        m[32] = (uint8_t)base;
+        m[36] = (uint8_t)(base + (c1 - c0) * cs);
+        m[64] = (uint8_t)(base + (nv12 ? 1 : 0));
+        m[68] = (uint8_t)(base + (c1 - c0) * cs + (nv12 ? 1 : 0));
+    }
+}
+
+static inline __m256i streampi_load4(const uint8_t *r, const int *o)
+{
+    __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
+    __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
+    ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
+    cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
+    return _mm256_setr_m128i(ab, cd);
+}
+
+/* Pixels [0, n) (n: pixels whose 8-byte loads at yofs and cofs stay inside their rows; the caller
+ * works it out), 4 at a time, into h (4 int16 a pixel: channels in model order, swap: B first). */
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    /* after the packs a lane holds R of its 4 taps at bytes 0-3, G at 4-7, B at 8-11, zeros at
+     * 12-15; each pixel takes (c tap 0, c tap 1) for c in model order, then a zero pair */
+    const char c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;  /* where channels 0 and 2 of the model are */
+    const __m128i g = _mm_setr_epi8(c0, c0 + 1, 4, 5, c2, c2 + 1, 12, 12, c0 + 2, c0 + 3, 6, 7, c2 + 2, c2 + 3, 12, 12);
+    const __m256i group = _mm256_setr_m128i(g, g);
+    const __m256i cy = _mm256_set1_epi32(k[0]), cvr = _mm256_set1_epi32(k[1]), cvg = _mm256_set1_epi32(k[2]);
+    const __m256i cug = _mm256_set1_epi32(k[3]), cub = _mm256_set1_epi32(k[4]);
+    const __m256i half = _mm256_set1_epi32(1 << 19), off = _mm256_set1_epi32(yoff), c128 = _mm256_set1_epi32(128);
+    const __m256i zero = _mm256_setzero_si256();
+    int x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const uint8_t *m = masks + 24 * x;
+        __m256i y = _mm256_shuffle_epi8(streampi_load4(Y, yofs + x), _mm256_loadu_si256((const __m256i *)m));
+        __m256i u = _mm256_shuffle_epi8(streampi_load4(U, cofs + x), _mm256_loadu_si256((const __m256i *)(m + 32)));
+        __m256i v = _mm256_shuffle_epi8(streampi_load4(V, cofs + x), _mm256_loadu_si256((const __m256i *)(m + 64)));
+        u = _mm256_sub_epi32(u, c128);
+        v = _mm256_sub_epi32(v, c128);
+        __m256i yy = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_max_epi32(_mm256_sub_epi32(y, off), zero), cy), half);
+        __m256i rr = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(v, cvr)), 20);
+        __m256i gg = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(v, cvg)),
+                                                        _mm256_mullo_epi32(u, cug)), 20);
+        __m256i bb = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(u, cub)), 20);
+        __m256i px = _mm256_packus_epi16(_mm256_packs_epi32(rr, gg), _mm256_packs_epi32(bb, zero));
+        px = _mm256_shuffle_epi8(px, group);
+        const __m256i whi = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x));
+        const __m256i wlo = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x + 32));
+        __m256i hi = _mm256_maddubs_epi16(px, whi), lo = _mm256_maddubs_epi16(px, wlo);
+        _mm256_storeu_si256((__m256i *)(h + 4 * x), _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4)));
+    }
+    return x;
+}
+
 static inline __m256i streampi_vmix(__m256i a, __m256i b, __m256i w0, __m256i w1, __m256i two)
 {
     return _mm256_srai_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_mulhi_epi16(a, w0), _mm256_mulhi_epi16(b, w1)),
@@ -287,6 +368,24 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
     return n;
 }
 
+
+#define STREAMPI_HROW_YUV 0
+
+static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
+                                    int *yofs, int *cofs)
+{
+    (void)x0; (void)x1; (void)cx; (void)nv12; (void)dw; (void)masks; (void)yofs; (void)cofs;
+}
+
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    (void)Y; (void)U; (void)V; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
+    (void)swap; (void)h;
+    return 0;
+}
+
 #define STREAMPI_SIMD_BUILD "neon"
 
 #else
@@ -315,6 +414,24 @@ static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, in
 static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
 {
     (void)row; (void)n; (void)c; (void)lut; (void)same_tables; (void)out;
+    return 0;
+}
+
+
+#define STREAMPI_HROW_YUV 0
+
+static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
+                                    int *yofs, int *cofs)
+{
+    (void)x0; (void)x1; (void)cx; (void)nv12; (void)dw; (void)masks; (void)yofs; (void)cofs;
+}
+
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    (void)Y; (void)U; (void)V; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
+    (void)swap; (void)h;
     return 0;
 }
 
