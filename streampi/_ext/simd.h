@@ -26,6 +26,33 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The tables of the 4:2:0 tap pass (streampi_hrow_yuv, AVX2 and NEON): per block of 4 output
+ * pixels, 96 bytes of byte-shuffle masks (Y, U, V; 16 bytes per 2 pixels and plane, which is
+ * also a 16-byte NEON tbl table) that put each tap's byte of the pixel's 8-byte load into an
+ * int32 lane: tap 0 at byte 0, tap 1 at x1 - x0 (luma) or at the chroma step (0 or 1 sample;
+ * NV12: 2 bytes a sample, V one byte after U); 0x80 picks zero. yofs[x] = cx + x0 is tap 0's
+ * byte in the Y row, cofs[x] its chroma sample's byte in the U (or UV) row. masks holds
+ * 24 * (dw + 3) bytes. */
+static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
+                                    int *yofs, int *cofs)
+{
+    const int cs = nv12 ? 2 : 1;
+    memset(masks, 0x80, 24 * (size_t)(dw + 3));
+    for (int x = 0; x < dw; x++) {
+        const int c0 = (cx + x0[x]) >> 1, c1 = (cx + x1[x]) >> 1;
+        uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1) + 8 * (x & 1);
+        const int base = 8 * (x & 1);  /* the pixel's 8 bytes in its 128-bit lane */
+        yofs[x] = cx + x0[x];
+        cofs[x] = c0 * cs;
+        m[0] = (uint8_t)base;
+        m[4] = (uint8_t)(base + x1[x] - x0[x]);
+        m[32] = (uint8_t)base;
+        m[36] = (uint8_t)(base + (c1 - c0) * cs);
+        m[64] = (uint8_t)(base + (nv12 ? 1 : 0));
+        m[68] = (uint8_t)(base + (c1 - c0) * cs + (nv12 ? 1 : 0));
+    }
+}
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 
@@ -93,33 +120,9 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
  * plane (both taps and both chroma samples among them), a shuffle that puts each tap's byte in
  * an int32 lane (8 taps), BT.601 in exactly the scalar int32 arithmetic (yuv_pixel in
  * _kernels.pyx: ((y - yoff)+ * cy + 2^19 + cv * v + cu * u) >> 20, saturated by the packs), then
- * the pmaddubsw multiply of streampi_hquad on the (tap 0, tap 1) byte pairs.
- *
- * streampi_yuvprep lays out, per block of 4 pixels, 96 bytes of shuffle masks (Y, U, V: tap 0
- * at byte 0 of the pixel's load, tap 1 at d = x1 - x0 or the chroma step; NV12's V one byte
- * further), plus yofs[x] = cx + x0 (byte of tap 0 in the Y row) and cofs[x] (byte of tap 0's
- * chroma sample in the U row, or the UV row). masks holds 24 * (dw + 3) bytes. */
+ * the pmaddubsw multiply of streampi_hquad on the (tap 0, tap 1) byte pairs. Tables from
+ * streampi_yuvprep. */
 #define STREAMPI_HROW_YUV 1
-
-static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
-                                    int *yofs, int *cofs)
-{
-    const int cs = nv12 ? 2 : 1;
-    memset(masks, 0x80, 24 * (size_t)(dw + 3));
-    for (int x = 0; x < dw; x++) {
-        const int c0 = (cx + x0[x]) >> 1, c1 = (cx + x1[x]) >> 1;
-        uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1) + 8 * (x & 1);
-        const int base = 8 * (x & 1);  /* the pixel's 8 bytes in its 128-bit lane */
-        yofs[x] = cx + x0[x];
-        cofs[x] = c0 * cs;
-        m[0] = (uint8_t)base;
-        m[4] = (uint8_t)(base + x1[x] - x0[x]);
-        m[32] = (uint8_t)base;
-        m[36] = (uint8_t)(base + (c1 - c0) * cs);
-        m[64] = (uint8_t)(base + (nv12 ? 1 : 0));
-        m[68] = (uint8_t)(base + (c1 - c0) * cs + (nv12 ? 1 : 0));
-    }
-}
 
 static inline __m256i streampi_load4(const uint8_t *r, const int *o)
 {
@@ -369,21 +372,53 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 }
 
 
-#define STREAMPI_HROW_YUV 0
+/* The NEON twin of the AVX2 4:2:0 tap pass: the same masks (streampi_yuvprep, one 16-byte tbl
+ * table per 2 pixels and plane), the same int32 arithmetic (vmlaq_s32 is an integer multiply-add,
+ * exact), saturated by vqmovun/vqmovn, then streampi_hmix's widening multiply. */
+#define STREAMPI_HROW_YUV 1
 
-static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
-                                    int *yofs, int *cofs)
+/* the 4 taps of 2 pixels (8-byte loads at r + o[0], r + o[1]) as int32, placed by a mask */
+static inline int32x4_t streampi_taps2(const uint8_t *r, const int *o, const uint8_t *mask)
 {
-    (void)x0; (void)x1; (void)cx; (void)nv12; (void)dw; (void)masks; (void)yofs; (void)cofs;
+    return vreinterpretq_s32_u8(vqtbl1q_u8(vcombine_u8(vld1_u8(r + o[0]), vld1_u8(r + o[1])), vld1q_u8(mask)));
 }
 
 static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
                                     int yoff, int swap, int16_t *h)
 {
-    (void)Y; (void)U; (void)V; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
-    (void)swap; (void)h;
-    return 0;
+    /* after the narrowing, bytes 0-3 hold R of the 4 taps (pixel 0 tap 0, tap 1, pixel 1 tap 0,
+     * tap 1), 4-7 G, 8-11 B, 12-15 zero; pick each pixel's channels in model order per tap */
+    const int32_t *wpair = (const int32_t *)wtab;
+    const uint8_t c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;
+    const uint8_t t0[8] = {c0, 4, c2, 12, (uint8_t)(c0 + 2), 6, (uint8_t)(c2 + 2), 12};
+    const uint8_t t1[8] = {(uint8_t)(c0 + 1), 5, (uint8_t)(c2 + 1), 12, (uint8_t)(c0 + 3), 7, (uint8_t)(c2 + 3), 12};
+    const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
+    const int32x4_t cy = vdupq_n_s32(k[0]), cvr = vdupq_n_s32(k[1]), cvg = vdupq_n_s32(k[2]);
+    const int32x4_t cug = vdupq_n_s32(k[3]), cub = vdupq_n_s32(k[4]);
+    const int32x4_t half = vdupq_n_s32(1 << 19), off = vdupq_n_s32(yoff), c128 = vdupq_n_s32(128);
+    const int32x4_t zero = vdupq_n_s32(0);
+    int x = 0;
+    for (; x + 2 <= n; x += 2) {
+        const uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1);
+        int32x4_t y = streampi_taps2(Y, yofs + x, m);
+        int32x4_t u = vsubq_s32(streampi_taps2(U, cofs + x, m + 32), c128);
+        int32x4_t v = vsubq_s32(streampi_taps2(V, cofs + x, m + 64), c128);
+        int32x4_t yy = vaddq_s32(vmulq_s32(vmaxq_s32(vsubq_s32(y, off), zero), cy), half);
+        int32x4_t rr = vshrq_n_s32(vmlaq_s32(yy, v, cvr), 20);
+        int32x4_t gg = vshrq_n_s32(vmlaq_s32(vmlaq_s32(yy, v, cvg), u, cug), 20);
+        int32x4_t bb = vshrq_n_s32(vmlaq_s32(yy, u, cub), 20);
+        uint8x16_t px = vcombine_u8(vqmovn_u16(vcombine_u16(vqmovun_s32(rr), vqmovun_s32(gg))),
+                                    vqmovn_u16(vcombine_u16(vqmovun_s32(bb), vdup_n_u16(0))));
+        uint16x8_t tap0 = vmovl_u8(vqtbl1_u8(px, m0)), tap1 = vmovl_u8(vqtbl1_u8(px, m1));
+        uint16x4_t w = vreinterpret_u16_s32(vld1_s32(wpair + x));
+        uint16x8_t w0 = vcombine_u16(vdup_lane_u16(w, 0), vdup_lane_u16(w, 2));
+        uint16x8_t w1 = vcombine_u16(vdup_lane_u16(w, 1), vdup_lane_u16(w, 3));
+        uint32x4_t lo = vmlal_u16(vmull_u16(vget_low_u16(tap0), vget_low_u16(w0)), vget_low_u16(tap1), vget_low_u16(w1));
+        uint32x4_t hi = vmlal_high_u16(vmull_high_u16(tap0, w0), tap1, w1);
+        vst1q_s16(h + 4 * x, vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4)));
+    }
+    return x;
 }
 
 #define STREAMPI_SIMD_BUILD "neon"
@@ -419,12 +454,6 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 
 
 #define STREAMPI_HROW_YUV 0
-
-static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
-                                    int *yofs, int *cofs)
-{
-    (void)x0; (void)x1; (void)cx; (void)nv12; (void)dw; (void)masks; (void)yofs; (void)cofs;
-}
 
 static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
