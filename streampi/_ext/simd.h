@@ -14,6 +14,9 @@
  *    output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with Q11 weights, kept as
  *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), 4 int16 per pixel
  *    (3 channels and a zero).
+ *  - streampi_hrow_yuv: the same horizontal pass for a 4:2:0 row (I420, NV12), read in place:
+ *    only the two taps of each output pixel are converted to RGB (BT.601, the scalar code's
+ *    int32 arithmetic), straight into the multiply; the baseline build converts whole rows.
  *  - streampi_vrow: vertical pass of two such rows into uint8, with OpenCV's vector rounding
  *    ((h0*b0 >> 16) + (h1*b1 >> 16) + 2) >> 2, written compact (c bytes per pixel). It may
  *    write up to 16 bytes past the c*dw it returns (the caller's row has that slack).
