@@ -102,8 +102,7 @@ class OtherBuild(Preprocessor):
         super().__init__(*args, **kwargs)
         self.kernels = kernels
 
-    def write(self, frame, out, rows=None) -> None:
-        raw_out = self._check_out(out)
+    def _write(self, frame, raw_out, rows=None) -> None:
         oh, ow, oc = self.shape
         (cx, cy, cw, ch), (dx, dy, dw, dh) = frame.crop, frame.rect
         self.kernels.resize_quantize(frame.pixels, self.kernels.FORMAT_CODES[frame.fmt], frame.width,

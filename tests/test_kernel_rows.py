@@ -194,6 +194,15 @@ def test_bad_band_is_a_clear_error(rows, match):
     assert (slot.view(np.uint8) == SENTINEL).all()
 
 
+def test_write_takes_a_prepared_frame_and_a_proper_slot():
+    pre = make_pre((24, 32, 3))
+    frame = pre.prepare(frame_of("rgb", 64, 48), "rgb")
+    with pytest.raises(TypeError, match="PreparedFrame"):
+        pre.write(frame_of("rgb", 64, 48), pre.new_slot(), (0, 4))
+    with pytest.raises(ValueError, match="out must have shape"):
+        pre.write(frame, np.zeros((24, 32, 1), np.int8), (0, 4))
+
+
 @pytest.mark.parametrize("row0,row1", [(-1, 3), (0, 7), (4, 3), (7, 7)])
 def test_kernel_refuses_a_band_outside_the_slot(row0, row1):
     """The compiled entry checks the band itself (its loops have no bounds checks)."""
