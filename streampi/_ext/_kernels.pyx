@@ -4,9 +4,11 @@
 
 The hot loop, plus a check of every size against the buffers it is handed
 (``check_arguments``; ``streampi/preprocess.py`` is the documented API and reports bad frames
-in its own terms first). Each source row is read once (converted from YUV/gray when needed), resampled
+in its own terms first). Each source row is read once (converted from YUV/gray when needed; the
+vector builds' bilinear pass converts 4:2:0 rows only at the taps it reads), resampled
 horizontally, combined vertically, and written through a per-channel 256-entry lookup table
-(the normalisation and quantization of a uint8 value) straight into the output slot.
+(the normalisation and quantization of a uint8 value) straight into the output slot. A call
+may write only a band of the slot's rows (two threads can fill one slot).
 
 Arithmetic follows OpenCV so that results can be checked against it: bilinear uses 11-bit
 fixed-point weights and OpenCV's vector rounding; area averaging uses float32 weight tables;

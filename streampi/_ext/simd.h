@@ -83,14 +83,20 @@ static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t 
     }
 }
 
-/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
-static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
+/* the 8 bytes at r + o[0..3], one 128-bit lane per 2 pixels */
+static inline __m256i streampi_load4(const uint8_t *r, const int *o)
 {
     __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
     __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
     ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
     cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
-    __m256i v = _mm256_shuffle_epi8(_mm256_setr_m128i(ab, cd), mask);
+    return _mm256_setr_m128i(ab, cd);
+}
+
+/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
+static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
+{
+    __m256i v = _mm256_shuffle_epi8(streampi_load4(r, o), mask);
     __m256i hi = _mm256_maddubs_epi16(v, whi), lo = _mm256_maddubs_epi16(v, wlo);
     return _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4));
 }
@@ -126,15 +132,6 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
  * the pmaddubsw multiply of streampi_hquad on the (tap 0, tap 1) byte pairs. Tables from
  * streampi_yuvprep. */
 #define STREAMPI_HROW_YUV 1
-
-static inline __m256i streampi_load4(const uint8_t *r, const int *o)
-{
-    __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
-    __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
-    ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
-    cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
-    return _mm256_setr_m128i(ab, cd);
-}
 
 /* Pixels [0, n) (n: pixels whose 8-byte loads at yofs and cofs stay inside their rows; the caller
  * works it out), 4 at a time, into h (4 int16 a pixel: channels in model order, swap: B first). */
