@@ -15,11 +15,15 @@ A second table times one frame written by one call against the same frame split 
 of rows written at once by two threads (the calling thread and one pool thread, as a server
 would), wall time per frame, and the two bands written one after the other by one thread (the
 cost of repeating the per-call setup). ``--bands-only`` prints just that table.
+
+``--before PATH`` also times a kernels extension built from another tree (e.g. main's
+``streampi/_ext/_kernels_avx2.*.so``) on every line, in the same run: a before/after table.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import sys
@@ -79,6 +83,34 @@ def opencv_ways(prepare, interpolation: int) -> dict:
     return {"resize+LUT": lambda: lut(resized()), "resize+NumPy": lambda: quantize(resized())}
 
 
+def load_kernels_from(path: Path):
+    """A kernels extension module from another build (its file name gives its init function)."""
+    name = "streampi._ext." + path.name.split(".")[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path} as a kernels module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OtherBuild(Preprocessor):
+    """The same preprocessing through another build's kernel entry (the whole slot: a build from
+    before row bands takes no band arguments)."""
+
+    def __init__(self, kernels, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kernels = kernels
+
+    def _write(self, frame, raw_out, rows=None) -> None:
+        oh, ow, oc = self.shape
+        (cx, cy, cw, ch), (dx, dy, dw, dh) = frame.crop, frame.rect
+        self.kernels.resize_quantize(frame.pixels, self.kernels.FORMAT_CODES[frame.fmt], frame.width,
+                                     frame.height, cx, cy, cw, ch, raw_out, ow, oh, oc, self.dtype.itemsize,
+                                     dx, dy, dw, dh, self._lut_bytes, self._pad_bytes, self.channels == "bgr",
+                                     self.full_range, frame.area)
+
+
 def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repeat: int) -> list[dict]:
     """One call against two bands on two threads (wall time per frame), interleaved."""
     slot = pre_lin.new_slot()
@@ -118,13 +150,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "kernels.json")
     ap.add_argument("--bands-only", action="store_true", help="only the one call vs two threads table")
+    ap.add_argument("--before", type=Path, help="a kernels extension (.so) of another build, timed alongside")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     out_shape = (224, 224, 3)
 
-    def pre(interpolation: str) -> Preprocessor:
-        return Preprocessor(out_shape, np.int8, scale=SCALE, zero_point=ZP, mean=(0.5,), std=(0.5,),
-                            interpolation=interpolation)
+    def pre(interpolation: str, kernels=None) -> Preprocessor:
+        kw = dict(scale=SCALE, zero_point=ZP, mean=(0.5,), std=(0.5,), interpolation=interpolation)
+        if kernels is not None:
+            return OtherBuild(kernels, out_shape, np.int8, **kw)
+        return Preprocessor(out_shape, np.int8, **kw)
 
     slot = np.empty(out_shape, np.int8)
     vga, hd, fhd = camera_frame(640, 480), camera_frame(1280, 720), camera_frame(1920, 1080)
@@ -134,39 +169,59 @@ def main() -> None:
                            .reshape(360, 1280)])
     jpeg = simplejpeg.encode_jpeg(hd, quality=85)
     lin, area = pre("linear"), pre("area")
+    before = load_kernels_from(args.before) if args.before else None
+    old = {"linear": pre("linear", before), "area": pre("area", before)} if before else {}
     L, A = cv2.INTER_LINEAR, cv2.INTER_AREA
-    cases = [
-        ("640×480 RGB → 224² int8, bilinear", lambda: lin(vga, "rgb", out=slot), opencv_ways(lambda: vga, L)),
-        ("640×480 BGRA → 224² int8, bilinear", lambda: lin(vga_bgra, "bgra", out=slot),
+    # (name, interpolation, frame, format, OpenCV's ways)
+    lines = [
+        ("640×480 RGB → 224² int8, bilinear", "linear", vga, "rgb", opencv_ways(lambda: vga, L)),
+        ("640×480 BGRA → 224² int8, bilinear", "linear", vga_bgra, "bgra",
          opencv_ways(lambda: cv2.cvtColor(vga_bgra, cv2.COLOR_BGRA2RGB), L)),
-        ("640×480 RGB → 224² int8, area", lambda: area(vga, "rgb", out=slot), opencv_ways(lambda: vga, A)),
-        ("1280×720 RGB → 224² int8, area", lambda: area(hd, "rgb", out=slot), opencv_ways(lambda: hd, A)),
-        ("1920×1080 RGB → 224² int8, bilinear", lambda: lin(fhd, "rgb", out=slot), opencv_ways(lambda: fhd, L)),
-        ("1920×1080 RGB → 224² int8, area", lambda: area(fhd, "rgb", out=slot), opencv_ways(lambda: fhd, A)),
-        ("1280×720 I420 → 224² int8, bilinear", lambda: lin(i420, "i420", out=slot),
+        ("640×480 RGB → 224² int8, area", "area", vga, "rgb", opencv_ways(lambda: vga, A)),
+        ("1280×720 RGB → 224² int8, area", "area", hd, "rgb", opencv_ways(lambda: hd, A)),
+        ("1920×1080 RGB → 224² int8, bilinear", "linear", fhd, "rgb", opencv_ways(lambda: fhd, L)),
+        ("1920×1080 RGB → 224² int8, area", "area", fhd, "rgb", opencv_ways(lambda: fhd, A)),
+        ("1280×720 I420 → 224² int8, bilinear", "linear", i420, "i420",
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), L)),
-        ("1280×720 I420 → 224² int8, area", lambda: area(i420, "i420", out=slot),
+        ("1280×720 NV12 → 224² int8, bilinear", "linear", nv12, "nv12",
+         opencv_ways(lambda: cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12), L)),
+        ("1280×720 I420 → 224² int8, area", "area", i420, "i420",
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), A)),
-        ("1280×720 NV12 → 224² int8, area", lambda: area(nv12, "nv12", out=slot),
+        ("1280×720 NV12 → 224² int8, area", "area", nv12, "nv12",
          opencv_ways(lambda: cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12), A)),
-        ("1280×720 JPEG → 224² int8, area", lambda: area(jpeg, "jpeg", out=slot),
+        ("1280×720 JPEG → 224² int8, area", "area", jpeg, "jpeg",
          opencv_ways(lambda: cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR),
                                           cv2.COLOR_BGR2RGB), A)),
     ]
+    ours = {"linear": lin, "area": area}
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, "
           f"streampi kernels: {KERNEL_BUILD} build, single-threaded, median of {args.repeat}, interleaved")
-    print("| path | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | ratio to OpenCV's best |")
-    print("|---|---|---|---|---|")
+    if before:
+        print(f"before: {args.before} ({before.SIMD_BUILD} build), timed in the same run")
+        print("| path | before µs | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | "
+              "ratio before | ratio to OpenCV's best |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print("| path | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | ratio to OpenCV's best |")
+        print("|---|---|---|---|---|")
     rows = []
-    for name, ours, refs in ([] if args.bands_only else cases):
+    for name, interp, data, fmt, refs in ([] if args.bands_only else lines):
         names = list(refs)
-        got = timeit_interleaved([ours, *refs.values()], args.repeat)
-        a, ref_us = got[0], dict(zip(names, got[1:]))
+        fns = [lambda p=ours[interp], d=data, f=fmt: p(d, f, out=slot), *refs.values()]
+        if before:
+            fns.append(lambda p=old[interp], d=data, f=fmt: p(d, f, out=slot))
+        got = timeit_interleaved(fns, args.repeat)
+        a, ref_us = got[0], dict(zip(names, got[1:1 + len(names)]))
         best = min(ref_us, key=ref_us.get)
-        rows.append({"path": name, "streampi_us": a, "opencv_us": ref_us, "opencv_best": best,
-                     "ratio": a / ref_us[best]})
-        print(f"| {name} | {a:.0f} | {ref_us['resize+LUT']:.0f} | {ref_us['resize+NumPy']:.0f} | "
-              f"{a / ref_us[best]:.2f} |", flush=True)
+        row = {"path": name, "streampi_us": a, "opencv_us": ref_us, "opencv_best": best, "ratio": a / ref_us[best]}
+        if before:
+            row.update(before_us=got[-1], ratio_before=got[-1] / ref_us[best])
+            print(f"| {name} | {got[-1]:.0f} | {a:.0f} | {ref_us['resize+LUT']:.0f} | {ref_us['resize+NumPy']:.0f} | "
+                  f"{got[-1] / ref_us[best]:.2f} | {a / ref_us[best]:.2f} |", flush=True)
+        else:
+            print(f"| {name} | {a:.0f} | {ref_us['resize+LUT']:.0f} | {ref_us['resize+NumPy']:.0f} | "
+                  f"{a / ref_us[best]:.2f} |", flush=True)
+        rows.append(row)
     print()
     print("| path (one frame) | one call µs | two bands on two threads µs | two bands, one thread µs | "
           "two threads / one call |")

@@ -289,9 +289,9 @@ class Preprocessor:
         """
         if out is None:
             out = self.new_slot()
-        self._check_out(out)
+        raw_out = self._check_out(out)
         frame = self.prepare(data, fmt, width, height)
-        self.write(frame, out, rows)
+        self._write(frame, raw_out, rows)
         return out, frame.transform
 
     def prepare(self, data: Any, fmt: str, width: int | None = None, height: int | None = None) -> PreparedFrame:
@@ -326,7 +326,11 @@ class Preprocessor:
         no byte outside them is touched, so threads may write disjoint bands of one slot at once
         (the kernel runs without the GIL): the whole slot equals one call's whatever the split.
         Raises ``ValueError`` for a band outside the slot."""
-        raw_out = self._check_out(out)
+        if not isinstance(frame, PreparedFrame):
+            raise TypeError(f"frame must be a PreparedFrame (from Preprocessor.prepare), got {type(frame).__name__}")
+        self._write(frame, self._check_out(out), rows)
+
+    def _write(self, frame: PreparedFrame, raw_out: np.ndarray, rows: Any) -> None:
         oh, ow, oc = self.shape
         row0, row1 = self._check_rows(rows)
         (cx, cy, cw, ch), (dx, dy, dw, dh) = frame.crop, frame.rect

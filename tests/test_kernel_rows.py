@@ -9,7 +9,10 @@ import threading
 import numpy as np
 import pytest
 import simplejpeg
-from test_preprocess import _simd_build, make_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_kernel_limits import guard_all, valid_args
+from test_preprocess import EXAMPLES, _simd_build, make_frame
 
 from streampi.preprocess import Preprocessor, _kernels
 
@@ -194,6 +197,15 @@ def test_bad_band_is_a_clear_error(rows, match):
     assert (slot.view(np.uint8) == SENTINEL).all()
 
 
+def test_write_takes_a_prepared_frame_and_a_proper_slot():
+    pre = make_pre((24, 32, 3))
+    frame = pre.prepare(frame_of("rgb", 64, 48), "rgb")
+    with pytest.raises(TypeError, match="PreparedFrame"):
+        pre.write(frame_of("rgb", 64, 48), pre.new_slot(), (0, 4))
+    with pytest.raises(ValueError, match="out must have shape"):
+        pre.write(frame, np.zeros((24, 32, 1), np.int8), (0, 4))
+
+
 @pytest.mark.parametrize("row0,row1", [(-1, 3), (0, 7), (4, 3), (7, 7)])
 def test_kernel_refuses_a_band_outside_the_slot(row0, row1):
     """The compiled entry checks the band itself (its loops have no bounds checks)."""
@@ -225,3 +237,44 @@ def test_bands_split_the_picture_rows_evenly():
     for n in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="positive integer"):
             pre.bands(frame, n)
+
+
+# -- fuzzing bands of the compiled entry -------------------------------------------------------
+def call_band(a: dict, row0: int = 0, row1: int | None = None) -> None:
+    _kernels.resize_quantize(a["src"], a["fmt"], a["src_w"], a["src_h"], a["cx"], a["cy"], a["cw"], a["ch"],
+                             a["out"], a["out_w"], a["out_h"], a["out_c"], a["itemsize"], a["dx0"], a["dy0"],
+                             a["dw"], a["dh"], a["lut"], a["pad"], a["swap_rb"], a["full_range"], a["area"],
+                             row0, row1)
+
+
+@settings(max_examples=max(20, int(300 * EXAMPLES)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_random_bands_of_random_calls(data):
+    """Any consistent call (format, crop, destination rectangle, channels, element size, both
+    resamplings), any band: the band equals the whole call's rows, every other byte of the slot
+    keeps the sentinel, and the source, slot and tables end right before an inaccessible page
+    (a read or write past them is a SIGSEGV)."""
+    draw = data.draw
+    fmt = draw(st.sampled_from(("rgb", "bgr", "rgba", "bgra", "gray", "i420", "nv12")))
+    w, h = draw(st.integers(1, 90)), draw(st.integers(1, 40))
+    if fmt in ("i420", "nv12"):
+        w, h = w + w % 2, h + h % 2
+    cw, ch = draw(st.integers(1, w)), draw(st.integers(1, h))
+    cx, cy = draw(st.integers(0, w - cw)), draw(st.integers(0, h - ch))
+    ow, oh = draw(st.integers(1, 70)), draw(st.integers(1, 30))
+    dw, dh = draw(st.integers(1, ow)), draw(st.integers(1, oh))
+    dx, dy = draw(st.integers(0, ow - dw)), draw(st.integers(0, oh - dh))
+    oc, itemsize = draw(st.sampled_from((1, 3))), draw(st.sampled_from((1, 4)))
+    row0 = draw(st.integers(0, oh))
+    row1 = draw(st.integers(row0, oh))
+    a = valid_args(fmt, w, h, (oh, ow, oc), itemsize, seed=draw(st.integers(0, 2**16)))
+    a.update(cx=cx, cy=cy, cw=cw, ch=ch, dx0=dx, dy0=dy, dw=dw, dh=dh, swap_rb=draw(st.booleans()),
+              full_range=draw(st.booleans()), area=draw(st.booleans()) and cw >= dw and ch >= dh,
+              pad=np.arange(1, oc * itemsize + 1, dtype=np.uint8))
+    whole = np.zeros_like(a["out"])
+    call_band({**a, "out": whole})
+    g = guard_all({**a, "out": np.full_like(a["out"], SENTINEL)})
+    call_band(g, row0, row1)
+    got = np.asarray(g["out"]).reshape(oh, -1)
+    assert np.array_equal(got[row0:row1], whole.reshape(oh, -1)[row0:row1])
+    assert (np.delete(got, np.s_[row0:row1], axis=0) == SENTINEL).all()

@@ -4,9 +4,11 @@
 
 The hot loop, plus a check of every size against the buffers it is handed
 (``check_arguments``; ``streampi/preprocess.py`` is the documented API and reports bad frames
-in its own terms first). Each source row is read once (converted from YUV/gray when needed), resampled
+in its own terms first). Each source row is read once (converted from YUV/gray when needed; the
+vector builds' bilinear pass converts 4:2:0 rows only at the taps it reads), resampled
 horizontally, combined vertically, and written through a per-channel 256-entry lookup table
-(the normalisation and quantization of a uint8 value) straight into the output slot.
+(the normalisation and quantization of a uint8 value) straight into the output slot. A call
+may write only a band of the slot's rows (two threads can fill one slot).
 
 Arithmetic follows OpenCV so that results can be checked against it: bilinear uses 11-bit
 fixed-point weights and OpenCV's vector rounding; area averaging uses float32 weight tables;
@@ -37,6 +39,12 @@ cdef extern from "simd.h" nogil:
     int streampi_vrow(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, uint8_t* row)
     int streampi_lut8(const uint8_t* row, int n, int c, const uint8_t* lut, int same_tables, uint8_t* out)
     const char* STREAMPI_SIMD_BUILD
+    int STREAMPI_HROW_YUV
+    void streampi_yuvprep(const int* x0, const int* x1, int cx, int nv12, int dw, uint8_t* masks, int* yofs,
+                          int* cofs)
+    int streampi_hrow_yuv(const uint8_t* Y, const uint8_t* U, const uint8_t* V, int n, const int* yofs,
+                          const int* cofs, const uint8_t* masks, const uint8_t* wtab, const int* k, int yoff,
+                          int swap, int16_t* h)
 
 cdef enum:
     FMT_RGB = 0
@@ -259,6 +267,11 @@ ctypedef struct HTab:
     int nadj         # pixels [0, nadj) have neighbouring taps (or a second weight of 0)
     int* gofs        # 8 * x: where pixel x's group starts in grp
     uint8_t* grp     # one row regrouped for the vector pass: 8 bytes a pixel (see group3)
+    # 4:2:0 rows converted at the taps only (streampi_hrow_yuv), when the build has it:
+    int* yofs        # byte of tap 0 in the Y row
+    int* cofs        # byte of tap 0's chroma sample in the U (or UV) row
+    uint8_t* masks   # the vector pass's shuffle masks (streampi_yuvprep)
+    int nyuv         # pixels [0, nyuv) whose 8-byte loads stay inside their rows
 
 
 cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, int o2, i16_out h) noexcept nogil:
@@ -336,6 +349,45 @@ cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const H
                 g[x] = <int16_t>((q[t.x0[x] * ps + o0] * t.a0[x] + q[t.x1[x] * ps + o0] * t.a1[x]) >> 4)
 
 
+cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept nogil:
+    """Horizontal bilinear pass of crop row ``y`` of a 4:2:0 frame into 3 channels, converting
+    only the two taps of each output pixel (yuv_pixel's arithmetic) instead of the whole row:
+    the vector pass where the build has it, this loop for the rest."""
+    cdef int row = s.cy + y, x, i, c, i0, i1, a0, a1, yoff, step
+    cdef const uint8_t* Y = s.data + <int64_t>row * s.w
+    cdef const uint8_t* U
+    cdef const uint8_t* V
+    cdef const int* k
+    cdef uint8_t rgb0[3]
+    cdef uint8_t rgb1[3]
+    cdef int swap = s.off[0] != 0
+    if s.full_range:
+        k, yoff = FULL, 0
+    else:
+        k, yoff = LIMITED, 16
+    if s.fmt == FMT_I420:
+        U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * (s.w >> 1)
+        V = U + <int64_t>(s.w >> 1) * (s.h >> 1)
+        step = 1
+        x = streampi_hrow_yuv(Y, U, V, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, k, yoff, swap, h)
+    else:
+        U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * s.w
+        V = U + 1
+        step = 2
+        x = streampi_hrow_yuv(Y, U, U, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, k, yoff, swap, h)
+    for x in range(x, dw):
+        i0 = s.cx + t.x0[x]
+        i1 = s.cx + t.x1[x]
+        yuv_pixel(Y[i0], U[(i0 >> 1) * step], V[(i0 >> 1) * step], yoff, k, rgb0, 1)
+        yuv_pixel(Y[i1], U[(i1 >> 1) * step], V[(i1 >> 1) * step], yoff, k, rgb1, 1)
+        a0 = t.a0[x]
+        a1 = t.a1[x]
+        for i in range(3):
+            c = 2 - i if swap else i
+            h[4 * x + i] = <int16_t>((rgb0[c] * a0 + rgb1[c] * a1) >> 4)
+        h[4 * x + 3] = 0
+
+
 cdef void vline(const int16_t* H0, const int16_t* H1, int b0, int b1, int c, int dw, u8_out row) noexcept nogil:
     """Vertical pass of two horizontal rows into ``c`` uint8 a pixel, with OpenCV's vector
     rounding: ((h0*b0) >> 16) + ((h1*b1) >> 16), then (+2) >> 2 (h already holds sum >> 4)."""
@@ -353,8 +405,11 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     horizontal rows is a saving, not a state), so any band gives the full resize's bytes."""
     cdef int c = s.out_c
     cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
-    cdef int* xi = <int*>malloc(sizeof(int) * 6 * dw)
+    cdef int* xi = <int*>malloc(sizeof(int) * 8 * dw)
     cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3) + 8 * dw)
+    # 4:2:0 into 3 channels: converted at the taps by the vector pass, where the build has one
+    cdef bint yuvtap = c == 3 and (s.fmt == FMT_I420 or s.fmt == FMT_NV12) and STREAMPI_HROW_YUV
+    cdef uint8_t* masks = <uint8_t*>malloc(24 * (dw + 3)) if yuvtap else NULL
     cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
     cdef int16_t* hb = <int16_t*>malloc(sizeof(int16_t) * 2 * n)
     cdef uint8_t* row = <uint8_t*>malloc(c * dw + 16)  # + the vertical pass's 16 bytes of slack
@@ -362,10 +417,10 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     cdef int rows[2]
     cdef int16_t* H0
     cdef int16_t* H1
-    cdef int dy, i, x, slot, want, row_bytes
+    cdef int dy, i, x, slot, want, row_bytes, chroma_row_bytes
     cdef bint vec, same = same_tables(lut, c, itemsize)
-    if xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL:
-        free(xi); free(wtab); free(yi); free(hb); free(row)
+    if xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL or (yuvtap and masks == NULL):
+        free(xi); free(wtab); free(yi); free(hb); free(row); free(masks)
         return -1
     t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
     t.gofs, t.grp = xi + 5 * dw, wtab + 16 * (dw + 3)
@@ -386,6 +441,13 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
         if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
             t.nvec = x + 1
     streampi_hprep(t.a0, t.a1, dw, t.wtab)
+    t.yofs, t.cofs, t.masks, t.nyuv = xi + 6 * dw, xi + 7 * dw, masks, 0
+    if yuvtap:
+        streampi_yuvprep(t.x0, t.x1, s.cx, s.fmt == FMT_NV12, dw, masks, t.yofs, t.cofs)
+        # its 8-byte loads at yofs and cofs must stay inside the Y row and the U (UV) row
+        chroma_row_bytes = s.w if s.fmt == FMT_NV12 else s.w >> 1
+        while (t.nyuv < dw and t.yofs[t.nyuv] + 8 <= s.w and t.cofs[t.nyuv] + 8 <= chroma_row_bytes):
+            t.nyuv += 1
     rows[0] = -1
     rows[1] = -1
     for dy in range(r0, r1):
@@ -400,13 +462,16 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
             want = yi[i * dh + dy]
             if rows[0] != want and rows[1] != want:
                 slot = 0 if (rows[0] != yi[dy] and rows[0] != yi[dh + dy]) else 1
-                hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, s.direct, hb + slot * n, NULL)
+                if yuvtap:
+                    hline_yuv(s, want, dw, &t, hb + slot * n)
+                else:
+                    hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, s.direct, hb + slot * n, NULL)
                 rows[slot] = want
         H0 = hb if rows[0] == yi[dy] else hb + n
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
         vline(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, row)
         emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
-    free(xi); free(wtab); free(yi); free(hb); free(row)
+    free(xi); free(wtab); free(yi); free(hb); free(row); free(masks)
     return 0
 
 

@@ -14,6 +14,9 @@
  *    output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with Q11 weights, kept as
  *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), 4 int16 per pixel
  *    (3 channels and a zero).
+ *  - streampi_hrow_yuv: the same horizontal pass for a 4:2:0 row (I420, NV12), read in place:
+ *    only the two taps of each output pixel are converted to RGB (BT.601, the scalar code's
+ *    int32 arithmetic), straight into the multiply; the baseline build converts whole rows.
  *  - streampi_vrow: vertical pass of two such rows into uint8, with OpenCV's vector rounding
  *    ((h0*b0 >> 16) + (h1*b1 >> 16) + 2) >> 2, written compact (c bytes per pixel). It may
  *    write up to 16 bytes past the c*dw it returns (the caller's row has that slack).
@@ -25,6 +28,33 @@
 
 #include <stdint.h>
 #include <string.h>
+
+/* The tables of the 4:2:0 tap pass (streampi_hrow_yuv, AVX2 and NEON): per block of 4 output
+ * pixels, 96 bytes of byte-shuffle masks (Y, U, V; 16 bytes per 2 pixels and plane, which is
+ * also a 16-byte NEON tbl table) that put each tap's byte of the pixel's 8-byte load into an
+ * int32 lane: tap 0 at byte 0, tap 1 at x1 - x0 (luma) or at the chroma step (0 or 1 sample;
+ * NV12: 2 bytes a sample, V one byte after U); 0x80 picks zero. yofs[x] = cx + x0 is tap 0's
+ * byte in the Y row, cofs[x] its chroma sample's byte in the U (or UV) row. masks holds
+ * 24 * (dw + 3) bytes. */
+static inline void streampi_yuvprep(const int *x0, const int *x1, int cx, int nv12, int dw, uint8_t *masks,
+                                    int *yofs, int *cofs)
+{
+    const int cs = nv12 ? 2 : 1;
+    memset(masks, 0x80, 24 * (size_t)(dw + 3));
+    for (int x = 0; x < dw; x++) {
+        const int c0 = (cx + x0[x]) >> 1, c1 = (cx + x1[x]) >> 1;
+        uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1) + 8 * (x & 1);
+        const int base = 8 * (x & 1);  /* the pixel's 8 bytes in its 128-bit lane */
+        yofs[x] = cx + x0[x];
+        cofs[x] = c0 * cs;
+        m[0] = (uint8_t)base;
+        m[4] = (uint8_t)(base + x1[x] - x0[x]);
+        m[32] = (uint8_t)base;
+        m[36] = (uint8_t)(base + (c1 - c0) * cs);
+        m[64] = (uint8_t)(base + (nv12 ? 1 : 0));
+        m[68] = (uint8_t)(base + (c1 - c0) * cs + (nv12 ? 1 : 0));
+    }
+}
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -53,14 +83,20 @@ static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t 
     }
 }
 
-/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
-static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
+/* the 8 bytes at r + o[0..3], one 128-bit lane per 2 pixels */
+static inline __m256i streampi_load4(const uint8_t *r, const int *o)
 {
     __m128i ab = _mm_loadl_epi64((const __m128i *)(r + o[0]));
     __m128i cd = _mm_loadl_epi64((const __m128i *)(r + o[2]));
     ab = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(ab), (const double *)(r + o[1])));
     cd = _mm_castpd_si128(_mm_loadh_pd(_mm_castsi128_pd(cd), (const double *)(r + o[3])));
-    __m256i v = _mm256_shuffle_epi8(_mm256_setr_m128i(ab, cd), mask);
+    return _mm256_setr_m128i(ab, cd);
+}
+
+/* 4 pixels of row r at byte offsets o[0..3] (8 bytes each: both taps), as 16 int16 */
+static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mask, __m256i whi, __m256i wlo)
+{
+    __m256i v = _mm256_shuffle_epi8(streampi_load4(r, o), mask);
     __m256i hi = _mm256_maddubs_epi16(v, whi), lo = _mm256_maddubs_epi16(v, wlo);
     return _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4));
 }
@@ -83,6 +119,54 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
         _mm256_storeu_si256((__m256i *)(h + 4 * x), streampi_hquad(p, xofs + x, mask, whi, wlo));
         if (q)
             _mm256_storeu_si256((__m256i *)(g + 4 * x), streampi_hquad(q, xofs + x, mask, whi, wlo));
+    }
+    return x;
+}
+
+/* Horizontal pass of one 4:2:0 row straight from Y, U, V (I420, or NV12 with V == U and the V
+ * bytes picked one further), converting only the two taps of each output pixel to RGB: a
+ * 1280 → 224 row needs 448 of its 1280 pixels. For 4 output pixels: an 8-byte load per pixel and
+ * plane (both taps and both chroma samples among them), a shuffle that puts each tap's byte in
+ * an int32 lane (8 taps), BT.601 in exactly the scalar int32 arithmetic (yuv_pixel in
+ * _kernels.pyx: ((y - yoff)+ * cy + 2^19 + cv * v + cu * u) >> 20, saturated by the packs), then
+ * the pmaddubsw multiply of streampi_hquad on the (tap 0, tap 1) byte pairs. Tables from
+ * streampi_yuvprep. */
+#define STREAMPI_HROW_YUV 1
+
+/* Pixels [0, n) (n: pixels whose 8-byte loads at yofs and cofs stay inside their rows; the caller
+ * works it out), 4 at a time, into h (4 int16 a pixel: channels in model order, swap: B first). */
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    /* after the packs a lane holds R of its 4 taps at bytes 0-3, G at 4-7, B at 8-11, zeros at
+     * 12-15; each pixel takes (c tap 0, c tap 1) for c in model order, then a zero pair */
+    const char c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;  /* where channels 0 and 2 of the model are */
+    const __m128i g = _mm_setr_epi8(c0, c0 + 1, 4, 5, c2, c2 + 1, 12, 12, c0 + 2, c0 + 3, 6, 7, c2 + 2, c2 + 3, 12, 12);
+    const __m256i group = _mm256_setr_m128i(g, g);
+    const __m256i cy = _mm256_set1_epi32(k[0]), cvr = _mm256_set1_epi32(k[1]), cvg = _mm256_set1_epi32(k[2]);
+    const __m256i cug = _mm256_set1_epi32(k[3]), cub = _mm256_set1_epi32(k[4]);
+    const __m256i half = _mm256_set1_epi32(1 << 19), off = _mm256_set1_epi32(yoff), c128 = _mm256_set1_epi32(128);
+    const __m256i zero = _mm256_setzero_si256();
+    int x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const uint8_t *m = masks + 24 * x;
+        __m256i y = _mm256_shuffle_epi8(streampi_load4(Y, yofs + x), _mm256_loadu_si256((const __m256i *)m));
+        __m256i u = _mm256_shuffle_epi8(streampi_load4(U, cofs + x), _mm256_loadu_si256((const __m256i *)(m + 32)));
+        __m256i v = _mm256_shuffle_epi8(streampi_load4(V, cofs + x), _mm256_loadu_si256((const __m256i *)(m + 64)));
+        u = _mm256_sub_epi32(u, c128);
+        v = _mm256_sub_epi32(v, c128);
+        __m256i yy = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_max_epi32(_mm256_sub_epi32(y, off), zero), cy), half);
+        __m256i rr = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(v, cvr)), 20);
+        __m256i gg = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(v, cvg)),
+                                                        _mm256_mullo_epi32(u, cug)), 20);
+        __m256i bb = _mm256_srai_epi32(_mm256_add_epi32(yy, _mm256_mullo_epi32(u, cub)), 20);
+        __m256i px = _mm256_packus_epi16(_mm256_packs_epi32(rr, gg), _mm256_packs_epi32(bb, zero));
+        px = _mm256_shuffle_epi8(px, group);
+        const __m256i whi = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x));
+        const __m256i wlo = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x + 32));
+        __m256i hi = _mm256_maddubs_epi16(px, whi), lo = _mm256_maddubs_epi16(px, wlo);
+        _mm256_storeu_si256((__m256i *)(h + 4 * x), _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4)));
     }
     return x;
 }
@@ -287,6 +371,56 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
     return n;
 }
 
+
+/* The NEON twin of the AVX2 4:2:0 tap pass: the same masks (streampi_yuvprep, one 16-byte tbl
+ * table per 2 pixels and plane), the same int32 arithmetic (vmlaq_s32 is an integer multiply-add,
+ * exact), saturated by vqmovun/vqmovn, then streampi_hmix's widening multiply. */
+#define STREAMPI_HROW_YUV 1
+
+/* the 4 taps of 2 pixels (8-byte loads at r + o[0], r + o[1]) as int32, placed by a mask */
+static inline int32x4_t streampi_taps2(const uint8_t *r, const int *o, const uint8_t *mask)
+{
+    return vreinterpretq_s32_u8(vqtbl1q_u8(vcombine_u8(vld1_u8(r + o[0]), vld1_u8(r + o[1])), vld1q_u8(mask)));
+}
+
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    /* after the narrowing, bytes 0-3 hold R of the 4 taps (pixel 0 tap 0, tap 1, pixel 1 tap 0,
+     * tap 1), 4-7 G, 8-11 B, 12-15 zero; pick each pixel's channels in model order per tap */
+    const int32_t *wpair = (const int32_t *)wtab;
+    const uint8_t c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;
+    const uint8_t t0[8] = {c0, 4, c2, 12, (uint8_t)(c0 + 2), 6, (uint8_t)(c2 + 2), 12};
+    const uint8_t t1[8] = {(uint8_t)(c0 + 1), 5, (uint8_t)(c2 + 1), 12, (uint8_t)(c0 + 3), 7, (uint8_t)(c2 + 3), 12};
+    const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
+    const int32x4_t cy = vdupq_n_s32(k[0]), cvr = vdupq_n_s32(k[1]), cvg = vdupq_n_s32(k[2]);
+    const int32x4_t cug = vdupq_n_s32(k[3]), cub = vdupq_n_s32(k[4]);
+    const int32x4_t half = vdupq_n_s32(1 << 19), off = vdupq_n_s32(yoff), c128 = vdupq_n_s32(128);
+    const int32x4_t zero = vdupq_n_s32(0);
+    int x = 0;
+    for (; x + 2 <= n; x += 2) {
+        const uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1);
+        int32x4_t y = streampi_taps2(Y, yofs + x, m);
+        int32x4_t u = vsubq_s32(streampi_taps2(U, cofs + x, m + 32), c128);
+        int32x4_t v = vsubq_s32(streampi_taps2(V, cofs + x, m + 64), c128);
+        int32x4_t yy = vaddq_s32(vmulq_s32(vmaxq_s32(vsubq_s32(y, off), zero), cy), half);
+        int32x4_t rr = vshrq_n_s32(vmlaq_s32(yy, v, cvr), 20);
+        int32x4_t gg = vshrq_n_s32(vmlaq_s32(vmlaq_s32(yy, v, cvg), u, cug), 20);
+        int32x4_t bb = vshrq_n_s32(vmlaq_s32(yy, u, cub), 20);
+        uint8x16_t px = vcombine_u8(vqmovn_u16(vcombine_u16(vqmovun_s32(rr), vqmovun_s32(gg))),
+                                    vqmovn_u16(vcombine_u16(vqmovun_s32(bb), vdup_n_u16(0))));
+        uint16x8_t tap0 = vmovl_u8(vqtbl1_u8(px, m0)), tap1 = vmovl_u8(vqtbl1_u8(px, m1));
+        uint16x4_t w = vreinterpret_u16_s32(vld1_s32(wpair + x));
+        uint16x8_t w0 = vcombine_u16(vdup_lane_u16(w, 0), vdup_lane_u16(w, 2));
+        uint16x8_t w1 = vcombine_u16(vdup_lane_u16(w, 1), vdup_lane_u16(w, 3));
+        uint32x4_t lo = vmlal_u16(vmull_u16(vget_low_u16(tap0), vget_low_u16(w0)), vget_low_u16(tap1), vget_low_u16(w1));
+        uint32x4_t hi = vmlal_high_u16(vmull_high_u16(tap0, w0), tap1, w1);
+        vst1q_s16(h + 4 * x, vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4)));
+    }
+    return x;
+}
+
 #define STREAMPI_SIMD_BUILD "neon"
 
 #else
@@ -315,6 +449,18 @@ static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, in
 static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
 {
     (void)row; (void)n; (void)c; (void)lut; (void)same_tables; (void)out;
+    return 0;
+}
+
+
+#define STREAMPI_HROW_YUV 0
+
+static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const uint8_t *V, int n, const int *yofs,
+                                    const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                    int yoff, int swap, int16_t *h)
+{
+    (void)Y; (void)U; (void)V; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
+    (void)swap; (void)h;
     return 0;
 }
 
