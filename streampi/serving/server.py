@@ -529,7 +529,6 @@ class Server(Events):
         fds = [sock.getsockopt(zmq.FD) for sock in (self._pull_now, self._router_now) if sock is not None]
         for fd in fds:
             loop.add_reader(fd, self._on_readable)
-        self._read_scheduled = False
         self._on_readable()  # what arrived before the readers were added
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
@@ -592,8 +591,7 @@ class Server(Events):
         """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
         producer that keeps sending cannot hold the stop up)."""
         for _ in range(max(1, self.options.recv_hwm * 2 // 64)):
-            handled, more = self._read_queued(64)
-            if not more:
+            if not self._read_queued(64)[1]:  # every socket read to zmq.Again
                 return
 
     # -- protocol v1.1: credit ---------------------------------------------------------------
