@@ -88,6 +88,9 @@ def add_serve(sub: Any) -> None:
     g.add_argument("--credit-bind", default="tcp://127.0.0.1:5558",
                    help="endpoint of the ROUTER socket for protocol v1.1 frames (credit-based flow control; "
                         "streampi's Producer speaks it by default; 'none' to disable)")
+    g.add_argument("--no-shared-memory", action="store_true",
+                   help="hand v1.1 producers on this machine no shared-memory ring: their raw frames come over "
+                        "the wire (docs/protocol.md, 'Shared memory')")
     g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint of the PUB socket for results")
     g.add_argument("--recv-hwm", type=_positive_int, default=64,
                    help="v1 frames ZeroMQ buffers per producer before that producer blocks")
@@ -182,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          control=None if args.control.lower() == "none" else args.control,
                          metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
                          curve_secret=args.curve_secret, curve_clients=args.curve_clients,
+                         shared_memory=not args.no_shared_memory,
                          limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}))
     logs.setup(args.log_level, json=args.log_json)
     from .auth import warn_if_exposed
@@ -236,6 +240,9 @@ def add_produce(sub: Any) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="frames per second per stream (0: as fast as possible)")
     p.add_argument("--count", type=int, default=0, help="stop after this many frames per stream (0: no limit)")
     p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0: no limit)")
+    p.add_argument("--shared-memory", action="store_true",
+                   help="a server on this machine: write raw frames into its shared-memory ring, only their "
+                        "header goes over the socket (protocol v1.1; docs/protocol.md)")
     _add_curve_client(p)
     p.set_defaults(func=cmd_produce)
 
@@ -291,8 +298,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from .client import Producer
 
     names = [args.stream] if args.streams == 1 else [f"{args.stream}{i}" for i in range(args.streams)]
+    if args.shared_memory and args.protocol != "1.1":
+        raise StreampiError("--shared-memory needs --protocol 1.1 (the ring comes with the server's credit)")
     prods = [Producer(args.connect, stream=n, curve_secret=args.curve_secret, curve_server=args.curve_server,
-                      protocol_version=args.protocol) for n in names]
+                      protocol_version=args.protocol, shared_memory=args.shared_memory) for n in names]
     frames = _frames(args.source, args.size, args.fmt)
     t0, k, sent = time.time(), 0, 0
     try:
@@ -314,6 +323,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
         import zmq
         zmq.Context.instance().term()  # returns once every queued frame is sent (sockets linger 5 s)
     dropped = sum(p.dropped for p in prods)
+    if args.shared_memory:
+        print(f"shared memory: {prods[0].stats()['shared_memory']}; {sum(p.shm_frames for p in prods)} frames "
+              f"through the ring", file=sys.stderr)
     print(f"sent {sent - dropped} frames on {len(prods)} stream(s) in {time.time() - t0:.1f} s"
           + (f"; {dropped} more were replaced by newer ones before they had credit (policy latest)" if dropped else ""),
           file=sys.stderr)

@@ -24,11 +24,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 import zmq.asyncio
 
-from . import auth, protocol
+from . import auth, protocol, shared_frames
 from .errors import FrameError, ProtocolError
 from .formats import FORMATS, RAW_FORMATS, check_raw_size
 
@@ -147,7 +148,7 @@ class _ProducerBase(_SocketHolder):
                  zero_copy: bool = False, limits: protocol.Limits = protocol.DEFAULT_LIMITS,
                  curve_secret: Any = None, curve_server: Any = None, handshake_timeout: float = 10.0,
                  protocol_version: str = "1.1", when_full: str | None = None, send_timeout: float = 30.0,
-                 on_drop: Any = None) -> None:
+                 on_drop: Any = None, shared_memory: bool = False) -> None:
         """``protocol_version`` is ``"1.1"`` (the default: a DEALER with credit-based flow control,
         connected to the server's ``--credit-bind``, default port 5558) or ``"1"`` (a PUSH,
         to ``--bind``, default port 5555, no flow control).
@@ -162,11 +163,20 @@ class _ProducerBase(_SocketHolder):
         ``zero_copy=True`` hands ZeroMQ the frame's own buffer instead of a copy: saves a
         copy per frame, but the buffer must not change until ZeroMQ has sent it (a camera that
         captures into one reused array must keep the default). Queued frames are sent after
-        ``close()`` while the process lives (the socket lingers 5 s)."""
+        ``close()`` while the process lives (the socket lingers 5 s).
+
+        ``shared_memory=True`` (v1.1, a server on this machine): raw frames are written into a
+        shared-memory ring the server hands out, and only their header crosses the socket,
+        which saves the CPU of two copies of every frame through the kernel's socket buffers.
+        The slots are the size of the first raw frame; larger frames, JPEG, and every frame
+        while the server cannot give a ring (another machine or user, ``--no-shared-memory``)
+        go over the wire as usual. ``stats()["shared_memory"]`` says which, and why."""
         if not protocol.valid_stream(stream):
             raise ValueError(f"stream must be 1-64 characters of [A-Za-z0-9._-], not starting with '_': {stream!r}")
         if protocol_version not in PROTOCOLS:
             raise ValueError(f"protocol_version must be one of {PROTOCOLS}, got {protocol_version!r}")
+        if shared_memory and protocol_version != "1.1":
+            raise ValueError("shared_memory needs protocol_version='1.1' (the ring comes with the server's credit)")
         if when_full not in (None, "replace", "wait"):
             raise ValueError(f"when_full must be 'replace', 'wait' or None (the server's policy), got {when_full!r}")
         if not send_timeout > 0:
@@ -185,6 +195,12 @@ class _ProducerBase(_SocketHolder):
         self._held: tuple[list[Any], int] | None = None  # the newest frame without credit, and its seq
         self._held_buf: bytearray | None = None
         self._last_hello = 0.0
+        self._shm_wanted = bool(shared_memory)
+        self._shm_bytes: int | None = None  # the slot size asked for: the first raw frame's bytes
+        self._ring: shared_frames.RingWriter | None = None
+        self._ring_token: bytes | None = None  # the offer last tried (a failed one is not retried)
+        self.shared_memory = "asking" if shared_memory else "off"  # what became of it, for stats()
+        self.shm_frames = 0  # frames sent through the ring
         self._sock = (context or self._context()).socket(zmq.DEALER if self._credit is not None else zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 5000)
@@ -214,7 +230,8 @@ class _ProducerBase(_SocketHolder):
         out: dict[str, Any] = {"protocol": self.protocol_version, "next_seq": self.seq, "dropped": self.dropped}
         if self._credit is not None:
             out.update(sent=self._credit.sent, in_flight=self._credit.in_flight, window=self._credit.window,
-                       policy=self._credit.policy, sessions=self._credit.sessions, held=self.held)
+                       policy=self._credit.policy, sessions=self._credit.sessions, held=self.held,
+                       shared_memory=self.shared_memory, shm_frames=self.shm_frames)
         return out
 
     def _sync(self) -> Any:
@@ -224,8 +241,9 @@ class _ProducerBase(_SocketHolder):
 
     def _hello(self) -> None:
         self._last_hello = time.monotonic()
+        ask = self._shm_bytes if self._shm_wanted and self._ring is None and self._shm_bytes else None
         try:
-            self._sync().send_multipart(protocol.encode_hello(self.stream), zmq.NOBLOCK)
+            self._sync().send_multipart(protocol.encode_hello(self.stream, ask), zmq.NOBLOCK)
         except zmq.Again:  # the pipe is full (no server for a while): the next wait says it again
             pass
 
@@ -239,11 +257,74 @@ class _ProducerBase(_SocketHolder):
             except zmq.Again:
                 return got
             try:
-                self._credit.update(protocol.decode_credit(parts))  # type: ignore[union-attr]
-                got = True
+                credit = protocol.decode_credit(parts)
             except ProtocolError:
                 continue  # not from a streampi server: ignored (and never trusted)
+            session = self._credit.session  # type: ignore[union-attr]
+            self._credit.update(credit)  # type: ignore[union-attr]
+            if self._shm_wanted:
+                self._update_ring(credit, new_session=credit.session != session)
+            got = True
         return got
+
+    # -- shared memory (v1.1, a server on this machine) ------------------------------------------
+    def _update_ring(self, credit: protocol.Credit, new_session: bool) -> None:
+        """Open, follow or drop the ring as the server's credit says (shared_frames)."""
+        if new_session and self._ring is not None:  # a restarted server: its rings died with it
+            self._close_ring()
+            self.shared_memory = "asking"
+        if credit.shm is not None:
+            try:
+                offer = shared_frames.RingOffer.from_wire(credit.shm)
+            except ValueError as exc:
+                self.shared_memory = f"unusable: {exc}"
+                return
+            if self._ring is None or self._ring.offer.token != offer.token:
+                if offer.token == self._ring_token:
+                    return  # tried and failed: the wire it is
+                self._close_ring()
+                self._ring_token = offer.token
+                try:
+                    self._ring = shared_frames.RingWriter(offer)
+                except OSError as exc:
+                    self.shared_memory = f"unusable: {exc}"
+                    return
+                self.shared_memory = f"on: {offer.slots} slots of {offer.slot_bytes} bytes"
+            self._ring.update(credit.shm_seen, credit.shm_held)
+        elif credit.shm_refused is not None:
+            self._close_ring()
+            self.shared_memory = f"refused: {credit.shm_refused}"
+        elif new_session and self._shm_bytes:
+            self._hello()  # a new session knows nothing of our ask: say it again
+
+    def close(self) -> None:  # (the flavours' close() end here)
+        self._close_ring()
+        super().close()
+
+    def _close_ring(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+
+    def _through_ring(self, parts: list[Any]) -> list[Any]:
+        """``parts`` with the pixels moved into a free slot of the ring (header only), or as
+        they are when they cannot go that way."""
+        ring = self._ring
+        if ring is None or len(parts) != 2:
+            return parts
+        if not ring.alive():  # the server went away (and perhaps came back): wire until its new credit
+            self._close_ring()
+            self.shared_memory = "asking"
+            return parts
+        head = msgpack.unpackb(parts[0])
+        if head.get("fmt") not in RAW_FORMATS:
+            return parts
+        got = ring.write(parts[1])
+        if got is None:  # larger than a slot, or every slot held (frames in flight beyond the ring)
+            return parts
+        head["shm"] = list(got)
+        self.shm_frames += 1
+        return [msgpack.packb(head)]
 
     def _replaces(self) -> bool:
         if self.when_full is not None:
@@ -283,6 +364,8 @@ class _ProducerBase(_SocketHolder):
         if fmt in RAW_FORMATS:
             nbytes = frame.nbytes if isinstance(frame, np.ndarray) else len(memoryview(frame).cast("B"))
             check_raw_size(fmt, width, height, nbytes, self.limits.max_pixels)
+            if self._shm_wanted and self._shm_bytes is None:
+                self._shm_bytes = nbytes
         if seq is None:
             seq = self.seq
         self.seq = seq + 1
@@ -352,7 +435,7 @@ class Producer(_ProducerBase):
             self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
 
     def _transmit(self, parts: list[Any]) -> None:
-        self._sock.send_multipart([protocol.KIND_FRAME, *parts], copy=not self.zero_copy)
+        self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts)], copy=not self.zero_copy)
         self._credit.sent += 1  # type: ignore[union-attr]
 
     def flush(self, timeout: float = 1.0) -> bool:
@@ -440,7 +523,7 @@ class AsyncProducer(_ProducerBase):
             await self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
 
     async def _transmit(self, parts: list[Any]) -> None:
-        await self._sock.send_multipart([protocol.KIND_FRAME, *parts], copy=not self.zero_copy)
+        await self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts)], copy=not self.zero_copy)
         self._credit.sent += 1  # type: ignore[union-attr]
 
     async def flush(self, timeout: float = 1.0) -> bool:

@@ -23,8 +23,11 @@ def frame_nbytes(fmt: str, width: int, height: int) -> int:
     return width * height * BYTES_PER_PIXEL[fmt]
 
 
-def check_raw_size(fmt: str, width: Any, height: Any, nbytes: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise :class:`FrameError` unless a raw frame's size and byte count agree."""
+def check_raw_size(fmt: str, width: Any, height: Any, nbytes: int | None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Raise :class:`FrameError` unless a raw frame's size and byte count agree; return the
+    byte count. ``nbytes=None`` checks the size alone (a shared-memory frame's bytes are
+    whatever its size needs)."""
     if fmt not in RAW_FORMATS:
         raise FrameError(f"unknown raw format {fmt!r}; expected one of {', '.join(FORMATS)}")
     for name, v in (("width", width), ("height", height)):
@@ -37,5 +40,6 @@ def check_raw_size(fmt: str, width: Any, height: Any, nbytes: int, max_pixels: i
     if fmt in ("i420", "nv12") and (width % 2 or height % 2):
         raise FrameError(f"{fmt} frames need an even width and height, got {width}×{height}")
     want = frame_nbytes(fmt, width, height)
-    if nbytes != want:
+    if nbytes is not None and nbytes != want:
         raise FrameError(f"{fmt} frame of {width}×{height} needs {want} bytes, got {nbytes}")
+    return want

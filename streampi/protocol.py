@@ -92,6 +92,7 @@ class FrameMessage:
     meta: Any = None
     has_meta: bool = False
     recv: float = field(default_factory=time.time)
+    shm_slot: int | None = None  # the shared-memory slot holding the pixels, released with the answer
 
 
 _NO_META = msgspec.Raw(b"")
@@ -110,6 +111,7 @@ class _Header(msgspec.Struct):
     ts: float | None = None
     data: memoryview | None = None
     meta: msgspec.Raw = _NO_META
+    shm: tuple[int, int] | None = None  # (slot, ticket): the pixels are in the producer's shared-memory ring
 
 
 class _LooseHeader(msgspec.Struct):
@@ -312,8 +314,12 @@ def _find_all(data: bytes, byte: int) -> list[int]:
     return out
 
 
-def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> FrameMessage:
+def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS, ring: Any = None) -> FrameMessage:
     """Decode and validate one frame message (a list of ZeroMQ parts).
+
+    ``ring`` is the sender's shared-memory ring (:class:`streampi.shared_frames.Ring`), if it
+    has one: a header with ``shm`` takes its pixels from the slot it names (raw formats only),
+    and the message's :attr:`FrameMessage.shm_slot` says which slot to release with the answer.
 
     Raises :class:`ProtocolError` with ``stream``/``seq`` attributes (``None`` where they
     could not be read); its message quotes untrusted values only through :func:`bounded_repr`.
@@ -367,6 +373,9 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
             raise fail(f"meta must be a map with string keys ({_clip(str(exc))})") from None
         if _depth(meta, limits.max_meta_depth) > limits.max_meta_depth:
             raise fail(f"meta is nested deeper than {limits.max_meta_depth} levels")
+    width, height = head.w, head.h
+    if head.shm is not None:
+        return _shared_frame(head, bufs, ring, limits, fail, meta, has_meta, recv)
     if len(bufs) == 2:
         if data is not None:
             raise fail("data must not be in the header when the pixels come as part 1")
@@ -374,7 +383,6 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
     elif data is None:
         raise fail("data is required when the message has one part")
     nbytes = _nbytes(memoryview(data))
-    width, height = head.w, head.h
     if fmt in RAW_FORMATS:
         try:
             check_raw_size(fmt, width, height, nbytes, limits.max_pixels)
@@ -391,6 +399,35 @@ def decode_frame(parts: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Frame
             raise fail(f"JPEG header claims {jw}×{jh} pixels; the limit is {limits.max_pixels}")
         width = height = None
     return FrameMessage(stream, seq, fmt, data, width, height, ts, meta, has_meta, recv)
+
+
+def _shared_frame(head: _Header, bufs: list, ring: Any, limits: Limits, fail: Any, meta: Any, has_meta: bool,
+                  recv: float) -> FrameMessage:
+    """A frame whose pixels are in a slot of the sender's shared-memory ring."""
+    if ring is None:
+        raise fail("this frame names a shared-memory slot (shm), but its producer has no shared-memory ring "
+                   "from this server: rings are granted to protocol v1.1 producers that ask in their hello, and "
+                   "live as long as the server that made them (a frame sent to a server that has restarted since, "
+                   "or that reclaimed the ring, cannot be read)")
+    if len(bufs) != 1 or head.data is not None:
+        raise fail("a shared-memory frame (shm) carries no pixels in the message: one part, no data")
+    if head.fmt not in RAW_FORMATS:
+        raise fail(f"shared memory carries raw pixels only ({', '.join(RAW_FORMATS)}); send {head.fmt} frames "
+                   f"over the wire")
+    slot, ticket = head.shm
+    if ticket < 1:
+        raise fail(f"a shared-memory ticket is an integer >= 1, got {ticket}")
+    try:
+        nbytes = check_raw_size(head.fmt, head.w, head.h, None, limits.max_pixels)
+    except FrameError as exc:
+        raise fail(str(exc)) from None
+    try:
+        data = ring.take(slot, ticket, nbytes)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    msg = FrameMessage(head.stream, head.seq, head.fmt, data, head.w, head.h, head.ts, meta, has_meta, recv)
+    msg.shm_slot = slot
+    return msg
 
 
 def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None = None, height: int | None = None,
@@ -430,27 +467,47 @@ class Credit:
     running total, so a lost or merged credit message costs nothing); the producer may have
     ``window - (sent - acked)`` more frames in flight. ``policy`` is its stream's policy:
     ``latest`` producers replace a frame that has no credit, ``queue`` producers wait.
+
+    A producer that asked for shared memory in its hello also gets ``shm`` (its ring, a
+    :class:`~streampi.shared_frames.RingOffer` as a map), ``shm_seen`` (the highest ticket
+    received) and ``shm_held`` (the slots the server still holds), or ``shm_refused`` (why
+    not). Like ``acked``, these are a snapshot, not a change: a lost message costs nothing.
     """
 
     session: str
     window: int
     acked: int
     policy: str
+    shm: dict | None = None
+    shm_seen: int = 0
+    shm_held: tuple[int, ...] = ()
+    shm_refused: str | None = None
 
 
-def encode_hello(stream: str | None = None) -> list[bytes]:
+@dataclass(frozen=True)
+class Hello:
+    """A v1.1 producer's hello: the stream it sends (if it says) and, when it asks for a
+    shared-memory ring, the bytes one slot must hold (its largest raw frame)."""
+
+    stream: str | None = None
+    shm_bytes: int | None = None
+
+
+def encode_hello(stream: str | None = None, shm_bytes: int | None = None) -> list[bytes]:
     body: dict[str, Any] = {"v": VERSION}
     if stream is not None:
         body["stream"] = stream
+    if shm_bytes is not None:
+        body["shm"] = int(shm_bytes)
     return [KIND_HELLO, msgpack.packb(body)]
 
 
-def decode_hello(parts: Sequence[Any]) -> str | None:
-    """The stream a hello names (or None); ProtocolError when it is not a hello."""
+def decode_hello_message(parts: Sequence[Any]) -> Hello:
+    """A hello's stream and shared-memory request; ProtocolError when it is not a hello."""
     if len(parts) > 2 or (len(parts) == 2 and _nbytes(parts[1]) > MAX_CONTROL_BYTES):
         raise ProtocolError(f"a hello is the kind part and at most one map of {MAX_CONTROL_BYTES} bytes")
     if len(parts) == 1:
-        return None
+        return Hello()
     try:
         body = _HELLO_DECODER.decode(_buffer(parts[1]))
     except _DECODE_ERRORS as exc:
@@ -458,12 +515,25 @@ def decode_hello(parts: Sequence[Any]) -> str | None:
     stream = body.get("stream")
     if stream is not None and not valid_stream(stream):
         raise ProtocolError(f"hello names an invalid stream {bounded_repr(stream)}")
-    return stream
+    shm_bytes = body.get("shm")
+    if shm_bytes is not None and (isinstance(shm_bytes, bool) or not isinstance(shm_bytes, int) or shm_bytes < 1):
+        raise ProtocolError(f"a hello's shm is the bytes of one slot, an integer >= 1; got {bounded_repr(shm_bytes)}")
+    return Hello(stream, shm_bytes)
+
+
+def decode_hello(parts: Sequence[Any]) -> str | None:
+    """The stream a hello names (or None); ProtocolError when it is not a hello."""
+    return decode_hello_message(parts).stream
 
 
 def encode_credit(credit: Credit) -> list[bytes]:
-    return [KIND_CREDIT, msgpack.packb({"session": credit.session, "window": credit.window,
-                                        "acked": credit.acked, "policy": credit.policy})]
+    body: dict[str, Any] = {"session": credit.session, "window": credit.window, "acked": credit.acked,
+                            "policy": credit.policy}
+    if credit.shm is not None:
+        body.update(shm=credit.shm, shm_seen=credit.shm_seen, shm_held=list(credit.shm_held))
+    elif credit.shm_refused is not None:
+        body["shm_refused"] = credit.shm_refused
+    return [KIND_CREDIT, msgpack.packb(body)]
 
 
 def decode_credit(parts: Sequence[Any]) -> Credit:
@@ -472,7 +542,11 @@ def decode_credit(parts: Sequence[Any]) -> Credit:
         raise ProtocolError("expected a credit message: the part b'credit' and one msgpack map")
     try:
         body = _HELLO_DECODER.decode(_buffer(parts[1]))
-        credit = Credit(str(body["session"]), int(body["window"]), int(body["acked"]), str(body["policy"]))
+        shm = body.get("shm")
+        credit = Credit(str(body["session"]), int(body["window"]), int(body["acked"]), str(body["policy"]),
+                        shm if isinstance(shm, dict) else None, int(body.get("shm_seen", 0)),
+                        tuple(int(k) for k in body.get("shm_held", ())),
+                        str(body["shm_refused"])[:200] if "shm_refused" in body else None)
     except (KeyError, *_DECODE_ERRORS) as exc:
         raise ProtocolError(f"a credit map needs session, window, acked and policy: {exc!r}") from None
     if credit.window < 1 or credit.acked < 0:

@@ -143,3 +143,28 @@ def test_serve_with_a_missing_delegate_falls_back_to_the_cpu(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_produce_through_shared_memory_to_a_server_in_another_process():
+    from streampi.testing import start_server
+
+    proc, info = start_server(["shapes_int8", "--workers", "1", "--policy", "queue", "--bind", "tcp://127.0.0.1:*",
+                               "--publish", "tcp://127.0.0.1:*"])
+    try:
+        sub = subprocess.Popen([*CLI, "subscribe", "--connect", info["publish"], "--count", "5", "--json"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # the subscription reaches the publisher
+        r = subprocess.run([*CLI, "produce", "--connect", info["credit_bind"], "--count", "5", "--fps", "50",
+                            "--size", "320x240", "--shared-memory"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        # queue stream: slots = min(window + 1, 32) with the default --queue-size 32; 320x240 RGB in whole pages
+        assert "shared memory: on: 32 slots of 233472 bytes; 5 frames through the ring" in r.stderr, r.stderr
+        out, _ = sub.communicate(timeout=60)
+        results = [json.loads(line) for line in out.splitlines()]
+        assert len(results) == 5 and all(x["ok"] for x in results)
+        r = subprocess.run([*CLI, "produce", "--protocol", "1", "--shared-memory", "--count", "1"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "--shared-memory needs --protocol 1.1" in r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -131,7 +131,13 @@ class _Present:
             refused.add_metric([reason], stats.get(key, 0))
         credit_msgs = CounterMetricFamily("streampi_credit_messages", "Credit messages sent to v1.1 producers")
         credit_msgs.add_metric([], stats.get("credit_messages", 0))
-        yield from (producers, in_flight, refused, credit_msgs)
+        rings = GaugeMetricFamily("streampi_shm_rings", "Shared-memory rings handed out to producers on this "
+                                                        "machine (docs/protocol.md)")
+        rings.add_metric([], st.get("shm_rings", 0))
+        shm_frames = CounterMetricFamily("streampi_shm_frames", "Frames whose pixels came through a shared-memory "
+                                                                "ring instead of the wire")
+        shm_frames.add_metric([], stats.get("shm_frames", 0))
+        yield from (producers, in_flight, refused, credit_msgs, rings, shm_frames)
 
 
 #: the reasons of streampi_frames_refused and the server's counters behind them

@@ -28,7 +28,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .. import __version__, protocol
+from .. import __version__, protocol, shared_frames
 from ..config import ModelConfig, load_config
 from ..decoders import make_decoder
 from ..errors import ProtocolError, StreampiError
@@ -58,6 +58,8 @@ class ServerFailure(StreampiError):
 #: v1.1 producers the server remembers; past it the least recently heard idle one is forgotten
 #: (it is greeted as new, with a new session, when it is heard again).
 MAX_PEERS = 4096
+#: When every shared-memory ring is out, a producer silent this long loses its ring to a new one.
+RING_IDLE_S = 30.0
 
 
 @dataclass(eq=False)
@@ -72,6 +74,9 @@ class Peer:
     received: int = 0  # its frame messages received in this session
     acked: int = 0  # ... and answered
     forgotten: bool = False
+    ring: Any = None  # its shared-memory ring (shared_frames.Ring), if it asked for one and got it
+    shm_refused: str | None = None  # why it did not get one
+    heard: float = 0.0  # monotonic time of its last message
 
 
 @dataclass
@@ -106,6 +111,7 @@ class ServerOptions:
     curve_secret: str | None = None  # the server's NAME.key_secret (streampi.auth): CurveZMQ on every socket
     curve_clients: str | None = None  # directory of the allowed clients' NAME.key
     metrics_bind: str = "127.0.0.1"
+    shared_memory: bool = True  # hand v1.1 producers on this machine that ask a shared-memory ring for their frames
 
     def check(self) -> None:
         if self.policy not in POLICIES:
@@ -208,6 +214,7 @@ class Server(Events):
         self._peers: collections.OrderedDict[bytes, Peer] = collections.OrderedDict()  # v1.1 producers, LRU first
         self._credit_due: dict[Peer, None] = {}  # peers owed a credit message (insertion-ordered set)
         self._peer_serial = 0
+        self._rings = 0  # shared-memory rings handed out and not yet closed
         self._session = f"{os.getpid():x}.{int(time.time() * 1e3) & 0xFFFFFFFF:x}"  # this server's run
         self.metrics: Any = None
         self.started_at = time.time()
@@ -432,6 +439,8 @@ class Server(Events):
 
     def _close_sockets(self) -> None:
         self._closed = True
+        for peer in self._peers.values():
+            self._drop_ring(peer, "the server stopped")
         for name in ("pull", "router", "pub", "control"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
@@ -605,6 +614,7 @@ class Server(Events):
         or the server restarted, or it was forgotten while idle."""
         peer = self._peers.get(identity)
         if peer is not None:
+            peer.heard = time.monotonic()
             self._peers.move_to_end(identity)
             if stream is not None and peer.stream != stream:
                 peer.stream = stream
@@ -617,14 +627,66 @@ class Server(Events):
             idle = next((k for k, p in self._peers.items() if p.acked == p.received), None)
             old = self._peers.pop(idle if idle is not None else next(iter(self._peers)))
             old.forgotten = True
+            self._drop_ring(old, "forgotten")
             self.stats["credit_peers_forgotten"] += 1
         self._peer_serial += 1
         policy = self.sched.policy_of(stream) if stream is not None else self.options.policy
         peer = self._peers[identity] = Peer(identity, f"{self._session}.{self._peer_serial}", stream, policy,
-                                           self._window(policy))
+                                           self._window(policy), heard=time.monotonic())
         self.stats["credit_peers"] += 1
         self._owe_credit(peer)
         return peer
+
+    def _grant_ring(self, peer: Peer, slot_bytes: int) -> None:
+        """Give ``peer`` a shared-memory ring for its frames, or say in ``shm_refused`` why not
+        (the producer then sends over the wire). Slots: one more than its window (each frame
+        in flight holds one), within the bounds of :mod:`streampi.shared_frames`."""
+        def refuse(why: str) -> None:
+            peer.shm_refused = why
+            self.stats["shm_refused"] += 1
+
+        if not self.options.shared_memory:
+            return refuse("this server hands out no shared memory (--no-shared-memory)")
+        if not shared_frames.available():
+            return refuse("shared-memory frames need Linux")
+        if slot_bytes > self.options.limits.max_message_bytes:
+            return refuse(f"a slot of {slot_bytes} bytes is larger than a frame may be "
+                          f"({self.options.limits.max_message_bytes})")
+        if self._rings >= shared_frames.MAX_RINGS:
+            self._reclaim_ring()
+        if self._rings >= shared_frames.MAX_RINGS:
+            return refuse(f"this server has handed out its {shared_frames.MAX_RINGS} shared-memory rings")
+        slot_bytes = shared_frames.round_up(slot_bytes)
+        slots = min(peer.window + 1, shared_frames.MAX_SLOTS, shared_frames.MAX_RING_BYTES // slot_bytes)
+        if slots < 1:
+            return refuse(f"a slot of {slot_bytes} bytes is larger than a ring may be "
+                          f"({shared_frames.MAX_RING_BYTES})")
+        try:
+            peer.ring = shared_frames.Ring(slots, slot_bytes)
+        except OSError as exc:
+            return refuse(f"the server could not make a ring: {exc}")
+        peer.shm_refused = None
+        self._rings += 1
+        self.stats["shm_rings"] += 1
+
+    def _reclaim_ring(self) -> None:
+        """Every ring is out: close the one of the producer heard least recently, if it has
+        been silent for RING_IDLE_S and the server holds none of its frames. Its credit says
+        so, and a producer reads its credit before it sends again."""
+        now = time.monotonic()
+        for peer in self._peers.values():  # least recently heard first
+            if peer.ring is not None and now - peer.heard >= RING_IDLE_S and not peer.ring.held:
+                self._drop_ring(peer, "the server reclaimed this producer's shared-memory ring after "
+                                      f"{RING_IDLE_S:g} s of silence")
+                self._owe_credit(peer)
+                return
+
+    def _drop_ring(self, peer: Peer, why: str) -> None:
+        if peer.ring is not None:
+            peer.ring.close()
+            peer.ring = None
+            peer.shm_refused = why
+            self._rings -= 1
 
     def _receive_v11(self, parts: list) -> None:
         identity, kind = bytes(parts[0]), bytes(parts[1]) if len(parts) > 1 else b""
@@ -638,12 +700,15 @@ class Server(Events):
             return
         if kind == protocol.KIND_HELLO:
             try:
-                stream = protocol.decode_hello(parts[1:])
+                hello = protocol.decode_hello_message(parts[1:])
             except ProtocolError as exc:
                 self._reject(exc)
                 return
             self.stats["credit_hellos"] += 1
-            self._owe_credit(self._peer(identity, stream))
+            peer = self._peer(identity, hello.stream)
+            if hello.shm_bytes is not None and peer.ring is None:
+                self._grant_ring(peer, hello.shm_bytes)
+            self._owe_credit(peer)
             return
         self.stats["received"] += 1
         self._reject(ProtocolError(f"a protocol v1.1 message starts with the part b'frame' or b'hello' "
@@ -662,8 +727,14 @@ class Server(Events):
             if peer.forgotten:
                 continue
             try:
-                self._router_now.send_multipart([peer.identity, *protocol.encode_credit(protocol.Credit(
-                    peer.session, peer.window, peer.acked, peer.policy))], zmq.NOBLOCK)
+                ring = peer.ring
+                credit = (protocol.Credit(peer.session, peer.window, peer.acked, peer.policy) if ring is None else
+                          protocol.Credit(peer.session, peer.window, peer.acked, peer.policy,
+                                          ring.offer().to_wire(), ring.seen, tuple(ring.held)))
+                if ring is None and peer.shm_refused is not None:
+                    credit = protocol.Credit(peer.session, peer.window, peer.acked, peer.policy,
+                                             shm_refused=peer.shm_refused)
+                self._router_now.send_multipart([peer.identity, *protocol.encode_credit(credit)], zmq.NOBLOCK)
                 self.stats["credit_messages"] += 1
             except zmq.ZMQError:  # gone, or not reading: it asks again (hello) while it waits
                 self.stats["credit_unsent"] += 1
@@ -674,15 +745,21 @@ class Server(Events):
         self.stats["received"] += 1
         if self.metrics is not None:
             self.metrics.received.inc()
+        ring = peer.ring if peer is not None else None
         try:
-            msg = protocol.decode_frame(parts, self.options.limits)
+            msg = protocol.decode_frame(parts, self.options.limits, ring)
         except ProtocolError as exc:
             self._reject(exc, peer)
             return
         if peer is not None and peer.stream != msg.stream:
             self._peer(peer.identity, msg.stream)  # its stream's policy sets its window
-        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(),
-                  nbytes=sum(len(p.buffer) if hasattr(p, "buffer") else len(p) for p in parts), peer=peer)
+        nbytes = sum(len(p.buffer) if hasattr(p, "buffer") else len(p) for p in parts)
+        if msg.shm_slot is not None:
+            nbytes += len(msg.data)
+            self.stats["shm_frames"] += 1
+        else:
+            ring = None
+        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(), nbytes=nbytes, peer=peer, ring=ring)
         self._held_bytes += job.nbytes
         if over_credit:  # a v1.1 producer that does not count (or frames it queued across a restart)
             self.stats["credit_exceeded"] += 1
@@ -867,6 +944,8 @@ class Server(Events):
         job.settled = True
         self.stats["answered"] += 1
         self._held_bytes -= job.nbytes
+        if job.ring is not None:  # the producer may write this slot again once its credit says so
+            job.ring.release(job.msg.shm_slot)
         if job.peer is not None:
             job.peer.acked += 1
             self._owe_credit(job.peer)
@@ -960,6 +1039,7 @@ class Server(Events):
                 "workers": workers, "pending": self.sched.pending, "frame_bytes_held": self._held_bytes,
                 "credit_producers": len(self._peers),
                 "credit_in_flight": sum(p.received - p.acked for p in self._peers.values()),
+                "shm_rings": self._rings,
                 "stats": dict(self.stats),
                 "uptime_s": round(time.time() - self.started_at, 3)}
 

@@ -1,0 +1,354 @@
+"""Frames through a shared-memory ring (protocol v1.1, producers on the server's machine).
+
+Real servers (in a child process where the producer must open another process's ring),
+real rings opened through /proc, real worker processes held with SIGSTOP. The hostile cases
+speak the protocol through a raw DEALER and map the ring by hand, from docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import socket
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from test_flow_control import RawDealer, codes, results_until, worker_pids
+
+from streampi import shared_frames
+from streampi.client import Producer, Subscriber
+from streampi.serving import ServerOptions
+from streampi.serving import server as server_module
+from streampi.testing import ServerThread, start_server, wait_subscribed
+
+pytestmark = pytest.mark.skipif(not shared_frames.available(), reason="shared-memory frames need Linux")
+
+RNG = np.random.default_rng(11)
+FRAMES = [RNG.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(6)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _outputs(result: dict) -> list:
+    return [o["data"] for o in result["outputs"]]
+
+
+@pytest.mark.aarch64
+def test_ring_frames_give_the_same_results_as_wire_frames_from_another_process():
+    """A server in its own process: the producer opens that process's ring through /proc."""
+    ports = {name: _free_port() for name in ("bind", "credit", "publish")}
+    proc, _ = start_server(["shapes_int8", "--workers", "2", "--raw-outputs", "--policy", "queue",
+                            "--bind", f"tcp://127.0.0.1:{ports['bind']}",
+                            "--credit-bind", f"tcp://127.0.0.1:{ports['credit']}",
+                            "--publish", f"tcp://127.0.0.1:{ports['publish']}"])
+    frames_at = f"tcp://127.0.0.1:{ports['credit']}"
+    try:
+        with Subscriber(f"tcp://127.0.0.1:{ports['publish']}") as sub:
+            wait_subscribed(sub, frames_at)
+            got: dict[str, list[dict]] = {}
+            for stream, shm in (("wire", False), ("ring", True)):
+                with Producer(frames_at, stream=stream, shared_memory=shm, when_full="wait") as cam:
+                    for frame in FRAMES * 5:
+                        cam.send(frame)
+                    stats = cam.stats()
+                got[stream] = results_until(sub, lambda rs: len(rs) == 30)
+                if shm:
+                    assert stats["shared_memory"].startswith("on: "), stats
+                    assert stats["shm_frames"] == 30
+                else:
+                    assert stats["shared_memory"] == "off" and stats["shm_frames"] == 0
+        for stream in ("wire", "ring"):
+            assert sorted(r["seq"] for r in got[stream]) == list(range(30)), stream
+            assert all(r["ok"] and r["stream"] == stream for r in got[stream])
+        wire = {r["seq"]: _outputs(r) for r in got["wire"]}
+        ring = {r["seq"]: _outputs(r) for r in got["ring"]}
+        assert ring == wire  # the same pixels, whichever way they came
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("policy", ["latest", "queue"])
+def test_slots_are_reused_only_when_free_and_every_frame_is_answered_once(policy):
+    """Many more frames than slots, sent as fast as credit allows: every frame is answered
+    once (or replaced at the camera, latest), none names a slot the server still holds."""
+    dropped: list[int] = []
+    opts = ServerOptions(workers=2, policy=policy, queue_size=4)
+    with ServerThread(options=opts) as st, Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="cam", shared_memory=True, on_drop=dropped.append) as cam:
+            for i in range(200):
+                frame = FRAMES[i % len(FRAMES)].copy()
+                frame[0, 0, 0] = i % 256  # a slot written twice before it was read would show here
+                cam.send(frame)
+            cam.flush(5)
+            stats = cam.stats()
+            sent = stats["sent"]
+            results = results_until(sub, lambda rs: len(rs) == sent)
+        slots = int(stats["shared_memory"].split()[1])
+    assert slots == (3 if policy == "latest" else 4) + 1
+    assert stats["shm_frames"] == sent  # every frame went through the ring: a free slot was always there
+    seqs = sorted(r["seq"] for r in results)
+    assert len(seqs) == len(set(seqs)) == sent
+    assert sorted(seqs + dropped) == list(range(200))
+    assert codes(results).get("bad_frame", 0) == 0, [r["error"] for r in results if not r["ok"]]
+    if policy == "queue":
+        assert not dropped and codes(results) == {"ok": 200}
+    assert st.stats["shm_frames"] == sent and st.server.status()["frame_bytes_held"] == 0
+
+
+def _ring_of(raw: RawDealer, stream: str, slot_bytes: int) -> tuple[dict, mmap.mmap]:
+    """Ask for a ring in a hello and map it as docs/protocol.md says."""
+    raw.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": stream, "shm": slot_bytes})])
+    credit = raw.credit()
+    offer = credit["shm"]
+    path = f"/proc/{offer['pid']}/fd/{offer['fd']}"
+    assert os.readlink(path).startswith("/memfd:streampi-frames")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        ring = mmap.mmap(fd, mmap.PAGESIZE + offer["slots"] * offer["slot_bytes"])
+        with pytest.raises(PermissionError):  # sealed: no producer can shrink it under the server
+            os.ftruncate(fd, 100)
+    finally:
+        os.close(fd)
+    assert ring[:16] == offer["token"]
+    return credit, ring
+
+
+def _shm_frame(stream: str, seq: int, slot: int, ticket: int, **extra) -> list[bytes]:
+    head = {"v": 1, "stream": stream, "seq": seq, "fmt": "rgb", "w": 160, "h": 120, "shm": [slot, ticket], **extra}
+    return [b"frame", msgpack.packb(head)]
+
+
+def _write(ring: mmap.mmap, offer: dict, slot: int, frame: np.ndarray) -> None:
+    start = mmap.PAGESIZE + slot * offer["slot_bytes"]
+    ring[start:start + frame.nbytes] = frame.tobytes()
+
+
+def test_hostile_ring_frames_get_clear_errors_and_the_ring_keeps_working():
+    opts = ServerOptions(workers=1, policy="queue", queue_size=4)
+    with ServerThread(options=opts) as st, Subscriber(st.results, streams=["raw"]) as sub:
+        wait_subscribed(sub, st.frames)
+        probes = st.stats["errors.bad_frame"]
+        raw = RawDealer(st.frames)
+        credit, ring = _ring_of(raw, "raw", FRAMES[0].nbytes)
+        offer = credit["shm"]
+        assert offer["slots"] == 5 and credit["shm_held"] == [] and credit["shm_seen"] == 0
+        # one good frame, and the server says it holds its slot no more once answered
+        _write(ring, offer, 0, FRAMES[0])
+        raw.sock.send_multipart(_shm_frame("raw", 0, 0, 1))
+        first = results_until(sub, lambda rs: len(rs) == 1)[0]
+        assert first["ok"], first
+        after = raw.credit_until(1)
+        assert after["shm_seen"] == 1 and after["shm_held"] == []
+        # a slot the server still holds (its worker stopped): the second use is refused
+        pid = worker_pids(st)[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            raw.sock.send_multipart(_shm_frame("raw", 1, 1, 2))
+            raw.sock.send_multipart(_shm_frame("raw", 2, 1, 3))
+            reused = results_until(sub, lambda rs: len(rs) == 1, timeout=10)[0]
+            assert reused["seq"] == 2 and reused["error"]["code"] == "bad_frame"
+            assert "still holds" in reused["error"]["message"]
+            held = raw.credit_until(2)
+            assert held["shm_held"] == [1] and held["shm_seen"] == 3
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert results_until(sub, lambda rs: len(rs) == 1)[0]["ok"]
+        bad = [
+            (_shm_frame("raw", 10, 99, 4), "does not exist"),
+            (_shm_frame("raw", 11, 2, 0), "ticket"),
+            ([b"frame", msgpack.packb({"v": 1, "stream": "raw", "seq": 12, "fmt": "jpeg", "shm": [2, 5]})],
+             "raw pixels only"),
+            (_shm_frame("raw", 13, 2, 6, w=4000, h=3000), "does not fit"),
+            ([*_shm_frame("raw", 14, 2, 7), FRAMES[0].tobytes()], "no pixels in the message"),
+        ]
+        for parts, _ in bad:
+            raw.sock.send_multipart(parts)
+        answers = sorted(results_until(sub, lambda rs: len(rs) == len(bad)), key=lambda r: r["seq"])
+        for (_, words), r in zip(bad, answers):
+            assert r["error"]["code"] == "bad_frame" and words in r["error"]["message"], r
+        # the ring still works after all that
+        _write(ring, offer, 3, FRAMES[1])
+        raw.sock.send_multipart(_shm_frame("raw", 20, 3, 8))
+        assert results_until(sub, lambda rs: len(rs) == 1)[0]["ok"]
+        raw.close()
+        ring.close()
+    assert st.stats["errors.bad_frame"] - probes == len(bad) + 1
+
+
+def test_ring_frames_without_a_ring_and_on_the_v1_endpoint_are_refused_clearly():
+    with ServerThread(options=ServerOptions(workers=1)) as st, Subscriber(st.results, streams=["other"]) as sub:
+        wait_subscribed(sub, st.frames)
+        other = RawDealer(st.frames)
+        other.sock.send_multipart(_shm_frame("other", 0, 0, 1))
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(st.frames_v1)
+        push.send_multipart(_shm_frame("other", 1, 0, 1)[1:])
+        answers = sorted(results_until(sub, lambda rs: len(rs) == 2), key=lambda r: r["seq"])
+        for r in answers:
+            assert r["error"]["code"] == "bad_frame" and "no shared-memory ring" in r["error"]["message"], r
+        other.close()
+        push.close()
+
+
+def test_a_server_without_shared_memory_says_so_and_the_frames_go_over_the_wire():
+    with ServerThread(options=ServerOptions(workers=1, policy="queue", shared_memory=False)) as st, \
+            Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="cam", shared_memory=True, when_full="wait") as cam:
+            for frame in FRAMES:
+                cam.send(frame)
+            stats = cam.stats()
+            results = results_until(sub, lambda rs: len(rs) == len(FRAMES))
+    assert stats["shared_memory"].startswith("refused: ") and "--no-shared-memory" in stats["shared_memory"]
+    assert stats["shm_frames"] == 0 and codes(results) == {"ok": len(FRAMES)}
+
+
+def test_a_ring_offer_from_another_machine_is_never_written(tmp_path):
+    """What a producer sees when the pid/fd of an offer name something else on its machine."""
+    plain = tmp_path / "not-a-ring"
+    plain.write_bytes(b"\0" * (mmap.PAGESIZE + 4096))
+    fd = os.open(plain, os.O_RDWR)
+    try:
+        offer = shared_frames.RingOffer(os.getpid(), fd, os.urandom(16), 1, 4096)
+        with pytest.raises(OSError, match="not a streampi ring"):
+            shared_frames.RingWriter(offer)
+    finally:
+        os.close(fd)
+    assert plain.read_bytes() == b"\0" * (mmap.PAGESIZE + 4096)
+    ring = shared_frames.Ring(1, 4096)  # a real ring, with someone else's token
+    try:
+        with pytest.raises(OSError, match="token"):
+            shared_frames.RingWriter(shared_frames.RingOffer(os.getpid(), ring.fd, os.urandom(16), 1, 4096))
+        with pytest.raises(OSError, match="another machine"):
+            shared_frames.RingWriter(shared_frames.RingOffer(2**22 + 12345, 3, ring.token, 1, 4096))
+    finally:
+        ring.close()
+    with pytest.raises(ValueError, match="out of range"):
+        shared_frames.RingOffer.from_wire({"pid": 1, "fd": 3, "token": b"x" * 16, "slots": 0, "slot_bytes": 1})
+
+
+def test_an_idle_producers_ring_goes_to_a_new_producer_and_it_falls_back_to_the_wire(monkeypatch):
+    monkeypatch.setattr(shared_frames, "MAX_RINGS", 1)
+    monkeypatch.setattr(server_module, "RING_IDLE_S", 0.3)
+    with ServerThread(options=ServerOptions(workers=1, policy="queue")) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        probes = st.stats["errors.bad_frame"]
+        first = Producer(st.frames, stream="first", shared_memory=True, when_full="wait")
+        second = Producer(st.frames, stream="second", shared_memory=True, when_full="wait")
+        try:
+            first.send(FRAMES[0])
+            second.send(FRAMES[1])  # the only ring is out, and its producer was just heard
+            results_until(sub, lambda rs: len(rs) == 2)
+            assert first.stats()["shared_memory"].startswith("on: ")
+            assert "handed out its 1 shared-memory rings" in second.stats()["shared_memory"]
+            time.sleep(0.6)  # first falls silent past RING_IDLE_S
+            third = Producer(st.frames, stream="third", shared_memory=True, when_full="wait")
+            third.send(FRAMES[2])
+            results_until(sub, lambda rs: len(rs) == 1)
+            assert third.stats()["shared_memory"].startswith("on: ")
+            time.sleep(0.2)  # the reclaiming credit reaches first before it sends again
+            for frame in FRAMES:
+                first.send(frame)
+            got = results_until(sub, lambda rs: len(rs) == len(FRAMES))
+            assert codes(got) == {"ok": len(FRAMES)}
+            assert first.stats()["shared_memory"].startswith("refused: the server reclaimed")
+            assert first.stats()["shm_frames"] == 1
+            third.close()
+        finally:
+            first.close()
+            second.close()
+    assert st.stats["shm_rings"] == 2 and st.stats["errors.bad_frame"] == probes
+
+
+def test_a_producer_gets_a_new_ring_after_a_server_restart():
+    ports = {name: _free_port() for name in ("bind", "credit", "publish")}
+    args = ["shapes_int8", "--workers", "1", "--bind", f"tcp://127.0.0.1:{ports['bind']}",
+            "--credit-bind", f"tcp://127.0.0.1:{ports['credit']}", "--publish", f"tcp://127.0.0.1:{ports['publish']}"]
+    frames_at, results_at = f"tcp://127.0.0.1:{ports['credit']}", f"tcp://127.0.0.1:{ports['publish']}"
+    proc, _ = start_server(args)
+    cam = Producer(frames_at, stream="cam", shared_memory=True, when_full="wait", send_timeout=20)
+    try:
+        with Subscriber(results_at, streams=["cam"]) as sub:
+            wait_subscribed(sub, frames_at)
+            cam.send(FRAMES[0])
+            assert results_until(sub, lambda rs: len(rs) == 1)[0]["ok"]
+        before = cam.stats()["shared_memory"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        proc, _ = start_server(args)
+        with Subscriber(results_at, streams=["cam"]) as sub:
+            wait_subscribed(sub, frames_at)
+            got: list[dict] = []
+            deadline = time.monotonic() + 30
+            while cam.stats()["sessions"] < 2 or cam.stats()["shm_frames"] < 3:
+                assert time.monotonic() < deadline, cam.stats()
+                cam.send(FRAMES[1])
+                got += results_until(sub, lambda rs: len(rs) == 1)
+            stats = cam.stats()
+        assert before.startswith("on: ") and stats["shared_memory"].startswith("on: ")
+        assert all(r["ok"] for r in got)
+    finally:
+        cam.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_async_producer_sends_through_the_ring_too():
+    import asyncio
+
+    from streampi.client import AsyncProducer
+
+    async def go(frames_at: str) -> dict:
+        cam = AsyncProducer(frames_at, stream="cam", shared_memory=True, when_full="wait")
+        try:
+            for frame in FRAMES * 3:
+                await cam.send(frame)
+            return cam.stats()
+        finally:
+            await cam.aclose()
+
+    from test_metrics import scrape, value
+
+    with ServerThread(options=ServerOptions(workers=1, policy="queue", metrics_port=0)) as st, \
+            Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)
+        stats = asyncio.run(go(st.frames))
+        results = results_until(sub, lambda rs: len(rs) == 18)
+        metrics = scrape(st.server.bound["metrics"])
+    assert stats["shared_memory"].startswith("on: ") and stats["shm_frames"] == 18
+    assert codes(results) == {"ok": 18}
+    assert value(metrics, "streampi_shm_frames_total") == 18 and value(metrics, "streampi_shm_rings") == 1
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"v": 1, "shm": -1}, "integer >= 1"),
+    ({"v": 1, "shm": True}, "integer >= 1"),
+    ({"v": 1, "shm": "big"}, "integer >= 1"),
+])
+def test_a_hello_asking_for_a_nonsense_ring_is_refused(body, words):
+    from streampi import protocol
+    from streampi.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match=words):
+        protocol.decode_hello_message([b"hello", msgpack.packb(body)])
+    assert protocol.decode_hello_message([b"hello", msgpack.packb({"v": 1, "shm": 4096})]).shm_bytes == 4096
+
+
+def test_a_slot_larger_than_a_frame_may_be_is_refused_in_the_credit():
+    with ServerThread(options=ServerOptions(workers=1)) as st:
+        raw = RawDealer(st.frames)
+        raw.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": "big", "shm": 2**30})])
+        credit = raw.credit()
+        raw.close()
+    assert "shm" not in credit and "larger than a frame may be" in credit["shm_refused"]
