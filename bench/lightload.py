@@ -177,11 +177,14 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, gap_s: float,
-               warm: int = 30) -> dict:
-    """One frame at a time: send, wait for its result, pause. Bounded: every wait has a timeout."""
+               warm: int = 30, shared_memory: bool = False) -> dict:
+    """One frame at a time: send, wait for its result, pause. Bounded: every wait has a timeout.
+    ``shared_memory``: the producer writes the frame into the server's ring (a camera on the
+    server's machine) and only the header crosses the socket."""
     lat, stages = [], {k: [] for k in STAGES}
     threads: collections.Counter = collections.Counter()
-    with Producer(ready_info["credit_bind"], stream="light") as prod, Subscriber(ready_info["publish"]) as sub:
+    with Producer(ready_info["credit_bind"], stream="light", shared_memory=shared_memory) as prod, \
+            Subscriber(ready_info["publish"]) as sub:
         wait_subscribed(sub, ready_info["bind"])
         cpu0 = None
         for i in range(warm + frames):
@@ -210,6 +213,9 @@ def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, 
                     stages[k].append(v)
             time.sleep(gap_s)
         cpu = tree_cpu_s(proc_pid) - (cpu0 or 0.0)
+        if shared_memory and prod.shm_frames < warm + frames:
+            raise RuntimeError(f"only {prod.shm_frames} light-load frames went through the ring: "
+                               f"{prod.stats()['shared_memory']}")
     return {"p50_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)), "frames": len(lat),
             "stages_p50_ms": {k: float(np.median(v)) for k, v in stages.items()},
             "invoke_threads": {str(k): v for k, v in threads.items()},
@@ -223,6 +229,8 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
     proc, info = start(args, mode, tag)
     try:
         light = light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3)
+        light_shm = (light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3, shared_memory=True)
+                     if args.shm and mode == "on" else None)
         before = light_frames(info["control"])
         res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
                        producers=args.producers, streams=4, arrival="fixed",
@@ -234,7 +242,7 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
     finally:
         proc.terminate()
         proc.wait(30)
-    return {"light": light, "saturation": sat}
+    return {"light": light, "saturation": sat, "light_shm": light_shm}
 
 
 def start(args: argparse.Namespace, mode: str, tag: str) -> tuple:
@@ -351,6 +359,9 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=2)
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
+    ap.add_argument("--shm", action="store_true",
+                    help="also measure the on server's light load with a producer writing into its shared-memory "
+                         "ring (a camera on the server's machine), right after the same load over --transport")
     ap.add_argument("--pairs", type=int, default=8, help="interleaved pairs (0: none)")
     ap.add_argument("--pair-frames", type=int, default=60, help="light-load frames per server per pair")
     ap.add_argument("--pair-seconds", type=float, default=4.0, help="saturation seconds per server per pair")
@@ -433,6 +444,15 @@ def main() -> None:
     for k in STAGES:
         print(f"| {k[:-3]} | {stage('off', k):.3f} | {stage('on', k):.3f} |")
     server_on = sum(stage("on", k) for k in STAGES if k not in ("in_ms", "out_ms"))
+    if args.shm:
+        shm_p50 = med(lambda x: x["on"]["light_shm"]["p50_ms"])
+        print(f"\nlight path on, the frame through a shared-memory ring (the same server, right after): p50 "
+              f"{shm_p50:.2f} ms, p90 {med(lambda x: x['on']['light_shm']['p90_ms']):.2f} ms against "
+              f"{light('on', 'p50_ms'):.2f} / {light('on', 'p90_ms'):.2f} over {args.transport} -> target "
+              f"{target:.2f} ms {'met' if shm_p50 <= target else 'NOT met'} (over by {shm_p50 - target:+.2f} ms)")
+        print("| stage | on, " + args.transport + " | on, shared memory |\n|---|---:|---:|")
+        for k in STAGES:
+            print(f"| {k[:-3]} | {stage('on', k):.3f} | {med(lambda x, k=k: x['on']['light_shm']['stages_p50_ms'][k]):.3f} |")
     pairs = interleaved(args, frame) if args.pairs else []
     summarize_pairs(pairs)
     alone = {t: transport_alone(frame, t) for t in ("tcp", "ipc")}

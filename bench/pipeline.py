@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--light", type=float, default=0.3, help="light load as a fraction of (b)")
     ap.add_argument("--transport", default="tcp", choices=["tcp", "ipc"],
                     help="tcp (loopback) or ipc (Unix sockets, for producers on the same host)")
+    ap.add_argument("--shm", action="store_true",
+                    help="also measure saturation and light load with producers that write raw frames into the "
+                         "server's shared-memory rings (a camera on the server's machine), in the same run")
     ap.add_argument("--v1", action="store_true",
                     help="also measure saturation with v1 (PUSH) producers, in the same run, for comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
@@ -97,12 +100,29 @@ def main() -> None:
                               server_pid=proc.pid, stream_prefix="satv1", protocol="1").as_dict()
             print(f"    {sat_v1['achieved_fps']:.1f} frames/s end to end, {sum(sat_v1['errors'].values())} errors "
                   f"{sat_v1['errors']}", flush=True)
+        sat_shm = None
+        if args.shm:
+            print("(b'') saturation with producers writing into shared-memory rings …", flush=True)
+            sat_shm = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
+                               producers=args.producers, streams=args.producers, arrival="fixed", frames_spec=spec,
+                               server_pid=proc.pid, stream_prefix="satshm", shared_memory=True).as_dict()
+            cpu_shm = sat_shm["cpu_ms_per_frame"]
+            print(f"    {sat_shm['achieved_fps']:.1f} frames/s end to end ({sat_shm['shm_frames']} of "
+                  f"{sat_shm['sent']} frames through the rings); CPU per frame: server {cpu_shm['server']:.2f} ms, "
+                  f"producers {cpu_shm['producers']:.2f} ms, subscriber {cpu_shm['subscriber']:.2f} ms", flush=True)
         light_fps = max(1.0, args.light * sat["achieved_fps"])
         print(f"(c) light load: {light_fps:.1f} frames/s on one stream …", flush=True)
         light = run_load(info["credit_bind"], info["publish"], rate=light_fps, seconds=args.seconds, warmup=args.warmup,
                          producers=1, streams=1, arrival="fixed", frames_spec=spec, server_pid=proc.pid,
                          stream_prefix="light").as_dict()
         print("    stage p50 (ms): " + ", ".join(f"{k} {v['p50']:.3f}" for k, v in light["stages_ms"].items()))
+        light_shm = None
+        if args.shm:
+            print(f"(c'') light load through shared memory: {light_fps:.1f} frames/s on one stream …", flush=True)
+            light_shm = run_load(info["credit_bind"], info["publish"], rate=light_fps, seconds=args.seconds,
+                                 warmup=args.warmup, producers=1, streams=1, arrival="fixed", frames_spec=spec,
+                                 server_pid=proc.pid, stream_prefix="lightshm", shared_memory=True).as_dict()
+            print("    stage p50 (ms): " + ", ".join(f"{k} {v['p50']:.3f}" for k, v in light_shm["stages_ms"].items()))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -123,6 +143,7 @@ def main() -> None:
         "model": path.name, "workers": args.workers, "transport": args.transport, "max_batch": args.max_batch,
         "frame": f"{args.size} {args.fmt}", "ceiling_fps": ceil_fps, "ceiling_fps_before_after": [ceil_before, ceil_after], "invoke_p50_ms": invoke_p50,
         "pipeline_ceiling": pc, "saturation": sat, "saturation_v1": sat_v1, "light": light, "efficiency": ratio,
+        "saturation_shm": sat_shm, "light_shm": light_shm,
         "efficiency_pipeline": ratio_pipe, "light_p50_minus_invoke_ms": overhead, "server_rss_mib": rss,
     }
     print()
@@ -144,6 +165,14 @@ def main() -> None:
     print(f"| light load {light_fps:.0f} fps: e2e p50 / p99 | {light['latency_ms']['p50']:.2f} / "
           f"{light['latency_ms']['p99']:.2f} ms | |")
     print(f"| e2e p50 − invoke p50 | {overhead:.2f} ms | |")
+    if sat_shm is not None and light_shm is not None:
+        cs = sat_shm["cpu_ms_per_frame"]
+        print(f"| (b'') shared-memory producers at saturation | {sat_shm['achieved_fps']:.1f} frames/s | |")
+        print(f"| (b'')/(a') | {sat_shm['achieved_fps'] / pc['fps']:.3f} | ≥ 0.85 |")
+        print(f"| shared memory, CPU ms per frame: server tree / producers / subscriber | {cs['server']:.2f} / "
+              f"{cs['producers']:.2f} / {cs['subscriber']:.2f} | |")
+        print(f"| shared memory, light load {light_fps:.0f} fps: e2e p50 / p99 | "
+              f"{light_shm['latency_ms']['p50']:.2f} / {light_shm['latency_ms']['p99']:.2f} ms | |")
     print(f"| server RSS (workers included) | {rss:.0f} MiB | |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float))

@@ -164,7 +164,7 @@ def schedule(rate: float, seconds: float, max_frames: int, arrival: str, seed: i
 # -- producers (processes) -------------------------------------------------------------------------
 def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: float, max_frames: int, arrival: str,
                    seed: int, frames_spec: tuple, start_at: float, out: mp.Queue, protocol: str = "1.1",
-                   nice: int = 0) -> None:
+                   nice: int = 0, shared_memory: bool = False) -> None:
     """One producer process: sends its schedule round robin over its streams; reports counts,
     its CPU time while sending, and how late its sends were (an encoded histogram).
 
@@ -179,7 +179,7 @@ def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: floa
     saturate = rate == 0
     # a fixed frame pool: zero copy is safe
     prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True, protocol_version=protocol,
-                      when_full="wait" if saturate else None) for s in streams]
+                      when_full="wait" if saturate else None, shared_memory=shared_memory) for s in streams]
     import zmq
 
     for p in prods:  # what ZeroMQ still holds when the run ends must reach the server (bounded by run_load's join)
@@ -220,10 +220,12 @@ def _producer_main(endpoint: str, streams: list[str], rate: float, seconds: floa
     for p in prods:
         p.close()
     client_dropped = sum(p.dropped for p in prods)
+    shm_frames = sum(p.shm_frames for p in prods)
     # frames go out zero-copy from `frames`: wait until ZeroMQ has sent them all (the sockets
     # linger) before this process lets go of the buffers and exits
     zmq.Context.instance().term()
     out.put({"sent": sent, "late": late, "cpu_s": cpu_s, "lateness": lateness.encode(), "client_dropped": client_dropped,
+             "shm_frames": shm_frames,
              "unsent": (len(offsets) - sent) if offsets is not None else 0})
     del frames
 
@@ -267,6 +269,7 @@ class RunResult:
     ok_arrived_in_window: int = 0  # ok results that arrived during the window (whatever their ts)
     dropped: int = 0
     client_dropped: int = 0  # v1.1: replaced at the producer for want of credit, never sent
+    shm_frames: int = 0  # sent through a shared-memory ring (pixels not on the wire)
     errors: dict = field(default_factory=dict)
     hist: LatencyHistogram = field(default_factory=LatencyHistogram)
     send_lateness: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -328,7 +331,8 @@ class RunResult:
             "offered_fps": self.offered_fps, "achieved_fps": self.achieved_fps, "seconds": self.seconds,
             "sent": self.sent, "answered": self.answered, "ok": self.ok, "ok_in_window": self.ok_in_window,
             "ok_arrived_in_window": self.ok_arrived_in_window,
-            "dropped": self.dropped, "client_dropped": self.client_dropped, "errors": self.errors,
+            "dropped": self.dropped, "client_dropped": self.client_dropped, "shm_frames": self.shm_frames,
+            "errors": self.errors,
             "unanswered": self.sent - self.client_dropped - self.answered,
             "unsent": self.unsent, "late_sends": self.late_sends,
             "send_lateness_ms": self.send_lateness.summary() if self.send_lateness.n else None,
@@ -344,13 +348,16 @@ class RunResult:
 def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, producers: int, streams: int,
              arrival: str, frames_spec: tuple, max_frames: int = 0, server_pid: int | None = None,
              progress: Any = None, drain_s: float = 10.0, stream_prefix: str = "bench",
-             warmup: float = 0.0, protocol: str = "1.1", producer_nice: int = 0) -> RunResult:
+             warmup: float = 0.0, protocol: str = "1.1", producer_nice: int = 0,
+             shared_memory: bool = False) -> RunResult:
     """Offer ``rate`` frames/s (0: as fast as the server takes them) for ``warmup`` +
     ``seconds`` over P processes and S streams; collect every result; measure throughput,
     latency and CPU over the last ``seconds``. Server CPU and memory are those of the whole
     process tree of ``server_pid`` (its workers included). Give runs against one server
     different ``stream_prefix`` values so that late results of one run are not counted in the next.
-    ``protocol`` is the producers' (``frames_ep`` must be the server's endpoint for it)."""
+    ``protocol`` is the producers' (``frames_ep`` must be the server's endpoint for it);
+    ``shared_memory`` makes them v1.1 producers that write raw frames into the server's rings
+    (a server on this machine)."""
     names = [f"{stream_prefix}{i}" for i in range(streams)]
     groups = [names[i::producers] for i in range(producers)] if streams >= producers else [[n] for n in names]
     producers = len(groups)
@@ -368,7 +375,7 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
     per_frames = (max_frames // producers) if max_frames else 0
     procs = [ctx.Process(target=_producer_main, args=(frames_ep, g, rate / producers, warmup + seconds, per_frames,
                                                       arrival, 1000 + i, frames_spec, start_at, q, protocol,
-                                                      producer_nice),
+                                                      producer_nice, shared_memory),
                              daemon=True)
              for i, g in enumerate(groups)]
     for p in procs:
@@ -387,6 +394,7 @@ def run_load(frames_ep: str, results_ep: str, *, rate: float, seconds: float, pr
             info = q.get()
             res.sent += info["sent"]
             res.client_dropped += info["client_dropped"]
+            res.shm_frames += info.get("shm_frames", 0)
             res.late_sends += info["late"]
             res.unsent += info["unsent"]
             res.producer_cpu_s += info["cpu_s"]
@@ -648,6 +656,9 @@ def add_bench(sub: Any) -> None:
     g.add_argument("--protocol", choices=["1.1", "1"], default="1.1",
                    help="the producers' protocol: 1.1 (credit-based flow control) or 1 (PUSH)")
     g.add_argument("--server-pid", type=int, help="with --connect: the server's pid, for its CPU and memory")
+    g.add_argument("--shared-memory", action="store_true",
+                   help="v1.1 producers write raw frames into the server's shared-memory rings (a server on "
+                        "this machine): what a camera on the server's own Pi does")
     g.add_argument("--model", default="mobilenet_v2_int8")
     g.add_argument("--workers", type=int, default=None)
     g.add_argument("--threads", type=int, default=1)
@@ -796,6 +807,8 @@ def _overload(args: argparse.Namespace, endpoints: dict[str, str], results_ep: s
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.rate < 0 or args.warmup < 0 or args.seconds <= 0:
         raise SystemExit("streampi bench: --rate and --warmup must be ≥ 0 and --seconds > 0")
+    if args.shared_memory and args.protocol != "1.1":
+        raise SystemExit("streampi bench: --shared-memory needs --protocol 1.1 (the rings come with the credit)")
     w, h = (int(v) for v in args.size.lower().split("x"))
     frames_spec = (args.images or "synthetic", (w, h), args.fmt)
     model_path = resolve_model(args.model)
@@ -853,7 +866,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 res = run_load(frames_ep, results_ep, rate=rate, seconds=args.seconds, producers=args.producers,
                                streams=args.streams, arrival=args.arrival, frames_spec=frames_spec,
                                max_frames=args.frames, server_pid=server_pid, progress=update, warmup=args.warmup,
-                               protocol=args.protocol)
+                               protocol=args.protocol, shared_memory=args.shared_memory)
             finally:
                 stop()
             d = res.as_dict()
