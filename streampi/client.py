@@ -112,6 +112,8 @@ class _SocketHolder:
 PROTOCOLS = ("1.1", "1")
 #: A producer that waits for credit this long says hello again (the server may have restarted).
 HELLO_EVERY_S = 1.0
+#: A server that answers a request for a ring says so in its credit within this long.
+ASK_ANSWERED_S = 2.0
 
 
 class _CreditState:
@@ -200,6 +202,7 @@ class _ProducerBase(_SocketHolder):
         self._ring: shared_frames.RingWriter | None = None
         self._ring_token: bytes | None = None  # the offer last tried (a failed one is not retried)
         self.shared_memory = "asking" if shared_memory else "off"  # what became of it, for stats()
+        self._asked_at: float | None = None  # when this session's hello asked for a ring
         self.shm_frames = 0  # frames sent through the ring
         self._sock = (context or self._context()).socket(zmq.DEALER if self._credit is not None else zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
@@ -242,6 +245,8 @@ class _ProducerBase(_SocketHolder):
     def _hello(self) -> None:
         self._last_hello = time.monotonic()
         ask = self._shm_bytes if self._shm_wanted and self._ring is None and self._shm_bytes else None
+        if ask is not None and self._asked_at is None:
+            self._asked_at = self._last_hello
         try:
             self._sync().send_multipart(protocol.encode_hello(self.stream, ask), zmq.NOBLOCK)
         except zmq.Again:  # the pipe is full (no server for a while): the next wait says it again
@@ -270,9 +275,11 @@ class _ProducerBase(_SocketHolder):
     # -- shared memory (v1.1, a server on this machine) ------------------------------------------
     def _update_ring(self, credit: protocol.Credit, new_session: bool) -> None:
         """Open, follow or drop the ring as the server's credit says (shared_frames)."""
-        if new_session and self._ring is not None:  # a restarted server: its rings died with it
-            self._close_ring()
-            self.shared_memory = "asking"
+        if new_session:
+            self._asked_at = None
+            if self._ring is not None:  # a restarted server: its rings died with it
+                self._close_ring()
+                self.shared_memory = "asking"
         if credit.shm is not None:
             try:
                 offer = shared_frames.RingOffer.from_wire(credit.shm)
@@ -296,6 +303,10 @@ class _ProducerBase(_SocketHolder):
             self.shared_memory = f"refused: {credit.shm_refused}"
         elif new_session and self._shm_bytes:
             self._hello()  # a new session knows nothing of our ask: say it again
+        elif (self._ring is None and self._asked_at is not None and self.shared_memory == "asking"
+              and time.monotonic() - self._asked_at > ASK_ANSWERED_S):
+            self.shared_memory = ("not offered: the server's credit says nothing of shared memory (a server older "
+                                  "than it?); the frames go over the wire")
 
     def close(self) -> None:  # (the flavours' close() end here)
         self._close_ring()

@@ -352,3 +352,44 @@ def test_a_slot_larger_than_a_frame_may_be_is_refused_in_the_credit():
         credit = raw.credit()
         raw.close()
     assert "shm" not in credit and "larger than a frame may be" in credit["shm_refused"]
+
+
+def test_a_server_that_ignores_the_request_gets_frames_over_the_wire():
+    """A v1.1 server written before shared memory (here: a ROUTER that only counts) answers
+    the hello with plain credit: the producer says so and sends every frame whole."""
+    import threading
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    frames: list[list[bytes]] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        acked = 0
+        while not stop.is_set():
+            if not router.poll(50):
+                continue
+            identity, kind, *rest = router.recv_multipart()
+            if kind == b"frame":
+                frames.append(rest)
+                acked += 1
+            router.send_multipart([identity, b"credit", msgpack.packb(
+                {"session": "old", "window": 8, "acked": acked, "policy": "queue"})])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Producer(f"tcp://127.0.0.1:{port}", stream="cam", shared_memory=True) as cam:
+            deadline = time.monotonic() + 10
+            while not cam.stats()["shared_memory"].startswith("not offered") and time.monotonic() < deadline:
+                cam.send(FRAMES[0])
+                time.sleep(0.1)
+            stats = cam.stats()
+    finally:
+        stop.set()
+        thread.join(5)
+        router.close()
+    assert stats["shared_memory"].startswith("not offered"), stats
+    assert stats["shm_frames"] == 0 and frames and all(len(parts) == 2 and len(parts[1]) == FRAMES[0].nbytes
+                                                       for parts in frames)
