@@ -393,3 +393,22 @@ def test_a_server_that_ignores_the_request_gets_frames_over_the_wire():
     assert stats["shared_memory"].startswith("not offered"), stats
     assert stats["shm_frames"] == 0 and frames and all(len(parts) == 2 and len(parts[1]) == FRAMES[0].nbytes
                                                        for parts in frames)
+
+
+def test_rings_stay_within_the_frame_memory_budget():
+    """Rings are address space the producers can fill: all of them together stay within
+    --max-frame-memory (a slot each frame in flight, fewer slots when the budget is short)."""
+    slot = 1 << 20
+    with ServerThread(options=ServerOptions(workers=1, policy="queue", queue_size=8,
+                                            max_frame_memory=20 * slot)) as st:
+        credits = []
+        for i in range(4):
+            raw = RawDealer(st.frames)
+            raw.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": f"s{i}", "shm": slot})])
+            credits.append(raw.credit())
+            raw.close()
+        held = st.server.status()["shm_ring_bytes"]
+    slots = [c["shm"]["slots"] if "shm" in c else 0 for c in credits]
+    assert slots == [9, 9, 0, 0]  # window 8 + 1, twice; then 2 MiB less a page is left: not 2 slots
+    assert held == 2 * (9 * slot + mmap.PAGESIZE) <= 20 * slot
+    assert all("leave no room for 2 slots" in c["shm_refused"] for c in credits[2:])

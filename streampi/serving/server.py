@@ -215,6 +215,7 @@ class Server(Events):
         self._credit_due: dict[Peer, None] = {}  # peers owed a credit message (insertion-ordered set)
         self._peer_serial = 0
         self._rings = 0  # shared-memory rings handed out and not yet closed
+        self._ring_bytes = 0  # ... and their bytes (address space; pages exist where a producer wrote)
         self._session = f"{os.getpid():x}.{int(time.time() * 1e3) & 0xFFFFFFFF:x}"  # this server's run
         self.metrics: Any = None
         self.started_at = time.time()
@@ -661,12 +662,20 @@ class Server(Events):
         if slots < 1:
             return refuse(f"a slot of {slot_bytes} bytes is larger than a ring may be "
                           f"({shared_frames.MAX_RING_BYTES})")
+        budget = self.options.max_frame_memory  # the rings' address space, all together, within the frame budget
+        if budget:
+            slots = min(slots, (budget - self._ring_bytes - shared_frames.HEADER_BYTES) // slot_bytes)
+            if slots < 2:
+                return refuse(f"the shared-memory rings handed out ({self._ring_bytes / 2**20:.1f} MiB) leave no "
+                              f"room for 2 slots of {slot_bytes} bytes within --max-frame-memory "
+                              f"({budget / 2**20:.1f} MiB)")
         try:
             peer.ring = shared_frames.Ring(slots, slot_bytes)
         except OSError as exc:
             return refuse(f"the server could not make a ring: {exc}")
         peer.shm_refused = None
         self._rings += 1
+        self._ring_bytes += peer.ring.ring_bytes
         self.stats["shm_rings"] += 1
 
     def _reclaim_ring(self) -> None:
@@ -683,6 +692,7 @@ class Server(Events):
 
     def _drop_ring(self, peer: Peer, why: str) -> None:
         if peer.ring is not None:
+            self._ring_bytes -= peer.ring.ring_bytes
             peer.ring.close()
             peer.ring = None
             peer.shm_refused = why
@@ -1039,7 +1049,7 @@ class Server(Events):
                 "workers": workers, "pending": self.sched.pending, "frame_bytes_held": self._held_bytes,
                 "credit_producers": len(self._peers),
                 "credit_in_flight": sum(p.received - p.acked for p in self._peers.values()),
-                "shm_rings": self._rings,
+                "shm_rings": self._rings, "shm_ring_bytes": self._ring_bytes,
                 "stats": dict(self.stats),
                 "uptime_s": round(time.time() - self.started_at, 3)}
 
