@@ -78,40 +78,44 @@ def resize_linear(img: np.ndarray, dw: int, dh: int) -> np.ndarray:
     return np.clip(r, 0, 255).astype(np.uint8)
 
 
-def area_weights(ss: int, ds: int) -> np.ndarray:
+def area_parts(ss: int, ds: int) -> list[tuple[int, float, int, int, float, int, float]]:
+    """OpenCV's INTER_AREA weights, per destination index, as the kernel groups them:
+    (first-edge index, weight or 0, run start, run length, run weight 1/cell, last-edge
+    index, weight or 0). Written from OpenCV's definition of the cells."""
     scale = ss / ds
-    wts = np.zeros((ds, ss), np.float32)
+    out = []
     for d in range(ds):
         f1 = d * scale
         f2 = f1 + scale
         cell = min(scale, ss - f1)
         s1, s2 = math.ceil(f1), min(math.floor(f2), ss - 1)
         s1 = min(s1, s2)
-        if s1 - f1 > 1e-3:
-            wts[d, s1 - 1] = (s1 - f1) / cell
-        wts[d, s1:s2] = 1.0 / cell
-        if f2 - s2 > 1e-3:
-            wts[d, s2] = min(min(f2 - s2, 1.0), cell) / cell
-    return wts
+        fi, fa = (s1 - 1, (s1 - f1) / cell) if s1 - f1 > 1e-3 else (s1, 0.0)
+        li, la = (s2, min(min(f2 - s2, 1.0), cell) / cell) if f2 - s2 > 1e-3 else (s2, 0.0)
+        out.append((fi, fa, s1, s2 - s1, 1.0 / cell, li, la))
+    return out
 
 
 def resize_area(img: np.ndarray, dw: int, dh: int) -> np.ndarray:
-    """Area averaging with OpenCV's weights, summed in streampi's order (float32): each
-    destination row first averages its source rows, then the columns."""
+    """Area averaging with OpenCV's weights, in streampi's order (float32): each destination
+    row first averages its source rows as ((first edge · weight) + (the whole cells summed as
+    integers) / cell) + last edge · weight, then the columns the same way, the whole cells
+    summed left to right."""
+    f32 = np.float32
     sh, sw = img.shape[:2]
-    wx, wy = area_weights(sw, dw), area_weights(sh, dh)
-    src = img.astype(np.float32)
+    src = img.astype(np.int64)
     out = np.empty((dh, dw, img.shape[2]), np.float32)
-    for y in range(dh):
-        rows = np.nonzero(wy[y])[0]
-        acc = wy[y, rows[0]] * src[rows[0]]
-        for s in rows[1:]:
-            acc = acc + wy[y, s] * src[s]
-        for x in range(dw):
+    cols = area_parts(sw, dw)
+    for y, (fi, fa, rs, rn, ra, li, la) in enumerate(area_parts(sh, dh)):
+        run = src[rs:rs + rn].sum(axis=0).astype(f32)  # exact: integers
+        acc = f32(fa) * src[fi].astype(f32) + f32(ra) * run if fa else f32(ra) * run
+        if la:
+            acc = acc + f32(la) * src[li].astype(f32)
+        for x, (cfi, cfa, crs, crn, cra, cli, cla) in enumerate(cols):
             t = np.zeros(img.shape[2], np.float32)
-            for s in np.nonzero(wx[x])[0]:
-                t = t + acc[s] * wx[x, s]
-            out[y, x] = t
+            for k in range(crs, crs + crn):  # left to right, as the kernel
+                t = t + acc[k]
+            out[y, x] = (f32(cfa) * acc[cfi] + f32(cra) * t) + f32(cla) * acc[cli]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -20,7 +20,7 @@ import operator
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memcmp, memset
 from libc.math cimport floor, ceil, lrintf
-from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, int16_t, int32_t, uint32_t, int64_t, uint64_t
 
 cdef extern from *:
     # restrict-qualified pointers: lets the C compiler vectorise loops that read one row and
@@ -475,13 +475,25 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     return 0
 
 
-cdef int area_tab(int ssize, int dsize, int* start, int* idx, float* alpha) noexcept nogil:
-    """OpenCV's INTER_AREA weight table: for dst d, entries start[d]..start[d+1]."""
+ctypedef struct AreaPart:
+    # one destination pixel's source span in OpenCV's INTER_AREA: an optional first edge
+    # (index fi, weight fa; 0 when absent), a run of rn whole cells from rs that all weigh
+    # ra = 1/cell, and an optional last edge (li, la)
+    int fi
+    float fa
+    int rs
+    int rn
+    float ra
+    int li
+    float la
+
+
+cdef void area_parts(int ssize, int dsize, AreaPart* parts) noexcept nogil:
+    """OpenCV's INTER_AREA weights for each destination index, as first edge + run + last edge."""
     cdef double scale = <double>ssize / dsize
     cdef double f1, f2, cell
-    cdef int d, s1, s2, sx, k = 0
+    cdef int d, s1, s2
     for d in range(dsize):
-        start[d] = k
         f1 = d * scale
         f2 = f1 + scale
         cell = scale if scale < ssize - f1 else ssize - f1
@@ -491,89 +503,137 @@ cdef int area_tab(int ssize, int dsize, int* start, int* idx, float* alpha) noex
             s2 = ssize - 1
         if s1 > s2:
             s1 = s2
+        parts[d].fi, parts[d].fa = s1, 0.0
         if s1 - f1 > 1e-3:
-            idx[k] = s1 - 1
-            alpha[k] = <float>((s1 - f1) / cell)
-            k += 1
-        for sx in range(s1, s2):
-            idx[k] = sx
-            alpha[k] = <float>(1.0 / cell)
-            k += 1
+            parts[d].fi = s1 - 1
+            parts[d].fa = <float>((s1 - f1) / cell)
+        parts[d].rs, parts[d].rn, parts[d].ra = s1, s2 - s1, <float>(1.0 / cell)
+        parts[d].li, parts[d].la = s2, 0.0
         if f2 - s2 > 1e-3:
-            idx[k] = s2
-            alpha[k] = <float>(min(min(f2 - s2, 1.0), cell) / cell)
-            k += 1
-    start[dsize] = k
-    return k
+            parts[d].la = <float>(min(min(f2 - s2, 1.0), cell) / cell)
 
 
-cdef void vaccum(u8_in p, int n, float b, bint first, f32_out acc) noexcept nogil:
-    """acc = b·p (first source row of a destination row) or acc += b·p: contiguous, vectorised."""
+cdef void vsum_start(u8_in p, int n, uint32_t* S) noexcept nogil:
+    cdef int j
+    for j in range(n):
+        S[j] = p[j]
+
+
+cdef void vsum_add(u8_in p, int n, uint32_t* S) noexcept nogil:
+    cdef int j
+    for j in range(n):
+        S[j] = S[j] + p[j]
+
+
+cdef void vscale(u8_in p, int n, float b, f32_out acc) noexcept nogil:
+    cdef int j
+    for j in range(n):
+        acc[j] = b * p[j]
+
+
+cdef void vadd_run(const uint32_t* S, int n, float b, bint first, f32_out acc) noexcept nogil:
     cdef int j
     if first:
         for j in range(n):
-            acc[j] = b * p[j]
+            acc[j] = b * <float>S[j]
     else:
         for j in range(n):
-            acc[j] = acc[j] + b * p[j]
+            acc[j] = acc[j] + b * <float>S[j]
 
 
-cdef void hline_area(const float* p, int ps, const int* off, int c, int dw, const int* start,
-                     const int* idx, const float* alpha, uint8_t* row) noexcept nogil:
-    """Horizontal area sums of one vertically averaged row, rounded to uint8."""
-    cdef int x, k, i
-    cdef float s0, s1, s2, a
+cdef void vadd_edge(u8_in p, int n, float b, f32_out acc) noexcept nogil:
+    cdef int j
+    for j in range(n):
+        acc[j] = acc[j] + b * p[j]
+
+
+cdef void varea(Source* s, const AreaPart* a, int n, uint32_t* S, float* acc) noexcept nogil:
+    """One destination row's vertical average: ((fa·first) + ra·Σ run) + la·last, the run
+    summed exactly in integers (its rows all weigh the same), so a row of the run costs an
+    integer add instead of a float multiply-add. Absent edges (weight 0) are skipped: adding
+    0·p changes no float."""
+    cdef int r
+    if a.rn > 0:
+        vsum_start(fetch(s, a.rs), n, S)
+        for r in range(a.rs + 1, a.rs + a.rn):
+            vsum_add(fetch(s, r), n, S)
+    if a.fa != 0:
+        vscale(fetch(s, a.fi), n, a.fa, acc)
+        if a.rn > 0:
+            vadd_run(S, n, a.ra, False, acc)
+    elif a.rn > 0:
+        vadd_run(S, n, a.ra, True, acc)
+    else:
+        memset(acc, 0, sizeof(float) * n)
+    if a.la != 0:
+        vadd_edge(fetch(s, a.li), n, a.la, acc)
+
+
+cdef inline float harea1(const float* p, int ps, int o, const AreaPart* a) noexcept nogil:
+    """((fa·first) + ra·(run summed left to right)) + la·last, for one channel."""
+    cdef float run = 0
+    cdef int k, i = a.rs * ps + o
+    for k in range(a.rn):
+        run = run + p[i]
+        i = i + ps
+    return (a.fa * p[a.fi * ps + o] + a.ra * run) + a.la * p[a.li * ps + o]
+
+
+cdef void hline_area(const float* p, int ps, const int* off, int c, int dw, const AreaPart* parts,
+                     uint8_t* row) noexcept nogil:
+    """Horizontal area averages of one vertically averaged row, rounded to uint8 (three
+    channels in one pass over the run, each summed left to right as :func:`harea1`)."""
+    cdef int x, k, i, o0 = off[0], o1 = off[1], o2 = off[2]
+    cdef float r0, r1, r2
+    cdef const AreaPart* a
     if c == 3:
         for x in range(dw):
-            s0 = 0
-            s1 = 0
-            s2 = 0
-            for k in range(start[x], start[x + 1]):
-                i = idx[k] * ps
-                a = alpha[k]
-                s0 = s0 + p[i + off[0]] * a
-                s1 = s1 + p[i + off[1]] * a
-                s2 = s2 + p[i + off[2]] * a
-            row[3 * x] = sat8(<int>lrintf(s0))
-            row[3 * x + 1] = sat8(<int>lrintf(s1))
-            row[3 * x + 2] = sat8(<int>lrintf(s2))
+            a = &parts[x]
+            r0 = 0
+            r1 = 0
+            r2 = 0
+            i = a.rs * ps
+            for k in range(a.rn):
+                r0 = r0 + p[i + o0]
+                r1 = r1 + p[i + o1]
+                r2 = r2 + p[i + o2]
+                i = i + ps
+            row[3 * x] = sat8(<int>lrintf((a.fa * p[a.fi * ps + o0] + a.ra * r0) + a.la * p[a.li * ps + o0]))
+            row[3 * x + 1] = sat8(<int>lrintf((a.fa * p[a.fi * ps + o1] + a.ra * r1) + a.la * p[a.li * ps + o1]))
+            row[3 * x + 2] = sat8(<int>lrintf((a.fa * p[a.fi * ps + o2] + a.ra * r2) + a.la * p[a.li * ps + o2]))
     else:
         for x in range(dw):
-            s0 = 0
-            for k in range(start[x], start[x + 1]):
-                s0 = s0 + p[idx[k] * ps + off[0]] * alpha[k]
-            row[x] = sat8(<int>lrintf(s0))
+            row[x] = sat8(<int>lrintf(harea1(p, ps, off[0], &parts[x])))
 
 
 cdef int resize_area(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, int out_stride, int itemsize,
                      const uint8_t* lut) noexcept nogil:
-    """Area averaging as OpenCV's INTER_AREA, but vertical first: each source row is added,
-    weighted, into a float row as a whole (a contiguous loop the compiler vectorises), then
-    the much shorter horizontal pass runs once per destination row. The sums are the same
-    as OpenCV's up to float rounding order. Only rows [r0, r1) are computed (each destination
-    row starts its sums afresh, so a band gives the full resize's bytes)."""
-    cdef int c = s.out_c, n = dw * c
-    cdef int nx = s.cw + dw + 2, ny = s.ch + dh + 2
+    """Area averaging with OpenCV's INTER_AREA weights, but vertical first: each destination
+    row sums its whole source rows (integers, exact), weighs them and its two partial edge
+    rows into a float row as a whole (contiguous loops the compiler vectorises), then the much
+    shorter horizontal pass runs once per destination row, in the same first-edge + run +
+    last-edge form. The sums are OpenCV's up to float rounding order. Only rows [r0, r1) are
+    computed (each destination row starts its sums afresh, so a band gives the full resize's
+    bytes)."""
+    cdef int c = s.out_c
     cdef int width = s.cw * s.ps if s.ps > 1 or s.off[1] == 0 else 3 * s.cw  # planar YUV rows: 3 planes
-    cdef int* xs = <int*>malloc(sizeof(int) * (dw + 1 + nx))
-    cdef float* xa = <float*>malloc(sizeof(float) * nx)
-    cdef int* ys = <int*>malloc(sizeof(int) * (dh + 1 + ny))
-    cdef float* ya = <float*>malloc(sizeof(float) * ny)
+    cdef AreaPart* xp = <AreaPart*>malloc(sizeof(AreaPart) * dw)
+    cdef AreaPart* yp = <AreaPart*>malloc(sizeof(AreaPart) * dh)
     cdef float* acc = <float*>malloc(sizeof(float) * width)
-    cdef uint8_t* row = <uint8_t*>malloc(n)
-    cdef int dy, k
+    cdef uint32_t* S = <uint32_t*>malloc(sizeof(uint32_t) * width)
+    cdef uint8_t* row = <uint8_t*>malloc(dw * c)
+    cdef int dy
     cdef bint same = same_tables(lut, c, itemsize)
-    if xs == NULL or xa == NULL or ys == NULL or ya == NULL or acc == NULL or row == NULL:
-        free(xs); free(xa); free(ys); free(ya); free(acc); free(row)
+    if xp == NULL or yp == NULL or acc == NULL or S == NULL or row == NULL:
+        free(xp); free(yp); free(acc); free(S); free(row)
         return -1
-    area_tab(s.cw, dw, xs, xs + dw + 1, xa)
-    area_tab(s.ch, dh, ys, ys + dh + 1, ya)
+    area_parts(s.cw, dw, xp)
+    area_parts(s.ch, dh, yp)
     for dy in range(r0, r1):
-        for k in range(ys[dy], ys[dy + 1]):
-            vaccum(fetch(s, ys[dh + 1 + k]), width, ya[k], k == ys[dy], acc)
-        hline_area(acc, s.ps, s.off, c, dw, xs, xs + dw + 1, xa, row)
+        varea(s, &yp[dy], width, S, acc)
+        hline_area(acc, s.ps, s.off, c, dw, xp, row)
         emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
-    free(xs); free(xa); free(ys); free(ya); free(acc); free(row)
+    free(xp); free(yp); free(acc); free(S); free(row)
     return 0
 
 
