@@ -27,6 +27,7 @@ bench: $(STAMP)               ## kernel, pipeline and serving benchmarks against
 	$(PY) bench/kernels.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/transport.py
+	$(PY) bench/shm.py
 	$(PY) bench/isolation.py --rounds 2
 	$(PY) bench/decoders.py
 	$(PY) bench/curve.py --rounds 2
