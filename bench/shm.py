@@ -29,23 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lightload import tree_cpu_s  # noqa: E402  (bench/ is this script's folder)
+
 from streampi.client import Producer, Subscriber  # noqa: E402
 from streampi.model import resolve_model  # noqa: E402
 from streampi.synthetic import ShapesGenerator  # noqa: E402
 from streampi.testing import start_server, wait_subscribed  # noqa: E402
-
-
-def tree_cpu_s(pid: int) -> float:
-    import psutil
-
-    p = psutil.Process(pid)
-    total = 0.0
-    for q in (p, *p.children(recursive=True)):
-        try:
-            total += sum(q.cpu_times()[:2])
-        except psutil.Error:
-            continue
-    return total
 
 
 def block(credit_ep: str, sub: Subscriber, server_pid: int, frame: np.ndarray, shm: bool, frames: int,
