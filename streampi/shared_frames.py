@@ -124,10 +124,8 @@ class Ring:
         self.held: dict[int, int] = {}  # slot -> the ticket of the frame that holds it
         self.seen = 0  # the highest ticket received
         self.ring_bytes = size
-
-    def offer(self) -> RingOffer:
-        assert self.fd is not None
-        return RingOffer(os.getpid(), self.fd, self.token, self.slots, self.slot_bytes)
+        #: what every credit message to its producer says of it (made once)
+        self.offer_wire = RingOffer(os.getpid(), fd, self.token, self.slots, self.slot_bytes).to_wire()
 
     def take(self, slot: int, ticket: int, nbytes: int) -> memoryview:
         if ticket > self.seen:

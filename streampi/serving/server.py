@@ -738,12 +738,10 @@ class Server(Events):
                 continue
             try:
                 ring = peer.ring
-                credit = (protocol.Credit(peer.session, peer.window, peer.acked, peer.policy) if ring is None else
+                credit = (protocol.Credit(peer.session, peer.window, peer.acked, peer.policy,
+                                          shm_refused=peer.shm_refused) if ring is None else
                           protocol.Credit(peer.session, peer.window, peer.acked, peer.policy,
-                                          ring.offer().to_wire(), ring.seen, tuple(ring.held)))
-                if ring is None and peer.shm_refused is not None:
-                    credit = protocol.Credit(peer.session, peer.window, peer.acked, peer.policy,
-                                             shm_refused=peer.shm_refused)
+                                          ring.offer_wire, ring.seen, tuple(ring.held)))
                 self._router_now.send_multipart([peer.identity, *protocol.encode_credit(credit)], zmq.NOBLOCK)
                 self.stats["credit_messages"] += 1
             except zmq.ZMQError:  # gone, or not reading: it asks again (hello) while it waits
