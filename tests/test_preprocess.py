@@ -67,7 +67,10 @@ def assert_close(got, want, dtype, std, exact_fraction=0.99, tally=None, opencv=
     from OpenCV, whose custom-HAL builds (aarch64) only bound the error (CV_CUSTOM_HAL)."""
     d = steps_apart(got, want, dtype, std)
     if opencv and CV_CUSTOM_HAL:
-        assert d.max() <= 2.0 + 1e-4, f"max error {d.max()} steps against OpenCV with a custom HAL"
+        # KleidiCV (OpenCV 5.1's aarch64 HAL) approximates: a 13×13 RGB frame upscaled to 33×127
+        # gray came out 3 levels from OpenCV's own algorithm, which streampi matches exactly on
+        # x86 (and streampi gives the same bytes on every architecture; the NumPy twin checks it)
+        assert d.max() <= 3.0 + 1e-4, f"max error {d.max()} steps against OpenCV with a custom HAL"
         return
     assert d.max() <= 1.0 + 1e-4, f"max error {d.max()} steps"
     off = int((d >= 1e-4).sum())
