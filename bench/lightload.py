@@ -29,6 +29,13 @@ Each round measures, one right after the other (the machine drifts between minut
       - saturation: producer processes as fast as the server takes frames (policy ``queue``,
         nothing dropped), ok frames/s after a warm-up, and how many of those frames took the
         light path (read from the server's own status).
+  * the floor: the leanest one-process server one could write for this load (a blocking PULL,
+    streampi's kernel straight into the input tensor of one N-thread interpreter, an
+    ``argpartition`` top-5, a PUB; no workers, isolation, scheduling or validation), light load
+    over the same transport, with the frame sent each time and with the frame held in that
+    server (each message a trigger: the best any shared-memory design could do). The distance
+    from streampi to these floors is the server's own cost; the floor's distance to the target
+    is the machine's.
 Then the interleaved phase (``--pairs``): an off and an on server alive side by side (the idle
 one sleeps), and short alternating blocks against each, ABBA-ordered: a light-load block and
 a saturation run per server per pair. Each pair gives an on/off ratio taken a few seconds
@@ -345,6 +352,98 @@ def transport_alone(frame: np.ndarray, transport: str, n: int = 300, gap_s: floa
     return {"one_way_p50_ms": float(np.median(got[20:])), "one_way_p90_ms": float(np.percentile(got[20:], 90))}
 
 
+def _floor_server(model: str, threads: int, pull_ep: str, pub_ep: str, held: bool, ready_q, n: int) -> None:
+    """The leanest server one could write for this light load, in its own process: a blocking
+    PULL, the frame decoded by hand, streampi's kernel writing straight into the interpreter's
+    input tensor, one ``threads``-thread interpreter, an ``argpartition`` top-5, a PUB. No
+    workers, no isolation, no scheduling, no validation. ``held``: the frame is kept in this
+    process and each message is only a trigger (the best a shared-memory design could do)."""
+    import msgpack
+    import zmq
+
+    path = resolve_model(model)
+    m = ready(Model(path, num_threads=threads), 20)
+    pre = Preprocessor.for_model(m, load_config(path))
+    ctx = zmq.Context()
+    pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+    pull.setsockopt(zmq.RCVTIMEO, 10000)
+    pull.bind(pull_ep)
+    pub.bind(pub_ep)
+    ready_q.put((pull.getsockopt(zmq.LAST_ENDPOINT).decode(), pub.getsockopt(zmq.LAST_ENDPOINT).decode()))
+    frame = None
+    try:
+        for _ in range(n):
+            try:
+                parts = pull.recv_multipart(copy=False)
+            except zmq.Again:
+                return
+            head = msgpack.unpackb(parts[0].buffer)
+            if held:
+                if frame is None:
+                    frame = np.frombuffer(bytes(parts[1].buffer), np.uint8).reshape(head["h"], head["w"], 3)
+            else:
+                frame = np.frombuffer(parts[1].buffer, np.uint8).reshape(head["h"], head["w"], 3)
+            view = m.input_view()
+            pre(frame, "rgb", out=view[0])
+            del view
+            m.invoke()
+            scores = m.outputs_float()[0][0]
+            top = np.argpartition(-scores, 4)[:5]
+            pub.send(msgpack.packb({"seq": head["seq"], "top": top.tolist()}))
+    finally:
+        pull.close(0)
+        pub.close(0)
+        ctx.term()
+
+
+def floor_light_load(args: argparse.Namespace, frame: np.ndarray, held: bool, warm: int = 30) -> dict:
+    """Light load (as :func:`light_load`) against :func:`_floor_server`: the e2e p50 below which
+    no server on these sockets, this frame and this machine can go. ``held``: the frame crosses
+    once, then each message is a trigger."""
+    import multiprocessing
+
+    import msgpack
+    import zmq
+
+    mp = multiprocessing.get_context("spawn")
+    q = mp.Queue()
+    total = warm + args.frames
+    proc = mp.Process(target=_floor_server, args=(args.model, args.light_threads, endpoint(args.transport, "floorf"),
+                                                  endpoint(args.transport, "floorr"), held, q, total), daemon=True)
+    proc.start()
+    lat = []
+    try:
+        pull_ep, pub_ep = q.get(timeout=60)
+        ctx = zmq.Context.instance()
+        push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        push.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVTIMEO, 5000)
+        push.connect(pull_ep)
+        sub.connect(pub_ep)
+        time.sleep(0.5)  # the subscription reaches the PUB
+        h, w = frame.shape[:2]
+        tiny = b""
+        try:
+            for i in range(total):
+                t0 = time.perf_counter()
+                head = msgpack.packb({"seq": i, "w": w, "h": h})
+                push.send_multipart([head, frame if not held or i == 0 else tiny], copy=False)
+                while msgpack.unpackb(sub.recv())["seq"] != i:
+                    pass
+                if i >= warm:
+                    lat.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(args.gap_ms / 1e3)
+        finally:
+            push.close()
+            sub.close()
+    finally:
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()
+    return {"p50_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)), "frames": len(lat)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenet_v2_int8")
@@ -389,6 +488,8 @@ def main() -> None:
         row = {"load_average": os.getloadavg()[0], "options": options(path, n)}
         for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
             row[mode] = one_server(args, mode, frame, f"{r}{mode}")
+        row["floor"] = floor_light_load(args, frame, held=False)
+        row["floor_held"] = floor_light_load(args, frame, held=True)
         after = raw_figures(path, frame, n)
         row["raw"] = raw = {k: min(before[k], after[k]) for k in before}
         row["raw_before"], row["raw_after"] = before, after
@@ -397,7 +498,8 @@ def main() -> None:
         print(f"round {r + 1}: invoke 1t {raw['invoke_1t_ms']:.2f} ms, {n}t {raw.get(f'invoke_{n}t_ms', 0):.2f} ms, "
               f"kernel {raw['kernel_ms']:.2f} ms -> target {target:.2f} ms | light p50 off "
               f"{row['off']['light']['p50_ms']:.2f} on {row['on']['light']['p50_ms']:.2f} ms | saturation off "
-              f"{row['off']['saturation']['ok_fps']:.0f} on {row['on']['saturation']['ok_fps']:.0f} ok/s")
+              f"{row['off']['saturation']['ok_fps']:.0f} on {row['on']['saturation']['ok_fps']:.0f} ok/s | floor "
+              f"{row['floor']['p50_ms']:.2f}, held frame {row['floor_held']['p50_ms']:.2f} ms")
 
     def med(get) -> float:
         return float(np.median([get(x) for x in rounds]))
@@ -444,12 +546,19 @@ def main() -> None:
     for k in STAGES:
         print(f"| {k[:-3]} | {stage('off', k):.3f} | {stage('on', k):.3f} |")
     server_on = sum(stage("on", k) for k in STAGES if k not in ("in_ms", "out_ms"))
+    floor, floor_held = med(lambda x: x["floor"]["p50_ms"]), med(lambda x: x["floor_held"]["p50_ms"])
+    print(f"\nthe floor (the leanest one-process server, {n}-thread interpreter, kernel into its input tensor, "
+          f"PULL/PUB over {args.transport}): light-load p50 {floor:.2f} ms, p90 "
+          f"{med(lambda x: x['floor']['p90_ms']):.2f} ms; with the frame held in the server (a trigger message): "
+          f"p50 {floor_held:.2f} ms. streampi on: {light('on', 'p50_ms'):.2f} ms = floor {light('on', 'p50_ms') - floor:+.2f} ms; "
+          f"the floor against the target: {floor - target:+.2f} ms, the held-frame floor: {floor_held - target:+.2f} ms")
     if args.shm:
         shm_p50 = med(lambda x: x["on"]["light_shm"]["p50_ms"])
         print(f"\nlight path on, the frame through a shared-memory ring (the same server, right after): p50 "
               f"{shm_p50:.2f} ms, p90 {med(lambda x: x['on']['light_shm']['p90_ms']):.2f} ms against "
               f"{light('on', 'p50_ms'):.2f} / {light('on', 'p90_ms'):.2f} over {args.transport} -> target "
-              f"{target:.2f} ms {'met' if shm_p50 <= target else 'NOT met'} (over by {shm_p50 - target:+.2f} ms)")
+              f"{target:.2f} ms {'met' if shm_p50 <= target else 'NOT met'} (over by {shm_p50 - target:+.2f} ms); "
+              f"held-frame floor {shm_p50 - floor_held:+.2f} ms")
         print("| stage | on, " + args.transport + " | on, shared memory |\n|---|---:|---:|")
         for k in STAGES:
             print(f"| {k[:-3]} | {stage('on', k):.3f} | {med(lambda x, k=k: x['on']['light_shm']['stages_p50_ms'][k]):.3f} |")
