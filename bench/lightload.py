@@ -184,10 +184,12 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, gap_s: float,
-               warm: int = 30, shared_memory: bool = False) -> dict:
+               warm: int = 30, shared_memory: bool = False, in_place: bool = False) -> dict:
     """One frame at a time: send, wait for its result, pause. Bounded: every wait has a timeout.
     ``shared_memory``: the producer writes the frame into the server's ring (a camera on the
-    server's machine) and only the header crosses the socket."""
+    server's machine) and only the header crosses the socket; ``in_place``: the camera captures
+    into a slot of the ring (``Producer.frame_buffer``; the capture, a copy of the frame, is
+    before the clock starts, as a camera's own capture is), so ``send`` copies nothing."""
     lat, stages = [], {k: [] for k in STAGES}
     threads: collections.Counter = collections.Counter()
     with Producer(ready_info["credit_bind"], stream="light", shared_memory=shared_memory) as prod, \
@@ -197,9 +199,13 @@ def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, 
         for i in range(warm + frames):
             if i == warm:
                 cpu0 = tree_cpu_s(proc_pid)
+            sent = frame
+            if in_place:
+                sent = prod.frame_buffer(frame.shape[1], frame.shape[0])
+                np.copyto(sent, frame)  # the capture
             t_wall = time.time()
             t0 = time.perf_counter()
-            seq = prod.send(frame, fmt="rgb", ts=t_wall, timeout=5)
+            seq = prod.send(sent, fmt="rgb", ts=t_wall, timeout=5)
             while True:
                 r = sub.recv(timeout=5)
                 if r.get("stream") == "light" and r.get("seq") == seq:
@@ -220,6 +226,8 @@ def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, 
                     stages[k].append(v)
             time.sleep(gap_s)
         cpu = tree_cpu_s(proc_pid) - (cpu0 or 0.0)
+        if in_place and prod.shm_in_place < warm + frames - 1:
+            raise RuntimeError(f"only {prod.shm_in_place} light-load frames were captured into the ring")
         if shared_memory and prod.shm_frames < warm + frames:
             raise RuntimeError(f"only {prod.shm_frames} light-load frames went through the ring: "
                                f"{prod.stats()['shared_memory']}")
@@ -238,6 +246,8 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
         light = light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3)
         light_shm = (light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3, shared_memory=True)
                      if args.shm and mode == "on" else None)
+        light_in_place = (light_load(info, proc.pid, frame, args.frames, args.gap_ms / 1e3, shared_memory=True,
+                                     in_place=True) if args.shm and mode == "on" else None)
         before = light_frames(info["control"])
         res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
                        producers=args.producers, streams=4, arrival="fixed",
@@ -249,7 +259,7 @@ def one_server(args: argparse.Namespace, mode: str, frame: np.ndarray, tag: str)
     finally:
         proc.terminate()
         proc.wait(30)
-    return {"light": light, "saturation": sat, "light_shm": light_shm}
+    return {"light": light, "saturation": sat, "light_shm": light_shm, "light_in_place": light_in_place}
 
 
 def start(args: argparse.Namespace, mode: str, tag: str) -> tuple:
@@ -352,12 +362,13 @@ def transport_alone(frame: np.ndarray, transport: str, n: int = 300, gap_s: floa
     return {"one_way_p50_ms": float(np.median(got[20:])), "one_way_p90_ms": float(np.percentile(got[20:], 90))}
 
 
-def _floor_server(model: str, threads: int, pull_ep: str, pub_ep: str, held: bool, ready_q, n: int) -> None:
+def _floor_server(model: str, threads: int, pull_ep: str, pub_ep: str, held: bool, ready_q) -> None:
     """The leanest server one could write for this light load, in its own process: a blocking
     PULL, the frame decoded by hand, streampi's kernel writing straight into the interpreter's
     input tensor, one ``threads``-thread interpreter, an ``argpartition`` top-5, a PUB. No
     workers, no isolation, no scheduling, no validation. ``held``: the frame is kept in this
-    process and each message is only a trigger (the best a shared-memory design could do)."""
+    process and each message is only a trigger (the best a shared-memory design could do).
+    Ends on a message with seq -1, or after 60 s without one."""
     import msgpack
     import zmq
 
@@ -366,23 +377,24 @@ def _floor_server(model: str, threads: int, pull_ep: str, pub_ep: str, held: boo
     pre = Preprocessor.for_model(m, load_config(path))
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
-    pull.setsockopt(zmq.RCVTIMEO, 10000)
+    pull.setsockopt(zmq.RCVTIMEO, 60000)
     pull.bind(pull_ep)
     pub.bind(pub_ep)
     ready_q.put((pull.getsockopt(zmq.LAST_ENDPOINT).decode(), pub.getsockopt(zmq.LAST_ENDPOINT).decode()))
     frame = None
     try:
-        for _ in range(n):
+        while True:
             try:
                 parts = pull.recv_multipart(copy=False)
             except zmq.Again:
                 return
             head = msgpack.unpackb(parts[0].buffer)
-            if held:
-                if frame is None:
-                    frame = np.frombuffer(bytes(parts[1].buffer), np.uint8).reshape(head["h"], head["w"], 3)
-            else:
+            if head["seq"] < 0:
+                return
+            if not held:
                 frame = np.frombuffer(parts[1].buffer, np.uint8).reshape(head["h"], head["w"], 3)
+            elif len(parts[1].buffer):
+                frame = np.frombuffer(bytes(parts[1].buffer), np.uint8).reshape(head["h"], head["w"], 3)
             view = m.input_view()
             pre(frame, "rgb", out=view[0])
             del view
@@ -396,52 +408,126 @@ def _floor_server(model: str, threads: int, pull_ep: str, pub_ep: str, held: boo
         ctx.term()
 
 
-def floor_light_load(args: argparse.Namespace, frame: np.ndarray, held: bool, warm: int = 30) -> dict:
-    """Light load (as :func:`light_load`) against :func:`_floor_server`: the e2e p50 below which
-    no server on these sockets, this frame and this machine can go. ``held``: the frame crosses
-    once, then each message is a trigger."""
-    import multiprocessing
+class Floor:
+    """A :func:`_floor_server` in its own process and the light load against it: the e2e p50
+    below which no server on these sockets, with this frame, on this machine, can go."""
 
-    import msgpack
-    import zmq
+    def __init__(self, args: argparse.Namespace, held: bool, tag: str) -> None:
+        import multiprocessing
 
-    mp = multiprocessing.get_context("spawn")
-    q = mp.Queue()
-    total = warm + args.frames
-    proc = mp.Process(target=_floor_server, args=(args.model, args.light_threads, endpoint(args.transport, "floorf"),
-                                                  endpoint(args.transport, "floorr"), held, q, total), daemon=True)
-    proc.start()
-    lat = []
-    try:
+        import zmq
+
+        mp = multiprocessing.get_context("spawn")
+        q = mp.Queue()
+        self.held = held
+        self.proc = mp.Process(target=_floor_server, daemon=True, args=(
+            args.model, args.light_threads, endpoint(args.transport, f"floorf{tag}"),
+            endpoint(args.transport, f"floorr{tag}"), held, q))
+        self.proc.start()
         pull_ep, pub_ep = q.get(timeout=60)
         ctx = zmq.Context.instance()
-        push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
-        push.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.RCVTIMEO, 5000)
-        push.connect(pull_ep)
-        sub.connect(pub_ep)
+        self.push, self.sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.RCVTIMEO, 5000)
+        self.push.connect(pull_ep)
+        self.sub.connect(pub_ep)
+        self.seq = 0
         time.sleep(0.5)  # the subscription reaches the PUB
+
+    def light_load(self, frame: np.ndarray, frames: int, gap_s: float, warm: int = 30) -> dict:
+        import msgpack
+
         h, w = frame.shape[:2]
-        tiny = b""
-        try:
-            for i in range(total):
-                t0 = time.perf_counter()
-                head = msgpack.packb({"seq": i, "w": w, "h": h})
-                push.send_multipart([head, frame if not held or i == 0 else tiny], copy=False)
-                while msgpack.unpackb(sub.recv())["seq"] != i:
-                    pass
-                if i >= warm:
-                    lat.append((time.perf_counter() - t0) * 1e3)
-                time.sleep(args.gap_ms / 1e3)
-        finally:
-            push.close()
-            sub.close()
+        lat = []
+        for i in range(warm + frames):
+            seq, self.seq = self.seq, self.seq + 1
+            t0 = time.perf_counter()
+            self.push.send_multipart([msgpack.packb({"seq": seq, "w": w, "h": h}),
+                                      frame if not self.held or seq == 0 else b""], copy=False)
+            while msgpack.unpackb(self.sub.recv())["seq"] != seq:
+                pass
+            if i >= warm:
+                lat.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(gap_s)
+        return {"p50_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)), "frames": len(lat)}
+
+    def close(self) -> None:
+        import msgpack
+
+        self.push.send_multipart([msgpack.packb({"seq": -1}), b""])
+        self.proc.join(15)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.push.close()
+        self.sub.close()
+
+
+def floor_light_load(args: argparse.Namespace, frame: np.ndarray, held: bool) -> dict:
+    floor = Floor(args, held, "r")
+    try:
+        return floor.light_load(frame, args.frames, args.gap_ms / 1e3)
     finally:
-        proc.join(15)
-        if proc.is_alive():
-            proc.kill()
-    return {"p50_ms": float(np.median(lat)), "p90_ms": float(np.percentile(lat, 90)), "frames": len(lat)}
+        floor.close()
+
+
+LIGHT_MODES = ("wire", "ring", "in_place", "floor", "floor_held")
+
+
+def light_interleaved(args: argparse.Namespace, frame: np.ndarray, path: Path) -> list[dict]:
+    """Light load only, against a streampi server (light path on) and the two floors alive
+    side by side: short blocks of each, the order rotating every pair, with the raw invoke
+    and kernel figures (so each pair's target) measured in the same pair. streampi over
+    ``--transport``, through the ring, and captured into the ring; the floor with the frame
+    sent, and with the frame held."""
+    proc, info = start(args, "on", "L")
+    floors = {"floor": Floor(args, False, "w"), "floor_held": Floor(args, True, "h")}
+    pairs = []
+    try:
+        for i in range(args.light_pairs):
+            pair: dict = {"raw": raw_figures(path, frame, args.light_threads, runs=60)}
+            pair["target_ms"] = pair["raw"]["invoke_best_ms"] + pair["raw"]["kernel_ms"] + 0.5
+            order = LIGHT_MODES[i % len(LIGHT_MODES):] + LIGHT_MODES[:i % len(LIGHT_MODES)]
+            for mode in order:
+                gap = args.gap_ms / 1e3
+                if mode in floors:
+                    pair[mode] = floors[mode].light_load(frame, args.pair_frames, gap, warm=10)
+                else:
+                    pair[mode] = light_load(info, proc.pid, frame, args.pair_frames, gap, warm=10,
+                                            shared_memory=mode != "wire", in_place=mode == "in_place")
+            pairs.append(pair)
+            print(f"light pair {i + 1}: target {pair['target_ms']:.2f} ms | " + ", ".join(
+                f"{m} {pair[m]['p50_ms']:.2f}" for m in LIGHT_MODES))
+    finally:
+        for f in floors.values():
+            f.close()
+        proc.terminate()
+        proc.wait(30)
+    return pairs
+
+
+def summarize_light_pairs(pairs: list[dict]) -> None:
+    if not pairs:
+        return
+    print(f"\nlight load interleaved, {len(pairs)} pairs (streampi with the light path on, and the floors, alive side "
+          f"by side; each pair's target from its own invoke and kernel figures), p50 ms, medians over pairs:")
+    print("| path | p50 | p90 | minus the pair's target | minus the held-frame floor | pairs meeting the target |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for m in LIGHT_MODES:
+        p50 = np.median([p[m]["p50_ms"] for p in pairs])
+        p90 = np.median([p[m]["p90_ms"] for p in pairs])
+        over = np.median([p[m]["p50_ms"] - p["target_ms"] for p in pairs])
+        floor = np.median([p[m]["p50_ms"] - p["floor_held"]["p50_ms"] for p in pairs])
+        met = sum(p[m]["p50_ms"] <= p["target_ms"] for p in pairs)
+        print(f"| {m} | {p50:.2f} | {p90:.2f} | {over:+.2f} | {floor:+.2f} | {met} of {len(pairs)} |")
+    print(f"target (median over pairs): {np.median([p['target_ms'] for p in pairs]):.2f} ms = invoke "
+          f"{np.median([p['raw']['invoke_best_ms'] for p in pairs]):.2f} + kernel "
+          f"{np.median([p['raw']['kernel_ms'] for p in pairs]):.2f} + 0.5")
+    stages = {m: {k: np.median([p[m]["stages_p50_ms"][k] for p in pairs]) for k in STAGES}
+              for m in ("wire", "ring", "in_place")}
+    print("| stage | wire | ring | captured into the ring |\n|---|---:|---:|---:|")
+    for k in STAGES:
+        print(f"| {k[:-3]} | {stages['wire'][k]:.3f} | {stages['ring'][k]:.3f} | {stages['in_place'][k]:.3f} |")
 
 
 def main() -> None:
@@ -465,6 +551,10 @@ def main() -> None:
     ap.add_argument("--pair-frames", type=int, default=60, help="light-load frames per server per pair")
     ap.add_argument("--pair-seconds", type=float, default=4.0, help="saturation seconds per server per pair")
     ap.add_argument("--pairs-only", action="store_true", help="only the interleaved phase")
+    ap.add_argument("--light-pairs", type=int, default=6,
+                    help="interleaved light-load pairs: streampi (wire, ring, captured into the ring) and the "
+                         "floors side by side (0: none)")
+    ap.add_argument("--light-only", action="store_true", help="only the interleaved light-load pairs")
     ap.add_argument("--control", choices=["on", "off"], default="on",
                     help="the second server of the interleaved phase: on, or off again (an A/A check)")
     ap.add_argument("--no-threads-mode", dest="threads_mode", action="store_false",
@@ -480,6 +570,14 @@ def main() -> None:
           f"frames {args.size} rgb over {args.transport}; light threads {n}; {args.rounds} rounds")
     if args.pairs_only:
         summarize_pairs(interleaved(args, frame))
+        return
+    if args.light_only:
+        light_pairs = light_interleaved(args, frame, path)
+        summarize_light_pairs(light_pairs)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"},
+                                        "light_pairs": light_pairs}, indent=1, default=str))
+        print(f"wrote {args.out}")
         return
     rounds = []
     modes = ["off", "on", "threads"] if args.threads_mode else ["off", "on"]
@@ -559,11 +657,19 @@ def main() -> None:
               f"{light('on', 'p50_ms'):.2f} / {light('on', 'p90_ms'):.2f} over {args.transport} -> target "
               f"{target:.2f} ms {'met' if shm_p50 <= target else 'NOT met'} (over by {shm_p50 - target:+.2f} ms); "
               f"held-frame floor {shm_p50 - floor_held:+.2f} ms")
-        print("| stage | on, " + args.transport + " | on, shared memory |\n|---|---:|---:|")
+        place_p50 = med(lambda x: x["on"]["light_in_place"]["p50_ms"])
+        print(f"captured into the ring (Producer.frame_buffer, no copy in send): p50 {place_p50:.2f} ms, p90 "
+              f"{med(lambda x: x['on']['light_in_place']['p90_ms']):.2f} ms -> target "
+              f"{'met' if place_p50 <= target else 'NOT met'} ({place_p50 - target:+.2f} ms); held-frame floor "
+              f"{place_p50 - floor_held:+.2f} ms")
+        print("| stage | on, " + args.transport + " | on, shared memory | on, captured into the ring |\n|---|---:|---:|---:|")
         for k in STAGES:
-            print(f"| {k[:-3]} | {stage('on', k):.3f} | {med(lambda x, k=k: x['on']['light_shm']['stages_p50_ms'][k]):.3f} |")
+            print(f"| {k[:-3]} | {stage('on', k):.3f} | {med(lambda x, k=k: x['on']['light_shm']['stages_p50_ms'][k]):.3f} | "
+                  f"{med(lambda x, k=k: x['on']['light_in_place']['stages_p50_ms'][k]):.3f} |")
     pairs = interleaved(args, frame) if args.pairs else []
     summarize_pairs(pairs)
+    light_pairs = light_interleaved(args, frame, path) if args.light_pairs else []
+    summarize_light_pairs(light_pairs)
     alone = {t: transport_alone(frame, t) for t in ("tcp", "ipc")}
     print("\ntransport alone (Producer → blocking PULL in this process, decoded, no server), one way: "
           + ", ".join(f"{t} p50 {v['one_way_p50_ms']:.3f} / p90 {v['one_way_p90_ms']:.3f} ms" for t, v in alone.items()))
@@ -584,7 +690,8 @@ def main() -> None:
           f"ipc {alone['ipc']['one_way_p50_ms']:.2f} ms")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"}, "rounds": rounds,
-                                    "transport_alone": alone, "pairs": pairs, "target_ms": target, "light_on_p50_ms": light_on,
+                                    "transport_alone": alone, "pairs": pairs, "light_pairs": light_pairs,
+                                    "target_ms": target, "light_on_p50_ms": light_on,
                                     "saturation_ratio": sat_ratio}, indent=1, default=str))
     print(f"wrote {args.out}")
 

@@ -31,7 +31,7 @@ import zmq.asyncio
 
 from . import auth, protocol, shared_frames
 from .errors import FrameError, ProtocolError
-from .formats import FORMATS, RAW_FORMATS, check_raw_size
+from .formats import BYTES_PER_PIXEL, FORMATS, RAW_FORMATS, check_raw_size
 
 DEFAULT_FRAMES = "tcp://127.0.0.1:5558"  # protocol v1.1 (DEALER → ROUTER, credit)
 DEFAULT_FRAMES_V1 = "tcp://127.0.0.1:5555"  # protocol v1 (PUSH → PULL)
@@ -204,6 +204,9 @@ class _ProducerBase(_SocketHolder):
         self.shared_memory = "asking" if shared_memory else "off"  # what became of it, for stats()
         self._asked_at: float | None = None  # when this session's hello asked for a ring
         self.shm_frames = 0  # frames sent through the ring
+        self.shm_in_place = 0  # of those, frames captured straight into their slot (frame_buffer)
+        self._lent: tuple[shared_frames.RingWriter, int, np.ndarray] | None = None  # frame_buffer's slot
+        self._plain_buf: np.ndarray | None = None  # frame_buffer's array when no slot can be lent
         self._sock = (context or self._context()).socket(zmq.DEALER if self._credit is not None else zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 5000)
@@ -234,7 +237,8 @@ class _ProducerBase(_SocketHolder):
         if self._credit is not None:
             out.update(sent=self._credit.sent, in_flight=self._credit.in_flight, window=self._credit.window,
                        policy=self._credit.policy, sessions=self._credit.sessions, held=self.held,
-                       shared_memory=self.shared_memory, shm_frames=self.shm_frames)
+                       shared_memory=self.shared_memory, shm_frames=self.shm_frames,
+                       shm_in_place=self.shm_in_place)
         return out
 
     def _sync(self) -> Any:
@@ -313,13 +317,65 @@ class _ProducerBase(_SocketHolder):
         super().close()
 
     def _close_ring(self) -> None:
+        self._lent = None  # (its array stays valid: the mapping lives while a view of it does)
         if self._ring is not None:
             self._ring.close()
             self._ring = None
 
-    def _through_ring(self, parts: list[Any]) -> list[Any]:
+    def frame_buffer(self, width: int, height: int, fmt: str = "rgb") -> np.ndarray:
+        """An array to capture the next frame into, then pass to :meth:`send`.
+
+        With a shared-memory ring up, it is a free slot of the ring itself: ``send`` then
+        copies nothing (a 640×480 RGB frame is 0.9 MB, a copy that costs a Pi 4 a good part
+        of a millisecond of memory bandwidth). Otherwise (no ring yet, another machine, every
+        slot in flight) it is an array this producer reuses, sent as any other. Either way
+        it is valid until the next ``frame_buffer`` or ``send``: capture into it (e.g.
+        OpenCV's ``cap.read(buf)``, ``np.copyto``), send it, ask again. Its shape is
+        ``(height, width, channels)``, ``(height, width)`` for gray, ``(height * 3 // 2,
+        width)`` for i420 and nv12; uint8."""
+        nbytes = check_raw_size(fmt, width, height, None, self.limits.max_pixels)
+        shape = ((height * 3 // 2, width) if fmt in ("i420", "nv12") else
+                 (height, width) if fmt == "gray" else (height, width, BYTES_PER_PIXEL[fmt]))
+        self._return_lent()
+        if self._shm_wanted:
+            if self._shm_bytes is None:
+                self._shm_bytes = nbytes  # the ring is asked for with the first send
+            if self._credit is not None and self._credit.session is not None:
+                self._read_credit()  # a ring offered, or slots freed, since the last send
+            ring = self._ring
+            if ring is not None and ring.alive():
+                got = ring.reserve(nbytes)
+                if got is not None:
+                    arr = np.frombuffer(got[1], np.uint8).reshape(shape)
+                    self._lent = (ring, got[0], arr)
+                    return arr
+        buf = self._plain_buf
+        if buf is None or buf.shape != shape:
+            buf = self._plain_buf = np.empty(shape, np.uint8)
+        return buf
+
+    def _take_lent(self, frame: Any) -> tuple[shared_frames.RingWriter, int, np.ndarray] | None:
+        """The lent slot if ``frame`` is the array :meth:`frame_buffer` gave (it is being sent);
+        any other frame returns the slot to the ring."""
+        lent = self._lent
+        if lent is None:
+            return None
+        self._lent = None
+        if frame is lent[2] and lent[0] is self._ring:
+            return lent
+        lent[0].release(lent[1])
+        return None
+
+    def _return_lent(self, lent: tuple | None = None) -> None:
+        lent = lent or self._lent
+        if lent is not None:
+            if lent is self._lent:
+                self._lent = None
+            lent[0].release(lent[1])
+
+    def _through_ring(self, parts: list[Any], lent: tuple | None = None) -> list[Any]:
         """``parts`` with the pixels moved into a free slot of the ring (header only), or as
-        they are when they cannot go that way."""
+        they are when they cannot go that way. ``lent``: the pixels are in that slot already."""
         ring = self._ring
         if ring is None or len(parts) != 2:
             return parts
@@ -329,8 +385,14 @@ class _ProducerBase(_SocketHolder):
             return parts
         head = msgpack.unpackb(parts[0])
         if head.get("fmt") not in RAW_FORMATS:
+            if lent is not None:
+                ring.release(lent[1])
             return parts
-        got = ring.write(parts[1])
+        if lent is not None and lent[0] is ring:
+            got = ring.commit(lent[1])
+            self.shm_in_place += 1
+        else:
+            got = ring.write(parts[1])
         if got is None:  # larger than a slot, or every slot held (frames in flight beyond the ring)
             return parts
         head["shm"] = list(got)
@@ -348,12 +410,12 @@ class _ProducerBase(_SocketHolder):
             f"--credit-bind endpoint, default port 5558; a v1 server or its --bind endpoint needs "
             f"protocol_version='1')")
 
-    def _hold(self, parts: list[Any], seq: int) -> None:
+    def _hold(self, parts: list[Any], seq: int, lent: tuple | None = None) -> None:
         """Keep ``parts`` as the frame to send when credit comes, replacing the one held.
         The pixels are copied (into the same buffer when the size is the same) unless
         ``zero_copy``, since the caller may reuse its array for the next capture."""
         self._drop_held()
-        if not self.zero_copy and len(parts) == 2:
+        if (lent is not None or not self.zero_copy) and len(parts) == 2:  # (a lent slot goes back to the ring)
             payload = memoryview(parts[1]).cast("B")
             if self._held_buf is None or len(self._held_buf) != payload.nbytes:
                 self._held_buf = bytearray(payload.nbytes)
@@ -404,6 +466,7 @@ class Producer(_ProducerBase):
         """
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
         seq = self.seq - 1
+        lent = self._take_lent(frame)
         try:
             timeout = self._handshake_wait(timeout)
             if self._credit is None:
@@ -413,15 +476,18 @@ class Producer(_ProducerBase):
                 return seq
             self._first_credit()
             self._read_credit()
-            if self._credit.free <= 0 and self._replaces():
-                self._hold(parts, seq)
-                return seq
-            self._wait_credit(self.send_timeout if timeout is None else timeout)
+            if self._credit.free <= 0:
+                if self._replaces():
+                    self._hold(parts, seq, lent)
+                    self._return_lent(lent)
+                    return seq
+                self._wait_credit(self.send_timeout if timeout is None else timeout)
         except Exception:
             self.seq -= 1
+            self._return_lent(lent)
             raise
         self._drop_held()  # older than this one
-        self._transmit(parts)
+        self._transmit(parts, lent)
         return seq
 
     def _first_credit(self) -> None:
@@ -445,8 +511,8 @@ class Producer(_ProducerBase):
                 self._hello()
             self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
 
-    def _transmit(self, parts: list[Any]) -> None:
-        self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts)], copy=not self.zero_copy)
+    def _transmit(self, parts: list[Any], lent: tuple | None = None) -> None:
+        self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts, lent)], copy=not self.zero_copy)
         self._credit.sent += 1  # type: ignore[union-attr]
 
     def flush(self, timeout: float = 1.0) -> bool:
@@ -496,6 +562,7 @@ class AsyncProducer(_ProducerBase):
         """As :meth:`Producer.send`; waits are awaited."""
         parts = self._parts(frame, fmt, width, height, ts, meta, seq)
         seq = self.seq - 1
+        lent = self._take_lent(frame)
         try:
             timeout = await self._handshake_wait_async(timeout)
             if self._credit is None:
@@ -506,15 +573,18 @@ class AsyncProducer(_ProducerBase):
             if self._credit.session is None:
                 await self._wait_credit(self.handshake_timeout, first=True)
             self._read_credit()
-            if self._credit.free <= 0 and self._replaces():
-                self._hold(parts, seq)
-                return seq
-            await self._wait_credit(self.send_timeout if timeout is None else timeout)
+            if self._credit.free <= 0:
+                if self._replaces():
+                    self._hold(parts, seq, lent)
+                    self._return_lent(lent)
+                    return seq
+                await self._wait_credit(self.send_timeout if timeout is None else timeout)
         except BaseException:
             self.seq -= 1
+            self._return_lent(lent)
             raise
         self._drop_held()
-        await self._transmit(parts)
+        await self._transmit(parts, lent)
         return seq
 
     async def _wait_credit(self, timeout: float, first: bool = False) -> None:
@@ -533,8 +603,9 @@ class AsyncProducer(_ProducerBase):
                 self._hello()
             await self._sock.poll(max(1, int(min(timeout - (now - t0), HELLO_EVERY_S) * 1000)), zmq.POLLIN)
 
-    async def _transmit(self, parts: list[Any]) -> None:
-        await self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts)], copy=not self.zero_copy)
+    async def _transmit(self, parts: list[Any], lent: tuple | None = None) -> None:
+        await self._sock.send_multipart([protocol.KIND_FRAME, *self._through_ring(parts, lent)],
+                                        copy=not self.zero_copy)
         self._credit.sent += 1  # type: ignore[union-attr]
 
     async def flush(self, timeout: float = 1.0) -> bool:

@@ -47,6 +47,8 @@ MAX_SLOTS = 32
 MAX_RING_BYTES = 128 * 2**20
 #: Rings one server hands out; later producers send over the wire.
 MAX_RINGS = 16
+#: A producer's mark for a slot it lent to the camera (RingWriter.reserve): never a ticket.
+RESERVED = -1
 
 
 def available() -> bool:
@@ -186,15 +188,43 @@ class RingWriter:
         self._view = memoryview(self._map)
         self._path = path
         self._inode = os.stat(path).st_ino
-        self.tickets: list[int] = [0] * offer.slots  # 0: free; else the ticket of its last use
+        # 0: free; RESERVED: lent to the camera (reserve), not sent yet; else the ticket of its last use
+        self.tickets: list[int] = [0] * offer.slots
         self.last_ticket = 0
 
     def update(self, seen: int, held: Any) -> None:
         """Free the slots the server no longer holds (from a credit message)."""
         held_set = set(held) if held else set()
         for slot, ticket in enumerate(self.tickets):
-            if ticket and ticket <= seen and slot not in held_set:
+            if ticket > 0 and ticket <= seen and slot not in held_set:
                 self.tickets[slot] = 0
+
+    def reserve(self, nbytes: int) -> tuple[int, memoryview] | None:
+        """Lend a free slot to the camera to capture a frame of ``nbytes`` into: (slot, its
+        writable bytes), or None when the frame is larger than a slot or no slot is free. The
+        slot stays the camera's until :meth:`commit` or :meth:`release`."""
+        if nbytes > self.offer.slot_bytes:
+            return None
+        try:
+            slot = self.tickets.index(0)
+        except ValueError:
+            return None
+        self.tickets[slot] = RESERVED
+        start = HEADER_BYTES + slot * self.offer.slot_bytes
+        return slot, self._view[start:start + nbytes]
+
+    def commit(self, slot: int) -> tuple[int, int]:
+        """The reserved ``slot`` holds the frame to send: (slot, ticket), no copy."""
+        if self.tickets[slot] != RESERVED:
+            raise ValueError(f"slot {slot} is not reserved")
+        self.last_ticket += 1
+        self.tickets[slot] = self.last_ticket
+        return slot, self.last_ticket
+
+    def release(self, slot: int) -> None:
+        """A reserved slot that will not be sent is free again."""
+        if self.tickets[slot] == RESERVED:
+            self.tickets[slot] = 0
 
     def alive(self) -> bool:
         """Whether the server that made the ring still holds it: a restarted server has a

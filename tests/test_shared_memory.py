@@ -21,6 +21,7 @@ from test_flow_control import RawDealer, codes, results_until, worker_pids
 
 from streampi import shared_frames
 from streampi.client import Producer, Subscriber
+from streampi.errors import FrameError
 from streampi.serving import ServerOptions
 from streampi.serving import server as server_module
 from streampi.testing import ServerThread, start_server, wait_subscribed
@@ -412,3 +413,79 @@ def test_rings_stay_within_the_frame_memory_budget():
     assert slots == [9, 9, 0, 0]  # window 8 + 1, twice; then 2 MiB less a page is left: not 2 slots
     assert held == 2 * (9 * slot + mmap.PAGESIZE) <= 20 * slot
     assert all("leave no room for 2 slots" in c["shm_refused"] for c in credits[2:])
+
+
+def test_frames_captured_into_their_slot_are_sent_without_a_copy_and_read_right():
+    """frame_buffer lends a slot of the ring: a frame written into it and sent gives the
+    results of the same frame sent over the wire, and only the first frame (before the
+    ring was offered) needed a copy."""
+    opts = ServerOptions(workers=2, policy="queue", queue_size=4)
+    with ServerThread(options=opts, decoder={"raw_outputs": True}) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="wire", when_full="wait") as wire:
+            for frame in FRAMES * 3:
+                wire.send(frame)
+        want = {r["seq"]: _outputs(r) for r in results_until(sub, lambda rs: len(rs) == 18)}
+        with Producer(st.frames, stream="cam", shared_memory=True, when_full="wait") as cam:
+            for frame in FRAMES * 3:
+                buf = cam.frame_buffer(160, 120)
+                assert buf.shape == (120, 160, 3) and buf.dtype == np.uint8
+                np.copyto(buf, frame)  # the capture
+                cam.send(buf)
+            stats = cam.stats()
+        got = results_until(sub, lambda rs: len(rs) == 18)
+    assert stats["shared_memory"].startswith("on: ") and stats["shm_frames"] == 18
+    assert stats["shm_in_place"] == 17  # the first buffer came before the ring: it was copied in
+    assert codes(got) == {"ok": 18}
+    assert {r["seq"]: _outputs(r) for r in got} == want
+
+
+@pytest.mark.parametrize("policy", ["latest", "queue"])
+def test_lent_slots_come_back_when_not_sent_held_or_refused(policy):
+    """A buffer asked for and never sent, a frame held back for want of credit, and a frame
+    the server cannot take all give their slot back: the ring never runs out, every frame
+    is answered once or replaced at the camera."""
+    dropped: list[int] = []
+    opts = ServerOptions(workers=1, policy=policy, queue_size=3)
+    with ServerThread(options=opts) as st, Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="cam", shared_memory=True, on_drop=dropped.append) as cam:
+            cam.send(FRAMES[0])  # the ring comes with the first credit
+            for _ in range(100):  # more than the slots: each unsent buffer goes back
+                cam.frame_buffer(160, 120)
+            for i in range(150):
+                buf = cam.frame_buffer(160, 120)
+                np.copyto(buf, FRAMES[i % len(FRAMES)])
+                cam.send(buf)
+            cam.flush(5)
+            stats = cam.stats()
+            results = results_until(sub, lambda rs: len(rs) == stats["sent"])
+            slots = int(stats["shared_memory"].split()[1])
+            cam._read_credit()
+            lent_after = [t for t in cam._ring.tickets if t == shared_frames.RESERVED]
+    assert lent_after == []
+    assert stats["shm_frames"] == stats["sent"] and slots >= 2
+    assert set(codes(results)) <= {"ok", "dropped"} and sum(codes(results).values()) == stats["sent"]
+    assert sorted([r["seq"] for r in results] + dropped) == list(range(151))
+    if policy == "queue":  # every buffer was a slot of the ring, sent where it lay
+        assert not dropped and stats["shm_in_place"] == 150 and codes(results) == {"ok": 151}
+    else:  # frames held back for want of credit were copied out, their slot given back
+        assert dropped and 1 <= stats["shm_in_place"] < 150
+
+
+def test_frame_buffer_shapes_errors_and_the_array_without_a_ring():
+    with ServerThread(options=ServerOptions(workers=1, shared_memory=False)) as st:
+        with Producer(st.frames, stream="cam", shared_memory=True) as cam:
+            assert cam.frame_buffer(64, 48, "gray").shape == (48, 64)
+            assert cam.frame_buffer(64, 48, "i420").shape == (72, 64)
+            assert cam.frame_buffer(64, 48, "bgra").shape == (48, 64, 4)
+            a = cam.frame_buffer(64, 48)
+            cam.send(a)
+            assert cam.frame_buffer(64, 48) is a  # no ring here: one reused array
+            with pytest.raises(FrameError, match="even width and height"):
+                cam.frame_buffer(63, 48, "nv12")
+            with pytest.raises(FrameError, match="unknown raw format"):
+                cam.frame_buffer(64, 48, "jpeg")
+            with pytest.raises(FrameError, match="exceeds the limit"):
+                cam.frame_buffer(100_000, 100_000)
+            assert cam.stats()["shm_in_place"] == 0 and cam.stats()["shared_memory"].startswith("refused")
