@@ -799,6 +799,7 @@ def _overload(args: argparse.Namespace, endpoints: dict[str, str], results_ep: s
           "devices: their CPU must not come out of the server's share of this machine)")
     print("targets: served/sat >= 0.95 (v1.1) and >= 0.85 (v1); RSS within +10 % of its post-warm-up level")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=str))
         print(f"wrote {args.json}")
     return 0 if all(d["unanswered"] == 0 for _, d in rows) else 1

@@ -313,8 +313,19 @@ class _ProducerBase(_SocketHolder):
                                   "than it?); the frames go over the wire")
 
     def close(self) -> None:  # (the flavours' close() end here)
+        self._bye()
         self._close_ring()
         super().close()
+
+    def _bye(self) -> None:
+        """Tell the server this producer is closing (v1.1), after its frames: the server frees
+        its ring at once instead of after 30 s of silence."""
+        if self._credit is None or self._credit.session is None or self._sock.closed:
+            return
+        try:
+            self._sync().send_multipart(protocol.encode_bye(), zmq.NOBLOCK)
+        except zmq.ZMQError:  # the pipe is full or gone: the server finds out by silence
+            pass
 
     def _close_ring(self) -> None:
         self._lent = None  # (its array stays valid: the mapping lives while a view of it does)
@@ -328,9 +339,10 @@ class _ProducerBase(_SocketHolder):
         With a shared-memory ring up, it is a free slot of the ring itself: ``send`` then
         copies nothing (a 640×480 RGB frame is 0.9 MB, a copy that costs a Pi 4 a good part
         of a millisecond of memory bandwidth). Otherwise (no ring yet, another machine, every
-        slot in flight) it is an array this producer reuses, sent as any other. Either way
-        it is valid until the next ``frame_buffer`` or ``send``: capture into it (e.g.
-        OpenCV's ``cap.read(buf)``, ``np.copyto``), send it, ask again. Its shape is
+        slot in flight) it is an array this producer reuses, sent as any other. Capture into
+        it (e.g. OpenCV's ``cap.read(buf)``, ``np.copyto``), send it, and ask again for the
+        next frame: once sent, a slot is the server's until the frame is answered, so do
+        not write into the array after ``send``. Its shape is
         ``(height, width, channels)``, ``(height, width)`` for gray, ``(height * 3 // 2,
         width)`` for i420 and nv12; uint8."""
         nbytes = check_raw_size(fmt, width, height, None, self.limits.max_pixels)
@@ -377,6 +389,9 @@ class _ProducerBase(_SocketHolder):
         """``parts`` with the pixels moved into a free slot of the ring (header only), or as
         they are when they cannot go that way. ``lent``: the pixels are in that slot already."""
         ring = self._ring
+        if lent is not None and (lent[0] is not ring or len(parts) != 2):  # (two_part=False: copied already)
+            lent[0].release(lent[1])
+            lent = None
         if ring is None or len(parts) != 2:
             return parts
         if not ring.alive():  # the server went away (and perhaps came back): wire until its new credit
@@ -388,7 +403,7 @@ class _ProducerBase(_SocketHolder):
             if lent is not None:
                 ring.release(lent[1])
             return parts
-        if lent is not None and lent[0] is ring:
+        if lent is not None:
             got = ring.commit(lent[1])
             self.shm_in_place += 1
         else:

@@ -452,6 +452,7 @@ def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None =
 KIND_FRAME = b"frame"  # client → server: a v1 frame message follows (its 1 or 2 parts)
 KIND_HELLO = b"hello"  # client → server: "I am here" (on connect, and while it waits for credit)
 KIND_CREDIT = b"credit"  # server → client: the client's window and how many of its frames were answered
+KIND_BYE = b"bye"  # client → server: "I am closing": the server forgets it and frees its ring at once
 #: A hello or credit map larger than this is not one.
 MAX_CONTROL_BYTES = 1024
 _HELLO_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
@@ -500,6 +501,10 @@ def encode_hello(stream: str | None = None, shm_bytes: int | None = None) -> lis
     if shm_bytes is not None:
         body["shm"] = int(shm_bytes)
     return [KIND_HELLO, msgpack.packb(body)]
+
+
+def encode_bye() -> list[bytes]:
+    return [KIND_BYE]
 
 
 def decode_hello_message(parts: Sequence[Any]) -> Hello:

@@ -326,10 +326,14 @@ def test_async_producer_sends_through_the_ring_too():
         wait_subscribed(sub, st.frames)
         stats = asyncio.run(go(st.frames))
         results = results_until(sub, lambda rs: len(rs) == 18)
+        deadline = time.monotonic() + 5
+        while st.stats["credit_byes"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         metrics = scrape(st.server.bound["metrics"])
     assert stats["shared_memory"].startswith("on: ") and stats["shm_frames"] == 18
     assert codes(results) == {"ok": 18}
-    assert value(metrics, "streampi_shm_frames_total") == 18 and value(metrics, "streampi_shm_rings") == 1
+    assert value(metrics, "streampi_shm_frames_total") == 18 and st.stats["shm_rings"] == 1
+    assert value(metrics, "streampi_shm_rings") == 0  # aclose said goodbye: the ring is back
 
 
 @pytest.mark.parametrize("body, words", [
@@ -489,3 +493,61 @@ def test_frame_buffer_shapes_errors_and_the_array_without_a_ring():
             with pytest.raises(FrameError, match="exceeds the limit"):
                 cam.frame_buffer(100_000, 100_000)
             assert cam.stats()["shm_in_place"] == 0 and cam.stats()["shared_memory"].startswith("refused")
+
+
+def _ring_frame_bytes() -> int:
+    return shared_frames.round_up(FRAMES[0].nbytes)
+
+
+def test_a_closing_producer_frees_its_ring_at_once_for_the_next():
+    """A producer says goodbye as it closes: its ring goes back at once, so a camera that
+    restarts within the budget gets a ring again (before, the ring waited 30 s of silence)."""
+    slot = _ring_frame_bytes()
+    budget = 7 * slot  # one ring of queue_size 4 + 1 slots fits; a second has room for 1 slot
+    opts = ServerOptions(workers=1, policy="queue", queue_size=4, max_frame_memory=budget)
+    with ServerThread(options=opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        first = Producer(st.frames, stream="first", shared_memory=True, when_full="wait")
+        for frame in FRAMES[:3]:
+            first.send(frame)
+        results_until(sub, lambda rs: len(rs) == 3)
+        with Producer(st.frames, stream="second", shared_memory=True, when_full="wait") as second:
+            second.send(FRAMES[0])
+            results_until(sub, lambda rs: len(rs) == 1)
+            assert "leave no room for 2 slots" in second.stats()["shared_memory"]
+        assert first.stats()["shared_memory"].startswith("on: 5 slots")
+        first.close()
+        deadline = time.monotonic() + 5
+        while (st.server.status()["shm_rings"] or st.stats["credit_byes"] < 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert st.server.status()["shm_rings"] == 0 and st.server.status()["shm_ring_bytes"] == 0
+        assert st.stats["credit_byes"] == 2  # second's and first's
+        with Producer(st.frames, stream="third", shared_memory=True, when_full="wait") as third:
+            for frame in FRAMES[:3]:
+                third.send(frame)
+            got = results_until(sub, lambda rs: len(rs) == 3)
+            assert third.stats()["shared_memory"].startswith("on: 5 slots") and third.stats()["shm_frames"] == 3
+    assert codes(got) == {"ok": 3} and st.stats["errors.bad_frame"] <= 1  # (the subscription probe)
+
+
+def test_the_ring_of_a_producer_gone_silent_makes_room_within_the_budget(monkeypatch):
+    """A producer that vanished without a goodbye (killed): once silent past RING_IDLE_S,
+    its ring is taken back when the memory budget, not only the ring count, is short."""
+    monkeypatch.setattr(server_module, "RING_IDLE_S", 0.3)
+    slot = _ring_frame_bytes()
+    opts = ServerOptions(workers=1, policy="queue", queue_size=4, max_frame_memory=7 * slot)
+    with ServerThread(options=opts) as st:
+        gone = RawDealer(st.frames)
+        gone.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": "gone", "shm": FRAMES[0].nbytes})])
+        assert gone.credit()["shm"]["slots"] == 5
+        gone.sock.close(0)  # no goodbye
+        early = RawDealer(st.frames)
+        early.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": "early", "shm": FRAMES[0].nbytes})])
+        assert "leave no room" in early.credit()["shm_refused"]  # the first was heard just now
+        time.sleep(0.5)
+        late = RawDealer(st.frames)
+        late.sock.send_multipart([b"hello", msgpack.packb({"v": 1, "stream": "late", "shm": FRAMES[0].nbytes})])
+        credit = late.credit()
+        assert credit["shm"]["slots"] == 5 and st.server.status()["shm_rings"] == 1
+        early.close()
+        late.close()

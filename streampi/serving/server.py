@@ -664,7 +664,12 @@ class Server(Events):
                           f"({shared_frames.MAX_RING_BYTES})")
         budget = self.options.max_frame_memory  # the rings' address space, all together, within the frame budget
         if budget:
-            slots = min(slots, (budget - self._ring_bytes - shared_frames.HEADER_BYTES) // slot_bytes)
+            def room() -> int:
+                return (budget - self._ring_bytes - shared_frames.HEADER_BYTES) // slot_bytes
+
+            while room() < min(slots, 2) and self._reclaim_ring():  # silent producers' rings make room first
+                pass
+            slots = min(slots, room())
             if slots < 2:
                 return refuse(f"the shared-memory rings handed out ({self._ring_bytes / 2**20:.1f} MiB) leave no "
                               f"room for 2 slots of {slot_bytes} bytes within --max-frame-memory "
@@ -678,17 +683,19 @@ class Server(Events):
         self._ring_bytes += peer.ring.ring_bytes
         self.stats["shm_rings"] += 1
 
-    def _reclaim_ring(self) -> None:
-        """Every ring is out: close the one of the producer heard least recently, if it has
-        been silent for RING_IDLE_S and the server holds none of its frames. Its credit says
-        so, and a producer reads its credit before it sends again."""
+    def _reclaim_ring(self) -> bool:
+        """Every ring is out, or the frame memory budget is: close the one of the producer
+        heard least recently, if it has been silent for RING_IDLE_S and the server holds none
+        of its frames (a producer that stopped without saying goodbye). Its credit says so,
+        and a producer reads its credit before it sends again. True if one was closed."""
         now = time.monotonic()
         for peer in self._peers.values():  # least recently heard first
             if peer.ring is not None and now - peer.heard >= RING_IDLE_S and not peer.ring.held:
                 self._drop_ring(peer, "the server reclaimed this producer's shared-memory ring after "
                                       f"{RING_IDLE_S:g} s of silence")
                 self._owe_credit(peer)
-                return
+                return True
+        return False
 
     def _drop_ring(self, peer: Peer, why: str) -> None:
         if peer.ring is not None:
@@ -720,9 +727,22 @@ class Server(Events):
                 self._grant_ring(peer, hello.shm_bytes)
             self._owe_credit(peer)
             return
+        if kind == protocol.KIND_BYE and len(parts) == 2:
+            self._forget(identity)
+            return
         self.stats["received"] += 1
-        self._reject(ProtocolError(f"a protocol v1.1 message starts with the part b'frame' or b'hello' "
+        self._reject(ProtocolError(f"a protocol v1.1 message starts with the part b'frame', b'hello' or b'bye' "
                                    f"(then the frame's parts), got {protocol.bounded_repr(kind[:32])}"))
+
+    def _forget(self, identity: bytes) -> None:
+        """A producer said goodbye (it is closing): its ring is freed now rather than after
+        RING_IDLE_S of silence, and its credit is forgotten. Its frames still in flight are
+        answered as usual; a slot they hold stays mapped until then."""
+        peer = self._peers.pop(identity, None)
+        self.stats["credit_byes"] += 1
+        if peer is not None:
+            peer.forgotten = True
+            self._drop_ring(peer, "the producer said goodbye")
 
     def _owe_credit(self, peer: Peer) -> None:
         if not self._credit_due:
