@@ -21,6 +21,10 @@ both with 2 workers, in this order:
   (c) light load, one frame at a time on one connection: p50 request → reply (zmq-vision)
       and send → result (streampi).
 
+  (d) the pipeline ceiling for these frames: ``--workers`` threads, each running streampi's
+      kernel (the JPEG decoded each time) and invoke back to back, no sockets: the most any
+      server could serve, so ceiling / zmq-vision bounds the ratio any server could reach.
+
 The target (issue 10): streampi ≥ 2× zmq-vision at saturation. Prints a table; writes
 bench/results/peer.json (``--out``). zmq-vision comes with the ``bench`` extra.
 """
@@ -43,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streampi.bench import make_frames, run_load  # noqa: E402
+from streampi.bench import make_frames, pipeline_ceiling, run_load  # noqa: E402
 from streampi.client import Producer, Subscriber  # noqa: E402
 from streampi.measure import usable_cores  # noqa: E402
 from streampi.model import resolve_model  # noqa: E402
@@ -236,16 +240,25 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
 
+    print("(d) the pipeline ceiling for these frames …", flush=True)
+    pc = pipeline_ceiling(path, args.workers, args.seconds, (640, 480),
+                          jpeg=frames[0][0] if args.fmt == "jpeg" else None)
+    print(f"    {pc['fps']:.1f} frames/s; kernel p50 {pc['kernel_p50_ms']:.2f} ms, invoke p50 "
+          f"{pc['invoke_p50_ms']:.2f} ms", flush=True)
     ratio = sat["achieved_fps"] / peer["ok_fps"] if peer["ok_fps"] else float("inf")
     print("\n| figure | zmq-vision 0.3.0 | streampi | streampi / zmq-vision |\n|---|---:|---:|---:|")
     print(f"| ok frames/s at saturation | {peer['ok_fps']:.1f} | {sat['achieved_fps']:.1f} | **{ratio:.2f}** "
           f"(target ≥ 2) |")
     print(f"| light-load p50, ms | {peer_p50:.2f} | {own_p50:.2f} | {own_p50 / peer_p50:.2f} |")
+    print(f"| / the pipeline ceiling ({pc['fps']:.1f} frames/s) | {peer['ok_fps'] / pc['fps']:.3f} | "
+          f"{sat['achieved_fps'] / pc['fps']:.3f} | the most any server could reach: "
+          f"{pc['fps'] / peer['ok_fps']:.2f}× |")
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "model": path.name,
               "fmt": args.fmt,
               "workers": args.workers, "clients": args.clients, "zmq_vision": {**peer, "light_p50_ms": peer_p50},
               "streampi": {"ok_fps": sat["achieved_fps"], "unanswered": sat["unanswered"], "errors": sat["errors"],
-                           "light_p50_ms": own_p50}, "ratio": ratio}
+                           "light_p50_ms": own_p50}, "ratio": ratio, "pipeline_ceiling": pc,
+              "ratio_bound": pc["fps"] / peer["ok_fps"] if peer["ok_fps"] else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float))
     print(f"\nwrote {args.out}")

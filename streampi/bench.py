@@ -453,11 +453,12 @@ def ceiling(model_path: Path, n: int, seconds: float, batch: int = 1) -> tuple[f
 
 
 def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, int] = (640, 480),
-                     settle: float = 0.5) -> dict[str, float]:
+                     settle: float = 0.5, jpeg: bytes | None = None) -> dict[str, float]:
     """What a perfect server could do: ``n`` threads, pinned one per core, each running
     streampi's kernel (resize + quantize into the interpreter's own input tensor) on a
     ``size`` RGB frame already in memory and then invoke, back to back. No sockets, no
     decoding of messages, no scheduling: the server's share is whatever it loses below this.
+    ``jpeg``: these JPEG bytes instead, decoded by the kernel each time (as the server does).
     Returns frames/s and the p50 ms of one kernel call and one invoke, each timed apart."""
     import functools
 
@@ -470,10 +471,13 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
     pres = [Preprocessor.for_model(m, config) for m in models]
     frame, _ = ShapesGenerator(seed=0).frame(*size)
     frame = np.ascontiguousarray(frame)
+    fmt = "rgb"
+    if jpeg is not None:
+        frame, fmt = jpeg, "jpeg"
 
     def one(i: int) -> None:
         view = models[i].input_view()
-        pres[i](frame, "rgb", out=view[0])
+        pres[i](frame, fmt, out=view[0])
         del view  # the interpreter refuses to run while a view of its buffers is alive
         models[i].invoke()
 
@@ -482,14 +486,14 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
     for _ in range(30):
         view = models[0].input_view()
         t0 = time.perf_counter()
-        pres[0](frame, "rgb", out=view[0])
+        pres[0](frame, fmt, out=view[0])
         kernel.append((time.perf_counter() - t0) * 1e3)
         del view
         t0 = time.perf_counter()
         models[0].invoke()
         invoke.append((time.perf_counter() - t0) * 1e3)
     fps = back_to_back([functools.partial(one, i) for i in range(n)], seconds, settle)
-    return {"instances": n, "fps": fps, "frame": f"{size[0]}x{size[1]} rgb",
+    return {"instances": n, "fps": fps, "frame": f"{size[0]}x{size[1]} {fmt}",
             "kernel_p50_ms": float(np.median(kernel)), "invoke_p50_ms": float(np.median(invoke))}
 
 

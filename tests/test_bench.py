@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streampi.bench import LatencyHistogram, RunResult, rgb_to_i420, schedule
+from streampi.errors import FrameError
 
 
 def test_histogram_percentiles_within_a_tenth_of_a_percent():
@@ -204,3 +205,20 @@ def test_transport_bench_runs_both_transports(tmp_path):
     assert rep["median"]["rgb/tcp"]["frame_bytes"] > 160 * 120 * 3  # the pixels and the header
     assert rep["median"]["jpeg/tcp"]["frame_bytes"] < rep["median"]["rgb/tcp"]["frame_bytes"]
     assert "| RGB" in r.stdout and "ipc / tcp throughput" in r.stdout
+
+
+def test_the_pipeline_ceiling_of_jpeg_frames_decodes_each_one():
+    """The JPEG ceiling (bench/peer.py's bound) runs the kernel's decoder on the bytes given:
+    the frame it names is a JPEG, and bytes that are no JPEG fail as the server's would."""
+    from streampi.bench import make_frames, pipeline_ceiling
+    from streampi.model import resolve_model
+
+    path = resolve_model("shapes_int8")
+    jpeg = make_frames("synthetic", (640, 480), "jpeg", n=1)[0][0]
+    assert bytes(jpeg[:2]) == b"\xff\xd8"
+    raw = pipeline_ceiling(path, 1, 0.3, (640, 480))
+    jp = pipeline_ceiling(path, 1, 0.3, (640, 480), jpeg=jpeg)
+    assert jp["frame"] == "640x480 jpeg" and raw["frame"] == "640x480 rgb"
+    assert jp["fps"] > 0 and jp["kernel_p50_ms"] > 0
+    with pytest.raises(FrameError):
+        pipeline_ceiling(path, 1, 0.1, (640, 480), jpeg=b"\xff\xd8 no JPEG after all")
