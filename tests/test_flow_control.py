@@ -124,17 +124,19 @@ def test_bad_v11_messages_are_answered_on_errors():
         raw.sock.send_multipart([b"bogus", b"x"])
         raw.sock.send_multipart([b"hello", b"\xc1not msgpack"])
         raw.sock.send_multipart([b"hello", msgpack.packb({"stream": "_bad"})])
+        raw.sock.send_multipart([b"bye", b"and more"])
         errors = []
         deadline = time.monotonic() + 10
-        while len(errors) < 3 and time.monotonic() < deadline:
+        while len(errors) < 4 and time.monotonic() < deadline:
             try:
                 r = sub.recv(timeout=1)
             except TimeoutError:
                 continue
             errors.append(r)
         messages = [r["error"]["message"] for r in errors]
-        assert [r["error"]["code"] for r in errors] == ["bad_frame"] * 3, messages
+        assert [r["error"]["code"] for r in errors] == ["bad_frame"] * 4, messages
         assert "b'frame', b'hello' or b'bye'" in messages[0] and "msgpack map" in messages[1] and "stream" in messages[2]
+        assert "bye is the part b'bye' alone, got 2 parts" in messages[3]
         # a bad frame costs its credit like any other answer
         raw.sock.send_multipart([b"frame", b"\xc1"])
         assert raw.credit_until(1)["acked"] == 1

@@ -727,8 +727,12 @@ class Server(Events):
                 self._grant_ring(peer, hello.shm_bytes)
             self._owe_credit(peer)
             return
-        if kind == protocol.KIND_BYE and len(parts) == 2:
-            self._forget(identity)
+        if kind == protocol.KIND_BYE:
+            if len(parts) == 2:
+                self._forget(identity)
+                return
+            self.stats["received"] += 1
+            self._reject(ProtocolError(f"a protocol v1.1 bye is the part b'bye' alone, got {len(parts) - 1} parts"))
             return
         self.stats["received"] += 1
         self._reject(ProtocolError(f"a protocol v1.1 message starts with the part b'frame', b'hello' or b'bye' "
