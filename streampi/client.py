@@ -348,7 +348,8 @@ class _ProducerBase(_SocketHolder):
         nbytes = check_raw_size(fmt, width, height, None, self.limits.max_pixels)
         shape = ((height * 3 // 2, width) if fmt in ("i420", "nv12") else
                  (height, width) if fmt == "gray" else (height, width, BYTES_PER_PIXEL[fmt]))
-        self._return_lent()
+        lent, self._lent = self._lent, None  # the camera asked again: the last one was not sent
+        self._release(lent)
         if self._shm_wanted:
             if self._shm_bytes is None:
                 self._shm_bytes = nbytes  # the ring is asked for with the first send
@@ -369,20 +370,16 @@ class _ProducerBase(_SocketHolder):
     def _take_lent(self, frame: Any) -> tuple[shared_frames.RingWriter, int, np.ndarray] | None:
         """The lent slot if ``frame`` is the array :meth:`frame_buffer` gave (it is being sent);
         any other frame returns the slot to the ring."""
-        lent = self._lent
-        if lent is None:
-            return None
-        self._lent = None
-        if frame is lent[2] and lent[0] is self._ring:
+        lent, self._lent = self._lent, None
+        if lent is not None and frame is lent[2] and lent[0] is self._ring:
             return lent
-        lent[0].release(lent[1])
+        self._release(lent)
         return None
 
-    def _return_lent(self, lent: tuple | None = None) -> None:
-        lent = lent or self._lent
+    @staticmethod
+    def _release(lent: tuple | None) -> None:
+        """A lent slot that will not be sent from where it lies is free again."""
         if lent is not None:
-            if lent is self._lent:
-                self._lent = None
             lent[0].release(lent[1])
 
     def _through_ring(self, parts: list[Any], lent: tuple | None = None) -> list[Any]:
@@ -390,7 +387,7 @@ class _ProducerBase(_SocketHolder):
         they are when they cannot go that way. ``lent``: the pixels are in that slot already."""
         ring = self._ring
         if lent is not None and (lent[0] is not ring or len(parts) != 2):  # (two_part=False: copied already)
-            lent[0].release(lent[1])
+            self._release(lent)
             lent = None
         if ring is None or len(parts) != 2:
             return parts
@@ -400,8 +397,7 @@ class _ProducerBase(_SocketHolder):
             return parts
         head = msgpack.unpackb(parts[0])
         if head.get("fmt") not in RAW_FORMATS:
-            if lent is not None:
-                ring.release(lent[1])
+            self._release(lent)
             return parts
         if lent is not None:
             got = ring.commit(lent[1])
@@ -494,12 +490,12 @@ class Producer(_ProducerBase):
             if self._credit.free <= 0:
                 if self._replaces():
                     self._hold(parts, seq, lent)
-                    self._return_lent(lent)
+                    self._release(lent)
                     return seq
                 self._wait_credit(self.send_timeout if timeout is None else timeout)
         except Exception:
             self.seq -= 1
-            self._return_lent(lent)
+            self._release(lent)
             raise
         self._drop_held()  # older than this one
         self._transmit(parts, lent)
@@ -591,12 +587,12 @@ class AsyncProducer(_ProducerBase):
             if self._credit.free <= 0:
                 if self._replaces():
                     self._hold(parts, seq, lent)
-                    self._return_lent(lent)
+                    self._release(lent)
                     return seq
                 await self._wait_credit(self.send_timeout if timeout is None else timeout)
         except BaseException:
             self.seq -= 1
-            self._return_lent(lent)
+            self._release(lent)
             raise
         self._drop_held()
         await self._transmit(parts, lent)
