@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.streampi-installed
 
-.PHONY: demo test test-all test-slow bench lint models clean check-tflite-runtime check-aarch64
+.PHONY: demo test test-all test-slow bench bench-serving lint models clean check-tflite-runtime check-aarch64
 
 $(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx streampi/_ext/simd.h streampi/_ext/_kernels_neon.pyx streampi/_ext/_nms.pyx
 	python3 -m venv $(VENV)
@@ -32,6 +32,14 @@ bench: $(STAMP)               ## kernel, pipeline and serving benchmarks against
 	$(PY) bench/decoders.py
 	$(PY) bench/curve.py --rounds 2
 	$(PY) bench/quantize.py
+
+bench-serving: $(STAMP)       ## flow control, overload, light load and the peer library (#10's figures; ~20 min)
+	$(PY) bench/coldstart.py
+	$(PY) bench/pipeline.py --shm --v1 --seconds 8 --pairs 4
+	$(PY) bench/lightload.py --rounds 2 --pairs 4 --light-pairs 6 --no-threads-mode --shm
+	$(PY) bench/overload.py
+	$(PY) bench/mixed.py --seconds 10
+	$(PY) bench/peer.py
 
 check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 2.14 (second venv, Python 3.11, numpy<2)
 	scripts/check-tflite-runtime --numpy2
