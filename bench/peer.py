@@ -19,13 +19,14 @@ both with 2 workers, in this order:
   (b) streampi at saturation: producer processes as fast as the server takes frames
       (``streampi.bench.run_load``, policy ``queue``: every frame answered), ok results/s;
   (c) light load, one frame at a time on one connection: p50 request → reply (zmq-vision)
-      and send → result (streampi).
-
+      and send → result (streampi);
   (d) the pipeline ceiling for these frames: ``--workers`` threads, each running streampi's
       kernel (the JPEG decoded each time) and invoke back to back, no sockets: the most any
-      server could serve, so ceiling / zmq-vision bounds the ratio any server could reach.
+      server could serve, so ceiling / zmq-vision bounds the ratio any server could reach;
+  (e) ``--pairs``: saturation blocks of the two servers alternating (ABBA), both alive, so
+      that each pair's ratio is taken seconds apart on a machine that drifts between minutes.
 
-The target (issue 10): streampi ≥ 2× zmq-vision at saturation. Prints a table; writes
+The target (issue 10): streampi ≥ 2× zmq-vision at saturation (the median of the pairs). Prints a table; writes
 bench/results/peer.json (``--out``). zmq-vision comes with the ``bench`` extra.
 """
 
@@ -188,6 +189,9 @@ def main() -> None:
     ap.add_argument("--fmt", choices=["jpeg", "rgb"], default="jpeg",
                     help="jpeg: the same JPEG files to both; rgb: raw RGB to streampi and the same pixels as "
                          "an uncompressed PPM file to zmq-vision (its protocol carries image files only)")
+    ap.add_argument("--pairs", type=int, default=4,
+                    help="(e) saturation blocks of each server alternating, both alive (0: none)")
+    ap.add_argument("--pair-seconds", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "peer.json")
     args = ap.parse_args()
     try:
@@ -212,6 +216,7 @@ def main() -> None:
     server = peer_server(str(path), args.workers)
     server.start()
     server.wait_until_ready(120)
+    pairs = []
     try:
         print(f"(a) zmq-vision at saturation: {args.clients} clients …", flush=True)
         peer = peer_saturation(server.bound_port, jpeg_path, args.clients, args.seconds, args.warmup)
@@ -219,26 +224,39 @@ def main() -> None:
         print("(c) zmq-vision, light load …", flush=True)
         peer_p50 = peer_light(server.bound_port, jpeg_path, args.light_frames, 0.01)
         print(f"    p50 {peer_p50:.2f} ms", flush=True)
+
+        proc, info = start_server([str(path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                                   "--workers", str(args.workers), "--policy", "queue", "--log-level", "warning"])
+        try:
+            def own_saturation(seconds: float, warmup: float, tag: str) -> dict:
+                return run_load(info["credit_bind"], info["publish"], rate=0, seconds=seconds, warmup=warmup,
+                                producers=args.clients, streams=args.clients, arrival="fixed",
+                                frames_spec=spec, server_pid=proc.pid, stream_prefix=tag).as_dict()
+
+            print(f"(b) streampi at saturation: {args.clients} producers …", flush=True)
+            sat = own_saturation(args.seconds, args.warmup, "sat")
+            print(f"    {sat['achieved_fps']:.1f} results/s ({sat['unanswered']} unanswered, errors {sat['errors']})",
+                  flush=True)
+            print("(c) streampi, light load …", flush=True)
+            own_p50 = streampi_light(info, frames[0][0], frames[0][1], args.light_frames, 0.01)
+            print(f"    p50 {own_p50:.2f} ms", flush=True)
+            for i in range(args.pairs):  # both servers alive, the idle one waiting on its socket
+                pair = {}
+                for who in (("peer", "streampi") if i % 2 == 0 else ("streampi", "peer")):
+                    if who == "peer":
+                        pair[who] = peer_saturation(server.bound_port, jpeg_path, args.clients, args.pair_seconds,
+                                                    1.5)["ok_fps"]
+                    else:
+                        pair[who] = own_saturation(args.pair_seconds, 1.5, f"pair{i}")["achieved_fps"]
+                pairs.append(pair)
+                print(f"(e) pair {i + 1}: zmq-vision {pair['peer']:.1f}, streampi {pair['streampi']:.1f} frames/s "
+                      f"({pair['streampi'] / pair['peer']:.2f}×)", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
     finally:
         server.stop()
         server.join(30)
-
-    proc, info = start_server([str(path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-                               "--workers", str(args.workers), "--policy", "queue", "--log-level", "warning"])
-    try:
-        print(f"(b) streampi at saturation: {args.clients} producers …", flush=True)
-        sat = run_load(info["credit_bind"], info["publish"], rate=0, seconds=args.seconds, warmup=args.warmup,
-                       producers=args.clients, streams=args.clients, arrival="fixed",
-                       frames_spec=spec, server_pid=proc.pid,
-                       stream_prefix="sat").as_dict()
-        print(f"    {sat['achieved_fps']:.1f} results/s ({sat['unanswered']} unanswered, errors {sat['errors']})",
-              flush=True)
-        print("(c) streampi, light load …", flush=True)
-        own_p50 = streampi_light(info, frames[0][0], frames[0][1], args.light_frames, 0.01)
-        print(f"    p50 {own_p50:.2f} ms", flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
     print("(d) the pipeline ceiling for these frames …", flush=True)
     pc = pipeline_ceiling(path, args.workers, args.seconds, (640, 480),
@@ -250,6 +268,12 @@ def main() -> None:
     print(f"| ok frames/s at saturation | {peer['ok_fps']:.1f} | {sat['achieved_fps']:.1f} | **{ratio:.2f}** "
           f"(target ≥ 2) |")
     print(f"| light-load p50, ms | {peer_p50:.2f} | {own_p50:.2f} | {own_p50 / peer_p50:.2f} |")
+    pair_ratio = statistics.median(p["streampi"] / p["peer"] for p in pairs) if pairs else None
+    if pairs:
+        r = sorted(p["streampi"] / p["peer"] for p in pairs)
+        print(f"| ok frames/s at saturation, {len(pairs)} interleaved pairs (median; range of ratios) | "
+              f"{statistics.median(p['peer'] for p in pairs):.1f} | {statistics.median(p['streampi'] for p in pairs):.1f} | "
+              f"**{pair_ratio:.2f}** ({r[0]:.2f}–{r[-1]:.2f}; target ≥ 2) |")
     print(f"| / the pipeline ceiling ({pc['fps']:.1f} frames/s) | {peer['ok_fps'] / pc['fps']:.3f} | "
           f"{sat['achieved_fps'] / pc['fps']:.3f} | the most any server could reach: "
           f"{pc['fps'] / peer['ok_fps']:.2f}× |")
@@ -258,6 +282,7 @@ def main() -> None:
               "workers": args.workers, "clients": args.clients, "zmq_vision": {**peer, "light_p50_ms": peer_p50},
               "streampi": {"ok_fps": sat["achieved_fps"], "unanswered": sat["unanswered"], "errors": sat["errors"],
                            "light_p50_ms": own_p50}, "ratio": ratio, "pipeline_ceiling": pc,
+              "pairs": pairs, "pair_ratio": pair_ratio,
               "ratio_bound": pc["fps"] / peer["ok_fps"] if peer["ok_fps"] else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float))
