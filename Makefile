@@ -45,7 +45,7 @@ check-tflite-runtime:        ## the contract tests on the legacy tflite-runtime 
 	scripts/check-tflite-runtime --numpy2
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streampi tests bench tools
+	$(VENV)/bin/ruff check streampi tests bench scripts
 
 check-aarch64:                ## kernel tests on an emulated Pi (arm64 bookworm, qemu; root; first run ~25 min)
 	scripts/check-aarch64
@@ -53,7 +53,7 @@ check-aarch64:                ## kernel tests on an emulated Pi (arm64 bookworm,
 models:                       ## retrain and convert the bundled models (TensorFlow, dev only)
 	python3 -m venv .venv-models
 	.venv-models/bin/pip install --quiet numpy 'tensorflow-cpu==2.21.0'
-	.venv-models/bin/python tools/make_models.py
+	.venv-models/bin/python scripts/make_models.py
 
 clean:
 	rm -rf build *.egg-info streampi/_ext/*.so streampi/_ext/*.c $(VENV)

@@ -14,15 +14,11 @@ tells such a machine from a quiet one before its light-load latencies are read.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from streampi import protocol  # noqa: E402
+from streampi import protocol
 
 
 def after_pause(frame: np.ndarray, pause_s: float, spin: bool, runs: int) -> float:

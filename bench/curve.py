@@ -27,12 +27,11 @@ import numpy as np
 import psutil
 import zmq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi.auth import apply_client, keygen
+from streampi.client import Producer, Subscriber
+from streampi.testing import start_server
 
-from streampi.auth import apply_client, keygen  # noqa: E402
-from streampi.client import Producer, Subscriber  # noqa: E402
-from streampi.testing import start_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 W, H = 640, 480
 

@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi import Model, bundled_model, load_config
+from streampi.decoders import make_decoder
+from streampi.decoders.nms import nms
+from streampi.model import TensorSpec
+from streampi.preprocess import Preprocessor
+from streampi.synthetic import ScenesGenerator
 
-from streampi import Model, bundled_model, load_config  # noqa: E402
-from streampi.decoders import make_decoder  # noqa: E402
-from streampi.decoders.nms import nms  # noqa: E402
-from streampi.model import TensorSpec  # noqa: E402
-from streampi.preprocess import Preprocessor  # noqa: E402
-from streampi.synthetic import ScenesGenerator  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timeit(fn, repeat: int) -> float:

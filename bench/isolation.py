@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from streampi.bench import run_load
 from streampi.testing import start_server
+from streampi.tools.loadtest import run_load
 
 
 def tree_cpu(pid: int) -> float:

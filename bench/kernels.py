@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import platform
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +34,9 @@ import cv2
 import numpy as np
 import simplejpeg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi.preprocess import KERNEL_BUILD, Preprocessor
 
-from streampi.preprocess import KERNEL_BUILD, Preprocessor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCALE, ZP = 2 / 255, -1  # the bundled int8 models' input quantization ([-1, 1])
 

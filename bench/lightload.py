@@ -54,25 +54,23 @@ import collections
 import json
 import os
 import platform
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi import protocol
+from streampi.client import Producer, Subscriber
+from streampi.config import load_config
+from streampi.measure import back_to_back, invoke_ms, ready, usable_cores
+from streampi.model import Model, resolve_model
+from streampi.preprocess import Preprocessor
+from streampi.synthetic import ShapesGenerator
+from streampi.testing import start_server, wait_subscribed
+from streampi.tools.loadtest import run_load
 
-from streampi import protocol  # noqa: E402
-from streampi.bench import run_load  # noqa: E402
-from streampi.client import Producer, Subscriber  # noqa: E402
-from streampi.config import load_config  # noqa: E402
-from streampi.measure import back_to_back, invoke_ms, ready, usable_cores  # noqa: E402
-from streampi.model import Model, resolve_model  # noqa: E402
-from streampi.preprocess import Preprocessor  # noqa: E402
-from streampi.synthetic import ShapesGenerator  # noqa: E402
-from streampi.testing import start_server, wait_subscribed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = ("in_ms", "queue_ms", "pre_ms", "handoff_ms", "infer_ms", "post_ms", "rest_ms", "out_ms")
 

@@ -15,8 +15,8 @@ import argparse
 import signal
 import threading
 
-from streampi.bench import run_load
 from streampi.testing import start_server
+from streampi.tools.loadtest import run_load
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ both with 2 workers, in this order:
   (a) zmq-vision at saturation: ``--clients`` client processes (its ``SyncClient``, one
       request in flight each, as its API allows), ok replies/s after a warm-up;
   (b) streampi at saturation: producer processes as fast as the server takes frames
-      (``streampi.bench.run_load``, policy ``queue``: every frame answered), ok results/s;
+      (``streampi.tools.loadtest.run_load``, policy ``queue``: every frame answered), ok results/s;
   (c) light load, one frame at a time on one connection: p50 request → reply (zmq-vision)
       and send → result (streampi);
   (d) the pipeline ceiling for these frames: ``--workers`` threads, each running streampi's
@@ -37,7 +37,6 @@ import json
 import multiprocessing
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -45,14 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi.client import Producer, Subscriber
+from streampi.measure import pipeline_ceiling, usable_cores
+from streampi.model import resolve_model
+from streampi.testing import start_server, wait_subscribed
+from streampi.tools.loadtest import make_frames, run_load
 
-from streampi.bench import make_frames, pipeline_ceiling, run_load  # noqa: E402
-from streampi.client import Producer, Subscriber  # noqa: E402
-from streampi.measure import usable_cores  # noqa: E402
-from streampi.model import resolve_model  # noqa: E402
-from streampi.testing import start_server, wait_subscribed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOP_K = 5
 

@@ -4,7 +4,7 @@
     python bench/pipeline.py                       # MobileNetV2 int8, 640×480 RGB, N=2
     python bench/pipeline.py --seconds 20 --workers 2 --max-batch 4 --transport ipc
 
-A fixed recipe over :mod:`streampi.bench` (the one load generator; ``streampi bench``
+A fixed recipe over :mod:`streampi.tools.loadtest` (the one load generator; ``streampi bench``
 offers the same pieces with every knob). Measures, on this machine, in this order:
   (a) the raw ceiling: N interpreters invoking back to back on ready tensors, one per core;
   (a') the pipeline ceiling: N threads, one per core, each running streampi's kernel on a
@@ -29,17 +29,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from streampi.measure import (
+    ceiling,
+    pipeline_ceiling,
+    usable_cores,
+)
+from streampi.model import resolve_model
+from streampi.testing import start_server
+from streampi.tools.loadtest import run_load
 
-from streampi.bench import ceiling, pipeline_ceiling, run_load  # noqa: E402
-from streampi.measure import usable_cores  # noqa: E402
-from streampi.model import resolve_model  # noqa: E402
-from streampi.testing import start_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

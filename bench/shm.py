@@ -24,21 +24,18 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from lightload import tree_cpu_s  # bench/, this script's folder
+
+from streampi.client import Producer, Subscriber
+from streampi.model import resolve_model
+from streampi.synthetic import ShapesGenerator
+from streampi.testing import start_server, wait_subscribed
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lightload import tree_cpu_s  # noqa: E402  (bench/ is this script's folder)
-
-from streampi.client import Producer, Subscriber  # noqa: E402
-from streampi.model import resolve_model  # noqa: E402
-from streampi.synthetic import ShapesGenerator  # noqa: E402
-from streampi.testing import start_server, wait_subscribed  # noqa: E402
 
 MODES = ("wire", "ring", "in_place")
 

@@ -6,7 +6,7 @@ sent got exactly one answer (sent = ok + dropped + errors, nothing unanswered).
     python bench/soak.py --minutes 30 --kill-every 300 --png bench/out/soak.png
 
 The capacity is measured first (saturation for a few seconds, same server); the load is
-open loop (producer processes on a fixed schedule, ``streampi.bench``'s producers).
+open loop (producer processes on a fixed schedule, ``streampi.tools.loadtest``'s producers).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from streampi.bench import _producer_main
 from streampi.client import Subscriber
 from streampi.ctl import request
 from streampi.testing import start_server
+from streampi.tools.loadtest import producer_main
 
 
 def memory(server_pid: int) -> dict[str, float]:
@@ -56,7 +56,7 @@ def drive(info: dict, server_pid: int, *, rate: float, seconds: float, window: f
     sub = Subscriber(info["publish"], streams=names)
     time.sleep(0.5)
     start_at = time.time() + 2.0
-    procs = [ctx.Process(target=_producer_main, args=(info["credit_bind"], g, rate / len(groups), seconds, 0, "fixed",
+    procs = [ctx.Process(target=producer_main, args=(info["credit_bind"], g, rate / len(groups), seconds, 0, "fixed",
                                                       2000 + i, frames_spec, start_at, q), daemon=True)
              for i, g in enumerate(groups)]
     for p in procs:

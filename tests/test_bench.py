@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from streampi.bench import LatencyHistogram, RunResult, rgb_to_i420, schedule
 from streampi.errors import FrameError
+from streampi.tools.loadtest import LatencyHistogram, RunResult, rgb_to_i420, schedule
 
 
 def test_histogram_percentiles_within_a_tenth_of_a_percent():
@@ -163,8 +163,8 @@ def test_saturation_run_counts_the_whole_server_tree(tmp_path):
     """Workers are children of a fork-server child: the CPU and memory figures must reach them."""
     import psutil
 
-    from streampi.bench import _tree_cpu, _tree_rss_mib, run_load
     from streampi.testing import start_server
+    from streampi.tools.loadtest import run_load, tree_cpu_s, tree_rss_mib
 
     proc, info = start_server(["shapes_int8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
                                "--workers", "2", "--policy", "queue", "--log-level", "warning"])
@@ -172,8 +172,8 @@ def test_saturation_run_counts_the_whole_server_tree(tmp_path):
         server = psutil.Process(proc.pid)
         worker_pids = {w["pid"] for w in info["workers"]}
         assert not worker_pids & {c.pid for c in server.children()}  # grandchildren, not children
-        assert worker_pids <= set(_tree_cpu(server))
-        assert _tree_rss_mib(server) > server.memory_info().rss / 2**20
+        assert worker_pids <= set(tree_cpu_s(server))
+        assert tree_rss_mib(server) > server.memory_info().rss / 2**20
         res = run_load(info["credit_bind"], info["publish"], rate=0, seconds=1.0, warmup=0.5, producers=1, streams=2,
                        arrival="fixed", frames_spec=("synthetic", (160, 120), "rgb"), server_pid=proc.pid,
                        stream_prefix="sat")
@@ -210,8 +210,9 @@ def test_transport_bench_runs_both_transports(tmp_path):
 def test_the_pipeline_ceiling_of_jpeg_frames_decodes_each_one():
     """The JPEG ceiling (bench/peer.py's bound) runs the kernel's decoder on the bytes given:
     the frame it names is a JPEG, and bytes that are no JPEG fail as the server's would."""
-    from streampi.bench import make_frames, pipeline_ceiling
+    from streampi.measure import pipeline_ceiling
     from streampi.model import resolve_model
+    from streampi.tools.loadtest import make_frames
 
     path = resolve_model("shapes_int8")
     jpeg = make_frames("synthetic", (640, 480), "jpeg", n=1)[0][0]

@@ -78,7 +78,7 @@ def test_produce_needs_a_source(tmp_path):
 
 
 def test_subscriber_line_format():
-    from streampi.cli import format_result
+    from streampi.cli.subscribe import format_result
     ok = {"stream": "cam0", "seq": 3, "ok": True, "top": [[1, "square", 0.98]], "timing": {"total_ms": 2.5,
           "infer_ms": 1.0}, "batch": 1, "worker": 0}
     assert "square 0.980" in format_result(ok)

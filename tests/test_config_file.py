@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from streampi.cli import build_parser
+from streampi.cli import build_parser, config_file
+from streampi.cli.config_file import ConfigFileError, tomllib  # tomli before Python 3.11
 from streampi.errors import StreampiError
-from streampi.serving import config_file
-from streampi.serving.config_file import ConfigFileError, tomllib  # tomli before Python 3.11
 
 CLI = [sys.executable, "-m", "streampi"]
 

@@ -473,7 +473,7 @@ def test_boxes_are_clipped_to_the_frame():
 
 # -- mAP -------------------------------------------------------------------------------------------
 def test_mean_average_precision_hand_computed():
-    from streampi.decoders.metrics import mean_average_precision
+    from streampi.evaluation import mean_average_precision
 
     truths = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 0])),
               (np.array([[0, 0, 10, 10]]), np.array([1]))]

@@ -17,7 +17,7 @@ import simplejpeg
 from streampi import Model, bundled_model, load_config
 from streampi.client import Producer, Subscriber
 from streampi.decoders import auto_kind, make_decoder
-from streampi.decoders.metrics import mean_average_precision
+from streampi.evaluation import mean_average_precision
 from streampi.serving import ServerOptions
 from streampi.synthetic import LABELS, ScenesGenerator
 from streampi.testing import ServerThread, start_server, wait_subscribed

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ModelError
 from ..model import TensorSpec
+from ..results import summarize  # re-exported: it reads what the decoders write
 from .anchors import AnchorsDecoder
 from .base import Decoder, Options
 from .classify import ClassifyDecoder
@@ -69,65 +70,3 @@ def make_decoder(output_specs: Sequence[TensorSpec], config: Any = None, kind: s
         decoder = _CLASSES[chosen](specs, labels, opts)
     opts.finish()
     return decoder
-
-
-def _num(v: float) -> str:
-    return f"{v:.0f}"
-
-
-def summarize(result: dict, max_items: int = 4) -> str:
-    """A one-line human summary of a result's decoded fields (for ``streampi subscribe``)."""
-    if "detections" in result:
-        dets = result["detections"]
-        if not dets:
-            return "no detections"
-        parts = [f"{d.get('label') or d['class']} {d['score']:.2f} "
-                 f"[{','.join(_num(v) for v in d['box'])}]" for d in dets[:max_items]]
-        more = f" +{len(dets) - max_items} more" if len(dets) > max_items else ""
-        return f"{len(dets)} det: " + "; ".join(parts) + more
-    if "segmentation" in result:
-        seg = result["segmentation"]
-        top = sorted(seg.get("fractions", {}).items(), key=lambda kv: -kv[1])[:max_items]
-        return f"mask {seg['width']}x{seg['height']}: " + ", ".join(f"{k} {v * 100:.0f}%" for k, v in top)
-    top = result.get("top") or []
-    if top:
-        return f"{top[0][1] or top[0][0]} {top[0][2]:.3f}"
-    return f"{len(result.get('outputs', []))} outputs"
-
-
-def add_arguments(parser: Any) -> None:
-    """``streampi serve``'s decoder flags (they override the sidecar's ``"decoder"``)."""
-    from .selection import KINDS as kinds
-
-    g = parser.add_argument_group("decoding (overrides the sidecar's \"decoder\")")
-    g.add_argument("--decoder", choices=kinds, help="decoder kind (default: the sidecar's, else chosen from the "
-                                                   "output shapes)")
-    g.add_argument("--decoder-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a decoder option, VALUE as JSON (e.g. layout=\"v5\", strides=[8,16]); repeatable")
-    g.add_argument("--score-threshold", type=float, help="drop detections scoring below this")
-    g.add_argument("--iou-threshold", type=float, help="NMS: suppress boxes overlapping a better one by more")
-    g.add_argument("--max-detections", type=int, help="detections per frame, at most")
-    g.add_argument("--class-agnostic", action="store_true", default=None, help="NMS across classes")
-    g.add_argument("--raw-outputs", action="store_true", default=None, help="also send the output tensors")
-
-
-def overrides_from_arguments(args: Any) -> dict[str, Any] | None:
-    """The ``decoder`` override for :func:`streampi.config.load_config` from parsed flags."""
-    import json
-
-    section: dict[str, Any] = {}
-    for item in getattr(args, "decoder_option", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ModelError(f"--decoder-option takes KEY=VALUE, got {item!r}")
-        try:
-            section[key] = json.loads(value)
-        except ValueError:
-            section[key] = value  # a bare word: a string
-    for name in ("score_threshold", "iou_threshold", "max_detections", "class_agnostic", "raw_outputs"):
-        value = getattr(args, name, None)
-        if value is not None:
-            section[name] = value
-    if getattr(args, "decoder", None):
-        section["kind"] = args.decoder
-    return section or None

@@ -21,14 +21,12 @@ Exit codes: 0 written and verified; 1 the result failed verification (not writte
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import math
 import os
 import resource
-import sys
 import tempfile
 import time
 import warnings
@@ -41,9 +39,11 @@ import numpy as np
 
 from ..config import ModelConfig, load_config
 from ..errors import FrameError, ModelError, StreampiError
+from ..measure import usable_cores
 from ..model import Model, check_tflite_file, resolve_model
+from ..units import format_bytes
 
-#: recipe name → (ai_edge_quantizer.recipe function, output file suffix, needs calibration)
+#: recipe name → (ai_edge_quantizer.recipe function, output file suffix)
 RECIPES: dict[str, tuple[str, str]] = {
     "int8": ("static_wi8_ai8", "int8"),
     "dynamic": ("dynamic_wi8_afp32", "dynamic"),
@@ -481,17 +481,10 @@ def _latency_ms(path: Path, threads: int, runs: int) -> float:
 
 def _memory_after_allocate(path: Path) -> dict[str, int] | None:
     from ..backends import get_backend
-    from ..inspect_model import runtime_report
+    from ..measure import runtime_report
 
     rep = runtime_report(path, get_backend())
     return rep.get("memory")
-
-
-def usable_core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames: Resampled,
@@ -531,7 +524,7 @@ def verify(float_path: Path, quant_path: Path, float_config: ModelConfig, frames
     if detection is not None:
         rep["kind"] = "detector"
         rep["agreement"]["detection"] = detection
-    cores = usable_core_count()
+    cores = len(usable_cores())
     rep["latency_ms"] = {
         "float": {str(t): _latency_ms(float_path, t, runs) for t in sorted({1, cores})},
         "quantized": {str(t): _latency_ms(quant_path, t, runs) for t in sorted({1, cores})},
@@ -632,7 +625,7 @@ def run_quantizer(prepared: bytes, recipe_name: str, calib_batches: Iterable[np.
                 for batch in calib_batches:
                     calibration = q.calibrate({key: [{input_name: x[None]} for x in batch]},
                                               previous_calibration_result=calibration or None,
-                                              num_threads=usable_core_count())
+                                              num_threads=len(usable_cores()))
                 if input_range is not None and input_range[0] in calibration:
                     name, lo, hi = input_range
                     qsv = calibration[name]
@@ -791,45 +784,6 @@ def verify_and_write(float_path: Path, config: ModelConfig, quantized: bytes, ou
 
 
 # -- the verb ---------------------------------------------------------------------------------------------
-def _fraction(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def add_quantize(sub: Any) -> None:
-    p = sub.add_parser("quantize", help="turn a float .tflite into a verified int8 model, calibrated on your frames",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="a float .tflite file or a bundled model's name")
-    p.add_argument("--calibrate", required=True, metavar="SOURCE",
-                   help="'synthetic', a folder of images, or a video file")
-    p.add_argument("-o", "--output", type=Path, help="the quantized model (default: ./MODEL_int8.tflite)")
-    p.add_argument("--recipe", choices=list(RECIPES), default="int8",
-                   help="int8: int8 weights and activations, int8 in and out (fastest); dynamic: int8 weights, "
-                        "float activations; weight-only: int8 weights stored, float compute (smallest change)")
-    p.add_argument("--frames", type=int, default=200, help="frames to read from SOURCE")
-    p.add_argument("--holdout", type=_fraction, default=0.2, help="fraction of the frames kept for verification only")
-    p.add_argument("--min-agreement", type=_fraction, default=0.98,
-                   help="pass mark: top-1 agreement (classifiers), detection agreement (detectors) or the "
-                        "worst output's cosine similarity (others)")
-    p.add_argument("--force", action="store_true", help="write the output even when it fails verification")
-    p.add_argument("--runs", type=int, default=30, help="invokes per latency figure")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic frames and of the hold-out split")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from ..cli import add_model_config_arguments
-
-    add_model_config_arguments(p)
-    p.set_defaults(func=cmd_quantize)
-
-
-def _mib(n: int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
-
-
 def print_report(rep: dict[str, Any], out=print) -> None:
     fr = rep["frames"]
     out(f"model        {rep['model']}  →  {rep['output']}  (recipe {rep['recipe']})")
@@ -842,9 +796,9 @@ def print_report(rep: dict[str, Any], out=print) -> None:
         return
     t = rep["timing_s"]
     out(f"quantizing   {t['quantize']:.2f} s (calibration {t['calibrate']:.2f} s); peak resident memory of this "
-        f"process {_mib(rep['quantization_peak_rss_bytes'])}")
+        f"process {format_bytes(rep['quantization_peak_rss_bytes'])}")
     v = rep["verification"]
-    out(f"size         {_mib(v['float_bytes'])} → {_mib(v['quantized_bytes'])} "
+    out(f"size         {format_bytes(v['float_bytes'])} → {format_bytes(v['quantized_bytes'])} "
         f"({v['float_bytes'] / max(v['quantized_bytes'], 1):.1f}× smaller)")
     if not v.get("loads"):
         out(f"verification the quantized model does not run: {v['error']}")
@@ -871,28 +825,7 @@ def print_report(rep: dict[str, Any], out=print) -> None:
             out(f"latency      {threads} thread(s): float {f_ms:.3f} ms, quantized {q_ms:.3f} ms "
                 + (f"({f_ms / q_ms:.2f}× faster here)" if q_ms <= f_ms else f"({q_ms / f_ms:.2f}× SLOWER here)"))
         mem = v["memory_after_allocate_bytes"]
-        out(f"memory       after allocate_tensors: float +{_mib(mem['float'])}, quantized +{_mib(mem['quantized'])}")
+        out(f"memory       after allocate_tensors: float +{format_bytes(mem['float'])}, quantized +{format_bytes(mem['quantized'])}")
     out(f"result       {'written' if rep['written'] else 'NOT written'}: {rep['verdict']}")
     if rep["written"]:
         out(f"serve it     streampi serve {rep['output']}")
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    opts = QuantizeOptions(recipe=args.recipe, frames=args.frames, holdout=args.holdout,
-                           min_agreement=args.min_agreement, force=args.force, seed=args.seed, runs=args.runs,
-                           progress=not args.no_progress and not args.json and sys.stderr.isatty(),
-                           overrides={"mean": args.mean, "std": args.std, "channels": args.channels,
-                                      "resize": args.resize, "labels_file": args.labels})
-    log = (lambda msg: None) if args.json else (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True))
-    try:
-        rep = quantize_model(args.model, args.calibrate, args.output, opts, log)
-    except StreampiError as exc:
-        if args.json:
-            print(json.dumps({"model": args.model, "error": str(exc)}))
-        print(f"streampi quantize: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rep, indent=2, default=str))
-    else:
-        print_report(rep)
-    return 0 if rep.get("passed") else 1

@@ -2,8 +2,8 @@
 """Train, convert and write streampi's bundled models (a dev tool, run by hand).
 
     python -m venv .venv-models && .venv-models/bin/pip install -e '.[models]'
-    .venv-models/bin/python tools/make_models.py            # everything
-    .venv-models/bin/python tools/make_models.py --only mobilenet
+    .venv-models/bin/python scripts/make_models.py            # everything
+    .venv-models/bin/python scripts/make_models.py --only mobilenet
 
 TensorFlow is needed only here; the outputs in ``streampi/models/`` are committed so that
 neither users nor CI ever install it. What it writes:
@@ -333,7 +333,7 @@ def detector_map(tf, blob: bytes, test, sidecar: dict) -> float:
     """mAP@0.5 of a detector .tflite on letterboxed test scenes, decoded by streampi's decoder."""
     from streampi.config import ModelConfig
     from streampi.decoders import make_decoder
-    from streampi.decoders.metrics import mean_average_precision
+    from streampi.evaluation import mean_average_precision
     from streampi.model import _spec
 
     xs, boxes, classes = test
@@ -466,7 +466,7 @@ def detector_section(tf, args, report: list[str]) -> str:
     rows = "\n".join(r for r in report if r.startswith("| shapes") or r.startswith("|---"))
     trained = ("from saved weights" if args.detector_weights else
                f"{args.det_train} training scenes, {args.det_epochs} epochs")
-    return (f"{DETECTOR_SECTION}\n\nMade by `tools/make_models.py --only detector` with TensorFlow {tf.__version__} "
+    return (f"{DETECTOR_SECTION}\n\nMade by `scripts/make_models.py --only detector` with TensorFlow {tf.__version__} "
             f"({trained}); mAP@0.5 on {args.det_test} fresh scenes from `streampi.synthetic.ScenesGenerator`, "
             "letterboxed to 96×96, run through the TFLite interpreter and decoded by `streampi.decoders`.\n\n"
             + rows)
@@ -549,7 +549,7 @@ def main() -> None:
         head = text.split(DETECTOR_SECTION)[0].rstrip("\n")
         path.write_text(head + "\n\n" + detector_section(tf, args, report) + "\n")
     if report and args.only is None:  # a partial run leaves the committed table alone
-        text = "# Bundled models\n\nMade by `tools/make_models.py` with TensorFlow " + tf.__version__ + ".\n\n"
+        text = "# Bundled models\n\nMade by `scripts/make_models.py` with TensorFlow " + tf.__version__ + ".\n\n"
         (OUT / "MODELS.md").write_text(text + "\n".join(report) + "\n")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .nms import iou_one_to_many
+from .decoders.nms import iou_one_to_many
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""``streampi inspect MODEL``: a model doctor for deploying on a Raspberry Pi.
+"""The model doctor behind ``streampi inspect MODEL`` for deploying on a Raspberry Pi.
 
 Tells, before deploying, what a ``.tflite`` model is (inputs, outputs, quantization, ops,
 size, memory), whether the installed backends run it, and with ``--bench`` how fast it is on
@@ -11,56 +11,34 @@ op, an input the kernels cannot feed), 2 it is not a usable model file at all.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import json
-import os
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .backends import Backend, available_backends, get_backend
-from .config import embedded_labels, load_config, sidecar_path
-from .errors import ModelError, ModelFileError, StreampiError
-from .measure import back_to_back_fps, invoke_ms, ready, usable_cores
-from .model import Model, check_tflite_file, resolve_model
-from .runtime_info import backend_notes, describe_runtime, summary_line
+from ..backends import Backend, available_backends, get_backend
+from ..config import embedded_labels, load_config, sidecar_path
+from ..errors import ModelError, ModelFileError, StreampiError
+from ..measure import back_to_back_fps, invoke_ms, ready, rss_bytes, runtime_report, usable_cores
+from ..model import Model, check_tflite_file
+from ..runtime_info import backend_notes, describe_runtime, summary_line
+from ..units import format_bytes
 
 
-def rss_bytes() -> int | None:
-    """Resident memory of this process (Linux), or None."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+@dataclass
+class InspectOptions:
+    """What to look at, as ``streampi inspect``'s flags say it."""
 
-
-def parse_size(text: str) -> int:
-    """'2G', '512M', '1.5G' → bytes."""
-    units = {"K": 2**10, "M": 2**20, "G": 2**30}
-    t = text.strip().upper().rstrip("IB").rstrip("B")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size like 2G or 512M, got {text!r}") from None
-
-
-def parse_delegate(text: str) -> tuple[str, dict[str, str]]:
-    """'libfoo.so:key=value,key2=value2' → ('libfoo.so', {...})."""
-    path, _, opts = text.partition(":")
-    options = {}
-    for item in filter(None, opts.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise argparse.ArgumentTypeError(f"delegate options are key=value, got {item!r}")
-        options[key] = value
-    return path, options
+    backend: str | None = None  # only this backend (default: every installed one)
+    delegate: tuple[str, dict[str, str]] | None = None  # a delegate library to try: (path, options)
+    bench: bool = False  # measure latency and throughput, recommend a configuration
+    runs: int = 50  # invokes per latency figure
+    seconds: float = 1.0  # seconds per throughput figure
+    memory: int | None = None  # the server's memory budget in bytes: will it fit?
+    frame_size: tuple[int, int] = (640, 480)  # the frames the cameras send
+    max_frame_memory: int = 256 * 2**20  # the server's --max-frame-memory: frames it may hold
 
 
 def _is_custom(op_name: str) -> bool:
@@ -190,37 +168,6 @@ def quantize_command(path: Path) -> str:
     return f"streampi quantize {path} --calibrate FRAMES -o {Path(path).stem}_int8.tflite"
 
 
-def runtime_report(path: Path, backend: Backend, delegates=()) -> dict[str, Any]:
-    """Load for real: resolution of every op, memory after allocate and after one invoke."""
-    before = rss_bytes()
-    try:
-        m = Model(path, backend=backend, delegates=delegates)
-    except ModelError as exc:
-        return {"loads": False, "error": str(exc)}
-    allocated = rss_bytes()
-    for i, spec in enumerate(m.inputs):
-        m.set_input(np.zeros(spec.shape, spec.dtype), i)
-    t0 = time.perf_counter()
-    m.invoke()
-    first_ms = (time.perf_counter() - t0) * 1e3
-    invoked = rss_bytes()
-    out: dict[str, Any] = {"loads": True, "first_invoke_ms": first_ms, "delegate_errors": m.delegate_errors,
-                           "batch_resizable": m.batch_resizable}
-    if before is not None and allocated is not None and invoked is not None:
-        out["memory"] = {"after_allocate_bytes": allocated - before, "after_first_invoke_bytes": invoked - before}
-    try:
-        m.image_input()
-        out["servable"] = True
-    except ModelError as exc:
-        out["servable"] = False
-        out["not_servable_because"] = str(exc)
-    if delegates:
-        ops_after = m.ops()
-        out["delegated_nodes"] = sum(1 for o in ops_after if "DELEGATE" in o.upper())
-        out["ops_after_delegate"] = len(ops_after)
-    return out
-
-
 def _latency(path: Path, backend: Backend, threads: int, runs: int) -> dict[str, float]:
     times = invoke_ms(ready(Model(path, backend=backend, num_threads=threads)), runs)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
@@ -264,7 +211,7 @@ def bench_report(path: Path, backends: list[Backend], runs: int, seconds: float,
     }
 
 
-def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str]]:
+def findings(rep: dict[str, Any], args: InspectOptions) -> list[tuple[str, str]]:
     """(severity, text) pairs; severity is 'problem', 'advice' or 'ok'."""
     out: list[tuple[str, str]] = []
     q = rep["static"]["quantization"]
@@ -273,7 +220,7 @@ def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
         if "speedup" in est:
             speed = (f"Measured here on an int8 version made from synthetic frames (invoke time does not depend on the "
                      f"calibration): {est['float_ms']:.2f} ms → {est['int8_ms']:.2f} ms per invoke at 1 thread, "
-                     f"{est['speedup']:.1f}× faster, {_mib(rep['file_bytes'])} → {_mib(est['int8_bytes'])}.")
+                     f"{est['speedup']:.1f}× faster, {format_bytes(rep['file_bytes'])} → {format_bytes(est['int8_bytes'])}.")
         elif "error" in est:
             speed = f"The speed-up could not be measured here: {est['error']}."
         else:
@@ -328,20 +275,19 @@ def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             per = max(mem["after_first_invoke_bytes"], 1)
             n_workers = rep.get("bench", {}).get("recommended", {}).get("workers") or len(usable_cores())
             base = rep["base_rss_bytes"] or 0  # this process before any model: the same libraries as the server
-            fw, fh = args.frame_size
-            rec = rep.get("bench", {}).get("recommended", {})
-            max_batch = rec.get("max_batch", 4)
-            # frames the server may hold: ZeroMQ's receive queue (64) + one batch per worker, RGB
-            frames = (64 + n_workers * max_batch) * fw * fh * 3
+            # the frames the server may hold, waiting or running, are bounded by its frame budget
+            # (--max-frame-memory, every format counted): that bound, not a typical load, must fit
+            frames = args.max_frame_memory
             need = base + n_workers * per + frames
             fits = int(max(0, args.memory - base - frames) // per)
             verdict = "fits" if need <= args.memory else "does NOT fit"
             out.append(("ok" if need <= args.memory else "problem",
                         f"memory: {n_workers} workers need about {need / 2**20:.0f} MiB: {per / 2**20:.1f} MiB per "
                         f"interpreter (measured after its first invoke, batch 1), {base / 2**20:.0f} MiB for the "
-                        f"process and its libraries (measured), {frames / 2**20:.0f} MiB for up to "
-                        f"{64 + n_workers * max_batch} buffered {fw}×{fh} RGB frames (computed); {verdict} in "
-                        f"{args.memory / 2**20:.0f} MiB (at most {fits} workers would)"))
+                        f"process and its libraries (measured), and up to {frames / 2**20:.0f} MiB of frames held "
+                        f"(the server's --max-frame-memory, which frames past it are refused at); {verdict} in "
+                        f"{args.memory / 2**20:.0f} MiB (at most {fits} workers would; a smaller "
+                        f"--max-frame-memory leaves room for more)"))
     bench = rep.get("bench")
     if bench:
         lat = {b: v[1]["median_ms"] for b, v in bench["latency"].items()}
@@ -354,7 +300,7 @@ def findings(rep: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
     return out
 
 
-def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> dict[str, Any]:
+def inspect(path: Path, args: InspectOptions, progress=lambda msg: None) -> dict[str, Any]:
     check_tflite_file(path)
     backends = available_backends()
     if args.backend:
@@ -404,20 +350,16 @@ def inspect(path: Path, args: argparse.Namespace, progress=lambda msg: None) -> 
 
 def _int8_estimate(path: Path, runs: int) -> dict[str, Any]:
     try:
-        from .tools.quantize import int8_speedup
+        from .quantize import int8_speedup
 
         return int8_speedup(path, runs)
     except StreampiError as exc:
         return {"error": str(exc)}
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
-
-
 def print_report(rep: dict[str, Any], out=print) -> None:
     st = rep["static"]
-    out(f"model        {rep['model']}  ({_mib(rep['file_bytes'])}, {st['parameters']:,} parameters)")
+    out(f"model        {rep['model']}  ({format_bytes(rep['file_bytes'])}, {st['parameters']:,} parameters)")
     out(f"runtime      {summary_line(rep['runtime_info'])}")
     out(f"quantization {st['quantization']}")
     for kind in ("inputs", "outputs"):
@@ -442,8 +384,8 @@ def print_report(rep: dict[str, Any], out=print) -> None:
             out(f"{name:<12} does not load: {r['error']}")
             continue
         mem = r.get("memory")
-        m = (f"; resident memory +{_mib(mem['after_allocate_bytes'])} after allocate_tensors, "
-             f"+{_mib(mem['after_first_invoke_bytes'])} after the first invoke") if mem else ""
+        m = (f"; resident memory +{format_bytes(mem['after_allocate_bytes'])} after allocate_tensors, "
+             f"+{format_bytes(mem['after_first_invoke_bytes'])} after the first invoke") if mem else ""
         d = (f"; delegate took {r['delegated_nodes']} node(s)" if "delegated_nodes" in r else "")
         out(f"{name:<12} loads; first invoke {r['first_invoke_ms']:.1f} ms{m}{d}")
     b = rep.get("bench")
@@ -466,39 +408,3 @@ def print_report(rep: dict[str, Any], out=print) -> None:
     for f in rep["findings"]:
         mark = {"problem": "✗", "advice": "!", "ok": "✓"}[f["severity"]]
         out(f"  {mark} {f['text']}")
-
-
-def add_inspect(sub: Any) -> None:
-    p = sub.add_parser("inspect", help="a model doctor: what a .tflite is, whether and how fast it runs here")
-    p.add_argument("model", help="a .tflite file or a bundled model's name")
-    p.add_argument("--bench", action="store_true", help="measure latency, throughput; recommend a configuration")
-    p.add_argument("--runs", type=int, default=50, help="invokes per latency figure (--bench)")
-    p.add_argument("--seconds", type=float, default=1.0, help="seconds per throughput figure (--bench)")
-    p.add_argument("--memory", type=parse_size, help="memory budget for the server, e.g. 2G: will it fit?")
-    p.add_argument("--frame-size", type=lambda s: tuple(int(v) for v in s.lower().split("x")), default=(640, 480),
-                   help="the frames you usually send, WxH (default 640x480)")
-    p.add_argument("--delegate", type=parse_delegate, help="PATH[:key=value,...] a delegate library to try")
-    p.add_argument("--backend", choices=["litert", "tflite_runtime", "tensorflow"], help="only this backend")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=cmd_inspect)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    path = resolve_model(args.model)
-    progress = (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True)) if args.bench else (lambda msg: None)
-    try:
-        rep = inspect(path, args, progress)
-    except ModelFileError as exc:
-        if args.json:
-            print(json.dumps({"model": str(path), "error": str(exc)}))
-        print(f"streampi inspect: {exc}", file=sys.stderr)
-        return 2
-    except StreampiError as exc:
-        print(f"streampi inspect: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rep, indent=2, default=str))
-    else:
-        print_report(rep)
-    blocking = any(f["severity"] == "problem" for f in rep["findings"])
-    return 1 if blocking or not any(r.get("loads") for r in rep["runtime"].values()) else 0

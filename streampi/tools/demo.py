@@ -1,4 +1,4 @@
-"""``streampi demo``: the whole pipeline on the bundled model, then a summary.
+"""The demo behind ``streampi demo``: the whole pipeline on the bundled model, then a summary.
 
 Starts ``streampi serve`` as a child process, sends synthetic camera frames from
 :mod:`streampi.synthetic` at a fixed rate (open loop) on several streams, receives every
@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from .client import Producer, Subscriber
-from .synthetic import LABELS, ScenesGenerator, ShapesGenerator
-from .testing import start_server
+from ..client import Producer, Subscriber
+from ..synthetic import LABELS, ScenesGenerator, ShapesGenerator
+from ..testing import start_server
 
 DETECTION_KINDS = ("yolo", "ssd_postprocess", "anchors")
 
 
 def decoder_kind(model: str) -> str:
     """The decoder ``streampi serve`` will pick for ``model`` (sidecar or auto-selection)."""
-    from .config import load_config
-    from .decoders import make_decoder
-    from .model import Model, resolve_model
+    from ..config import load_config
+    from ..decoders import make_decoder
+    from ..model import Model, resolve_model
 
     path = resolve_model(model)
     return make_decoder(Model(path).outputs, load_config(path)).kind
@@ -53,7 +53,7 @@ class DemoReport:
                 codes[r["error"]["code"]] = codes.get(r["error"]["code"], 0) + 1
         lat = np.array([(t - self.truth[k][1]) * 1e3 for k, r, t in ok]) if ok else np.array([np.nan])
         if self.scenes is not None:
-            from .decoders.metrics import mean_average_precision
+            from ..evaluation import mean_average_precision
 
             dets = [r.get("detections", []) for _, r, _ in ok]
             truths = [self.scenes[self.truth[k][0]][1:] for k, _, _ in ok]
