@@ -19,8 +19,6 @@ from .errors import (
     UnsupportedOpError,
 )
 
-__version__ = "0.1.0"
-
 #: name -> module that defines it, imported when the name is first used
 _LAZY = {
     "ModelConfig": "config", "load_config": "config",
@@ -37,7 +35,20 @@ __all__ = [
 ]
 
 
+def version() -> str:
+    """The installed package's version: its metadata (pyproject.toml) is the one place it is written."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as metadata_version
+
+    try:
+        return metadata_version("streampi")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        return version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'streampi' has no attribute {name!r}")

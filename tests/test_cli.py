@@ -168,3 +168,28 @@ def test_produce_through_shared_memory_to_a_server_in_another_process():
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_version_is_the_package_metadata():
+    from pathlib import Path
+
+    from streampi.cli.config_file import tomllib  # tomli before Python 3.11
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    out = subprocess.run([sys.executable, "-m", "streampi", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"streampi {declared}"
+
+
+def test_help_states_each_default_once():
+    import re
+
+    from streampi.cli import VERBS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "serve" in a.choices)
+    for verb in VERBS:
+        text = sub.choices[verb].format_help()
+        assert "(default: None)" not in text and "(default: [])" not in text, verb
+        # one option's help is the text between two option lines; none says "default" twice
+        for chunk in re.split(r"\n  (?=-)", text):
+            assert chunk.count("default") <= 1, (verb, chunk)

@@ -23,6 +23,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import version
 from ..errors import StreampiError
 
 #: verb -> its one-line help; the module ``streampi.cli.<verb>`` defines the rest
@@ -39,17 +40,6 @@ VERBS = {
 }
 
 
-def version() -> str:
-    """The installed package's version (its metadata: pyproject.toml is the one place it is written)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as metadata_version
-
-    try:
-        return metadata_version("streampi")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown (not installed)"
-
-
 class _VersionAction(argparse.Action):
     """``--version`` that reads the package metadata only when asked."""
 
@@ -58,7 +48,8 @@ class _VersionAction(argparse.Action):
                          help="show the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(message=f"streampi {version()}\n")
+        print(f"streampi {version()}")
+        parser.exit()
 
 
 def verb_parser(sub: argparse._SubParsersAction, verb: str) -> argparse.ArgumentParser:
