@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StreampiError
 from ._argtypes import DefaultsHelpFormatter, frame_size
 
 if TYPE_CHECKING:
@@ -180,9 +181,9 @@ def _overload(args: argparse.Namespace, endpoints: dict[str, str], results_ep: s
 
 def run(args: argparse.Namespace) -> int:
     if args.rate < 0 or args.warmup < 0 or args.seconds <= 0:
-        raise SystemExit("streampi bench: --rate and --warmup must be ≥ 0 and --seconds > 0")
+        raise StreampiError("--rate and --warmup must be ≥ 0 and --seconds > 0")
     if args.shared_memory and args.protocol != "1.1":
-        raise SystemExit("streampi bench: --shared-memory needs --protocol 1.1 (the rings come with the credit)")
+        raise StreampiError("--shared-memory needs --protocol 1.1 (the rings come with the credit)")
     from ..measure import ceiling, pipeline_ceiling, usable_cores
     from ..model import resolve_model
     from ..runtime_info import describe_runtime, summary_line
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.overload is not None:
             if proc is None:
-                raise SystemExit("streampi bench --overload starts its own server (it needs both frame endpoints); "
+                raise StreampiError("bench --overload starts its own server (it needs both frame endpoints); "
                                  "drop --connect")
             return _overload(args, endpoints, results_ep, server_pid, frames_spec, report)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ...errors import StreampiError
+
 
 class LatencyHistogram:
     """Latency percentiles from an HdrHistogram (the ``hdrhistogram`` package, a bench extra).
@@ -21,7 +23,7 @@ class LatencyHistogram:
         try:
             from hdrh.histogram import HdrHistogram
         except ImportError as exc:  # the serving install does not carry the bench tools
-            raise SystemExit("streampi bench needs hdrhistogram: pip install 'streampi[bench]'") from exc
+            raise StreampiError("the load generator needs hdrhistogram: pip install 'streampi[bench]'") from exc
         self._h = HdrHistogram(self.LOWEST_US, self.HIGHEST_US, self.DIGITS)
 
     def add(self, ms: float) -> None:

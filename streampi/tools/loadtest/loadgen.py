@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...client import Producer, Subscriber
+from ...errors import StreampiError
 from .histogram import LatencyHistogram
 
 STAGES = ("queue_ms", "pre_ms", "infer_ms", "post_ms")
@@ -43,7 +44,7 @@ def make_frames(source: str, size: tuple[int, int], fmt: str, n: int = 16, seed:
     if source != "synthetic":
         files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
         if not files:
-            raise SystemExit(f"streampi bench: no .jpg files in {source}")
+            raise StreampiError(f"no .jpg files in {source}")
         return [(f.read_bytes(), "jpeg") for f in files[:n]]
     from ...synthetic import ShapesGenerator
 
@@ -63,7 +64,7 @@ def make_frames(source: str, size: tuple[int, int], fmt: str, n: int = 16, seed:
             import simplejpeg
             out.append((simplejpeg.encode_jpeg(rgb, quality=90), "jpeg"))
         else:
-            raise SystemExit(f"streampi bench: unsupported synthetic format {fmt}")
+            raise StreampiError(f"unsupported synthetic format {fmt}")
     return out
 
 
