@@ -53,6 +53,12 @@ class ProtocolError(FrameError):
     """A wire message does not follow the protocol (see docs/protocol.md)."""
 
 
+class SourceError(StreampiError):
+    """A frame source (``synthetic``, a folder, a video file, a camera) cannot be opened or read."""
+
+    code = "source"
+
+
 class AuthError(StreampiError):
     """A CurveZMQ key is missing or unreadable, or a handshake with the server failed."""
 

@@ -17,10 +17,9 @@ from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from ai_edge_litert.tools import flatbuffer_utils  # noqa: E402
 
 from streampi import LABELS, Model, ShapesGenerator, bundled_model, load_config  # noqa: E402
+from streampi.sources import Frame, open_source  # noqa: E402
 from streampi.tools.quantize import (  # noqa: E402
     QuantizeOptions,
-    iter_frames,
-    load_frames,
     model_inputs,
     resample_frames,
     verify_and_write,
@@ -179,7 +178,7 @@ def test_calibration_from_a_folder_of_jpegs_and_pngs(quantize, tmp_path):
         else:
             cv2.imwrite(str(tmp_path / f"{i:02d}.png"), rgb[..., ::-1])
     (tmp_path / "notes.txt").write_text("not an image, ignored by suffix")
-    frames = load_frames(str(tmp_path), 100)
+    frames = list(open_source(tmp_path).sample(100))
     assert len(frames) == 12 and {f.fmt for f in frames} == {"jpeg", "bgr"}
     out = tmp_path / "out" / "m.tflite"
     out.parent.mkdir()
@@ -197,7 +196,7 @@ def test_calibration_from_a_video(quantize, tmp_path):
     for _ in range(90):
         writer.write(np.ascontiguousarray(gen.frame(160, 120)[0][..., ::-1]))
     writer.release()
-    frames = load_frames(str(video), 30)
+    frames = list(open_source(video).sample(30))
     assert len(frames) == 30 and frames[0].data.shape == (120, 160, 3)
     # spread over the whole video, not its first 30 frames
     assert frames[-1].origin.endswith("frame 89")
@@ -222,8 +221,6 @@ def test_model_inputs_equal_the_servers_preprocessing(model, config):
     for w, h in ((320, 240), (97, 203), (640, 360)):
         rgb, _ = gen.frame(w, h)
         frames += [(rgb, "rgb"), (simplejpeg.encode_jpeg(rgb, quality=85), "jpeg")]
-    from streampi.tools.quantize import Frame
-
     resampled = resample_frames(m, cfg, (Frame(d, f, "t") for d, f in frames), len(frames))
     got = model_inputs(m, cfg, resampled.pixels)
     pre = Preprocessor.for_model(m, cfg)
@@ -251,7 +248,8 @@ def _negate_fully_connected_weights(data: bytes) -> bytes:
 def test_a_broken_result_is_reported_and_not_written(int8_model, tmp_path, damage, why):
     good, _ = int8_model
     float_path = bundled_model("shapes_float32")
-    frames = resample_frames(Model(float_path), load_config(float_path), iter_frames("synthetic", 20, seed=11), 20)
+    synthetic = open_source("synthetic", seed=11).sample(20)
+    frames = resample_frames(Model(float_path), load_config(float_path), synthetic, 20)
     out = tmp_path / "broken.tflite"
     rep = verify_and_write(float_path, load_config(float_path), damage(good.read_bytes()), out, frames,
                            QuantizeOptions(runs=3), {}, {})

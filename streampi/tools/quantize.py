@@ -30,7 +30,7 @@ import resource
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from ..config import ModelConfig, load_config
 from ..errors import FrameError, ModelError, StreampiError
 from ..measure import usable_cores
 from ..model import Model, check_tflite_file, resolve_model
+from ..sources import Frame, open_source
 from ..units import format_bytes
 
 #: recipe name → (ai_edge_quantizer.recipe function, output file suffix)
@@ -49,7 +50,6 @@ RECIPES: dict[str, tuple[str, str]] = {
     "dynamic": ("dynamic_wi8_afp32", "dynamic"),
     "weight-only": ("weight_only_wi8_afp32", "wi8"),
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SIGNATURE_KEY = "serving_default"
 #: Calibration frames handed to the quantizer at a time (its memory grows with each batch).
 CALIBRATION_BATCH = 32
@@ -192,99 +192,6 @@ def signature_names(model_bytes: bytes) -> tuple[str, str]:
 
 
 # -- calibration frames --------------------------------------------------------------------------
-@dataclass
-class Frame:
-    """One frame as the server would receive it, and where it came from (for error messages)."""
-
-    data: Any
-    fmt: str
-    origin: str
-    label: int | None = None
-
-
-def _evenly(n_have: int, n_want: int) -> list[int]:
-    if n_have <= n_want:
-        return list(range(n_have))
-    return sorted({int(round(i)) for i in np.linspace(0, n_have - 1, n_want)})
-
-
-def iter_frames(source: str, n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> Iterator[Frame]:
-    """Up to ``n`` frames, read one at a time (a 1080p video must not sit in memory), from
-    ``synthetic``, a folder of images (spread evenly over the sorted files) or a video file
-    (spread evenly over its length). Raises :class:`QuantizeError`."""
-    if n < 2:
-        raise QuantizeError(f"--frames must be at least 2 (some to calibrate, some to verify), got {n}")
-    if source == "synthetic":
-        from ..synthetic import ShapesGenerator
-
-        gen = ShapesGenerator(seed=seed)
-        for i in range(n):
-            rgb, label = gen.frame(*size)
-            yield Frame(rgb, "rgb", f"synthetic frame {i}", label)
-        return
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise QuantizeError(f"no images in {path} (looked for {', '.join(IMAGE_SUFFIXES)})")
-        for i in _evenly(len(files), n):
-            f = files[i]
-            if f.suffix.lower() in (".jpg", ".jpeg"):
-                yield Frame(f.read_bytes(), "jpeg", str(f))
-            else:
-                yield Frame(_read_image(f), "bgr", str(f))
-        return
-    if path.is_file():
-        yield from _video_frames(path, n)
-        return
-    raise QuantizeError(f"--calibrate {source!r} is neither 'synthetic', a folder of images, nor a video file")
-
-
-def load_frames(source: str, n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Frame]:
-    """:func:`iter_frames` as a list (for a few small frames)."""
-    return list(iter_frames(source, n, seed, size))
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise QuantizeError("reading PNG/BMP images or video needs OpenCV: pip install opencv-python-headless "
-                            "(or give a folder of JPEG files)") from None
-    return cv2
-
-
-def _read_image(path: Path) -> np.ndarray:
-    img = _cv2().imread(str(path), 1)  # 1: IMREAD_COLOR, always 3 channels BGR
-    if img is None:
-        raise QuantizeError(f"calibration image {path} cannot be decoded (not an image, or corrupt)")
-    return np.ascontiguousarray(img)
-
-
-def _video_frames(path: Path, n: int) -> Iterator[Frame]:
-    cv2 = _cv2()
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise QuantizeError(f"{path} is not a video OpenCV can open (nor a folder, nor 'synthetic')")
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        wanted = set(_evenly(count, n)) if count > 0 else None
-        got, i = 0, 0
-        while got < n and i < max(count, n) * 2 + 1:  # bounded even when the count is wrong
-            if not cap.grab():
-                break
-            if wanted is None or i in wanted:
-                ok, frame = cap.retrieve()
-                if ok:
-                    got += 1
-                    yield Frame(np.ascontiguousarray(frame), "bgr", f"{path} frame {i}")
-            i += 1
-    finally:
-        cap.release()
-    if not got:
-        raise QuantizeError(f"no frames could be read from {path}")
-
-
 def split_holdout(n: int, holdout: float, seed: int = 0) -> tuple[list[int], list[int]]:
     """(calibration indices, held-out indices): a seeded shuffle, at least one of each."""
     if not 0.0 < holdout < 1.0:
@@ -650,7 +557,8 @@ def int8_speedup(path: Path, runs: int = 30, frames: int = 16) -> dict[str, Any]
     if quantized_tensors(model_obj):
         raise QuantizeError("the model is already quantized")
     fmodel, config = Model(path), load_config(path)
-    resampled = resample_frames(fmodel, config, iter_frames("synthetic", frames, size=(160, 120)), frames)
+    with open_source("synthetic", size=(160, 120)) as source:
+        resampled = resample_frames(fmodel, config, source.sample(frames), frames)
     prepared, _ = prepare_for_quantizer(model_obj, float_bytes)
     quantized, _ = run_quantizer(prepared, "int8", [model_inputs(fmodel, config, resampled.pixels)])
     with tempfile.TemporaryDirectory(prefix="streampi-int8-") as tmp:
@@ -716,8 +624,10 @@ def quantize_model(model: str | Path, source: str, out: str | Path | None, opts:
     t0 = time.perf_counter()
     if not 0.0 < opts.holdout < 1.0:
         raise QuantizeError(f"--holdout must be between 0 and 1 (exclusive), got {opts.holdout}")
-    frames = resample_frames(fmodel, config, iter_frames(source, opts.frames, opts.seed, size=(320, 240)),
-                             opts.frames, opts.progress)
+    if opts.frames < 2:
+        raise QuantizeError(f"--frames must be at least 2 (some to calibrate, some to verify), got {opts.frames}")
+    with open_source(source, size=(320, 240), seed=opts.seed) as frame_source:
+        frames = resample_frames(fmodel, config, frame_source.sample(opts.frames), opts.frames, opts.progress)
     if len(frames.labels) < 2:
         raise QuantizeError(f"only {len(frames.labels)} frame could be read from {source}; at least 2 are needed")
     calib_idx, hold_idx = split_holdout(len(frames.labels), opts.holdout, opts.seed)
