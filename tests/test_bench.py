@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from streampi.errors import FrameError
-from streampi.tools.loadtest import LatencyHistogram, RunResult, rgb_to_i420, schedule
+from streampi.sources import rgb_to_i420
+from streampi.tools.loadtest import LatencyHistogram, RunResult, schedule
 
 
 def test_histogram_percentiles_within_a_tenth_of_a_percent():

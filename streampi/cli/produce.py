@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ..errors import StreampiError
+from ..formats import FORMATS
 from ._argtypes import DefaultsHelpFormatter, add_curve_client, frame_size, positive_int
 
 FORMATTER = DefaultsHelpFormatter
@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="1.1: credit-based flow control (the server's --credit-bind); 1: PUSH (its --bind)")
     p.add_argument("--stream", default="cam0", help="stream name (with --streams N: a prefix)")
     p.add_argument("--streams", type=positive_int, default=1)
-    p.add_argument("--source", default="synthetic", help="'synthetic', a folder of images, or a video file")
+    p.add_argument("--source", default="synthetic",
+                   help="'synthetic', a folder of images (JPEG sent as it is, PNG/BMP decoded), or a video file")
     p.add_argument("--size", type=frame_size, default=(320, 240), help="synthetic frame size WxH")
-    p.add_argument("--fmt", choices=["rgb", "jpeg"], default="rgb", help="wire format of synthetic frames")
+    p.add_argument("--fmt", choices=FORMATS, default="rgb", help="wire format of synthetic frames")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second per stream (0: as fast as possible)")
     p.add_argument("--count", type=int, default=0, help="stop after this many frames per stream (0: no limit)")
     p.add_argument("--seconds", type=float, default=10.0, help="stop after this long (0: no limit)")
@@ -32,56 +33,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_curve_client(p)
 
 
-def _frames(source: str, size: tuple[int, int], fmt: str):
-    """Yield (payload, fmt, label or None) forever."""
-    import numpy as np
-
-    if source == "synthetic":
-        from ..synthetic import ShapesGenerator
-
-        gen = ShapesGenerator()
-        while True:
-            rgb, label = gen.frame(*size)
-            if fmt == "jpeg":
-                import simplejpeg
-                yield simplejpeg.encode_jpeg(rgb, quality=90), "jpeg", label
-            else:
-                yield rgb, "rgb", label
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-        if not files:
-            raise StreampiError(f"no .jpg files in {path} (other image types: convert them, or use a video)")
-        while True:
-            for f in files:
-                yield f.read_bytes(), "jpeg", None
-    if path.is_file():
-        try:
-            import cv2
-        except ImportError:
-            raise StreampiError("reading video needs OpenCV: pip install opencv-python-headless") from None
-        while True:
-            cap = cv2.VideoCapture(str(path))
-            if not cap.isOpened():
-                raise StreampiError(f"OpenCV cannot open {path}")
-            ok, frame = cap.read()
-            if not ok:
-                raise StreampiError(f"no frames in {path}")
-            while ok:
-                yield np.ascontiguousarray(frame), "bgr", None
-                ok, frame = cap.read()
-    raise StreampiError(f"--source {source!r} is neither 'synthetic', a folder, nor a file")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..client import Producer
+    from ..sources import open_source
 
     names = [args.stream] if args.streams == 1 else [f"{args.stream}{i}" for i in range(args.streams)]
     if args.shared_memory and args.protocol != "1.1":
         raise StreampiError("--shared-memory needs --protocol 1.1 (the ring comes with the server's credit)")
+    source = open_source(args.source, size=args.size, fmt=args.fmt, seed=None, loop=True)  # a bad source: said now
+    frames = iter(source)
     prods = [Producer(args.connect, stream=n, curve_secret=args.curve_secret, curve_server=args.curve_server,
                       protocol_version=args.protocol, shared_memory=args.shared_memory) for n in names]
-    frames = _frames(args.source, args.size, args.fmt)
     t0, k, sent = time.time(), 0, 0
     try:
         while (not args.count or k < args.count) and (not args.seconds or time.time() - t0 < args.seconds):
@@ -90,13 +52,14 @@ def run(args: argparse.Namespace) -> int:
                 if delay > 0:
                     time.sleep(delay)
             for p in prods:
-                payload, fmt, label = next(frames)
-                p.send(payload, fmt=fmt, meta={"label": label} if label is not None else None)
+                frame = next(frames)
+                p.send(frame.data, fmt=frame.fmt, meta={"label": frame.label} if frame.label is not None else None)
                 sent += 1
             k += 1
     except KeyboardInterrupt:
         pass
     finally:
+        source.close()
         for p in prods:
             p.close()
         import zmq

@@ -22,7 +22,6 @@ from .loadgen import (
            RunResult,
            make_frames,
            producer_main,
-           rgb_to_i420,
            run_load,
            schedule,
            tree_cpu_s,
@@ -30,5 +29,5 @@ from .loadgen import (
 )
 from .plot import plot
 
-__all__ = ["STAGES", "LatencyHistogram", "RunResult", "make_frames", "plot", "producer_main", "rgb_to_i420",
+__all__ = ["STAGES", "LatencyHistogram", "RunResult", "make_frames", "plot", "producer_main",
            "run_baseline", "run_load", "schedule", "tree_cpu_s", "tree_rss_mib"]

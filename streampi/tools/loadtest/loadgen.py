@@ -14,58 +14,23 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...client import Producer, Subscriber
-from ...errors import StreampiError
 from .histogram import LatencyHistogram
 
 STAGES = ("queue_ms", "pre_ms", "infer_ms", "post_ms")
 
 
-def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 limited-range I420 from RGB (even sizes), for synthetic YUV load."""
-    f = rgb.astype(np.float32)
-    r, g, b = f[..., 0], f[..., 1], f[..., 2]
-    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
-    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
-    h, w = y.shape
-    sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
-    planes = [y.reshape(-1), sub(u).reshape(-1), sub(v).reshape(-1)]
-    return np.clip(np.concatenate(planes) + 0.5, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
-
-
 def make_frames(source: str, size: tuple[int, int], fmt: str, n: int = 16, seed: int = 0) -> list[tuple[Any, str]]:
-    """A small pool of (payload, fmt) to cycle through."""
-    if source != "synthetic":
-        files = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-        if not files:
-            raise StreampiError(f"no .jpg files in {source}")
-        return [(f.read_bytes(), "jpeg") for f in files[:n]]
-    from ...synthetic import ShapesGenerator
+    """A small pool of (payload, fmt) to cycle through: ``n`` frames of ``source`` (spread over a
+    folder; synthetic ones of ``size`` in ``fmt``), held in memory so sending costs no reading."""
+    from ...sources import open_source
 
-    gen = ShapesGenerator(seed=seed)
-    out = []
-    for _ in range(n):
-        rgb, _ = gen.frame(*size)
-        if fmt == "rgb":
-            out.append((rgb, "rgb"))
-        elif fmt == "bgr":
-            out.append((np.ascontiguousarray(rgb[..., ::-1]), "bgr"))
-        elif fmt == "gray":
-            out.append((np.ascontiguousarray(rgb.mean(axis=2).astype(np.uint8)), "gray"))
-        elif fmt == "i420":
-            out.append((rgb_to_i420(rgb), "i420"))
-        elif fmt == "jpeg":
-            import simplejpeg
-            out.append((simplejpeg.encode_jpeg(rgb, quality=90), "jpeg"))
-        else:
-            raise StreampiError(f"unsupported synthetic format {fmt}")
-    return out
+    with open_source(source, size=size, fmt=fmt, seed=seed) as frames:
+        return [(f.data, f.fmt) for f in frames.sample(n)]
 
 
 def schedule(rate: float, seconds: float, max_frames: int, arrival: str, seed: int) -> np.ndarray:
