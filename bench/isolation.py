@@ -21,19 +21,11 @@ import numpy as np
 import psutil
 
 from streampi.testing import start_server
-from streampi.tools.loadtest import run_load
+from streampi.tools.loadtest import run_load, tree_cpu_s
 
 
 def tree_cpu(pid: int) -> float:
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+    return sum(tree_cpu_s(psutil.Process(pid)).values())
 
 
 def tree_memory(pid: int) -> dict:

@@ -63,11 +63,12 @@ import numpy as np
 from streampi import protocol
 from streampi.client import Producer, Subscriber
 from streampi.config import load_config
-from streampi.measure import back_to_back, invoke_ms, ready, usable_cores
+from streampi.measure import back_to_back, invoke_ms, ready, stage_ms, usable_cores
 from streampi.model import Model, resolve_model
 from streampi.preprocess import Preprocessor
 from streampi.synthetic import ShapesGenerator
 from streampi.testing import start_server, wait_subscribed
+from streampi.tools import loadtest
 from streampi.tools.loadtest import run_load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,14 +90,7 @@ def raw_figures(path: Path, frame: np.ndarray, threads: int, runs: int = 200) ->
         out[f"invoke_{t}t_ms"] = float(np.median(invoke_ms(m, runs)))
         del m
     m = ready(Model(path))
-    pre = Preprocessor.for_model(m, load_config(path))
-    kernel = []
-    for _ in range(runs):
-        view = m.input_view()
-        t0 = time.perf_counter()
-        pre(frame, "rgb", out=view[0])
-        kernel.append((time.perf_counter() - t0) * 1e3)
-        del view
+    kernel, _ = stage_ms(m, Preprocessor.for_model(m, load_config(path)), frame, "rgb", runs)
     out["kernel_ms"] = float(np.median(kernel))
     out["invoke_best_ms"] = min(v for k, v in out.items() if k.startswith("invoke_"))
     return out
@@ -169,16 +163,10 @@ def light_frames(ep: str) -> int:
 
 
 def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its descendants (the server's runner processes)."""
     import psutil
 
-    p = psutil.Process(pid)
-    total = 0.0
-    for q in (p, *p.children(recursive=True)):
-        try:
-            total += sum(q.cpu_times()[:2])
-        except psutil.Error:
-            continue
-    return total
+    return sum(loadtest.tree_cpu_s(psutil.Process(pid)).values())
 
 
 def light_load(ready_info: dict, proc_pid: int, frame: np.ndarray, frames: int, gap_s: float,

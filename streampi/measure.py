@@ -134,6 +134,22 @@ def ceiling(model_path: Path, n: int, seconds: float, batch: int = 1) -> tuple[f
     return back_to_back_fps(models, seconds, settle=0.5), one
 
 
+def stage_ms(model: Model, pre: Any, frame: Any, fmt: str, runs: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``runs`` kernel calls (``pre``, a :class:`~streampi.preprocess.Preprocessor`,
+    writing ``frame`` into the model's input tensor) and of the invoke after each, timed apart."""
+    kernel, invoke = [], []
+    for _ in range(runs):
+        view = model.input_view()
+        t0 = time.perf_counter()
+        pre(frame, fmt, out=view[0])
+        kernel.append((time.perf_counter() - t0) * 1e3)
+        del view  # the interpreter refuses to run while a view of its buffers is alive
+        t0 = time.perf_counter()
+        model.invoke()
+        invoke.append((time.perf_counter() - t0) * 1e3)
+    return kernel, invoke
+
+
 def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, int] = (640, 480),
                      settle: float = 0.5, jpeg: bytes | None = None) -> dict[str, float]:
     """What a perfect server could do: ``n`` threads, pinned one per core, each running
@@ -163,17 +179,7 @@ def pipeline_ceiling(model_path: Path, n: int, seconds: float, size: tuple[int, 
         del view  # the interpreter refuses to run while a view of its buffers is alive
         models[i].invoke()
 
-    # the two stages timed apart, on one thread with the others idle
-    kernel, invoke = [], []
-    for _ in range(30):
-        view = models[0].input_view()
-        t0 = time.perf_counter()
-        pres[0](frame, fmt, out=view[0])
-        kernel.append((time.perf_counter() - t0) * 1e3)
-        del view
-        t0 = time.perf_counter()
-        models[0].invoke()
-        invoke.append((time.perf_counter() - t0) * 1e3)
+    kernel, invoke = stage_ms(models[0], pres[0], frame, fmt, 30)  # timed apart, the other cores idle
     fps = back_to_back([functools.partial(one, i) for i in range(n)], seconds, settle)
     return {"instances": n, "fps": fps, "frame": f"{size[0]}x{size[1]} {fmt}",
             "kernel_p50_ms": float(np.median(kernel)), "invoke_p50_ms": float(np.median(invoke))}
