@@ -179,6 +179,84 @@ def _overload(args: argparse.Namespace, endpoints: dict[str, str], results_ep: s
     return 0 if all(d["unanswered"] == 0 for _, d in rows) else 1
 
 
+def _sweep(args: argparse.Namespace, report: dict, one_run: Any) -> tuple[list[dict], dict, LatencyHistogram]:
+    """Step the offered rate up by ``--sweep-factor`` until the server saturates, then bisect
+    between the best rate whose p99 stays under ``--p99-bound-ms`` (nothing dropped or lost)
+    and the next step: the knee. Returns the runs by offered rate, the knee's run and the
+    histogram to plot."""
+    steps: list[dict] = []
+    rate = args.sweep_start or 0.1 * report["ceiling"]["fps"]
+    best = None
+    for i in range(args.sweep_steps):
+        d, res = one_run(rate, f"sweep step {i + 1}")
+        steps.append(d)
+        if d["latency_ms"]["p99"] <= args.p99_bound_ms and d["unanswered"] == 0 and d["dropped"] == 0:
+            if best is None or d["achieved_fps"] > best[0]["achieved_fps"]:
+                best = (d, res)
+        saturated = d["achieved_fps"] < 0.9 * rate or d["latency_ms"]["p99"] > 4 * args.p99_bound_ms
+        if saturated:
+            break
+        rate *= args.sweep_factor
+    # refine the knee: bisect between the best rate under the bound and the next step up
+    lo = best[0]["offered_fps"] if best else None
+    hi = min((s["offered_fps"] for s in steps if lo is not None and s["offered_fps"] > lo), default=None)
+    for i in range(args.sweep_refine if lo is not None and hi is not None else 0):
+        rate = (lo + hi) / 2
+        d, res = one_run(rate, f"refine {i + 1}")
+        steps.append(d)
+        if d["latency_ms"]["p99"] <= args.p99_bound_ms and d["unanswered"] == 0 and d["dropped"] == 0:
+            lo = rate
+            if d["achieved_fps"] > best[0]["achieved_fps"]:
+                best = (d, res)
+        else:
+            hi = rate
+    steps.sort(key=lambda s: s["offered_fps"])
+    report["sweep"] = steps
+    report["knee"] = ({"achieved_fps": best[0]["achieved_fps"], "offered_fps": best[0]["offered_fps"],
+                       "p99_ms": best[0]["latency_ms"]["p99"], "p99_bound_ms": args.p99_bound_ms}
+                      if best else None)
+    main, last = best if best else (steps[-1], res)
+    return steps, main, last.hist
+
+
+def _summary_rows(args: argparse.Namespace, report: dict, main: dict) -> list[tuple[str, str]]:
+    """The terminal table of a run: counts that add up, latency, stages, CPU, the ratios to the ceilings."""
+    offered = f"{main['offered_fps']:.1f}" if main["offered_fps"] else "saturation"
+    rows = [("offered / achieved (frames/s)", f"{offered} / {main['achieved_fps']:.1f}"),
+            ("sent = ok + dropped + errors", f"{main['sent']} = {main['ok']} + {main['dropped']} + "
+                                             f"{sum(main['errors'].values())}  (unanswered {main['unanswered']})"),
+            ("latency p50 / p90 / p95 / p99 / max (ms)",
+             " / ".join(f"{main['latency_ms'][p]:.2f}" for p in ("p50", "p90", "p95", "p99", "max")))]
+    stage_names = {"infer_ms": "infer per frame (infer_ms / batch)", "infer_batch_ms": "infer per batch"}
+    for k, v in main["stages_ms"].items():
+        rows.append((f"stage {stage_names.get(k, k[:-3])} p50 / p99 (ms)", f"{v['p50']:.3f} / {v['p99']:.3f}"))
+    if main["errors"]:
+        rows.append(("errors by code", ", ".join(f"{k} {v}" for k, v in main["errors"].items())))
+    if main["server_cpu_percent"] is not None:
+        rows.append(("server CPU / RSS (workers included)",
+                     f"{main['server_cpu_percent']:.0f} % / {main['server_rss_mib']:.0f} MiB"))
+    cpu = main["cpu_ms_per_frame"]
+    rows.append(("CPU ms per frame: server / producers / subscriber",
+                 " / ".join("–" if cpu[k] is None else f"{cpu[k]:.2f}" for k in ("server", "producers", "subscriber"))))
+    if report.get("knee"):
+        rows.append((f"knee (p99 ≤ {args.p99_bound_ms:g} ms)", f"{report['knee']['achieved_fps']:.1f} frames/s"))
+    if "ceiling" in report:
+        c = report["ceiling"]
+        drift = (f" (before {c['fps_before']:.1f}, after {c['fps_after']:.1f})" if "fps_after" in c else "")
+        rows.append(("raw ceiling", f"{c['fps']:.1f} frames/s{drift}"))
+        rows.append(("served / raw ceiling", f"{report['efficiency']:.3f}"))
+    if "pipeline_ceiling" in report:
+        c = report["pipeline_ceiling"]
+        rows.append((f"pipeline ceiling (kernel + invoke, {c['frame']})",
+                     f"{c['fps']:.1f} frames/s (before {c['fps_before']:.1f}, after {c['fps_after']:.1f})"))
+        rows.append(("served / pipeline ceiling", f"{report['efficiency_pipeline']:.3f}"))
+    if "vs_baseline" in report:
+        vb = report["vs_baseline"]
+        rows.append(("throughput / baseline", f"{vb['throughput_ratio']:.2f}"))
+        rows.append(("p99 / baseline", f"{vb['p99_ratio']:.3f}"))
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     if args.rate < 0 or args.warmup < 0 or args.seconds <= 0:
         raise StreampiError("--rate and --warmup must be ≥ 0 and --seconds > 0")
@@ -261,41 +339,9 @@ def run(args: argparse.Namespace) -> int:
                   f"p99 {lat['p99']:.2f} ms", flush=True)
             return d, res
 
-        steps: list[dict] = []
         hist_for_cdf: LatencyHistogram
         if args.sweep:
-            rate = args.sweep_start or 0.1 * report["ceiling"]["fps"]
-            best = None
-            for i in range(args.sweep_steps):
-                d, res = one_run(rate, f"sweep step {i + 1}")
-                steps.append(d)
-                if d["latency_ms"]["p99"] <= args.p99_bound_ms and d["unanswered"] == 0 and d["dropped"] == 0:
-                    if best is None or d["achieved_fps"] > best[0]["achieved_fps"]:
-                        best = (d, res)
-                saturated = d["achieved_fps"] < 0.9 * rate or d["latency_ms"]["p99"] > 4 * args.p99_bound_ms
-                if saturated:
-                    break
-                rate *= args.sweep_factor
-            # refine the knee: bisect between the best rate under the bound and the next step up
-            lo = best[0]["offered_fps"] if best else None
-            hi = min((s["offered_fps"] for s in steps if lo is not None and s["offered_fps"] > lo), default=None)
-            for i in range(args.sweep_refine if lo is not None and hi is not None else 0):
-                rate = (lo + hi) / 2
-                d, res = one_run(rate, f"refine {i + 1}")
-                steps.append(d)
-                if d["latency_ms"]["p99"] <= args.p99_bound_ms and d["unanswered"] == 0 and d["dropped"] == 0:
-                    lo = rate
-                    if d["achieved_fps"] > best[0]["achieved_fps"]:
-                        best = (d, res)
-                else:
-                    hi = rate
-            steps.sort(key=lambda s: s["offered_fps"])
-            report["sweep"] = steps
-            report["knee"] = ({"achieved_fps": best[0]["achieved_fps"], "offered_fps": best[0]["offered_fps"],
-                               "p99_ms": best[0]["latency_ms"]["p99"], "p99_bound_ms": args.p99_bound_ms}
-                              if best else None)
-            main, last = best if best else (steps[-1], res)
-            hist_for_cdf = last.hist
+            steps, main, hist_for_cdf = _sweep(args, report, one_run)
         else:
             main, res = one_run(args.rate, "run")
             steps = [main]
@@ -333,39 +379,7 @@ def run(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
 
-    offered = f"{main['offered_fps']:.1f}" if main["offered_fps"] else "saturation"
-    rows = [("offered / achieved (frames/s)", f"{offered} / {main['achieved_fps']:.1f}"),
-            ("sent = ok + dropped + errors", f"{main['sent']} = {main['ok']} + {main['dropped']} + "
-                                             f"{sum(main['errors'].values())}  (unanswered {main['unanswered']})"),
-            ("latency p50 / p90 / p95 / p99 / max (ms)",
-             " / ".join(f"{main['latency_ms'][p]:.2f}" for p in ("p50", "p90", "p95", "p99", "max")))]
-    stage_names = {"infer_ms": "infer per frame (infer_ms / batch)", "infer_batch_ms": "infer per batch"}
-    for k, v in main["stages_ms"].items():
-        rows.append((f"stage {stage_names.get(k, k[:-3])} p50 / p99 (ms)", f"{v['p50']:.3f} / {v['p99']:.3f}"))
-    if main["errors"]:
-        rows.append(("errors by code", ", ".join(f"{k} {v}" for k, v in main["errors"].items())))
-    if main["server_cpu_percent"] is not None:
-        rows.append(("server CPU / RSS (workers included)",
-                     f"{main['server_cpu_percent']:.0f} % / {main['server_rss_mib']:.0f} MiB"))
-    cpu = main["cpu_ms_per_frame"]
-    rows.append(("CPU ms per frame: server / producers / subscriber",
-                 " / ".join("–" if cpu[k] is None else f"{cpu[k]:.2f}" for k in ("server", "producers", "subscriber"))))
-    if report.get("knee"):
-        rows.append((f"knee (p99 ≤ {args.p99_bound_ms:g} ms)", f"{report['knee']['achieved_fps']:.1f} frames/s"))
-    if "ceiling" in report:
-        c = report["ceiling"]
-        drift = (f" (before {c['fps_before']:.1f}, after {c['fps_after']:.1f})" if "fps_after" in c else "")
-        rows.append(("raw ceiling", f"{c['fps']:.1f} frames/s{drift}"))
-        rows.append(("served / raw ceiling", f"{report['efficiency']:.3f}"))
-    if "pipeline_ceiling" in report:
-        c = report["pipeline_ceiling"]
-        rows.append((f"pipeline ceiling (kernel + invoke, {w}x{h} RGB)",
-                     f"{c['fps']:.1f} frames/s (before {c['fps_before']:.1f}, after {c['fps_after']:.1f})"))
-        rows.append(("served / pipeline ceiling", f"{report['efficiency_pipeline']:.3f}"))
-    if "vs_baseline" in report:
-        vb = report["vs_baseline"]
-        rows.append(("throughput / baseline", f"{vb['throughput_ratio']:.2f}"))
-        rows.append(("p99 / baseline", f"{vb['p99_ratio']:.3f}"))
+    rows = _summary_rows(args, report, main)
     print()
     _print_table(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
