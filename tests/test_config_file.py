@@ -251,3 +251,18 @@ def test_the_example_configuration_reads():
     args = parse(["serve", "--config", str(example)])
     assert args.model == "mobilenet_v2_int8" and args.workers == 4 and args.bind == "tcp://*:5555"
     assert args.control == "tcp://127.0.0.1:5557" and args.policy == ["latest"]
+
+
+def test_a_size_is_written_as_on_the_command_line_or_in_bytes(tmp_path):
+    """``max-frame-memory = "128M"`` reads as the flag would, an integer of bytes too, and
+    --print-config writes back what was given."""
+    assert parse(["serve", "--config", str(write(tmp_path, 'max-frame-memory = "128M"\n'))]).max_frame_memory \
+        == 128 * 2**20
+    assert parse(["serve", "--config", str(write(tmp_path, "max-frame-memory = 1048576\n"))]).max_frame_memory \
+        == 2**20
+    args = parse(["serve", "--config", str(write(tmp_path, 'max-frame-memory = "1.5G"\n'))])
+    assert 'max-frame-memory = "1.5G"' in config_file.dumps(args)
+    with pytest.raises(ConfigFileError, match=r"max-frame-memory: .*expected a size like 2G or 512M"):
+        parse(["serve", "--config", str(write(tmp_path, 'max-frame-memory = "lots"\n'))])
+    with pytest.raises(ConfigFileError, match="max-frame-memory: expected a size"):
+        parse(["serve", "--config", str(write(tmp_path, "max-frame-memory = true\n"))])

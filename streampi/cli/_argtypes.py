@@ -88,6 +88,9 @@ def size_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+size_bytes.config_kind = "size"  # type: ignore[attr-defined]  # a TOML key takes "256M" as well as bytes
+
+
 def delegate(text: str) -> tuple[str, dict[str, str]]:
     """'libfoo.so:key=value,key2=value2' → ('libfoo.so', {...})."""
     try:

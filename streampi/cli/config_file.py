@@ -48,6 +48,7 @@ _KIND_TEXT = {
     "integer": "an integer",
     "number": "a number",
     "string": "a string",
+    "size": 'a size: a string such as "256M" or "2G", or an integer number of bytes',
     "text": "a string as on the command line, or an array of numbers or strings (joined with commas)",
 }
 
@@ -62,7 +63,7 @@ class Option:
 
     key: str  # the long flag without dashes, or a positional's name
     action: argparse.Action
-    kind: str  # boolean | integer | number | string | text
+    kind: str  # boolean | integer | number | size | string | text
     repeated: bool  # an array of values (an append action, or nargs '*', '+' or N)
     group: str | None  # the help group's title, for comments in --print-config
     default: Any  # the parser's own default, before a file changed it
@@ -82,6 +83,8 @@ def _return_kind(convert: Any) -> str:
     """What TOML type a flag's ``type=`` function takes: from its return annotation."""
     if convert is None or convert is str:
         return "string"
+    if getattr(convert, "config_kind", None):  # a type that says which TOML value it takes (sizes)
+        return convert.config_kind
     if convert is int:
         return "integer"
     if convert is float:
@@ -144,6 +147,8 @@ def _one_value(opt: Option, value: Any, path: Path) -> tuple[Any, str | None]:
         text = str(value)
     elif opt.kind == "number" and is_number:
         text = repr(value)
+    elif opt.kind == "size" and (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
+        text = str(value)
     elif opt.kind in ("string", "text") and isinstance(value, str):
         text = value
     elif opt.kind == "text" and isinstance(value, list) and value and all(
@@ -296,7 +301,7 @@ def _toml_value(opt: Option, value: Any, text: Any) -> Any:
 
 
 def _scalar(opt: Option, value: Any, text: str | None) -> Any:
-    if opt.kind == "text" and text is not None:
+    if opt.kind in ("text", "size") and text is not None:
         return text  # what the flag was given: converts back to the same value
     if isinstance(value, (bool, int, float, str)):
         return value
