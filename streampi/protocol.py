@@ -431,8 +431,12 @@ def _shared_frame(head: _Header, bufs: list, ring: Any, limits: Limits, fail: An
 
 
 def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None = None, height: int | None = None,
-                 *, ts: float | None = None, meta: dict | None = None, two_part: bool = True) -> list[Any]:
-    """Build the parts of one frame message (the inverse of :func:`decode_frame`)."""
+                 *, ts: float | None = None, meta: dict | None = None, two_part: bool = True,
+                 shm: tuple[int, int] | None = None) -> list[Any]:
+    """Build the parts of one frame message (the inverse of :func:`decode_frame`).
+
+    ``shm=(slot, ticket)``: the pixels are in that slot of the producer's shared-memory ring
+    (v1.1), so the message is the header alone and ``data`` is not sent."""
     head: dict[str, Any] = {"v": VERSION, "stream": stream, "seq": int(seq), "fmt": fmt}
     if width is not None:
         head["w"], head["h"] = int(width), int(height)  # type: ignore[arg-type]
@@ -440,6 +444,9 @@ def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None =
         head["ts"] = float(ts)
     if meta is not None:
         head["meta"] = meta
+    if shm is not None:
+        head["shm"] = [int(shm[0]), int(shm[1])]
+        return [msgpack.packb(head)]
     payload = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
     if two_part:
         return [msgpack.packb(head), payload]
@@ -524,11 +531,6 @@ def decode_hello_message(parts: Sequence[Any]) -> Hello:
     if shm_bytes is not None and (isinstance(shm_bytes, bool) or not isinstance(shm_bytes, int) or shm_bytes < 1):
         raise ProtocolError(f"a hello's shm is the bytes of one slot, an integer >= 1; got {bounded_repr(shm_bytes)}")
     return Hello(stream, shm_bytes)
-
-
-def decode_hello(parts: Sequence[Any]) -> str | None:
-    """The stream a hello names (or None); ProtocolError when it is not a hello."""
-    return decode_hello_message(parts).stream
 
 
 def encode_credit(credit: Credit) -> list[bytes]:
