@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zmq
 
+from streampi import shared_frames
 from streampi.client import Subscriber
 from streampi.errors import ProtocolError
 from streampi.protocol import (
@@ -49,6 +50,25 @@ def test_round_trip_of_every_field():
                                                                                    12.5)
         assert msg.meta == {"k": [1, {"x": b"y"}]} and msg.has_meta
         assert bytes(msg.data) == rgb.tobytes()
+
+
+@pytest.mark.skipif(not shared_frames.available(), reason="shared memory needs Linux memfds")
+def test_a_frame_in_a_shared_memory_slot_round_trips_through_the_servers_decoder():
+    """encode_frame(shm=(slot, ticket)) is the header alone; the server reads the pixels from
+    that slot of the producer's ring."""
+    rgb = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    ring = shared_frames.Ring(3, rgb.nbytes)
+    writer = shared_frames.RingWriter(shared_frames.RingOffer.from_wire(ring.offer_wire))
+    try:
+        slot, ticket = writer.write(rgb)
+        parts = encode_frame("cam", 7, "rgb", rgb, 6, 4, ts=2.5, meta={"k": 1}, shm=(slot, ticket))
+        assert len(parts) == 1 and msgpack.unpackb(parts[0])["shm"] == [slot, ticket]
+        msg = decode_frame(parts, ring=ring)
+        assert (msg.stream, msg.seq, msg.width, msg.height, msg.ts, msg.meta) == ("cam", 7, 6, 4, 2.5, {"k": 1})
+        assert (msg.shm_slot, bytes(msg.data)) == (slot, rgb.tobytes()) and ring.held == {slot: ticket}
+    finally:
+        writer.close()
+        ring.close()
 
 
 def test_one_part_data_is_a_view_of_the_received_buffer():
