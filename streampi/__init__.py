@@ -5,7 +5,7 @@ kernels straight into TFLite input tensors, runs micro-batches on supervised int
 worker processes and publishes results to subscribers. See README.md and docs/.
 
 The names below load on first use: a camera that only imports :mod:`streampi.client` needs
-pyzmq, msgpack and NumPy, not the compiled kernels or an interpreter.
+pyzmq, msgspec and NumPy, not the compiled kernels or an interpreter.
 """
 
 from .errors import (

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import msgpack
 import msgspec
 import numpy as np
 
@@ -127,7 +126,22 @@ _LOOSE_DECODER = msgspec.msgpack.Decoder(_LooseHeader)
 _STR_DECODER = msgspec.msgpack.Decoder(str)
 _INT_DECODER = msgspec.msgpack.Decoder(int)
 _META_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
+_RESULT_DECODER = msgspec.msgpack.Decoder()
 _DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, ValueError, TypeError, OverflowError)
+
+
+def _builtin(obj: Any) -> Any:
+    """A subclass of a built-in scalar (NumPy's float64 is a float) as that scalar: msgpack
+    packs them, msgspec asks. Anything else cannot be packed."""
+    for kind in (int, float, str, bytes):
+        if isinstance(obj, kind):
+            return kind(obj)
+    raise TypeError(f"can not serialize {type(obj).__name__!r} object")
+
+
+#: Every message is packed by msgspec, byte for byte as msgpack-python packs it (str as str,
+#: bytes as bin, the smallest int and float64), so that the clients need no second codec.
+_pack = msgspec.msgpack.Encoder(enc_hook=_builtin).encode
 
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = _short_repr.maxother = 40
@@ -431,8 +445,12 @@ def _shared_frame(head: _Header, bufs: list, ring: Any, limits: Limits, fail: An
 
 
 def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None = None, height: int | None = None,
-                 *, ts: float | None = None, meta: dict | None = None, two_part: bool = True) -> list[Any]:
-    """Build the parts of one frame message (the inverse of :func:`decode_frame`)."""
+                 *, ts: float | None = None, meta: dict | None = None, two_part: bool = True,
+                 shm: tuple[int, int] | None = None) -> list[Any]:
+    """Build the parts of one frame message (the inverse of :func:`decode_frame`).
+
+    ``shm=(slot, ticket)``: the pixels are in that slot of the producer's shared-memory ring
+    (v1.1), so the message is the header alone and ``data`` is not sent."""
     head: dict[str, Any] = {"v": VERSION, "stream": stream, "seq": int(seq), "fmt": fmt}
     if width is not None:
         head["w"], head["h"] = int(width), int(height)  # type: ignore[arg-type]
@@ -440,11 +458,14 @@ def encode_frame(stream: str, seq: int, fmt: str, data: Any, width: int | None =
         head["ts"] = float(ts)
     if meta is not None:
         head["meta"] = meta
+    if shm is not None:
+        head["shm"] = [int(shm[0]), int(shm[1])]
+        return [_pack(head)]
     payload = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
     if two_part:
-        return [msgpack.packb(head), payload]
+        return [_pack(head), payload]
     head["data"] = bytes(payload)
-    return [msgpack.packb(head)]
+    return [_pack(head)]
 
 
 # -- protocol v1.1: credit-based flow control (DEALER → ROUTER) ----------------------------
@@ -500,7 +521,7 @@ def encode_hello(stream: str | None = None, shm_bytes: int | None = None) -> lis
         body["stream"] = stream
     if shm_bytes is not None:
         body["shm"] = int(shm_bytes)
-    return [KIND_HELLO, msgpack.packb(body)]
+    return [KIND_HELLO, _pack(body)]
 
 
 def encode_bye() -> list[bytes]:
@@ -526,11 +547,6 @@ def decode_hello_message(parts: Sequence[Any]) -> Hello:
     return Hello(stream, shm_bytes)
 
 
-def decode_hello(parts: Sequence[Any]) -> str | None:
-    """The stream a hello names (or None); ProtocolError when it is not a hello."""
-    return decode_hello_message(parts).stream
-
-
 def encode_credit(credit: Credit) -> list[bytes]:
     body: dict[str, Any] = {"session": credit.session, "window": credit.window, "acked": credit.acked,
                             "policy": credit.policy}
@@ -538,7 +554,7 @@ def encode_credit(credit: Credit) -> list[bytes]:
         body.update(shm=credit.shm, shm_seen=credit.shm_seen, shm_held=list(credit.shm_held))
     elif credit.shm_refused is not None:
         body["shm_refused"] = credit.shm_refused
-    return [KIND_CREDIT, msgpack.packb(body)]
+    return [KIND_CREDIT, _pack(body)]
 
 
 def decode_credit(parts: Sequence[Any]) -> Credit:
@@ -561,13 +577,16 @@ def decode_credit(parts: Sequence[Any]) -> Credit:
 
 def encode_result(result: dict) -> list[bytes]:
     """The two parts of a result message: topic, msgpack map."""
-    return [result["stream"].encode(), msgpack.packb(result, use_bin_type=True)]
+    return [result["stream"].encode(), _pack(result)]
 
 
 def decode_result(parts: Sequence[Any]) -> dict:
     if len(parts) != 2:
         raise ProtocolError(f"a result message has 2 parts, got {len(parts)}")
-    return msgpack.unpackb(_buffer(parts[1]), raw=False)
+    try:
+        return _RESULT_DECODER.decode(_buffer(parts[1]))
+    except _DECODE_ERRORS as exc:
+        raise ProtocolError(f"a result's second part must be a msgpack map ({_clip(str(exc))})") from None
 
 
 def truncate_message(message: str, max_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> str:

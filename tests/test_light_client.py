@@ -1,5 +1,5 @@
-"""A camera that only produces frames needs pyzmq, msgpack and NumPy: streampi.client must work
-where the compiled kernels and every interpreter package cannot be imported."""
+"""A camera that only produces frames needs pyzmq, msgspec and NumPy: streampi.client must work
+where the compiled kernels, every interpreter package and msgpack-python cannot be imported."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 
 class Refuse:
     "An import hook: these packages are not installed on this camera."
-    BLOCKED = ("streampi._ext", "ai_edge_litert", "tflite_runtime", "tensorflow", "cv2")
+    BLOCKED = ("streampi._ext", "ai_edge_litert", "tflite_runtime", "tensorflow", "cv2", "msgpack")
     def find_spec(self, name, path=None, target=None):
         if name.startswith(self.BLOCKED):
             raise ImportError(f"{name} is not installed here")

@@ -9,7 +9,10 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given
+from hypothesis import strategies as st
 
+from streampi import protocol, shared_frames
 from streampi.client import Subscriber
 from streampi.errors import ProtocolError
 from streampi.protocol import (
@@ -17,6 +20,7 @@ from streampi.protocol import (
     Limits,
     bounded_repr,
     decode_frame,
+    decode_result,
     encode_frame,
     encode_result,
     error_result,
@@ -49,6 +53,25 @@ def test_round_trip_of_every_field():
                                                                                    12.5)
         assert msg.meta == {"k": [1, {"x": b"y"}]} and msg.has_meta
         assert bytes(msg.data) == rgb.tobytes()
+
+
+@pytest.mark.skipif(not shared_frames.available(), reason="shared memory needs Linux memfds")
+def test_a_frame_in_a_shared_memory_slot_round_trips_through_the_servers_decoder():
+    """encode_frame(shm=(slot, ticket)) is the header alone; the server reads the pixels from
+    that slot of the producer's ring."""
+    rgb = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    ring = shared_frames.Ring(3, rgb.nbytes)
+    writer = shared_frames.RingWriter(shared_frames.RingOffer.from_wire(ring.offer_wire))
+    try:
+        slot, ticket = writer.write(rgb)
+        parts = encode_frame("cam", 7, "rgb", rgb, 6, 4, ts=2.5, meta={"k": 1}, shm=(slot, ticket))
+        assert len(parts) == 1 and msgpack.unpackb(parts[0])["shm"] == [slot, ticket]
+        msg = decode_frame(parts, ring=ring)
+        assert (msg.stream, msg.seq, msg.width, msg.height, msg.ts, msg.meta) == ("cam", 7, 6, 4, 2.5, {"k": 1})
+        assert (msg.shm_slot, bytes(msg.data)) == (slot, rgb.tobytes()) and ring.held == {slot: ticket}
+    finally:
+        writer.close()
+        ring.close()
 
 
 def test_one_part_data_is_a_view_of_the_received_buffer():
@@ -131,3 +154,43 @@ def test_large_one_part_message_with_decoy_bin_markers(data_first):
     with pytest.raises(ProtocolError, match="seq must be") as info:
         decode_frame([msgpack.packb(dict(items), use_bin_type=True)], Limits(max_header_bytes=256))
     assert info.value.stream == "cam"
+
+
+#: what msgpack can carry, and what streampi's messages hold
+PACKABLE = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=8), inner, max_size=20),
+    max_leaves=40)
+
+
+@given(PACKABLE)
+def test_messages_are_packed_byte_for_byte_as_msgpack_packs_them(value):
+    """The wire did not change when msgspec replaced msgpack-python: producers and servers of
+    either kind read each other."""
+    result = {"v": 1, "stream": "cam", "value": value}
+    packed = protocol.encode_result(result)[1]
+    assert packed == msgpack.packb(result, use_bin_type=True)
+    assert decode_result([b"cam", packed]) == msgpack.unpackb(packed, raw=False)
+
+
+def test_frames_hellos_and_credit_are_packed_as_msgpack_packs_them():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    head = {"v": 1, "stream": "c", "seq": 2**40, "fmt": "rgb", "w": 6, "h": 4, "ts": 1.25,
+            "meta": {"k": [1, -2, 0.5, b"x", None, True]}}
+    assert encode_frame("c", 2**40, "rgb", rgb, 6, 4, ts=1.25, meta=head["meta"])[0] == msgpack.packb(head)
+    one_part = encode_frame("c", 2**40, "rgb", rgb, 6, 4, ts=1.25, meta=head["meta"], two_part=False)
+    assert one_part == [msgpack.packb({**head, "data": rgb.tobytes()})]
+    assert protocol.encode_hello("c", 4096) == [b"hello", msgpack.packb({"v": 1, "stream": "c", "shm": 4096})]
+    credit = protocol.Credit("s", 3, 1, "queue", {"pid": 1, "token": b"t" * 16}, 2, (0, 1))
+    body = {"session": "s", "window": 3, "acked": 1, "policy": "queue", "shm": {"pid": 1, "token": b"t" * 16},
+            "shm_seen": 2, "shm_held": [0, 1]}
+    assert protocol.encode_credit(credit) == [b"credit", msgpack.packb(body)]
+    assert protocol.encode_result({"stream": "c", "score": np.float64(0.5)})[1] == msgpack.packb(
+        {"stream": "c", "score": 0.5})  # NumPy's float64 is a float: packed as one
+
+
+@pytest.mark.parametrize("body", [b"\xc1", msgpack.packb({"a": 1})[:-1], msgpack.packb([1] * 3) + b"\x00"])
+def test_a_result_that_is_not_msgpack_is_a_protocol_error(body):
+    with pytest.raises(ProtocolError, match="a result's second part must be a msgpack map"):
+        decode_result([b"cam", body])

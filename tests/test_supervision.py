@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-import zmq
 
 from streampi.client import Producer, Subscriber
 from streampi.serving import ServerOptions
@@ -40,10 +39,9 @@ class Load:
                                           daemon=True) for p in range(producers)]
 
     def _run(self, ep: str, p: int, k: int, rate: float, seconds: float) -> None:
-        prods = [Producer(ep, stream=f"p{p}s{s}", on_drop=lambda seq, name=f"p{p}s{s}": self._replace(name, seq))
-                 for s in range(k)]
-        for prod in prods:  # frames still queued here when the load ends must reach the server
-            prod._sock.setsockopt(zmq.LINGER, -1)
+        # linger=None: frames still queued here when the load ends must reach the server
+        prods = [Producer(ep, stream=f"p{p}s{s}", linger=None,
+                          on_drop=lambda seq, name=f"p{p}s{s}": self._replace(name, seq)) for s in range(k)]
         t0 = time.monotonic()
         n = 0
         try:
