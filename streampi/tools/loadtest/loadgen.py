@@ -63,13 +63,12 @@ def producer_main(endpoint: str, streams: list[str], rate: float, seconds: float
         os.nice(nice)  # a camera is another device: on a shared machine, its CPU must not come out of the server's
     frames = make_frames(*frames_spec, seed=seed)
     saturate = rate == 0
-    # a fixed frame pool: zero copy is safe
+    # a fixed frame pool: zero copy is safe; linger=None: what ZeroMQ still holds when the run ends
+    # must reach the server (bounded by run_load's join)
     prods = [Producer(endpoint, stream=s, sndhwm=8 if saturate else 1000, zero_copy=True, protocol_version=protocol,
-                      when_full="wait" if saturate else None, shared_memory=shared_memory) for s in streams]
+                      when_full="wait" if saturate else None, shared_memory=shared_memory, linger=None)
+             for s in streams]
     import zmq
-
-    for p in prods:  # what ZeroMQ still holds when the run ends must reach the server (bounded by run_load's join)
-        p._sock.setsockopt(zmq.LINGER, -1)  # noqa: SLF001
     offsets = None if saturate else schedule(rate, seconds, max_frames, arrival, seed)
     limit = max_frames if saturate and max_frames else (len(offsets) if offsets is not None else 2**62)
     lateness = LatencyHistogram()
