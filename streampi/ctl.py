@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import msgspec
 import zmq
 
 COMMANDS = ("health", "workers", "stats", "reload")
@@ -26,11 +26,12 @@ def request(endpoint: str, cmd: str, timeout: float = 3.0, *, curve_secret: str 
 
             apply_client(sock, curve_secret, curve_server)
         sock.connect(endpoint)
-        sock.send(msgpack.packb({"cmd": cmd, **args}))
+        sock.send(msgspec.msgpack.encode({"cmd": cmd, **args}))
         try:
-            return msgpack.unpackb(sock.recv(), raw=False)
+            reply = sock.recv()
         except zmq.Again:
             raise TimeoutError(f"no answer from {endpoint} in {timeout:g} s: is `streampi serve` running "
                                f"with --control {endpoint}?") from None
+        return msgspec.msgpack.decode(reply)
     finally:
         sock.close()

@@ -21,7 +21,7 @@ from .loadgen import make_frames, schedule
 def _baseline_server(endpoint_q: mp.Queue, model_path: str, size: tuple[int, int]) -> None:
     """One process, REQ/REP: receive a frame, cv2.resize, quantize with NumPy, invoke, reply."""
     import cv2
-    import msgpack
+    import msgspec
     import zmq
 
     from ...config import load_config
@@ -42,7 +42,7 @@ def _baseline_server(endpoint_q: mp.Queue, model_path: str, size: tuple[int, int
         if parts[0] == b"stop":
             rep.send(b"bye")
             break
-        head = msgpack.unpackb(parts[0])
+        head = msgspec.msgpack.decode(parts[0])
         if head["fmt"] == "jpeg":
             img = cv2.imdecode(np.frombuffer(parts[1], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
         elif head["fmt"] == "i420":
@@ -58,14 +58,14 @@ def _baseline_server(endpoint_q: mp.Queue, model_path: str, size: tuple[int, int
         m.set_input(x.astype(spec.dtype)[None])
         m.invoke()
         scores = m.outputs_float()[0][0]
-        rep.send(msgpack.packb({"seq": head["seq"], "top": int(np.argmax(scores))}))
+        rep.send(msgspec.msgpack.encode({"seq": head["seq"], "top": int(np.argmax(scores))}))
     rep.close()
     ctx.term()
 
 
 def _baseline_client(endpoint: str, rate: float, seconds: float, max_frames: int, arrival: str, seed: int,
                      frames_spec: tuple, start_at: float, out: mp.Queue) -> None:
-    import msgpack
+    import msgspec
     import zmq
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -87,7 +87,7 @@ def _baseline_client(endpoint: str, rate: float, seconds: float, max_frames: int
         head = {"seq": i, "fmt": fmt}
         if arr is not None:
             head.update(h=arr.shape[0] * 2 // 3 if fmt == "i420" else arr.shape[0], w=arr.shape[1])
-        req.send_multipart([msgpack.packb(head), payload if arr is None else arr.tobytes()])
+        req.send_multipart([msgspec.msgpack.encode(head), payload if arr is None else arr.tobytes()])
         req.recv()
         lat.append((time.time() - due) * 1e3)
     req.close()
