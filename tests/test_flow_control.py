@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from helpers import RawDealer, codes, results_until, worker_pids
 
 from streampi.client import Producer, Subscriber
 from streampi.serving import ServerOptions
@@ -28,61 +29,6 @@ FRAME = np.random.default_rng(5).integers(0, 255, (120, 160, 3), dtype=np.uint8)
 def v1_frame(stream: str, seq: int) -> list[bytes]:
     head = {"v": 1, "stream": stream, "seq": seq, "fmt": "rgb", "w": 160, "h": 120}
     return [msgpack.packb(head), FRAME.tobytes()]
-
-
-def results_until(sub: Subscriber, done, timeout: float = 30.0) -> list[dict]:
-    """Results until ``done(results)`` says so (bounded by ``timeout``)."""
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while not done(out):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"only {len(out)} results within {timeout} s: {[r.get('seq') for r in out]}")
-        try:
-            r = sub.recv(timeout=min(left, 1.0))
-        except TimeoutError:
-            continue
-        if r["stream"] != "_errors":
-            out.append(r)
-    return out
-
-
-def codes(results: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in results:
-        key = "ok" if r["ok"] else r["error"]["code"]
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
-def worker_pids(st: ServerThread) -> list[int]:
-    return [w["pid"] for w in st.server.status()["workers"]]
-
-
-class RawDealer:
-    """A v1.1 producer written from docs/protocol.md alone."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-
-    def credit(self, timeout: float = 5.0) -> dict:
-        if not self.sock.poll(int(timeout * 1000)):
-            raise AssertionError("no credit message")
-        kind, body = self.sock.recv_multipart()
-        assert kind == b"credit"
-        return msgpack.unpackb(body)
-
-    def credit_until(self, acked: int, timeout: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            c = self.credit(max(0.01, deadline - time.monotonic()))
-            if c["acked"] >= acked:
-                return c
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_raw_dealer_gets_credit_and_every_frame_is_acked_after_its_result():

@@ -3,9 +3,11 @@
 The properties: whatever bytes arrive, :func:`decode_frame` either returns a frame whose
 fields agree with each other, or raises :class:`ProtocolError` with a short message: no other
 exception, no crash. The Preprocessor either writes a slot of the right shape or raises
-:class:`FrameError`. ``bench/fuzz.py`` runs the same properties for longer and counts.
-The default run is bounded (about half a minute here); each crash found becomes a corpus entry
-in ``tests/test_limits.py``.
+:class:`FrameError`. Which of the two happened is recorded (``hypothesis.event``), and inputs
+built to be valid must be accepted, inputs built with one thing wrong refused: a decoder that
+refused everything would fail here. ``bench/fuzz.py`` runs this module with many more examples
+(``STREAMPI_FUZZ_SCALE``) and prints the accepted/refused counts. The default run is bounded
+(about half a minute here); each crash found becomes a corpus entry in ``tests/test_limits.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import simplejpeg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from streampi import ShapesGenerator
@@ -25,7 +27,7 @@ from streampi.errors import FrameError, ProtocolError
 from streampi.preprocess import FORMATS, RAW_FORMATS, Preprocessor, frame_nbytes
 from streampi.protocol import MAX_ERROR_MESSAGE_BYTES, Limits, decode_frame, valid_stream
 
-#: examples per property in the default run; bench/fuzz.py sets it higher
+#: examples per property in the default run; bench/fuzz.py sets it higher through the environment
 SCALE = float(os.environ.get("STREAMPI_FUZZ_SCALE", "1"))
 SMALL = Limits(max_message_bytes=1 << 16, max_header_bytes=512, max_meta_bytes=128, max_meta_depth=4,
                max_pixels=64 * 64)
@@ -120,6 +122,80 @@ def mutated(draw: Any) -> list[bytes]:
     return [bytes(raw)] if one_part else [bytes(raw), payload]
 
 
+#: meta that fits SMALL's 128 bytes whatever is drawn: at most 3 short string keys, short scalar values
+_short_text = st.text("abcxyz_", max_size=6)
+small_meta = st.dictionaries(_short_text, st.none() | st.booleans() | st.integers(-2**31, 2**31) | _short_text,
+                             max_size=3)
+
+
+@st.composite
+def valid_heads(draw: Any) -> tuple[dict, bytes]:
+    """A header whose every field is valid (``ts`` and ``meta`` present or not) and the payload
+    its size needs: the decoder must accept it."""
+    fmt = draw(st.sampled_from(FORMATS))
+    head: dict[str, Any] = {"v": 1, "stream": draw(FIELDS["stream"][0]), "seq": draw(FIELDS["seq"][0]), "fmt": fmt}
+    if draw(st.booleans()):
+        head["ts"] = draw(FIELDS["ts"][0])
+    if draw(st.booleans()):
+        head["meta"] = draw(small_meta)
+    if fmt == "jpeg":
+        return head, _SMALL_JPEG
+    even = 2 if fmt in ("i420", "nv12") else 1
+    head["w"], head["h"] = even * draw(st.integers(1, 40 // even)), even * draw(st.integers(1, 40 // even))
+    return head, bytes(frame_nbytes(fmt, head["w"], head["h"]))
+
+
+def as_parts(head: dict, payload: Any, one_part: bool) -> list[bytes]:
+    """The message: pixels in the header's ``data`` (one part) or as a second part."""
+    if one_part:
+        return [msgpack.packb({**head, "data": payload}, use_bin_type=True)]
+    return [msgpack.packb(head, use_bin_type=True), payload]
+
+
+@st.composite
+def valid_messages(draw: Any) -> list[bytes]:
+    head, payload = draw(valid_heads())
+    return as_parts(head, payload, draw(st.booleans()))
+
+
+#: per field: values the protocol refuses whatever else the header holds
+ALWAYS_INVALID = {
+    "v": st.sampled_from([0, 2, -1, "1", 1.0]),
+    "stream": st.sampled_from(["x" * 65, "_errors", "a b", "é", "", "cam/1"]),
+    "seq": st.integers(-(2**63), -1),
+    "fmt": st.text(max_size=6).filter(lambda f: f not in FORMATS),
+    "ts": st.sampled_from([math.nan, math.inf, -math.inf, -0.5, -(2**40)]),
+    "meta": st.sampled_from([{1: 2}, [1, 2], "text", 7, None]),
+}
+RAW_SIZE_INVALID = st.sampled_from([0, -3, 2**31, "8", 2.0, None])
+
+
+@st.composite
+def broken_messages(draw: Any) -> list[bytes]:
+    """A valid message with exactly one thing wrong: a field of a value the protocol refuses,
+    a required field left out, a payload one byte off, or the pixels in both places or none."""
+    head, payload = draw(valid_heads())
+    one_part = draw(st.booleans())
+    raw = head["fmt"] in RAW_FORMATS
+    kinds = ["field", "missing", "pixels twice", "no pixels"] + (["size field", "payload size"] if raw else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "field":
+        key = draw(st.sampled_from(sorted(ALWAYS_INVALID)))
+        head[key] = draw(ALWAYS_INVALID[key])
+    elif kind == "missing":
+        del head[draw(st.sampled_from(["v", "stream", "seq", "fmt", *(["w", "h"] if raw else [])]))]
+    elif kind == "size field":
+        head[draw(st.sampled_from(["w", "h"]))] = draw(RAW_SIZE_INVALID)
+    elif kind == "payload size":
+        payload = payload + b"\0" if draw(st.booleans()) else payload[:-1]
+    event(f"broken: {kind}")
+    if kind == "pixels twice":
+        return [msgpack.packb({**head, "data": payload}, use_bin_type=True), payload]
+    if kind == "no pixels":
+        return [msgpack.packb(head, use_bin_type=True)]
+    return as_parts(head, payload, one_part)
+
+
 _JPEG = simplejpeg.encode_jpeg(ShapesGenerator(seed=5).frame(48, 32)[0], quality=70)
 _SMALL_JPEG = simplejpeg.encode_jpeg(ShapesGenerator(seed=6).frame(16, 16)[0], quality=50)
 raw_parts = st.lists(st.binary(max_size=120), min_size=0, max_size=4)
@@ -167,25 +243,39 @@ def check_preprocess(pre: Preprocessor, data: Any, fmt: str, width: Any, height:
 @fuzz_settings(1500)
 @given(raw_parts)
 def test_decoder_on_random_bytes(parts):
-    check_decode(parts)
+    event(check_decode(parts))
 
 
 @fuzz_settings(800)
 @given(headers())
 def test_decoder_on_random_headers(parts):
-    check_decode(parts)
+    event(check_decode(parts))
 
 
 @fuzz_settings(1500)
 @given(mutated())
 def test_decoder_on_mutated_messages(parts):
-    check_decode(parts)
+    event(check_decode(parts))
 
 
 @fuzz_settings(300)
 @given(headers())
 def test_decoder_with_default_limits(parts):
-    check_decode(parts, Limits())
+    event(check_decode(parts, Limits()))
+
+
+@fuzz_settings(400)
+@given(valid_messages())
+def test_decoder_accepts_every_valid_message(parts):
+    assert check_decode(parts) == "accepted"
+    assert check_decode(parts, Limits()) == "accepted"
+
+
+@fuzz_settings(600)
+@given(broken_messages())
+def test_decoder_refuses_every_message_with_one_thing_wrong(parts):
+    assert check_decode(parts) == "refused"
+    assert check_decode(parts, Limits()) == "refused"
 
 
 preprocessors = st.builds(
@@ -217,7 +307,27 @@ def raw_frames(draw: Any) -> tuple[Any, str, Any, Any]:
 @fuzz_settings(800)
 @given(preprocessors, raw_frames())
 def test_preprocessor_on_random_raw_frames(pre, frame):
-    check_preprocess(pre, *frame)
+    event(check_preprocess(pre, *frame))
+
+
+@st.composite
+def valid_raw_frames(draw: Any) -> tuple[Any, str, int, int]:
+    """A raw frame within the Preprocessor's 64×64 limit, its bytes exactly what its size needs."""
+    fmt = draw(st.sampled_from(RAW_FORMATS))
+    even = 2 if fmt in ("i420", "nv12") else 1
+    w, h = even * draw(st.integers(1, 64 // even)), even * draw(st.integers(1, 64 // even))
+    data = draw(st.binary(min_size=frame_nbytes(fmt, w, h), max_size=frame_nbytes(fmt, w, h)))
+    return (memoryview(data) if draw(st.booleans()) else data), fmt, w, h
+
+
+@fuzz_settings(300)
+@given(preprocessors, valid_raw_frames(), st.sampled_from([-1, 1, -2]))
+def test_preprocessor_accepts_valid_raw_frames_and_refuses_a_byte_count_off(pre, frame, off):
+    data, fmt, w, h = frame
+    assert check_preprocess(pre, data, fmt, w, h) == "accepted"
+    wrong = bytes(data)[:off] if off < 0 else bytes(data) + bytes(off)
+    assert check_preprocess(pre, wrong, fmt, w, h) == "refused"
+    assert check_preprocess(pre, data, fmt, w + 64, h) == "refused"  # past 64×64 pixels
 
 
 
@@ -239,5 +349,6 @@ def jpegs(draw: Any) -> bytes:
 @fuzz_settings(400)
 @given(preprocessors, jpegs())
 def test_preprocessor_on_mutated_jpegs(pre, data):
-    check_preprocess(pre, data, "jpeg", None, None)
-    check_decode([msgpack.packb({"v": 1, "stream": "j", "seq": 0, "fmt": "jpeg"}), data], Limits())
+    event(f"preprocessor {check_preprocess(pre, data, 'jpeg', None, None)}")
+    event(f"decoder {check_decode([msgpack.packb({'v': 1, 'stream': 'j', 'seq': 0, 'fmt': 'jpeg'}), data], Limits())}")
+    assert check_preprocess(pre, _JPEG, "jpeg", None, None) == "accepted"  # the JPEG before its mutation

@@ -164,5 +164,8 @@ def test_bench_measures_the_int8_speedup():
     rep = json.loads(r.stdout)
     est = rep["int8_estimate"]
     assert est["int8_bytes"] < 0.35 * rep["file_bytes"]
-    assert est["speedup"] == pytest.approx(est["float_ms"] / est["int8_ms"])
+    # the scratch copy is int8 and invokes faster than the float model (medians of 10 invokes each;
+    # shapes_float32's int8 copy is about 3x faster on x86-64 and aarch64): what the finding tells the user
+    assert est["int8_ms"] < est["float_ms"] and est["speedup"] > 1
+    assert f"{est['speedup']:.1f}× faster" in " ".join(f["text"] for f in rep["findings"])
     assert any("Measured here on an int8 version" in f["text"] for f in rep["findings"])

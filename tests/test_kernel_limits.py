@@ -7,12 +7,11 @@ past the end kills the test run with SIGSEGV instead of passing unnoticed.
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 
 import numpy as np
 import pytest
+from helpers import CODES, frame_bytes, guard_all, valid_args
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from reference import resize_area, resize_linear, to_rgb_or_gray
@@ -21,59 +20,10 @@ from streampi.preprocess import _kernels
 
 pytestmark = pytest.mark.aarch64
 
-CODES = _kernels.FORMAT_CODES
-PACKED = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "gray": 1}
-PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-
-
-def guarded(data: bytes | np.ndarray, writable: bool = False) -> np.ndarray:
-    """A uint8 array holding ``data`` whose last byte is the last byte before an inaccessible page."""
-    raw = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes(), np.uint8)
-    n = raw.size
-    pages = (n + PAGE - 1) // PAGE + 1
-    region = mmap.mmap(-1, pages * PAGE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    anchor = ctypes.c_char.from_buffer(region)
-    base = ctypes.addressof(anchor)
-    del anchor
-    if _libc.mprotect(base + (pages - 1) * PAGE, PAGE, 0) != 0:
-        raise OSError(ctypes.get_errno(), "mprotect failed")
-    start = (pages - 1) * PAGE - n
-    arr = np.frombuffer(region, np.uint8, count=n, offset=start)
-    arr[:] = raw
-    if not writable:
-        arr.flags.writeable = False
-    return arr
-
-
-def frame_bytes(fmt: str, w: int, h: int) -> int:
-    if fmt in ("i420", "nv12"):
-        return w * h + 2 * (w // 2) * (h // 2)
-    return w * h * PACKED[fmt]
-
-
-def valid_args(fmt="rgb", w=8, h=6, out=(4, 5, 3), itemsize=1, seed=0):
-    """A consistent argument set: the whole frame stretched over the whole slot, identity LUT."""
-    rng = np.random.default_rng(seed)
-    oh, ow, oc = out
-    lut = np.tile(np.arange(256, dtype=np.uint8), oc) if itemsize == 1 else \
-        np.tile(np.arange(256, dtype=np.float32), oc).view(np.uint8)
-    return dict(src=rng.integers(0, 256, frame_bytes(fmt, w, h), dtype=np.uint8), fmt=CODES[fmt], src_w=w, src_h=h,
-                cx=0, cy=0, cw=w, ch=h, out=np.zeros(ow * oh * oc * itemsize, np.uint8), out_w=ow, out_h=oh,
-                out_c=oc, itemsize=itemsize, dx0=0, dy0=0, dw=ow, dh=oh, lut=lut,
-                pad=np.zeros(oc * itemsize, np.uint8), swap_rb=False, full_range=False, area=False)
-
-
 def call(a: dict) -> None:
     _kernels.resize_quantize(a["src"], a["fmt"], a["src_w"], a["src_h"], a["cx"], a["cy"], a["cw"], a["ch"],
                              a["out"], a["out_w"], a["out_h"], a["out_c"], a["itemsize"], a["dx0"], a["dy0"],
                              a["dw"], a["dh"], a["lut"], a["pad"], a["swap_rb"], a["full_range"], a["area"])
-
-
-def guard_all(a: dict) -> dict:
-    return {**a, "src": guarded(a["src"]), "out": guarded(a["out"], writable=True), "lut": guarded(a["lut"]),
-            "pad": guarded(a["pad"])}
 
 
 def twin_levels(a: dict) -> np.ndarray:
@@ -120,7 +70,7 @@ def test_guard_page_is_really_there():
     import subprocess
     import sys
 
-    code = ("import sys, ctypes; sys.path.insert(0, 'tests'); from test_kernel_limits import guarded; "
+    code = ("import sys, ctypes; sys.path.insert(0, 'tests'); from helpers import guarded; "
             "a = guarded(b'x' * 100); print(ctypes.string_at(a.ctypes.data, 101))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGSEGV, proc

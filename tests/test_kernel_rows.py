@@ -9,10 +9,10 @@ import threading
 import numpy as np
 import pytest
 import simplejpeg
+from helpers import EXAMPLES, guard_all, make_frame, valid_args
+from helpers import simd_build as _simd_build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_kernel_limits import guard_all, valid_args
-from test_preprocess import EXAMPLES, _simd_build, make_frame
 
 from streampi.preprocess import Preprocessor, _kernels
 

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from test_supervision import FRAME, _wait_holder, assert_exactly_once, collect_until, frame_results, wait_workers
+from helpers import FRAME, assert_exactly_once, collect_until, frame_results, wait_workers
+from helpers import wait_holder as _wait_holder
 
 from streampi.client import Producer, Subscriber
 from streampi.measure import usable_cores
@@ -221,7 +222,7 @@ def test_worker_killed_on_the_wide_interpreter_frame_answered_once():
 def test_kills_under_light_load_every_frame_answered_once():
     """Frames one at a time from two streams at a light rate while the worker holding a frame
     is SIGKILLed twice: each frame gets exactly one answer."""
-    from test_supervision import Load
+    from helpers import Load
 
     opts = ServerOptions(workers=2, light_threads=2, policy="queue")
     with ServerThread("mobilenet_v2_int8", opts) as st, Subscriber(st.results) as sub:

@@ -4,29 +4,15 @@ sent and answered."""
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
+from helpers import scrape, value
 
 from streampi.client import Producer, Subscriber
 from streampi.serving import ServerOptions
 from streampi.testing import ServerThread, wait_subscribed
 
 FRAME = np.random.default_rng(5).integers(0, 256, (120, 160, 3), np.uint8)
-
-
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_match_what_was_sent_and_answered():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import collections
-import os
 
 import cv2
 import numpy as np
 import pytest
 import simplejpeg
+from helpers import EXAMPLES, make_frame, simd_build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import quantize, rects, reference, uses_area
@@ -16,8 +16,6 @@ from reference import quantize, rects, reference, uses_area
 from streampi.errors import FrameError
 from streampi.preprocess import FORMATS, Preprocessor, frame_nbytes, preprocess
 
-#: scales every hypothesis run here (the arm64 check runs under emulation, 10-30x slower)
-EXAMPLES = float(os.environ.get("STREAMPI_EXAMPLES_SCALE", "1"))
 #: OpenCV's aarch64 wheels route resize and cvtColor through custom HALs (KleidiCV, carotene) that
 #: round differently from OpenCV's own code: on 320×240 → 300×225 bilinear 23 % of the values are one
 #: level from what OpenCV computes on x86 (which the NumPy twin and streampi match exactly), and
@@ -40,17 +38,6 @@ def quant_params(dtype, mean, std):
     scale = (hi - lo) / 255
     qmin = np.iinfo(dtype).min
     return scale, int(round(qmin - lo / scale))
-
-
-def make_frame(rng: np.random.Generator, fmt: str, w: int, h: int, smooth: bool) -> np.ndarray:
-    """A frame as a NumPy array of the format's natural shape."""
-    if fmt in ("i420", "nv12"):
-        return rng.integers(0, 256, (h * 3 // 2, w), dtype=np.uint8)
-    n = {"gray": 1, "rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4}[fmt]
-    img = rng.integers(0, 256, (h, w, n), dtype=np.uint8)
-    if smooth and w > 4 and h > 4:
-        img = cv2.GaussianBlur(img, (0, 0), 2).reshape(h, w, n)
-    return img if n > 1 else img[..., 0]
 
 
 def steps_apart(a: np.ndarray, b: np.ndarray, dtype, std) -> np.ndarray:
@@ -386,24 +373,6 @@ def test_camera_sizes(fmt, size, out, resize):
     assert_close(got8, want8, np.uint8, (1.0,), opencv=True)
 
 
-def _simd_build():
-    """The hand-vectorised build this machine can run (AVX2 on x86-64, NEON on aarch64), if any."""
-    import importlib
-    import platform
-
-    pp = importlib.import_module("streampi.preprocess")
-    names = {"x86_64": "_kernels_avx2", "amd64": "_kernels_avx2", "aarch64": "_kernels_neon", "arm64": "_kernels_neon"}
-    name = names.get(platform.machine().lower())
-    if name is None:
-        pytest.skip(f"no vectorised build for {platform.machine()}")
-    if name.endswith("avx2") and not pp._cpu_has("avx2"):
-        pytest.skip("this CPU has no AVX2")
-    try:
-        return importlib.import_module(f"streampi._ext.{name}")
-    except ImportError:
-        pytest.fail(f"streampi._ext.{name} is not built on {platform.machine()}")
-
-
 # every direct path: the seven formats, bilinear and area, 3 and 1 channels, odd sizes, odd crop
 # offsets, and widths whose last pixels read the final bytes of a row (the vector blocks stop there)
 AGREE_CASES = [(fmt, size, out, resize, interp)
@@ -421,7 +390,7 @@ def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
     """The vectorised build (AVX2 or NEON) must give the baseline build's bytes exactly."""
     import importlib
 
-    simd = _simd_build()
+    simd = simd_build()
     base = importlib.import_module("streampi._ext._kernels")
     pp = importlib.import_module("streampi.preprocess")
     assert simd.SIMD_BUILD in ("avx2", "neon") and base.SIMD_BUILD == "baseline"
@@ -458,7 +427,7 @@ def test_yuv_taps_path_agrees_with_the_baseline_build(fmt, full_range):
     the vector blocks' ends, up- and downscaling: the same bytes."""
     import importlib
 
-    simd = _simd_build()
+    simd = simd_build()
     base = importlib.import_module("streampi._ext._kernels")
     rng = np.random.default_rng(12 + full_range)
     code = base.FORMAT_CODES[fmt]

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from test_supervision import FRAME, Load, assert_exactly_once, collect_until, frame_results
+from helpers import FRAME, Load, assert_exactly_once, collect_until, frame_results
 
 from streampi import bundled_model
 from streampi.client import Producer, Subscriber

@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from test_flow_control import RawDealer, codes, results_until, worker_pids
+from helpers import RawDealer, codes, results_until, worker_pids
 
 from streampi import shared_frames
 from streampi.client import Producer, Subscriber
@@ -319,7 +319,7 @@ def test_async_producer_sends_through_the_ring_too():
         finally:
             await cam.aclose()
 
-    from test_metrics import scrape, value
+    from helpers import scrape, value
 
     with ServerThread(options=ServerOptions(workers=1, policy="queue", metrics_port=0)) as st, \
             Subscriber(st.results, streams=["cam"]) as sub:

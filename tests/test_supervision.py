@@ -9,117 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
-import numpy as np
 import pytest
+from helpers import FRAME, Load, assert_exactly_once, collect_until, frame_results, wait_holder, wait_workers
 
 from streampi.client import Producer, Subscriber
 from streampi.serving import ServerOptions
 from streampi.serving.server import Server
 from streampi.serving.workers import WorkerSlot, WorkerStartError
 from streampi.testing import ServerThread, start_server, wait_subscribed
-
-FRAME = np.random.default_rng(3).integers(0, 256, (480, 640, 3), np.uint8)
-
-
-class Load:
-    """``producers`` threads, each sending to ``streams_each`` streams at ``rate`` frames/s
-    (per thread) for ``seconds`` (bounded in count and time); records what was sent: what
-    left the camera (a v1.1 producer replaces a frame that finds no credit, policy latest:
-    that one is counted in ``replaced`` and never reaches the server)."""
-
-    def __init__(self, frames_ep: str, producers: int = 4, streams_each: int = 2, rate: float = 60.0,
-                 seconds: float = 6.0) -> None:
-        self.sent: dict[tuple[str, int], int] = {}
-        self.replaced = 0
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(frames_ep, p, streams_each, rate, seconds),
-                                          daemon=True) for p in range(producers)]
-
-    def _run(self, ep: str, p: int, k: int, rate: float, seconds: float) -> None:
-        # linger=None: frames still queued here when the load ends must reach the server
-        prods = [Producer(ep, stream=f"p{p}s{s}", linger=None,
-                          on_drop=lambda seq, name=f"p{p}s{s}": self._replace(name, seq)) for s in range(k)]
-        t0 = time.monotonic()
-        n = 0
-        try:
-            while time.monotonic() - t0 < seconds and n < rate * seconds:
-                for prod in prods:
-                    try:
-                        seq = prod.send(FRAME, timeout=5)
-                    except TimeoutError:
-                        continue
-                    with self._lock:
-                        self.sent[(prod.stream, seq)] = 1
-                n += 1
-                time.sleep(max(0.0, t0 + n / rate - time.monotonic()))
-        finally:
-            for prod in prods:
-                prod.close()
-
-    def _replace(self, stream: str, seq: int) -> None:
-        with self._lock:
-            del self.sent[(stream, seq)]
-            self.replaced += 1
-
-    def start(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def join(self) -> None:
-        for t in self._threads:
-            t.join(60)
-
-
-def collect_until(sub: Subscriber, wanted, timeout: float = 60.0) -> list[dict]:
-    """Receive results until ``wanted()`` (given what came so far) is true, or ``timeout``;
-    then half a second more, to catch duplicates."""
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not wanted(out):
-        try:
-            out.append(sub.recv(timeout=0.5))
-        except TimeoutError:
-            pass
-    try:
-        while True:
-            out.append(sub.recv(timeout=0.5))
-    except TimeoutError:
-        pass
-    return out
-
-
-def frame_results(results: list[dict]) -> dict[tuple[str, int], list[dict]]:
-    by_frame: dict[tuple[str, int], list[dict]] = collections.defaultdict(list)
-    for r in results:
-        if r["stream"] != "_errors":
-            by_frame[(r["stream"], r["seq"])].append(r)
-    return by_frame
-
-
-def assert_exactly_once(sent: dict, results: list[dict]) -> collections.Counter:
-    by_frame = frame_results(results)
-    missing = [k for k in sent if k not in by_frame]
-    doubled = {k: len(v) for k, v in by_frame.items() if len(v) > 1}
-    extra = [k for k in by_frame if k not in sent]
-    assert not missing, f"{len(missing)} frames got no result, e.g. {missing[:5]}"
-    assert not doubled, f"frames answered more than once: {list(doubled.items())[:5]}"
-    assert not extra, f"results for frames never sent: {extra[:5]}"
-    return collections.Counter("ok" if r[0]["ok"] else r[0]["error"]["code"] for r in by_frame.values())
-
-
-def wait_workers(st: ServerThread, n: int, not_pids: set, timeout: float = 10.0) -> float:
-    """Seconds until ``n`` workers are ready and none has a pid in ``not_pids``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        ws = st.server.status()["workers"]
-        if sum(w["state"] == "ready" and w["pid"] not in not_pids for w in ws) == n:
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    raise AssertionError(f"workers not back to {n} in {timeout} s: {st.server.status()['workers']}")
 
 
 def kill_during_load(sig: int, policy: str, kills: int, seconds: float) -> None:
@@ -169,16 +68,6 @@ def test_five_kills_in_twenty_seconds(sig, policy):
     kill_during_load(sig, policy, kills=5, seconds=20)
 
 
-def _wait_holder(st: ServerThread, key: list, not_pids: list, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for w in st.server.status()["workers"]:
-            if key in w["holding"] and w["pid"] not in not_pids:
-                return w
-        time.sleep(0.002)
-    raise AssertionError(f"no worker took frame {key}: {st.server.status()['workers']}")
-
-
 def test_poison_frame_is_answered_worker_lost_after_one_rerun():
     """The test kills whichever worker holds frame p/7, every time (read from the server's
     own status). Both workers are stopped (SIGSTOP) first so that the frame stays in hand
@@ -200,7 +89,7 @@ def test_poison_frame_is_answered_worker_lost_after_one_rerun():
             with Producer(st.frames, stream="p") as prod:
                 prod.send(small, seq=7)
             for _ in range(2):
-                holder = _wait_holder(st, ["p", 7], killed)
+                holder = wait_holder(st, ["p", 7], killed)
                 os.kill(holder["pid"], signal.SIGKILL)
                 killed.append(holder["pid"])
         finally:
