@@ -149,7 +149,6 @@ def test_the_package_has_no_import_circle():
             if len(component) > 1:
                 circles.append(sorted(component))
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for v in sorted(edges):
         if v not in index:
             connect(v)
