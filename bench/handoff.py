@@ -101,11 +101,11 @@ def slot_round_trips(model: str, n: int) -> tuple[float, float]:
     from streampi import bundled_model
     from streampi.serving import ServerOptions
     from streampi.serving.server import make_spec
-    from streampi.serving.workers import WorkerSlot, _fork_server, _ProcessEngine
+    from streampi.serving.workers import ProcessRunner, WorkerSlot, _fork_server
 
     spec, _, _ = make_spec(bundled_model(model), ServerOptions(), None, {})
     slot = WorkerSlot(0, spec, isolation="process", cores=[0])
-    engine = _ProcessEngine(spec, 0, [0], slot._block_fd, slot._in, slot._out, _fork_server())
+    engine = ProcessRunner(spec, 0, [0], slot._block_fd, slot._in, slot._out, _fork_server())
     os.sched_setaffinity(0, {0})  # the slot thread and its worker share a core, as in the server
     try:
         for _ in range(50):

@@ -397,17 +397,17 @@ def test_a_worker_event_handler_raising_still_answers_its_frames(monkeypatch):
 
 
 def test_worker_failing_to_load_at_start_stops_the_ones_started(monkeypatch):
-    real = WorkerSlot._new_engine
+    real = WorkerSlot._new_runner
     started: list = []
 
     def second_fails(self):
         if self.index == 1:
             raise WorkerStartError("injected: worker 1 cannot load")
-        engine = real(self)
-        started.append(engine)
-        return engine
+        runner = real(self)
+        started.append(runner)
+        return runner
 
-    monkeypatch.setattr(WorkerSlot, "_new_engine", second_fails)
+    monkeypatch.setattr(WorkerSlot, "_new_runner", second_fails)
     st = ServerThread("shapes_int8", ServerOptions(workers=2))
     with pytest.raises(WorkerStartError, match="worker 1 cannot load"):
         st.start()

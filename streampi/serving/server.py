@@ -1107,8 +1107,8 @@ class Server(Events):
 def process_state(slot: WorkerSlot) -> str:
     """``running``, ``stopped`` (SIGSTOP, a debugger), ``dead``: read now, never cached, so
     that health is never a stale "ok"."""
-    engine = slot.engine
-    if engine is None or not engine.alive():
+    runner = slot.runner
+    if runner is None or not runner.alive():
         return "dead"
     if slot.isolation == "thread":
         return "running"
