@@ -277,7 +277,8 @@ def test_sigterm_at_saturation_exits_in_time_with_every_frame_answered():
 def test_sigterm_log_line_counts_add_up():
     """The stop line on stderr: everything received was answered."""
     cmd = [sys.executable, "-m", "streampi", "serve", "shapes_int8", "--ready-json", "--bind", "tcp://127.0.0.1:*",
-           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1", "--policy", "queue"]
+           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1", "--policy", "queue",
+           "--credit-bind", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         import json
@@ -433,7 +434,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_ingest_task_dying_stops_the_process_non_zero_with_a_message():
     cmd = [sys.executable, "-c", INGEST_DIES, "serve", "shapes_int8", "--ready-json", "--bind", "tcp://127.0.0.1:*",
-           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1"]
+           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1",
+           "--credit-bind", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         import json

@@ -48,25 +48,21 @@ import numpy as np
 
 import streampi
 
-from ..config import ModelConfig
+from ..config import ModelConfig, load_config
 from ..decoders import make_decoder
 from ..errors import FrameError, StreampiError
-from ..measure import usable_cores
 from ..model import Model, TensorSpec
 from ..preprocess import Preprocessor
+from ..runtime_info import usable_cores
 from . import runner as runner_process
+from .options import ISOLATIONS, ServerOptions, process_isolation_available  # noqa: F401 - part of this module's API
 
 log = logging.getLogger("streampi.workers")
 
-ISOLATIONS = ("process", "thread")
 #: a worker that finished a batch, or stayed up this long, is healthy: replaced at once
 HEALTHY_AFTER_S = 10.0
 BACKOFF_MAX_S = 30.0
 LOAD_TIMEOUT_S = 120.0
-
-
-def process_isolation_available() -> bool:
-    return hasattr(os, "memfd_create") and "forkserver" in multiprocessing.get_all_start_methods()
 
 
 @dataclass
@@ -99,6 +95,29 @@ class WorkerSpec:
     #: threads of the wide interpreter that runs a lone frame while the other workers idle;
     #: the light path exists only when this is more than ``threads``
     light_threads: int = 0
+    delegate_errors: tuple[str, ...] = ()  # delegates that failed to load when the model was probed
+    backend_name: str = ""  # the interpreter backend the probe ran on
+
+    @classmethod
+    def from_model(cls, path: Any, opts: ServerOptions, config: ModelConfig | None = None,
+                   overrides: dict[str, Any] | None = None) -> WorkerSpec:
+        """Load ``path`` once (in this process) and describe what every worker will load: a
+        model that cannot be served fails here, with its reason, before any worker starts."""
+        probe = Model(path, backend=opts.backend, delegates=opts.delegates)
+        image_shape = probe.image_input()
+        config = config or load_config(path, **(overrides or {}))
+        decoder = make_decoder(probe.outputs, config)  # a misconfigured decoder fails here, naming the option
+        Preprocessor(image_shape, probe.input.dtype, scale=probe.input.scale, zero_point=probe.input.zero_point,
+                     mean=config.mean, std=config.std, channels=config.channels, resize=config.resize, pad=config.pad)
+        if probe.batch_resizable and probe.batch_size != 1:
+            probe.resize_batch(1)
+        return cls(str(path), config, probe.input, image_shape, tuple(probe.outputs), probe.batch_resizable,
+                   backend=opts.backend, threads=opts.threads, max_batch=opts.max_batch,
+                   delegates=tuple(opts.delegates), invoke_timeout=opts.invoke_timeout,
+                   model_info={"name": probe.name, "sha256": probe.sha256[:12]},
+                   batchable=probe.batch_resizable and decoder.batchable,
+                   light_threads=len(usable_cores()) if opts.light_threads is None else opts.light_threads,
+                   delegate_errors=tuple(probe.delegate_errors), backend_name=str(probe.backend))
 
     @property
     def light_path(self) -> bool:
@@ -111,6 +130,16 @@ class WorkerSpec:
     @property
     def output_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(int(d) for d in o.shape[1:]) for o in self.outputs]
+
+
+@dataclass
+class Handover:
+    """A batch the server handed to a worker: its frames, its number, and when (monotonic
+    seconds): health judges each worker by the age of the batch it holds."""
+
+    jobs: list
+    batch_id: int
+    since: float
 
 
 class WorkerLost(Exception):
@@ -462,7 +491,7 @@ class WorkerSlot(threading.Thread):
         self._helpers = helper_cores(self.cores, light_cores if light_cores is not None else usable_cores())
         self._alone = False  # the server said the other workers idle when it gave the batch in hand
         self.light_frames = 0  # frames run on the wide interpreter
-        self.light_in_hand = False  # the batch in hand is being invoked on the wide interpreter
+        self.invoking_wide = False  # the batch in hand is being invoked on the wide interpreter now
         self._emit = emit or (lambda fn, *args: fn(*args))
         self.events = events or Events()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -689,7 +718,7 @@ class WorkerSlot(threading.Thread):
         wide = (self._alone and len(good) == 1 and self.spec.light_path
                 and not self.occupancy.others_busy(self))
         t_run = time.perf_counter()
-        self.light_in_hand = wide
+        self.invoking_wide = wide
         try:  # (the good frames are at the front of the input slots)
             outputs, infer_ms = self.runner.run(len(good), wide)
         except WorkerLost:
@@ -700,7 +729,7 @@ class WorkerSlot(threading.Thread):
                 outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
             return outcomes
         finally:
-            self.light_in_hand = False
+            self.invoking_wide = False
         # the worker process's share beyond invoke: the pipe round trip and the copies in and out
         handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
         threads = self.runner.threads_used
