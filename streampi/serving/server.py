@@ -2,8 +2,11 @@
 
 One event loop (uvloop when installed) receives frame messages, validates their headers
 (:mod:`streampi.protocol`), feeds the pure :class:`~streampi.serving.scheduler.Scheduler`
-and carries out what it decides: answers, batches for idle workers, re-runs. Worker slots
-(:mod:`streampi.serving.workers`) preprocess, invoke and post-process off the loop.
+and :class:`~streampi.serving.peers.PeerTable` and carries out what they decide: answers,
+credit, batches for idle workers, re-runs. Workers (:mod:`streampi.serving.workers`)
+preprocess, have their runners invoke, and post-process off the loop. ``streampi ctl`` and
+health are answered by :mod:`streampi.serving.control`; the options are in
+:mod:`streampi.serving.options`.
 
 Every frame that reaches the server gets exactly one result message. The one place that
 decides a frame's fate is :meth:`Server._settle`: results, errors and drops all go through
@@ -378,7 +381,7 @@ class Server(Events):
                 await self._loop.run_in_executor(None, slot.join, left)
         for slot in slots:
             if slot.is_alive():
-                log.warning("worker %d did not stop in time; killing its process", slot.index)
+                log.warning("worker %d did not stop in time; killing its runner process", slot.index)
                 slot.kill()
 
     def run(self, on_ready: Any = None) -> int:

@@ -143,7 +143,7 @@ class Handover:
 
 
 class WorkerLost(Exception):
-    """The worker process died (or was killed for hanging) while it held a batch."""
+    """The runner process died (or was killed for hanging) while it held a batch."""
 
 
 class WorkerStartError(StreampiError):
@@ -469,8 +469,8 @@ _STOP = object()
 
 
 class WorkerSlot(threading.Thread):
-    """Worker ``index``: preprocesses, has its interpreter invoke, post-processes, and
-    restarts the interpreter's process when it dies (at once after a healthy run; with a
+    """Worker ``index``: preprocesses, has its runner invoke, post-processes, and starts a
+    new runner when the runner process dies (at once after a healthy run; with a
     back-off of 1, 2, 4 … 30 s while it keeps dying young: a crash loop).
 
     States (``state``): ``starting``, ``ready``, ``backoff``, ``stopped``.
@@ -553,7 +553,7 @@ class WorkerSlot(threading.Thread):
         self._inbox.put(_STOP)
 
     def kill(self) -> None:
-        """Kill the worker process now (at the end of a stop deadline)."""
+        """Kill the runner process now (at the end of a stop deadline)."""
         runner = self.runner
         if isinstance(runner, ProcessRunner):
             runner.kill()
@@ -603,7 +603,7 @@ class WorkerSlot(threading.Thread):
             try:
                 item = self._inbox.get(timeout=0.2)
             except queue.Empty:
-                if not self.runner.alive():  # died while idle: nothing to re-run, replace it
+                if not self.runner.alive():  # the runner died while idle: nothing to re-run, replace it
                     if not self._replace(self.runner._death()):
                         return
                 continue
@@ -633,8 +633,8 @@ class WorkerSlot(threading.Thread):
             self._emit(self.events.batch_done, self, batch, outcomes)
 
     def _replace(self, reason: str) -> bool:
-        """Start a new interpreter process after a death; False when stopping instead."""
-        log.warning("worker %d (pid %s, generation %d) died: %s", self.index, self.pid, self.generation, reason)
+        """Start a new runner after a death; False when stopping instead."""
+        log.warning("the runner of worker %d (pid %s, generation %d) died: %s", self.index, self.pid, self.generation, reason)
         self.runner.kill()
         young = self._batches_this_run == 0 and time.monotonic() - self.started < HEALTHY_AFTER_S
         self._failures = self._failures + 1 if young else 0
@@ -651,12 +651,12 @@ class WorkerSlot(threading.Thread):
                 self.runner = self._new_runner()
             except WorkerStartError as exc:
                 self._failures += 1
-                log.error("worker %d could not start (generation %d): %s", self.index, self.generation, exc)
+                log.error("the runner of worker %d could not start (generation %d): %s", self.index, self.generation, exc)
                 continue
             self.restarts += 1
             self.started = time.monotonic()
             self._batches_this_run = 0
-            log.info("worker %d restarted: pid %s, generation %d", self.index, self.pid, self.generation)
+            log.info("worker %d has a new runner: pid %s, generation %d", self.index, self.pid, self.generation)
             self._set_state("ready")
             return True
         return False
