@@ -100,24 +100,23 @@ def slot_round_trips(model: str, n: int) -> tuple[float, float]:
 
     from streampi import bundled_model
     from streampi.serving import ServerOptions
-    from streampi.serving.server import make_spec
-    from streampi.serving.workers import WorkerSlot, _fork_server, _ProcessEngine
+    from streampi.serving.workers import ProcessRunner, WorkerSlot, WorkerSpec, _fork_server
 
-    spec, _, _ = make_spec(bundled_model(model), ServerOptions(), None, {})
+    spec = WorkerSpec.from_model(bundled_model(model), ServerOptions())
     slot = WorkerSlot(0, spec, isolation="process", cores=[0])
-    engine = _ProcessEngine(spec, 0, [0], slot._block_fd, slot._in, slot._out, _fork_server())
+    runner = ProcessRunner(spec, 0, [0], slot._block_fd, slot._in, slot._out, _fork_server())
     os.sched_setaffinity(0, {0})  # the slot thread and its worker share a core, as in the server
     try:
         for _ in range(50):
-            engine.run(1)
+            runner.run(1)
         runs, invokes = [], []
         for _ in range(n):
             t0 = time.perf_counter()
-            _, invoke_ms = engine.run(1)
+            _, invoke_ms = runner.run(1)
             runs.append((time.perf_counter() - t0) * 1e6)
             invokes.append(invoke_ms * 1e3)
     finally:
-        engine.stop()
+        runner.stop()
     return float(np.median(runs)), float(np.median(invokes))
 
 

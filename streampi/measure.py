@@ -15,14 +15,9 @@ import numpy as np
 from .backends import Backend
 from .errors import ModelError
 from .model import Model
+from .runtime_info import usable_cores
 
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on (its affinity mask), where workers get pinned."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
+__all__ = ["back_to_back", "back_to_back_fps", "invoke_ms", "ready", "usable_cores"]
 
 
 def rss_bytes() -> int | None:

@@ -1,4 +1,5 @@
-"""Where a figure comes from: the interpreter, CPU and builds it was measured with.
+"""Where a figure comes from: the interpreter, CPU and builds it was measured with, and the
+cores this process may use (:func:`usable_cores`, where the server pins its workers).
 
 Benchmarks, ``streampi inspect`` and the server's ``--ready-json`` report
 :func:`describe_runtime`, so that a latency measured on an x86 laptop with LiteRT and the
@@ -9,6 +10,7 @@ differently from LiteRT (figures in docs/runtimes.md).
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
@@ -16,6 +18,14 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .errors import BackendUnavailable
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask), where workers get pinned."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
 
 
 def cpu_model() -> str | None:

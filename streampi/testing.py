@@ -1,12 +1,12 @@
-"""Helpers to run a server inside a test, a benchmark or the demo (real sockets, loopback)."""
+"""Helpers to run a server inside a test or a benchmark (real sockets, loopback).
+
+:func:`start_server` (``streampi serve`` in a child process) lives in
+:mod:`streampi.serving.launch`; it is re-exported here for tests."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -14,7 +14,11 @@ from typing import Any
 import zmq
 
 from .client import Subscriber
-from .serving import Server, ServerOptions
+from .serving.launch import start_server
+from .serving.options import ServerOptions
+from .serving.server import Server
+
+__all__ = ["ServerThread", "start_server", "wait_subscribed"]
 
 
 class ServerThread:
@@ -28,14 +32,9 @@ class ServerThread:
 
     def __init__(self, model: str = "shapes_int8", options: ServerOptions | None = None, **config: Any) -> None:
         options = options or ServerOptions()
-        if options.bind == ServerOptions.bind:
-            options.bind = "tcp://127.0.0.1:*"
-        if options.credit_bind == ServerOptions.credit_bind:
-            options.credit_bind = "tcp://127.0.0.1:*"
-        if options.publish == ServerOptions.publish:
-            options.publish = "tcp://127.0.0.1:*"
-        if options.control == ServerOptions.control:
-            options.control = "tcp://127.0.0.1:*"
+        ephemeral = "tcp://127.0.0.1:*"  # the defaults' fixed ports: several servers may run at once
+        options = dataclasses.replace(options, **{name: ephemeral for name in ("bind", "credit_bind", "publish", "control")
+                                                  if getattr(options, name) == getattr(ServerOptions, name)})
         self.server = Server(model, options, **config)
         self._ready = threading.Event()
         self.error: BaseException | None = None
@@ -127,25 +126,3 @@ def _drain(sub: Subscriber) -> None:
             sub.recv(timeout=0.2)
     except TimeoutError:
         pass
-
-
-def start_server(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen, dict]:
-    """Run ``streampi serve`` in a child process; return it and its ready line (JSON)."""
-    for flag in ("--control", "--credit-bind"):  # ephemeral ports: several servers may run at once
-        if flag not in args:
-            args = [*args, flag, "tcp://127.0.0.1:*"]
-    cmd = [sys.executable, "-m", "streampi", "serve", "--ready-json", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"streampi serve exited with code {proc.wait()} before it was ready")
-        if line.startswith("{"):
-            info = json.loads(line)
-            if info.get("ready"):
-                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep draining
-                return proc, info
-    proc.kill()
-    raise TimeoutError("streampi serve did not get ready in time")

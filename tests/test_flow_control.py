@@ -89,6 +89,22 @@ def test_bad_v11_messages_are_answered_on_errors():
         raw.close()
 
 
+def test_malformed_hellos_are_counted_received_as_they_are_answered():
+    """Every message the server answers it has counted received: ``received == answered``."""
+    hellos = [[b"hello", b"\xc1not msgpack"], [b"hello", msgpack.packb({"stream": "_bad"})],
+              [b"hello", msgpack.packb({"shm": 0})], [b"hello", msgpack.packb([1, 2])],
+              [b"hello", msgpack.packb({}), b"one part too many"]]
+    with ServerThread(options=ServerOptions(workers=1)) as st:
+        raw = RawDealer(st.frames)
+        for parts in hellos:
+            raw.sock.send_multipart(parts)
+        raw.sock.send_multipart([b"frame", b"\xc1"])  # after the hellos: its answer comes after theirs
+        assert raw.credit_until(1)["acked"] == 1
+        raw.close()
+    assert st.stats["errors.bad_frame"] == len(hellos) + 1 and st.stats["credit_hellos"] == 0
+    assert st.stats["received"] == st.stats["answered"] == len(hellos) + 1
+
+
 @pytest.mark.parametrize("isolation", ["process"])
 def test_latest_producer_replaces_frames_without_credit_and_never_exceeds_it(isolation):
     opts = ServerOptions(workers=1, isolation=isolation)

@@ -144,8 +144,9 @@ def test_pending_counts_every_waiting_frame():
     assert sched.pending == 6
     assert len(sched.next_batch(1, 0.0)) == 2
     assert sched.pending == 4
-    assert sched.has_room("a")  # queue_size 32: still room
-    assert sched.streams_waiting() == ["a"]  # b's one frame went with a's first
+    assert sched.depth("a") == 4 and sched.depth("b") == 0  # b's one frame went with a's first
+    offer = sched.offer(Job("a", 5))
+    assert offer.admitted and not offer.full  # queue_size 32: still room
 
 
 def test_bad_policy_is_refused():

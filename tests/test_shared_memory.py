@@ -23,7 +23,7 @@ from streampi import shared_frames
 from streampi.client import Producer, Subscriber
 from streampi.errors import FrameError
 from streampi.serving import ServerOptions
-from streampi.serving import server as server_module
+from streampi.serving import peers as peers_module
 from streampi.testing import ServerThread, start_server, wait_subscribed
 
 pytestmark = pytest.mark.skipif(not shared_frames.available(), reason="shared-memory frames need Linux")
@@ -241,7 +241,7 @@ def test_a_ring_offer_from_another_machine_is_never_written(tmp_path):
 
 def test_an_idle_producers_ring_goes_to_a_new_producer_and_it_falls_back_to_the_wire(monkeypatch):
     monkeypatch.setattr(shared_frames, "MAX_RINGS", 1)
-    monkeypatch.setattr(server_module, "RING_IDLE_S", 0.3)
+    monkeypatch.setattr(peers_module, "RING_IDLE_S", 0.3)
     with ServerThread(options=ServerOptions(workers=1, policy="queue")) as st, Subscriber(st.results) as sub:
         wait_subscribed(sub, st.frames)
         probes = st.stats["errors.bad_frame"]
@@ -533,7 +533,7 @@ def test_a_closing_producer_frees_its_ring_at_once_for_the_next():
 def test_the_ring_of_a_producer_gone_silent_makes_room_within_the_budget(monkeypatch):
     """A producer that vanished without a goodbye (killed): once silent past RING_IDLE_S,
     its ring is taken back when the memory budget, not only the ring count, is short."""
-    monkeypatch.setattr(server_module, "RING_IDLE_S", 0.3)
+    monkeypatch.setattr(peers_module, "RING_IDLE_S", 0.3)
     slot = _ring_frame_bytes()
     opts = ServerOptions(workers=1, policy="queue", queue_size=4, max_frame_memory=7 * slot)
     with ServerThread(options=opts) as st:

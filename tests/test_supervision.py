@@ -164,7 +164,8 @@ def test_sigterm_at_saturation_exits_in_time_with_every_frame_answered():
 def test_sigterm_log_line_counts_add_up():
     """The stop line on stderr: everything received was answered."""
     cmd = [sys.executable, "-m", "streampi", "serve", "shapes_int8", "--ready-json", "--bind", "tcp://127.0.0.1:*",
-           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1", "--policy", "queue"]
+           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1", "--policy", "queue",
+           "--credit-bind", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         import json
@@ -284,17 +285,17 @@ def test_a_worker_event_handler_raising_still_answers_its_frames(monkeypatch):
 
 
 def test_worker_failing_to_load_at_start_stops_the_ones_started(monkeypatch):
-    real = WorkerSlot._new_engine
+    real = WorkerSlot._new_runner
     started: list = []
 
     def second_fails(self):
         if self.index == 1:
             raise WorkerStartError("injected: worker 1 cannot load")
-        engine = real(self)
-        started.append(engine)
-        return engine
+        runner = real(self)
+        started.append(runner)
+        return runner
 
-    monkeypatch.setattr(WorkerSlot, "_new_engine", second_fails)
+    monkeypatch.setattr(WorkerSlot, "_new_runner", second_fails)
     st = ServerThread("shapes_int8", ServerOptions(workers=2))
     with pytest.raises(WorkerStartError, match="worker 1 cannot load"):
         st.start()
@@ -320,7 +321,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_ingest_task_dying_stops_the_process_non_zero_with_a_message():
     cmd = [sys.executable, "-c", INGEST_DIES, "serve", "shapes_int8", "--ready-json", "--bind", "tcp://127.0.0.1:*",
-           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1"]
+           "--publish", "tcp://127.0.0.1:*", "--control", "none", "--workers", "1",
+           "--credit-bind", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         import json

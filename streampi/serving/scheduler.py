@@ -17,7 +17,6 @@ Fates the scheduler decides (the server turns them into result messages):
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,10 +129,6 @@ class Scheduler:
         state = self._streams.get(stream)
         return len(state.pending) if state is not None else 0
 
-    def has_room(self, stream: str) -> bool:
-        state = self._streams.get(stream)
-        return state is None or len(state.pending) < state.capacity
-
     def rerun(self, job: Job) -> None:
         """Run ``job`` again, alone and before anything new (its worker died under it)."""
         self._reruns.append(job)
@@ -211,6 +206,3 @@ class Scheduler:
         self._order.clear()
         self.pending = 0
         return jobs
-
-    def streams_waiting(self) -> Iterable[str]:
-        return list(self._order)

@@ -14,6 +14,7 @@ worker replaced) heals well within ``WatchdogSec`` and never reaches systemd.
 How the server uses it::
 
     notifier = Notifier.from_env()
+    notifier.extend_timeout(seconds)      # before the runners load the model
     ...                                   # workers loaded, sockets bound
     notifier.ready(f"serving {model} with {n} workers")
     if notifier.watchdog_interval() is not None:
@@ -83,10 +84,10 @@ class Notifier:
         self._serving_status: str | None = None  # what ready()/status() said: shown again once healthy
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, unset_environment: bool = False) -> Notifier:
-        """The notifier systemd's environment describes (disabled outside systemd).
-        ``unset_environment`` removes the variables from ``os.environ`` so that child processes
-        do not inherit them."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
+        """The notifier systemd's environment describes (disabled outside systemd). The
+        runners' fork server is started without these variables (see
+        :func:`streampi.serving.workers._fork_server`): only the server speaks to systemd."""
         env = os.environ if environ is None else environ
         value = env.get(ENV_SOCKET)
         address = None
@@ -95,11 +96,7 @@ class Notifier:
                 address = socket_address(value)
             except ValueError as exc:
                 log.warning("not notifying systemd: %s", exc)
-        notifier = cls(address, watchdog_usec(env, os.getpid()))
-        if unset_environment and environ is None:
-            for name in (ENV_SOCKET, ENV_WATCHDOG_USEC, ENV_WATCHDOG_PID):
-                os.environ.pop(name, None)
-        return notifier
+        return cls(address, watchdog_usec(env, os.getpid()))
 
     @property
     def enabled(self) -> bool:
@@ -142,7 +139,8 @@ class Notifier:
         return self.notify("STOPPING=1", *_status(status))
 
     def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (a big model loading on a slow card)."""
+        """Ask for more time to start or stop: the server asks for its runners' model load
+        (a big model on a slow card) before it starts them."""
         return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     def watchdog_interval(self) -> float | None:

@@ -1,21 +1,24 @@
-"""Interpreter workers, supervised: one slot per worker index, restarted when it dies.
+"""Workers, supervised: one slot per worker index, its runner restarted when it dies.
 
-A :class:`WorkerSlot` is a thread of the server process pinned to the worker's core(s).
-It takes a batch, preprocesses every frame straight into the batch's input slot (the
-Cython kernel releases the GIL), has the interpreter invoke, and post-processes. Where the
-interpreter lives is the *isolation*:
+Names, used the same everywhere: a *worker* is a :class:`WorkerSlot` (what ``--workers``
+counts and ``streampi ctl workers`` lists), a thread of the server process pinned to the
+worker's core(s). It takes a batch, preprocesses every frame straight into the batch's input
+slot (the Cython kernel releases the GIL), has its *runner* invoke the interpreter, and
+post-processes. Where the runner lives is the *isolation*:
 
-* ``process`` (the default): in a child process (``streampi-w<index>``) started by a fork
-  server. The input slot is shared memory, so a frame is written once, by the kernel, and
-  the child only copies the slot into its interpreter. A crash of the interpreter (a
-  segfaulting delegate, ``abort()``, the OOM killer) kills the child, not the server: the
-  slot notices at once (the process sentinel), reports the batch as lost so that the server
-  can run its frames again, and starts a new process.
-* ``thread``: in the slot thread itself (for platforms without ``fork``/memfd): cheaper by a
-  pipe round trip, but a crash takes the server down.
+* ``process`` (the default): :class:`ProcessRunner`, a process (``streampi-w<index>``,
+  running :mod:`streampi.serving.runner`) started by a fork server. The input slot is shared
+  memory, so a frame is written once, by the kernel, and the runner process only copies the
+  slot into its interpreter. A crash of the interpreter (a segfaulting delegate, ``abort()``,
+  the OOM killer) kills the runner, not the server: the worker notices at once (the process
+  sentinel), reports the batch as lost so that the server can run its frames again, and
+  starts a new runner.
+* ``thread``: :class:`ThreadRunner`, the interpreter in the worker thread itself (for
+  platforms without ``fork``/memfd): cheaper by a pipe round trip, but a crash takes the
+  server down.
 
 The *light path*: a frame that arrives while every worker idles would run on one core with
-the others idle. Each worker therefore also holds a wide interpreter (``light_threads``
+the others idle. Each runner therefore also holds a wide interpreter (``light_threads``
 threads, its helpers pinned to the other cores) and runs a lone frame on it when the server
 says the other workers are idle (``submit(batch, alone=True)``) and none of them got work
 since (:class:`Occupancy`, checked again just before the invoke). When workers are busy
@@ -43,25 +46,23 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ModelConfig
+import streampi
+
+from ..config import ModelConfig, load_config
 from ..decoders import make_decoder
 from ..errors import FrameError, StreampiError
-from ..measure import usable_cores
 from ..model import Model, TensorSpec
 from ..preprocess import Preprocessor
-from . import _child
+from ..runtime_info import usable_cores
+from . import runner as runner_process
+from .options import ISOLATIONS, ServerOptions, process_isolation_available  # noqa: F401 - part of this module's API
 
 log = logging.getLogger("streampi.workers")
 
-ISOLATIONS = ("process", "thread")
 #: a worker that finished a batch, or stayed up this long, is healthy: replaced at once
 HEALTHY_AFTER_S = 10.0
 BACKOFF_MAX_S = 30.0
 LOAD_TIMEOUT_S = 120.0
-
-
-def process_isolation_available() -> bool:
-    return hasattr(os, "memfd_create") and "forkserver" in multiprocessing.get_all_start_methods()
 
 
 @dataclass
@@ -94,6 +95,29 @@ class WorkerSpec:
     #: threads of the wide interpreter that runs a lone frame while the other workers idle;
     #: the light path exists only when this is more than ``threads``
     light_threads: int = 0
+    delegate_errors: tuple[str, ...] = ()  # delegates that failed to load when the model was probed
+    backend_name: str = ""  # the interpreter backend the probe ran on
+
+    @classmethod
+    def from_model(cls, path: Any, opts: ServerOptions, config: ModelConfig | None = None,
+                   overrides: dict[str, Any] | None = None) -> WorkerSpec:
+        """Load ``path`` once (in this process) and describe what every worker will load: a
+        model that cannot be served fails here, with its reason, before any worker starts."""
+        probe = Model(path, backend=opts.backend, delegates=opts.delegates)
+        image_shape = probe.image_input()
+        config = config or load_config(path, **(overrides or {}))
+        decoder = make_decoder(probe.outputs, config)  # a misconfigured decoder fails here, naming the option
+        Preprocessor(image_shape, probe.input.dtype, scale=probe.input.scale, zero_point=probe.input.zero_point,
+                     mean=config.mean, std=config.std, channels=config.channels, resize=config.resize, pad=config.pad)
+        if probe.batch_resizable and probe.batch_size != 1:
+            probe.resize_batch(1)
+        return cls(str(path), config, probe.input, image_shape, tuple(probe.outputs), probe.batch_resizable,
+                   backend=opts.backend, threads=opts.threads, max_batch=opts.max_batch,
+                   delegates=tuple(opts.delegates), invoke_timeout=opts.invoke_timeout,
+                   model_info={"name": probe.name, "sha256": probe.sha256[:12]},
+                   batchable=probe.batch_resizable and decoder.batchable,
+                   light_threads=len(usable_cores()) if opts.light_threads is None else opts.light_threads,
+                   delegate_errors=tuple(probe.delegate_errors), backend_name=str(probe.backend))
 
     @property
     def light_path(self) -> bool:
@@ -108,8 +132,18 @@ class WorkerSpec:
         return [tuple(int(d) for d in o.shape[1:]) for o in self.outputs]
 
 
+@dataclass
+class Handover:
+    """A batch the server handed to a worker: its frames, its number, and when (monotonic
+    seconds): health judges each worker by the age of the batch it holds."""
+
+    jobs: list
+    batch_id: int
+    since: float
+
+
 class WorkerLost(Exception):
-    """The worker process died (or was killed for hanging) while it held a batch."""
+    """The runner process died (or was killed for hanging) while it held a batch."""
 
 
 class WorkerStartError(StreampiError):
@@ -226,21 +260,22 @@ class BandWriters:
         self._todo = []
 
 
-# -- engines: where the interpreter runs ------------------------------------------------------
-class _ThreadEngine:
-    """The interpreter in the slot thread itself."""
+# -- runners: where the interpreter runs ------------------------------------------------------
+class ThreadRunner:
+    """The interpreter in the worker thread itself (``--isolation thread``)."""
 
-    pid = os.getpid()
     threads_used = 0
 
     def __init__(self, spec: WorkerSpec, helpers: list[int] | None = None) -> None:
         self.spec = spec
+        self.pid = os.getpid()
+        self.streampi_file = streampi.__file__
         self.model = Model(spec.model_path, backend=spec.backend, num_threads=spec.threads,
                            delegates=list(spec.delegates))
         self.model.image_input()
         if self.model.batch_resizable:
             self.model.resize_batch(spec.max_batch)
-        self.light = _child.load_light(spec.model_path, spec.backend, spec.light_threads, list(spec.delegates),
+        self.light = runner_process.load_light(spec.model_path, spec.backend, spec.light_threads, list(spec.delegates),
                                        helpers) if spec.light_path else None
         self.delegate_errors = self.model.delegate_errors
 
@@ -271,8 +306,9 @@ class _ThreadEngine:
     kill = stop
 
 
-class _ProcessEngine:
-    """The interpreter in a child process; batches in and out through shared memory."""
+class ProcessRunner:
+    """The interpreter in a runner process (``--isolation process``); batches in and out
+    through shared memory."""
 
     threads_used = 0
 
@@ -281,7 +317,7 @@ class _ProcessEngine:
         self.spec, self._inputs, self._outputs = spec, inputs, outputs
         self._conn, child_conn = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(
-            target=_child.main, name=f"streampi-w{index}", daemon=True,
+            target=runner_process.main, name=f"streampi-w{index}", daemon=True,
             args=(child_conn, index, list(cores) if cores else None, spec.model_path, spec.backend, spec.threads,
                   list(spec.delegates), spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
                   spec.output_shapes, spec.light_threads if spec.light_path else 0, helpers))
@@ -290,7 +326,8 @@ class _ProcessEngine:
         try:
             reduction.send_handle(self._conn, block_fd, self.proc.pid)
             if not connection.wait([self._conn, self.proc.sentinel], LOAD_TIMEOUT_S):
-                raise WorkerStartError(f"worker {index} did not load its model in {LOAD_TIMEOUT_S:.0f} s")
+                raise WorkerStartError(f"the runner of worker {index} did not load its model in "
+                                       f"{LOAD_TIMEOUT_S:.0f} s")
             msg = self._conn.recv() if self._conn.poll() else None
         except (EOFError, OSError) as exc:
             msg = None
@@ -301,9 +338,15 @@ class _ProcessEngine:
             self.kill()
             if msg and msg[0] == "error":
                 raise WorkerStartError(msg[1])
-            raise WorkerStartError(f"worker process {index} died while loading the model "
+            raise WorkerStartError(f"the runner process of worker {index} died while loading the model "
                                    f"(exit code {self.proc.exitcode}) {detail}".strip())
-        self.pid, self.delegate_errors = msg[1], msg[2]
+        self.pid, self.delegate_errors, self.streampi_file = msg[1], msg[2], msg[3]
+        if not same_file(self.streampi_file, streampi.__file__):
+            self.kill()
+            raise WorkerStartError(
+                f"the runner process of worker {index} imported streampi from {self.streampi_file}, but the server "
+                f"imported it from {streampi.__file__}: the runners' fork server found another streampi first "
+                f"(PYTHONPATH changed after the server started?)")
         # the hot path: fixed-size structs on the socket, one poll object for the socket and
         # the process sentinel (multiprocessing's pickles and per-call selector cost twice as much)
         self._fd = self._conn.fileno()
@@ -315,17 +358,17 @@ class _ProcessEngine:
         return self._inputs
 
     def run(self, n: int, wide: bool = False) -> tuple[list[np.ndarray], float]:
-        """As :meth:`_ThreadEngine.run`, in the worker process."""
+        """As :meth:`ThreadRunner.run`, in the runner process."""
         try:
-            os.write(self._fd, _child.REQUEST.pack(n, int(wide)))
+            os.write(self._fd, runner_process.REQUEST.pack(n, int(wide)))
         except OSError as exc:
             raise WorkerLost(f"process {self.pid} is gone ({exc})") from None
         timeout = self.spec.invoke_timeout
         ready = {fd for fd, _ in self._poll.poll(timeout * 1e3 if timeout > 0 else None)}
         if self._fd in ready:
             try:
-                status, threads, infer_ms = _child.REPLY.unpack(_child.read_exact(self._fd, _child.REPLY.size))
-                if status != _child.OK:
+                status, threads, infer_ms = runner_process.REPLY.unpack(runner_process.read_exact(self._fd, runner_process.REPLY.size))
+                if status != runner_process.OK:
                     raise RuntimeError(self._conn.recv_bytes().decode(errors="replace"))
             except (EOFError, OSError):
                 raise WorkerLost(self._death()) from None
@@ -351,9 +394,9 @@ class _ProcessEngine:
         return self.proc.exitcode is None
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Ask the child to exit; kill it if it has not after ``timeout`` seconds."""
+        """Ask the runner process to exit; kill it if it has not after ``timeout`` seconds."""
         try:
-            os.write(self._conn.fileno(), _child.REQUEST.pack(0, 0))
+            os.write(self._conn.fileno(), runner_process.REQUEST.pack(0, 0))
         except (OSError, ValueError):  # gone, or the connection is closed already
             pass
         self.proc.join(timeout)
@@ -366,18 +409,49 @@ class _ProcessEngine:
         self._conn.close()
 
 
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
+
+
 _mp_context: Any = None
+_mp_lock = threading.Lock()
+#: left out of the fork server's environment: systemd's notify socket and watchdog are the
+#: server's alone (a runner must never speak for it)
+_NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def _fork_server() -> Any:
-    """The multiprocessing context worker processes start from: a fork server that has
-    already imported numpy, the interpreter and the child's code, so that a replacement
-    worker starts in milliseconds plus the model's load time."""
+    """The multiprocessing context runner processes start from: a fork server that has
+    already imported numpy, the interpreter and :mod:`streampi.serving.runner`, so that a
+    replacement runner starts in milliseconds plus the model's load time.
+
+    The fork server is a new interpreter (``python -c ...``): it is started here, with
+    ``PYTHONSAFEPATH=1`` (Python 3.11+), so that the working directory is not first on its
+    ``sys.path`` and a ``streampi/`` folder there is not what the runners import. Each runner
+    also reports the streampi it imported in its start-up handshake (every Python version)."""
     global _mp_context
-    if _mp_context is None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["streampi.serving._child"])
-        _mp_context = ctx
+    with _mp_lock:
+        if _mp_context is None:
+            from multiprocessing import forkserver
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["streampi.serving.runner"])
+            saved = {name: os.environ.get(name) for name in ("PYTHONSAFEPATH", *_NOT_INHERITED)}
+            os.environ["PYTHONSAFEPATH"] = "1"
+            for name in _NOT_INHERITED:
+                os.environ.pop(name, None)
+            try:
+                forkserver.ensure_running()
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+            _mp_context = ctx
     return _mp_context
 
 
@@ -395,8 +469,8 @@ _STOP = object()
 
 
 class WorkerSlot(threading.Thread):
-    """Worker ``index``: preprocesses, has its interpreter invoke, post-processes, and
-    restarts the interpreter's process when it dies (at once after a healthy run; with a
+    """Worker ``index``: preprocesses, has its runner invoke, post-processes, and starts a
+    new runner when the runner process dies (at once after a healthy run; with a
     back-off of 1, 2, 4 … 30 s while it keeps dying young: a crash loop).
 
     States (``state``): ``starting``, ``ready``, ``backoff``, ``stopped``.
@@ -417,14 +491,14 @@ class WorkerSlot(threading.Thread):
         self._helpers = helper_cores(self.cores, light_cores if light_cores is not None else usable_cores())
         self._alone = False  # the server said the other workers idle when it gave the batch in hand
         self.light_frames = 0  # frames run on the wide interpreter
-        self.light_in_hand = False  # the batch in hand is being invoked on the wide interpreter
+        self.invoking_wide = False  # the batch in hand is being invoked on the wide interpreter now
         self._emit = emit or (lambda fn, *args: fn(*args))
         self.events = events or Events()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self.start_error: BaseException | None = None
-        self.engine: Any = None
+        self.runner: Any = None
         self.state = "starting"
         self.generation = 0
         self.restarts = 0
@@ -446,18 +520,18 @@ class WorkerSlot(threading.Thread):
         self._bands = BandWriters(band_helpers, self._helpers, self.name) if spec.light_path else None
         if isolation == "process":
             self._block_fd = os.memfd_create(f"streampi-w{index}", getattr(os, "MFD_CLOEXEC", 0))
-            _, _, size = _child.layout(spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
+            _, _, size = runner_process.layout(spec.slots, spec.image_shape, str(np.dtype(spec.input.dtype)),
                                        spec.output_shapes)
             os.ftruncate(self._block_fd, size)
             self._block = mmap.mmap(self._block_fd, size)
-            self._in, self._out = _child.views(self._block, spec.slots, spec.image_shape,
+            self._in, self._out = runner_process.views(self._block, spec.slots, spec.image_shape,
                                                str(np.dtype(spec.input.dtype)), spec.output_shapes)
 
     # -- driven by the server -------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
-        engine = self.engine
-        return getattr(engine, "pid", None) if engine is not None else None
+        runner = self.runner
+        return runner.pid if runner is not None else None
 
     def wait_ready(self, timeout: float = LOAD_TIMEOUT_S + 5) -> None:
         """Block until the first model load finished; raise its error if it failed."""
@@ -479,17 +553,17 @@ class WorkerSlot(threading.Thread):
         self._inbox.put(_STOP)
 
     def kill(self) -> None:
-        """Kill the worker process now (at the end of a stop deadline)."""
-        engine = self.engine
-        if isinstance(engine, _ProcessEngine):
-            engine.kill()
+        """Kill the runner process now (at the end of a stop deadline)."""
+        runner = self.runner
+        if isinstance(runner, ProcessRunner):
+            runner.kill()
 
     # -- the thread ---------------------------------------------------------------------------------
-    def _new_engine(self) -> Any:
+    def _new_runner(self) -> Any:
         self.generation += 1
         if self.isolation == "thread":
-            return _ThreadEngine(self.spec, self._helpers)
-        return _ProcessEngine(self.spec, self.index, self.cores, self._block_fd, self._in, self._out,
+            return ThreadRunner(self.spec, self._helpers)
+        return ProcessRunner(self.spec, self.index, self.cores, self._block_fd, self._in, self._out,
                               _fork_server(), self._helpers)
 
     def _set_state(self, state: str) -> None:
@@ -503,8 +577,8 @@ class WorkerSlot(threading.Thread):
             except OSError:
                 pass
         try:
-            self.engine = self._new_engine()
-            self.delegate_errors = list(self.engine.delegate_errors)
+            self.runner = self._new_runner()
+            self.delegate_errors = list(self.runner.delegate_errors)
         except BaseException as exc:  # reported by wait_ready
             self.start_error = exc
             self.state = "stopped"
@@ -517,8 +591,8 @@ class WorkerSlot(threading.Thread):
         try:
             self._serve()
         finally:
-            if self.engine is not None:
-                self.engine.stop()
+            if self.runner is not None:
+                self.runner.stop()
             if self._bands is not None:
                 self._bands.stop()
             self.state = "stopped"
@@ -529,8 +603,8 @@ class WorkerSlot(threading.Thread):
             try:
                 item = self._inbox.get(timeout=0.2)
             except queue.Empty:
-                if not self.engine.alive():  # died while idle: nothing to re-run, replace it
-                    if not self._replace(self.engine._death()):
+                if not self.runner.alive():  # the runner died while idle: nothing to re-run, replace it
+                    if not self._replace(self.runner._death()):
                         return
                 continue
             if item is _STOP:
@@ -559,9 +633,9 @@ class WorkerSlot(threading.Thread):
             self._emit(self.events.batch_done, self, batch, outcomes)
 
     def _replace(self, reason: str) -> bool:
-        """Start a new interpreter process after a death; False when stopping instead."""
-        log.warning("worker %d (pid %s, generation %d) died: %s", self.index, self.pid, self.generation, reason)
-        self.engine.kill()
+        """Start a new runner after a death; False when stopping instead."""
+        log.warning("the runner of worker %d (pid %s, generation %d) died: %s", self.index, self.pid, self.generation, reason)
+        self.runner.kill()
         young = self._batches_this_run == 0 and time.monotonic() - self.started < HEALTHY_AFTER_S
         self._failures = self._failures + 1 if young else 0
         while not self._stopping.is_set():
@@ -574,15 +648,15 @@ class WorkerSlot(threading.Thread):
                     return False
             self._set_state("starting")
             try:
-                self.engine = self._new_engine()
+                self.runner = self._new_runner()
             except WorkerStartError as exc:
                 self._failures += 1
-                log.error("worker %d could not start (generation %d): %s", self.index, self.generation, exc)
+                log.error("the runner of worker %d could not start (generation %d): %s", self.index, self.generation, exc)
                 continue
             self.restarts += 1
             self.started = time.monotonic()
             self._batches_this_run = 0
-            log.info("worker %d restarted: pid %s, generation %d", self.index, self.pid, self.generation)
+            log.info("worker %d has a new runner: pid %s, generation %d", self.index, self.pid, self.generation)
             self._set_state("ready")
             return True
         return False
@@ -612,7 +686,7 @@ class WorkerSlot(threading.Thread):
         outcomes = [Outcome() for _ in batch]
         good: list[int] = []
         transforms: dict[int, Any] = {}  # how each frame maps to the input (boxes go back through it)
-        view = self.engine.inputs(len(batch))
+        view = self.runner.inputs(len(batch))
         # a lone frame while the other workers idle: its kernel may use their cores too
         light = (self._alone and len(batch) == 1 and self._bands is not None and self._bands.helpers > 0
                  and not self.occupancy.others_busy(self))
@@ -644,9 +718,9 @@ class WorkerSlot(threading.Thread):
         wide = (self._alone and len(good) == 1 and self.spec.light_path
                 and not self.occupancy.others_busy(self))
         t_run = time.perf_counter()
-        self.light_in_hand = wide
+        self.invoking_wide = wide
         try:  # (the good frames are at the front of the input slots)
-            outputs, infer_ms = self.engine.run(len(good), wide)
+            outputs, infer_ms = self.runner.run(len(good), wide)
         except WorkerLost:
             raise
         except Exception as exc:  # the interpreter failed on this batch
@@ -655,10 +729,10 @@ class WorkerSlot(threading.Thread):
                 outcomes[k].error = ("internal", f"worker {self.index} failed: {type(exc).__name__}: {exc}")
             return outcomes
         finally:
-            self.light_in_hand = False
+            self.invoking_wide = False
         # the worker process's share beyond invoke: the pipe round trip and the copies in and out
         handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
-        threads = self.engine.threads_used
+        threads = self.runner.threads_used
         if threads > self.spec.threads:
             self.light_frames += 1
         for pos, k in enumerate(good):

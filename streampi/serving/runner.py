@@ -1,4 +1,7 @@
-"""The main function of a worker process: load the model, then invoke on request.
+"""The main function of a runner process: load the model, then invoke on request.
+
+A worker (:class:`~streampi.serving.workers.WorkerSlot`, a thread of the server) runs its
+interpreter here with ``--isolation process``.
 
 The server process writes each batch's input tensor into shared memory (a memfd it hands
 over once, mapped here too) and sends the batch size over a socket pair; this process
@@ -17,7 +20,9 @@ thread is pinned to the *other* cores, and this thread is pinned back to its own
 Requests and replies on the hot path are fixed-size structs written straight to the socket
 (:data:`REQUEST`, :data:`REPLY`), not pickles: a round trip costs about half as much.
 
-Kept small and free of server imports so that the fork server preloads it cheaply.
+Kept small and free of server imports so that the fork server preloads it cheaply. The
+start-up handshake says where this process imported streampi from: the server refuses a runner
+that runs other code than its own.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from multiprocessing import reduction
 from typing import Any
 
 import numpy as np
+
+import streampi
 
 from ..model import Model
 
@@ -48,9 +55,9 @@ def set_process_name(name: str) -> None:
         pass
 
 
-#: server → worker: frames in the batch (0: exit), 1 to run it on the wide interpreter
+#: worker → runner: frames in the batch (0: exit), 1 to run it on the wide interpreter
 REQUEST = struct.Struct("<ii")
-#: worker → server: status (0 ok, 1 error: a message follows as one ``send_bytes``),
+#: runner → worker: status (0 ok, 1 error: a message follows as one ``send_bytes``),
 #: interpreter threads of the invoke, invoke milliseconds
 REPLY = struct.Struct("<iid")
 OK, ERROR = 0, 1
@@ -146,7 +153,7 @@ def main(conn: Any, index: int, cores: list[int] | None, model_path: str, backen
     except BaseException as exc:  # reported to the server, which decides what to do
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid(), model.delegate_errors))
+    conn.send(("ready", os.getpid(), model.delegate_errors, streampi.__file__))
     sock = conn.fileno()
     while True:
         try:
