@@ -63,9 +63,10 @@ import numpy as np
 from streampi import protocol
 from streampi.client import Producer, Subscriber
 from streampi.config import load_config
-from streampi.measure import back_to_back, invoke_ms, ready, stage_ms, usable_cores
+from streampi.measure import back_to_back, invoke_ms, ready, stage_ms
 from streampi.model import Model, resolve_model
 from streampi.preprocess import Preprocessor
+from streampi.runtime_info import usable_cores
 from streampi.synthetic import ShapesGenerator
 from streampi.testing import start_server, wait_subscribed
 from streampi.tools import loadtest

@@ -45,8 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from streampi.client import Producer, Subscriber
-from streampi.measure import pipeline_ceiling, usable_cores
+from streampi.measure import pipeline_ceiling
 from streampi.model import resolve_model
+from streampi.runtime_info import usable_cores
 from streampi.testing import start_server, wait_subscribed
 from streampi.tools.loadtest import make_frames, run_load
 

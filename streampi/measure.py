@@ -17,7 +17,8 @@ from .errors import ModelError
 from .model import Model
 from .runtime_info import usable_cores
 
-__all__ = ["back_to_back", "back_to_back_fps", "invoke_ms", "ready", "usable_cores"]
+__all__ = ["back_to_back", "back_to_back_fps", "ceiling", "invoke_ms", "pipeline_ceiling", "ready", "rss_bytes",
+           "runtime_report", "stage_ms"]
 
 
 def rss_bytes() -> int | None:

@@ -8,13 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-import time
 from typing import Any
 
-import zmq
-
-from .client import Subscriber
-from .serving.launch import start_server
+from .serving.launch import start_server, wait_subscribed
 from .serving.options import ServerOptions
 from .serving.server import Server
 
@@ -85,44 +81,3 @@ class ServerThread:
     @property
     def stats(self):
         return self.server.stats
-
-
-def wait_subscribed(sub: Subscriber, frames_endpoint: str, timeout: float = 10.0) -> None:
-    """Block until ``sub`` receives results (ZeroMQ's PUB drops messages sent before a
-    subscription has reached it): sends malformed probes, answered on ``_errors``.
-    ``frames_endpoint`` may be either frame endpoint: a probe goes through a PUSH (v1) and
-    a DEALER (v1.1), and only the one of the matching kind gets through."""
-    ctx = zmq.Context.instance()
-    push, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
-    for sock in (push, dealer):
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 16)
-        sock.connect(frames_endpoint)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for sock, parts in ((push, [b"\xc1probe"]), (dealer, [b"frame", b"\xc1probe"])):  # 0xc1: never msgpack
-                try:
-                    sock.send_multipart(parts, zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
-            try:
-                while True:
-                    r = sub.recv(timeout=0.1)
-                    if r.get("stream") == "_errors":
-                        _drain(sub)
-                        return
-            except TimeoutError:
-                continue
-        raise TimeoutError("the subscriber never received a result")
-    finally:
-        push.close()
-        dealer.close()
-
-
-def _drain(sub: Subscriber) -> None:
-    try:
-        while True:
-            sub.recv(timeout=0.2)
-    except TimeoutError:
-        pass

@@ -86,10 +86,18 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """The package modules ``path`` imports, at module level or inside functions."""
+    """The package modules ``path`` imports, at module level or inside functions (not those
+    imported for type annotations alone)."""
     is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text())
+    # imports under `if TYPE_CHECKING:` are for annotations only: they never run
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

@@ -16,7 +16,7 @@ from helpers import FRAME, assert_exactly_once, collect_until, frame_results, wa
 from helpers import wait_holder as _wait_holder
 
 from streampi.client import Producer, Subscriber
-from streampi.measure import usable_cores
+from streampi.runtime_info import usable_cores
 from streampi.serving import ServerOptions
 from streampi.serving.workers import Occupancy, helper_cores
 from streampi.testing import ServerThread, wait_subscribed

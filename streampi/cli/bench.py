@@ -262,10 +262,10 @@ def run(args: argparse.Namespace) -> int:
         raise StreampiError("--rate and --warmup must be ≥ 0 and --seconds > 0")
     if args.shared_memory and args.protocol != "1.1":
         raise StreampiError("--shared-memory needs --protocol 1.1 (the rings come with the credit)")
-    from ..measure import ceiling, pipeline_ceiling, usable_cores
+    from ..measure import ceiling, pipeline_ceiling
     from ..model import resolve_model
-    from ..runtime_info import describe_runtime, summary_line
-    from ..testing import start_server
+    from ..runtime_info import describe_runtime, summary_line, usable_cores
+    from ..serving.launch import start_server
     from ..tools.loadtest import plot, run_baseline, run_load
 
     w, h = args.size

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..client import Producer, Subscriber
+from ..serving.launch import start_server, wait_subscribed
 from ..synthetic import LABELS, ScenesGenerator, ShapesGenerator
-from ..testing import start_server
 
 DETECTION_KINDS = ("yolo", "ssd_postprocess", "anchors")
 
@@ -81,6 +81,7 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
         f"frames in at {info['bind']}, results at {info['publish']}")
     report = DemoReport()
     sub = Subscriber(info["publish"])
+    wait_subscribed(sub, info["credit_bind"])  # results published before the subscription arrives are lost
     stop_rx = threading.Event()
 
     def receive() -> None:
@@ -102,7 +103,6 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
         gen = ShapesGenerator(seed=int(time.time()))
         pool = [gen.frame(*size) for _ in range(64)]
     prods = [Producer(info["credit_bind"], stream=f"demo{i}") for i in range(streams)]
-    time.sleep(0.5)  # let the subscription reach the publisher before the first result
     out(f"sending {streams} streams of {size[0]}×{size[1]} RGB frames at {fps:g} fps each for {seconds:g} s …")
     t0 = time.time()
     interval = 1.0 / fps

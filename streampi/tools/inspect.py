@@ -21,9 +21,9 @@ import numpy as np
 from ..backends import Backend, available_backends, get_backend
 from ..config import embedded_labels, load_config, sidecar_path
 from ..errors import ModelError, ModelFileError, StreampiError
-from ..measure import back_to_back_fps, invoke_ms, ready, rss_bytes, runtime_report, usable_cores
+from ..measure import back_to_back_fps, invoke_ms, ready, rss_bytes, runtime_report
 from ..model import Model, check_tflite_file
-from ..runtime_info import backend_notes, describe_runtime, summary_line
+from ..runtime_info import backend_notes, describe_runtime, summary_line, usable_cores
 from ..units import format_bytes
 
 

@@ -39,8 +39,8 @@ import numpy as np
 
 from ..config import ModelConfig, load_config
 from ..errors import FrameError, ModelError, StreampiError
-from ..measure import usable_cores
 from ..model import Model, check_tflite_file, resolve_model
+from ..runtime_info import usable_cores
 from ..sources import Frame, open_source
 from ..units import format_bytes
 
