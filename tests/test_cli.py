@@ -190,6 +190,6 @@ def test_help_states_each_default_once():
     for verb in VERBS:
         text = sub.choices[verb].format_help()
         assert "(default: None)" not in text and "(default: [])" not in text, verb
-        # one option's help is the text between two option lines; none says "default" twice
+        # one option's help is the text between two option lines; none states its default twice
         for chunk in re.split(r"\n  (?=-)", text):
-            assert chunk.count("default") <= 1, (verb, chunk)
+            assert chunk.count("default:") <= 1, (verb, chunk)

@@ -12,10 +12,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..backends import BACKEND_NAMES
 from ..units import parse_delegate_spec, parse_size_text
 
 #: the ``--backend`` choices of every verb that loads a model
-BACKENDS = ("litert", "tflite_runtime", "tensorflow")
+BACKENDS = BACKEND_NAMES
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -80,6 +81,33 @@ def non_negative_int(text: str) -> int:
     return v
 
 
+def bounded(kind: type, *, minimum: float | None = None, above: float | None = None,
+            maximum: float | None = None) -> Any:
+    """An argument type: ``kind`` (int or float) within the bounds, each message saying which."""
+    def convert(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if minimum is not None and not v >= minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        if above is not None and not v > above:
+            raise argparse.ArgumentTypeError(f"must be > {above}, got {text}")
+        if maximum is not None and not v <= maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}")
+        return v
+
+    convert.__name__ = kind.__name__
+    convert.__annotations__ = {"text": str, "return": kind}  # the configuration file reads its TOML type here
+    return convert
+
+
+def endpoint_or_none(text: str) -> str | None:
+    """A ZeroMQ endpoint, or ``none`` (any case): that socket is not bound."""
+    return None if text.strip().lower() == "none" else text
+
+
 def size_bytes(text: str) -> int:
     """'2G', '512M', '1.5G' → bytes."""
     try:
@@ -123,7 +151,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+        nothing = action.default is None or action.default is False or action.default == [] \
+            or action.default is argparse.SUPPRESS
+        if "default:" in text or "%(default)" in text or nothing or not action.option_strings:
             return text
         return super()._get_help_string(action)
 

@@ -7,86 +7,94 @@ import dataclasses
 import json
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..protocol import Limits
+from ..serving.options import GROUPS, ServerOptions
 from ._argtypes import (
-    BACKENDS,
     DefaultsHelpFormatter,
     add_decoder_arguments,
     add_model_config_arguments,
+    bounded,
     delegate,
-    positive_float,
+    endpoint_or_none,
     positive_int,
     size_bytes,
 )
 
 FORMATTER = DefaultsHelpFormatter
+#: the value types of ServerOptions' fields, resolved once (the module's annotations are strings)
+_TYPES = typing.get_type_hints(ServerOptions)
+# (an endpoint stays text here, "none" included, as --print-config writes it; none → None below)
+_KIND_TYPES = {"size": size_bytes, "endpoint": None, "delegate": delegate, "policy": None}
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def _dest(f: dataclasses.Field) -> str:
+    return _flag(f)[2:].replace("-", "_")
+
+
+def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
+    """One field of ServerOptions as the flag its metadata describes."""
+    md = f.metadata
+    kw: dict = {"help": md["help"], "dest": _dest(f)}
+    if md.get("negate"):
+        group.add_argument(_flag(f), action="store_true", **kw)
+        return
+    kind = md.get("kind")
+    if kind in ("delegate", "policy"):  # repeatable
+        kw.update(action="append", default=[])
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+        if kind == "size" and default % 2**20 == 0:
+            default = f"{default // 2**20}M"  # shown (and converted) as a person writes it
+        kw["default"] = default
+    if kind in _KIND_TYPES:
+        kw["type"] = _KIND_TYPES[kind]
+    else:
+        value_type = next((t for t in typing.get_args(_TYPES[f.name]) if t is not type(None)), _TYPES[f.name])
+        if value_type in (int, float):
+            kw["type"] = bounded(value_type, minimum=md.get("minimum"), above=md.get("above"),
+                                 maximum=md.get("maximum"))
+    if "choices" in md and kind != "policy":  # a policy is checked with its STREAM= part
+        kw["choices"] = md["choices"]
+    if "metavar" in md:
+        kw["metavar"] = md["metavar"]
+    group.add_argument(_flag(f), **kw)
+
+
+def add_option_group(p: argparse.ArgumentParser, group: str) -> argparse._ArgumentGroup:
+    """The flags of every field of ServerOptions in ``group`` (the limits: one per field of Limits)."""
+    g = p.add_argument_group(GROUPS[group])
+    for f in dataclasses.fields(ServerOptions):
+        if f.metadata.get("group") != group:
+            continue
+        if f.name == "limits":
+            for lf in dataclasses.fields(Limits):
+                g.add_argument("--" + lf.name.replace("_", "-"), type=positive_int, default=lf.default, metavar="N",
+                               help=lf.metadata["help"])
+        else:
+            _add_option(g, f)
+    return g
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default="shapes_int8", help="a .tflite file or a bundled model's name")
-    g = p.add_argument_group("sockets")
-    g.add_argument("--bind", default="tcp://127.0.0.1:5555",
-                   help="endpoint of the PULL socket for protocol v1 frames (PUSH producers, no flow control)")
-    g.add_argument("--credit-bind", default="tcp://127.0.0.1:5558",
-                   help="endpoint of the ROUTER socket for protocol v1.1 frames (credit-based flow control; "
-                        "streampi's Producer speaks it by default; 'none' to disable)")
-    g.add_argument("--no-shared-memory", action="store_true",
-                   help="hand v1.1 producers on this machine no shared-memory ring: their raw frames come over "
-                        "the wire (docs/protocol.md, 'Shared memory')")
-    g.add_argument("--publish", default="tcp://127.0.0.1:5556", help="endpoint of the PUB socket for results")
-    g.add_argument("--recv-hwm", type=positive_int, default=64,
-                   help="v1 frames ZeroMQ buffers per producer before that producer blocks")
-    g.add_argument("--control", default="tcp://127.0.0.1:5557",
-                   help="endpoint of the control socket for `streampi ctl` ('none' to disable)")
-    g.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics over HTTP on this port (0: any free port; default: off)")
-    g.add_argument("--metrics-bind", default="127.0.0.1", metavar="ADDRESS",
-                   help="address of the metrics endpoint (loopback unless you say otherwise)")
-    g = p.add_argument_group("scheduling")
-    g.add_argument("--workers", type=positive_int, default=None, help="interpreter instances (default: usable cores)")
-    g.add_argument("--threads", type=positive_int, default=1, help="threads per interpreter")
-    g.add_argument("--light-threads", type=int, default=None, metavar="N",
-                   help="threads of each worker's wide interpreter, which runs a lone frame while the other "
-                        "workers idle (default: every usable core; 0: off)")
-    g.add_argument("--max-batch", type=positive_int, default=4, help="largest micro-batch")
-    g.add_argument("--max-delay-ms", type=float, default=0.0,
-                   help="how long the oldest frame may wait for a batch to fill (0: run as soon as a worker is free)")
-    g.add_argument("--policy", action="append", default=[], metavar="POLICY|STREAM=POLICY",
-                   help="latest (a newer frame replaces a waiting one) or queue (every frame, in order); "
-                        "repeat with STREAM=POLICY for one stream (default: latest)")
-    g.add_argument("--queue-size", type=positive_int, default=32, help="frames a queue-policy stream may hold")
-    g.add_argument("--credit", type=int, default=0, metavar="N",
-                   help="frames a v1.1 producer may have in flight (0: workers + 1 for latest streams, "
-                        "queue-size for queue streams)")
-    g.add_argument("--max-streams", type=positive_int, default=256, help="streams with frames waiting, at most")
-    g.add_argument("--max-frame-memory", type=size_bytes, default="256M", metavar="SIZE",
-                   help="bytes of frames the server may hold (waiting or running, e.g. 256M; 0: no budget); "
-                        "frames past it are answered 'overloaded'")
-    g.add_argument("--no-pin", action="store_true", help="do not pin workers to cores")
-    g.add_argument("--backend", choices=BACKENDS, default=None)
-    g.add_argument("--delegate", type=delegate, action="append", default=[], metavar="PATH[:key=value,...]",
-                   help="load a delegate library in every worker (repeatable); the CPU runs the model if it fails")
-    g = p.add_argument_group("supervision")
-    g.add_argument("--isolation", choices=["process", "thread"], default="process",
-                   help="run each interpreter in its own process (a crash is survived) or in a thread of the server")
-    g.add_argument("--invoke-timeout", type=positive_float, default=10.0, metavar="SECONDS",
-                   help="kill and replace a worker process stuck this long in one batch (process isolation)")
-    g.add_argument("--stop-timeout", type=positive_float, default=5.0, metavar="SECONDS",
-                   help="at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'")
-    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    add_option_group(p, "sockets")
+    add_option_group(p, "scheduling")
+    g = add_option_group(p, "supervision")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="the least important messages logged")
     g = add_model_config_arguments(p)
     g.add_argument("--top-k", type=int)
     add_decoder_arguments(p)
-    g = p.add_argument_group("authentication (CurveZMQ, see docs/security.md)")
-    g.add_argument("--curve-secret", metavar="SERVER.key_secret", help="this server's secret certificate")
-    g.add_argument("--curve-clients", metavar="DIR", help="directory of the public certificates (*.key) allowed in")
-    g = p.add_argument_group("limits on untrusted input (docs/protocol.md)")
-    for f in dataclasses.fields(Limits):
-        g.add_argument("--" + f.name.replace("_", "-"), type=positive_int, default=f.default, metavar="N",
-                       help=f.metadata["help"])
+    add_option_group(p, "authentication")
+    add_option_group(p, "limits")
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
     p.add_argument("--log-json", action="store_true", help="log JSON lines (ts, level, logger, message) to stderr")
     p.add_argument("--config", type=Path, metavar="FILE",
@@ -96,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
-    default, per_stream = "latest", {}
+    default, per_stream = ServerOptions.policy, {}
     for v in values:
         if "=" in v:
             stream, pol = v.split("=", 1)
@@ -106,9 +114,28 @@ def _policies(values: Sequence[str]) -> tuple[str, dict[str, str]]:
     return default, per_stream
 
 
+def options_from_arguments(args: argparse.Namespace) -> ServerOptions:
+    """The ServerOptions the parsed flags say (checked when the server starts)."""
+    values: dict = {}
+    for f in dataclasses.fields(ServerOptions):
+        if "help" not in f.metadata:
+            continue
+        if f.name == "limits":
+            values["limits"] = Limits(**{lf.name: getattr(args, lf.name) for lf in dataclasses.fields(Limits)})
+        elif f.metadata.get("kind") == "policy":
+            values["policy"], values["stream_policies"] = _policies(getattr(args, _dest(f)))
+        elif f.metadata.get("negate"):
+            values[f.name] = not getattr(args, _dest(f))
+        elif f.metadata.get("kind") == "endpoint":
+            values[f.name] = endpoint_or_none(getattr(args, _dest(f)))
+        else:
+            values[f.name] = getattr(args, _dest(f))
+    return ServerOptions(**values)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import logs
-    from ..serving import Server, ServerOptions
+    from ..serving import Server
     from . import config_file
     from ._argtypes import decoder_overrides
 
@@ -116,20 +143,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(config_file.dumps(args))
         return 0
 
-    policy, per_stream = _policies(args.policy)
-    opts = ServerOptions(bind=args.bind, publish=args.publish, credit=args.credit,
-                         credit_bind=None if args.credit_bind.lower() == "none" else args.credit_bind,
-                         workers=args.workers, threads=args.threads, light_threads=args.light_threads,
-                         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, policy=policy,
-                         stream_policies=per_stream, queue_size=args.queue_size, max_streams=args.max_streams,
-                         recv_hwm=args.recv_hwm, pin=not args.no_pin, backend=args.backend,
-                         delegates=args.delegate, isolation=args.isolation, invoke_timeout=args.invoke_timeout,
-                         stop_timeout=args.stop_timeout, max_frame_memory=args.max_frame_memory,
-                         control=None if args.control.lower() == "none" else args.control,
-                         metrics_port=args.metrics_port, metrics_bind=args.metrics_bind,
-                         curve_secret=args.curve_secret, curve_clients=args.curve_clients,
-                         shared_memory=not args.no_shared_memory,
-                         limits=Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}))
+    opts = options_from_arguments(args)
     logs.setup(args.log_level, json=args.log_json)
     from ..auth import warn_if_exposed
 

@@ -1,4 +1,10 @@
-"""Everything ``streampi serve`` can set, checked in one place.
+"""Everything ``streampi serve`` can set, defined and checked in one place.
+
+Each field of :class:`ServerOptions` carries what ``streampi serve`` shows of it: its help, its
+group, its bounds and, where the flag is not the field's name, the flag. ``streampi serve``'s
+flags and the keys of its TOML configuration file are derived from these fields
+(:func:`streampi.cli.serve.add_arguments`), so that an option is written once: a new field
+with a help text is a new flag and a new key.
 
 Light on purpose: importing it (the command line's ``--help``, a config file check) loads
 neither an interpreter nor the compiled kernels.
@@ -8,8 +14,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
+from ..backends import BACKEND_NAMES
 from ..protocol import Limits
 from .scheduler import POLICIES
 
@@ -21,67 +29,117 @@ def process_isolation_available() -> bool:
     return hasattr(os, "memfd_create") and "forkserver" in multiprocessing.get_all_start_methods()
 
 
+#: the groups of ``streampi serve --help``, in order
+GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supervision",
+          "authentication": "authentication (CurveZMQ, see docs/security.md)",
+          "limits": "limits on untrusted input (docs/protocol.md)"}
+
+
+def option(default: Any = MISSING, *, help: str, group: str, factory: Any = MISSING, **flag: Any) -> Any:
+    """A field of :class:`ServerOptions` that is also a flag of ``streampi serve``.
+
+    ``flag`` may say: ``flag`` (the flag when it is not ``--field-name``), ``negate`` (a switch
+    that turns the field off: ``--no-pin``), ``minimum`` / ``above`` / ``maximum`` (bounds,
+    inclusive / exclusive / inclusive), ``choices``, ``metavar``, and ``kind`` for values written
+    in a form of their own: ``size`` (``256M``), ``endpoint`` (``none`` turns it off),
+    ``delegate`` (``PATH[:key=value,...]``, repeatable), ``policy`` (``POLICY`` or
+    ``STREAM=POLICY``, repeatable: sets ``policy`` and ``stream_policies``)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    metadata = {"help": help, "group": group, **flag}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class ServerOptions:
     """Everything ``streampi serve`` can set (see ``streampi serve --help``)."""
 
-    bind: str = "tcp://127.0.0.1:5555"  # protocol v1: PUSH producers (no flow control)
-    credit_bind: str | None = "tcp://127.0.0.1:5558"  # protocol v1.1: DEALER producers with credit; None: off
-    credit: int = 0  # frames a v1.1 producer may have in flight; 0: workers + 1 (latest), queue-size (queue)
-    publish: str = "tcp://127.0.0.1:5556"
-    control: str | None = "tcp://127.0.0.1:5557"
-    workers: int | None = None
-    threads: int = 1
-    light_threads: int | None = None  # a lone frame while the other workers idle: None every core, 0 off
-    max_batch: int = 4
-    max_delay_ms: float = 0.0
-    policy: str = "latest"
-    stream_policies: dict[str, str] = field(default_factory=dict)
-    queue_size: int = 32
-    max_streams: int = 256
-    recv_hwm: int = 64
+    # -- sockets
+    bind: str = option("tcp://127.0.0.1:5555", group="sockets", help=(
+        "endpoint of the PULL socket for protocol v1 frames (PUSH producers, no flow control)"))
+    credit_bind: str | None = option("tcp://127.0.0.1:5558", group="sockets", kind="endpoint", help=(
+        "endpoint of the ROUTER socket for protocol v1.1 frames (credit-based flow control; streampi's Producer "
+        "speaks it by default; 'none' to disable)"))
+    shared_memory: bool = option(True, group="sockets", flag="--no-shared-memory", negate=True, help=(
+        "hand v1.1 producers on this machine no shared-memory ring: their raw frames come over the wire "
+        "(docs/protocol.md, 'Shared memory')"))
+    publish: str = option("tcp://127.0.0.1:5556", group="sockets", help="endpoint of the PUB socket for results")
+    recv_hwm: int = option(64, group="sockets", minimum=1, help=(
+        "v1 frames ZeroMQ buffers per producer before that producer blocks"))
+    control: str | None = option("tcp://127.0.0.1:5557", group="sockets", kind="endpoint", help=(
+        "endpoint of the control socket for `streampi ctl` ('none' to disable)"))
+    metrics_port: int | None = option(None, group="sockets", minimum=0, maximum=65535, metavar="PORT", help=(
+        "serve Prometheus metrics over HTTP on this port (0: any free port; default: off)"))
+    metrics_bind: str = option("127.0.0.1", group="sockets", metavar="ADDRESS", help=(
+        "address of the metrics endpoint (loopback unless you say otherwise)"))
+    # -- scheduling
+    workers: int | None = option(None, group="scheduling", minimum=1, help=(
+        "workers, each an interpreter instance (default: one per usable core)"))
+    threads: int = option(1, group="scheduling", minimum=1, help="threads per interpreter")
+    light_threads: int | None = option(None, group="scheduling", minimum=0, metavar="N", help=(
+        "threads of each worker's wide interpreter, which runs a lone frame while the other workers idle "
+        "(default: every usable core; 0: off)"))
+    max_batch: int = option(4, group="scheduling", minimum=1, help="largest micro-batch")
+    max_delay_ms: float = option(0.0, group="scheduling", minimum=0, help=(
+        "how long the oldest frame may wait for a batch to fill (0: run as soon as a worker is free)"))
+    policy: str = option("latest", group="scheduling", kind="policy", metavar="POLICY|STREAM=POLICY",
+                         choices=POLICIES, help=(
+        "latest (a newer frame replaces a waiting one) or queue (every frame, in order); repeat with "
+        "STREAM=POLICY for one stream (default: latest)"))
+    stream_policies: dict[str, str] = field(default_factory=dict)  # set by the same flag, STREAM=POLICY
+    queue_size: int = option(32, group="scheduling", minimum=1, help="frames a queue-policy stream may hold")
+    credit: int = option(0, group="scheduling", minimum=0, metavar="N", help=(
+        "frames a v1.1 producer may have in flight (0: workers + 1 for latest streams, queue-size for queue "
+        "streams)"))
+    max_streams: int = option(256, group="scheduling", minimum=1, help="streams with frames waiting, at most")
+    max_frame_memory: int = option(256 * 2**20, group="scheduling", kind="size", minimum=0, metavar="SIZE", help=(
+        "bytes of frames the server may hold (waiting or running, e.g. 256M; 0: no budget); frames past it are "
+        "answered 'overloaded'"))
+    pin: bool = option(True, group="scheduling", flag="--no-pin", negate=True, help="do not pin workers to cores")
+    backend: str | None = option(None, group="scheduling", choices=BACKEND_NAMES, help=(
+        "the interpreter package (default: the first installed of " + ", ".join(BACKEND_NAMES) + ")"))
+    delegates: list[tuple[str, dict]] = option(group="scheduling", factory=list, flag="--delegate", kind="delegate",
+                                               metavar="PATH[:key=value,...]", help=(
+        "load a delegate library in every worker (repeatable); the CPU runs the model if it fails"))
+    # -- supervision
+    isolation: str = option("process", group="supervision", choices=ISOLATIONS, help=(
+        "run each interpreter in a runner process of its own (a crash is survived) or in a thread of the server"))
+    invoke_timeout: float = option(10.0, group="supervision", above=0, metavar="SECONDS", help=(
+        "kill and replace a runner process stuck this long in one batch (process isolation)"))
+    stop_timeout: float = option(5.0, group="supervision", above=0, metavar="SECONDS", help=(
+        "at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'"))
+    # -- authentication
+    curve_secret: str | None = option(None, group="authentication", metavar="SERVER.key_secret", help=(
+        "this server's secret certificate: CurveZMQ on every socket"))
+    curve_clients: str | None = option(None, group="authentication", metavar="DIR", help=(
+        "directory of the public certificates (*.key) allowed in"))
+    # -- limits: one flag per field of Limits
+    limits: Limits = option(group="limits", factory=Limits, help="bounds on what one frame message may hold")
+    # not a flag: results ZeroMQ may queue for a slow subscriber before it drops them (benchmarks raise it)
     send_hwm: int = 100_000
-    pin: bool = True
-    backend: str | None = None
-    delegates: list[tuple[str, dict]] = field(default_factory=list)  # (library, options); CPU if it fails
-    limits: Limits = field(default_factory=Limits)
-    isolation: str = "process"
-    invoke_timeout: float = 10.0
-    stop_timeout: float = 5.0
-    max_frame_memory: int = 256 * 2**20  # bytes of frames held (waiting or running); past it: overloaded. 0: none
-    metrics_port: int | None = None  # Prometheus endpoint; None: off
-    curve_secret: str | None = None  # the server's NAME.key_secret (streampi.auth): CurveZMQ on every socket
-    curve_clients: str | None = None  # directory of the allowed clients' NAME.key
-    metrics_bind: str = "127.0.0.1"
-    shared_memory: bool = True  # hand v1.1 producers on this machine that ask a shared-memory ring for their frames
 
     def check(self) -> None:
+        """Raise ValueError naming the option (as its flag says it) whose value is out of bounds."""
+        for f in fields(self):
+            bounds = f.metadata
+            value = getattr(self, f.name)
+            if value is None or "help" not in bounds or f.name in ("policy", "limits"):
+                continue
+            name = bounds.get("flag", "--" + f.name.replace("_", "-"))[2:]
+            if "choices" in bounds and value not in bounds["choices"]:
+                raise ValueError(f"{name} must be one of {', '.join(bounds['choices'])}, got {value!r}")
+            if "minimum" in bounds and value < bounds["minimum"]:
+                raise ValueError(f"{name} must be >= {bounds['minimum']}, got {value}")
+            if "above" in bounds and not value > bounds["above"]:
+                raise ValueError(f"{name} must be > {bounds['above']}, got {value}")
+            if "maximum" in bounds and value > bounds["maximum"]:
+                raise ValueError(f"{name} must be <= {bounds['maximum']}, got {value}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         for stream, pol in self.stream_policies.items():
             if pol not in POLICIES:
                 raise ValueError(f"policy of stream {stream!r} must be one of {POLICIES}, got {pol!r}")
-        for name in ("threads", "max_batch", "queue_size", "max_streams", "recv_hwm"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.light_threads is not None and self.light_threads < 0:
-            raise ValueError(f"light-threads must be >= 0 (0: off), got {self.light_threads}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.max_delay_ms < 0:
-            raise ValueError(f"max-delay-ms must be >= 0, got {self.max_delay_ms}")
-        if self.isolation not in ISOLATIONS:
-            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")
-        if not self.invoke_timeout > 0:
-            raise ValueError(f"invoke-timeout must be > 0 seconds, got {self.invoke_timeout}")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics-port must be a TCP port (0 for any free one), got {self.metrics_port}")
-        if self.credit < 0:
-            raise ValueError(f"credit must be >= 0 (0: workers + 1 for latest streams, queue-size for queue "
-                             f"streams), got {self.credit}")
-        if self.max_frame_memory < 0:
-            raise ValueError(f"max-frame-memory must be >= 0 bytes (0: no budget), got {self.max_frame_memory}")
-        if not self.stop_timeout > 0:
-            raise ValueError(f"stop-timeout must be > 0 seconds, got {self.stop_timeout}")
