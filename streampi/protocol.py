@@ -143,6 +143,11 @@ def _builtin(obj: Any) -> Any:
 #: bytes as bin, the smallest int and float64), so that the clients need no second codec.
 _pack = msgspec.msgpack.Encoder(enc_hook=_builtin).encode
 
+
+def pack(obj: Any) -> bytes:
+    """``obj`` packed as every streampi message is (the control socket's replies use it too)."""
+    return _pack(obj)
+
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = _short_repr.maxother = 40
 _short_repr.maxlevel = 2

@@ -79,3 +79,32 @@ def test_a_worker_holding_its_batch_past_the_invoke_timeout_is_reported_by_its_o
     assert [w["holding"] for w in workers] == [[["b", 1]], []]
     assert not health["healthy"]
     assert len(health["problems"]) == 1 and health["problems"][0].startswith("worker 0 has held a batch for ")
+
+
+def test_a_bad_control_request_is_answered_with_the_reason_and_the_server_goes_on():
+    """What `streampi ctl` would never send, sent by hand over a real REQ socket: each gets an
+    answer that says what was wrong, and health is still answered after them."""
+    import msgpack  # the test's own codec
+    import zmq
+
+    bad = [(b"\xc1 not msgpack", "bad request: not msgpack"),
+           (msgpack.packb([1, 2, 3]), "unknown command"),
+           (msgpack.packb({"cmd": "explode"}), "unknown command; expected one of: health, workers, stats, reload"),
+           (msgpack.packb({"cmd": "reload", "model": 7}), "reload takes a model path (a string)"),
+           (msgpack.packb({"cmd": "health", "pad": "x" * 10_000}), "bad request (more than 8192 bytes)")]
+    with ServerThread("shapes_int8", ServerOptions(workers=1, isolation="thread")) as st:
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(st.control)
+        try:
+            replies = []
+            for raw, _ in bad:
+                sock.send(raw)
+                replies.append(msgpack.unpackb(sock.recv()))
+        finally:
+            sock.close()
+        health = ctl.request(st.control, "health")
+    for (_, why), reply in zip(bad, replies):
+        assert reply["ok"] is False and reply["error"].startswith(why), (why, reply)
+    assert health["ok"] and health["healthy"]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgspec
+
+from .. import protocol
 
 if TYPE_CHECKING:  # (the server imports this module)
     from .server import Server
@@ -68,10 +70,19 @@ def status(server: Server) -> dict[str, Any]:
             "uptime_s": round(time.time() - server.started_at, 3)}
 
 
+#: a request is a command and a model path: anything longer is not one
+MAX_REQUEST_BYTES = 8192
+
+
 async def answer(server: Server, raw: bytes) -> dict[str, Any]:
     """The reply to one request: a msgpack map ``{"cmd": ...}`` (and its arguments)."""
+    if len(raw) > MAX_REQUEST_BYTES:  # what a decoder may build is bounded by the bytes it is given
+        return {"ok": False, "error": f"bad request (more than {MAX_REQUEST_BYTES} bytes)"}
     try:
-        req = msgpack.unpackb(raw, raw=False, max_str_len=1024, max_map_len=16, max_array_len=16)
+        req = msgspec.msgpack.decode(raw)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        return {"ok": False, "error": f"bad request: not msgpack ({exc})"}
+    try:
         cmd = req.get("cmd") if isinstance(req, dict) else None
         if cmd == "reload":
             target = req.get("model")
@@ -94,4 +105,4 @@ async def serve(server: Server, sock: Any) -> None:
     """Answer ``streampi ctl`` on the REP socket ``sock``, one request at a time, until cancelled."""
     while True:
         raw = await sock.recv()
-        await sock.send(msgpack.packb(await answer(server, raw)))
+        await sock.send(protocol.pack(await answer(server, raw)))

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 import zmq.asyncio
 
@@ -770,7 +769,7 @@ class Server(Events):
         except Exception as exc:  # this frame's answer could not be built: say so, alone
             log.exception("cannot build the result of frame %s/%s", job.stream, job.seq)
             self.stats["errors.internal"] += 1
-            parts = [job.stream.encode(), msgpack.packb({
+            parts = [job.stream.encode(), protocol.pack({
                 "v": protocol.VERSION, "stream": job.stream, "seq": job.seq, "ok": False,
                 "error": {"code": "internal", "message": f"the result could not be built: {type(exc).__name__}"}})]
         finally:
