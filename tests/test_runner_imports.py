@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streampi.client import Producer, Subscriber
 from streampi.testing import wait_subscribed
@@ -20,10 +21,10 @@ from streampi.testing import wait_subscribed
 CONSOLE_SCRIPT = Path(sys.executable).with_name("streampi")
 
 
-def _serve_in(folder: Path) -> tuple[subprocess.Popen, dict | None, list[str]]:
+def _serve_in(folder: Path, console_script: Path = CONSOLE_SCRIPT) -> tuple[subprocess.Popen, dict | None, list[str]]:
     """``streampi serve`` (the installed console script) with ``folder`` as its working
     directory; its ready line, or None and its output when it stopped before being ready."""
-    cmd = [str(CONSOLE_SCRIPT), "serve", "shapes_int8", "--workers", "1", "--ready-json",
+    cmd = [str(console_script), "serve", "shapes_int8", "--workers", "1", "--ready-json",
            "--bind", "tcp://127.0.0.1:*", "--credit-bind", "tcp://127.0.0.1:*",
            "--publish", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
@@ -38,13 +39,8 @@ def _serve_in(folder: Path) -> tuple[subprocess.Popen, dict | None, list[str]]:
     return proc, None, lines
 
 
-def test_a_decoy_streampi_in_the_working_directory_is_not_imported_by_the_runners(tmp_path):
-    decoy = tmp_path / "streampi"
-    decoy.mkdir()
-    (decoy / "__init__.py").write_text('"""A decoy: imports, and holds nothing."""\n')
-    (decoy / "serving").mkdir()
-    (decoy / "serving" / "__init__.py").write_text('raise ImportError("decoy streampi.serving")\n')
-    proc, info, lines = _serve_in(tmp_path)
+def _serves_a_frame(proc: subprocess.Popen, info: dict | None, lines: list[str]) -> None:
+    """The server that ``_serve_in`` started answers a frame, then stops cleanly at SIGTERM."""
     try:
         assert info is not None, "".join(lines)
         assert not any("decoy" in line for line in lines), "".join(lines)
@@ -64,6 +60,15 @@ def test_a_decoy_streampi_in_the_working_directory_is_not_imported_by_the_runner
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+def test_a_decoy_streampi_in_the_working_directory_is_not_imported_by_the_runners(tmp_path):
+    decoy = tmp_path / "streampi"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text('"""A decoy: imports, and holds nothing."""\n')
+    (decoy / "serving").mkdir()
+    (decoy / "serving" / "__init__.py").write_text('raise ImportError("decoy streampi.serving")\n')
+    _serves_a_frame(*_serve_in(tmp_path))
 
 
 def test_a_runner_that_imported_another_streampi_is_a_clear_start_up_error(tmp_path):
@@ -91,3 +96,32 @@ def test_a_runner_that_imported_another_streampi_is_a_clear_start_up_error(tmp_p
     r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert r.stdout.startswith("REFUSED"), r.stdout + r.stderr
     assert str(other / "__init__.py") in r.stdout and streampi.__file__ in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+def test_an_installed_copy_started_inside_a_clone_serves_with_its_own_code(tmp_path):
+    """What users hit: streampi installed from a wheel (not editable) and `streampi serve` started
+    in a clone of the repository, whose streampi/ has no compiled kernels. Builds the wheel of this
+    tree (about a minute: the kernels compile) into a virtual environment of its own that takes its
+    other packages from this one."""
+    import sysconfig
+
+    repo = Path(__file__).resolve().parents[1]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, timeout=120)
+    assert not list((clone / "streampi" / "_ext").glob("*.so"))  # a clone: source only
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheels"), str(repo)], check=True, timeout=900, cwd=tmp_path)
+    env_dir = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    # this environment's packages (numpy, pyzmq, LiteRT…) after the new one's own: a path line, so that
+    # this environment's editable hook (a .pth inside it) does not run there
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next((tmp_path / "wheels").glob("streampi-*.whl"))
+    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                   check=True, timeout=300)
+    where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import streampi; print(streampi.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(site)), where  # the installed copy, not this tree
+    _serves_a_frame(*_serve_in(clone, env_dir / "bin" / "streampi"))
