@@ -41,44 +41,9 @@ def frame_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+def endpoint_or_none(text: str) -> str | None:
+    """A ZeroMQ endpoint, or ``none`` (any case): that socket is not bound."""
+    return None if text.strip().lower() == "none" else text
 
 
 def bounded(kind: type, *, minimum: float | None = None, above: float | None = None,
@@ -103,9 +68,8 @@ def bounded(kind: type, *, minimum: float | None = None, above: float | None = N
     return convert
 
 
-def endpoint_or_none(text: str) -> str | None:
-    """A ZeroMQ endpoint, or ``none`` (any case): that socket is not bound."""
-    return None if text.strip().lower() == "none" else text
+positive_int = bounded(int, minimum=1)
+positive_float = bounded(float, above=0)
 
 
 def size_bytes(text: str) -> int:
@@ -196,3 +160,25 @@ def decoder_overrides(args: argparse.Namespace) -> dict[str, Any] | None:
     if getattr(args, "decoder", None):
         section["kind"] = args.decoder
     return section or None
+
+
+def run_and_report(args: argparse.Namespace, verb: str, model: object, make: Any, print_report: Any) -> dict | None:
+    """``make()`` a tool's report and print it (JSON with ``--json``); a StreampiError is said on
+    stderr (and as ``{"model", "error"}`` with ``--json``) and gives None: the verb exits 2."""
+    import json
+    import sys
+
+    from ..errors import StreampiError
+
+    try:
+        rep = make()
+    except StreampiError as exc:
+        if args.json:
+            print(json.dumps({"model": str(model), "error": str(exc)}))
+        print(f"streampi {verb}: {exc}", file=sys.stderr)
+        return None
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        print_report(rep)
+    return rep

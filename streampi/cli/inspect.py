@@ -7,10 +7,9 @@ op, an input the kernels cannot feed), 2 it is not a usable model file at all.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from ._argtypes import BACKENDS, delegate, frame_size, positive_float, positive_int, size_bytes
+from ._argtypes import BACKENDS, delegate, frame_size, positive_float, positive_int, run_and_report, size_bytes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ModelFileError, StreampiError
     from ..model import resolve_model
     from ..tools.inspect import InspectOptions, inspect, print_report
 
@@ -38,19 +36,8 @@ def run(args: argparse.Namespace) -> int:
     options = InspectOptions(backend=args.backend, delegate=args.delegate, bench=args.bench, runs=args.runs,
                              seconds=args.seconds, memory=args.memory, frame_size=args.frame_size,
                              max_frame_memory=args.max_frame_memory)
-    try:
-        rep = inspect(path, options, progress)
-    except ModelFileError as exc:
-        if args.json:
-            print(json.dumps({"model": str(path), "error": str(exc)}))
-        print(f"streampi inspect: {exc}", file=sys.stderr)
+    rep = run_and_report(args, "inspect", path, lambda: inspect(path, options, progress), print_report)
+    if rep is None:
         return 2
-    except StreampiError as exc:
-        print(f"streampi inspect: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rep, indent=2, default=str))
-    else:
-        print_report(rep)
     blocking = any(f["severity"] == "problem" for f in rep["findings"])
     return 1 if blocking or not any(r.get("loads") for r in rep["runtime"].values()) else 0

@@ -4,11 +4,10 @@ verified against the float model on held-out frames (``pip install 'streampi[qua
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ._argtypes import DefaultsHelpFormatter, add_model_config_arguments, positive_int
+from ._argtypes import DefaultsHelpFormatter, add_model_config_arguments, positive_int, run_and_report
 
 FORMATTER = DefaultsHelpFormatter
 #: the recipes of :data:`streampi.tools.quantize.RECIPES` (named here so that --help imports no quantizer)
@@ -44,7 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import StreampiError
     from ..tools.quantize import QuantizeOptions, print_report, quantize_model
 
     opts = QuantizeOptions(recipe=args.recipe, frames=args.frames, holdout=args.holdout,
@@ -53,15 +51,8 @@ def run(args: argparse.Namespace) -> int:
                            overrides={"mean": args.mean, "std": args.std, "channels": args.channels,
                                       "resize": args.resize, "labels_file": args.labels})
     log = (lambda msg: None) if args.json else (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True))
-    try:
-        rep = quantize_model(args.model, args.calibrate, args.output, opts, log)
-    except StreampiError as exc:
-        if args.json:
-            print(json.dumps({"model": args.model, "error": str(exc)}))
-        print(f"streampi quantize: {exc}", file=sys.stderr)
+    rep = run_and_report(args, "quantize", args.model,
+                         lambda: quantize_model(args.model, args.calibrate, args.output, opts, log), print_report)
+    if rep is None:
         return 2
-    if args.json:
-        print(json.dumps(rep, indent=2, default=str))
-    else:
-        print_report(rep)
     return 0 if rep.get("passed") else 1
