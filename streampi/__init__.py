@@ -46,14 +46,27 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def lazy_names(package: str, names: dict[str, str]):
+    """A module ``__getattr__`` (PEP 562) that imports ``names[name]`` (a submodule of
+    ``package``) the first time ``name`` is used, so that importing the package stays light."""
+    import importlib
+    import sys
+
+    def __getattr__(name: str):
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
+
+
+_lazy = lazy_names(__name__, _LAZY)
+
+
 def __getattr__(name: str):
     if name == "__version__":
         return version()
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'streampi' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)

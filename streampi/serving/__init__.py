@@ -6,8 +6,10 @@ or ``streampi.serving.launch`` loads neither an interpreter nor the compiled ker
 Modules: :mod:`.server` (the driver), :mod:`.options` (``ServerOptions``), :mod:`.scheduler`
 and :mod:`.peers` (sans-IO cores), :mod:`.workers` (workers and their runners), :mod:`.runner`
 (a runner process's main), :mod:`.control` (``streampi ctl`` and health), :mod:`.launch`
-(``streampi serve`` in a child process), :mod:`.metrics`, :mod:`.systemd`, :mod:`.config_file`.
+(``streampi serve`` in a child process), :mod:`.metrics`, :mod:`.systemd`.
 """
+
+from .. import lazy_names
 
 #: name -> module that defines it, imported when the name is first used
 _LAZY = {
@@ -20,12 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'streampi.serving' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
