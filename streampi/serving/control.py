@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import protocol
+from ..ctl import COMMANDS
 
 if TYPE_CHECKING:  # (the server imports this module)
     from .server import Server
     from .workers import WorkerSlot
-
-COMMANDS = ("health", "workers", "stats", "reload")
-
 
 def process_state(slot: WorkerSlot) -> str:
     """``running``, ``stopped`` (SIGSTOP, a debugger), ``dead``: read now, never cached."""
