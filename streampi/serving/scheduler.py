@@ -44,6 +44,7 @@ class Job:
     nbytes: int = 0  # bytes of the received message the server holds for it
     peer: Any = None  # the protocol v1.1 producer that sent it (its credit returns with the answer)
     ring: Any = None  # the shared-memory ring whose slot holds its pixels (released with the answer)
+    reply: Any = None  # a door's callback (Server.submit), given the result as well as the subscribers
 
 
 @dataclass

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -529,7 +530,16 @@ class Server(Events):
         self._schedule_read()
 
     # -- frames ------------------------------------------------------------------------------
-    def _receive(self, parts: list, peer: Peer | None = None, over_credit: bool = False) -> None:
+    def submit(self, parts: list, reply: Callable[[dict], None]) -> None:
+        """Take a frame from a door (a detector API another tool calls): ``parts`` as a producer
+        sends them (:func:`streampi.protocol.encode_frame`), checked, scheduled, batched and run
+        as any frame, and answered exactly once through ``reply(result)``, with a result or an
+        error saying why; the result is also published on its stream like every other. Call
+        it on the server's event loop; ``reply`` runs there and must not block."""
+        self._receive(parts, reply=reply)
+
+    def _receive(self, parts: list, peer: Peer | None = None, over_credit: bool = False,
+                 reply: Callable[[dict], None] | None = None) -> None:
         self.stats["received"] += 1
         if self.metrics is not None:
             self.metrics.received.inc()
@@ -537,7 +547,7 @@ class Server(Events):
         try:
             msg = protocol.decode_frame(parts, self.options.limits, ring)
         except ProtocolError as exc:
-            self._reject(exc, peer)
+            self._reject(exc, peer, reply)
             return
         if peer is not None and peer.stream != msg.stream:
             self.peers.heard(peer.identity, msg.stream, time.monotonic())  # its stream's policy sets its window
@@ -547,7 +557,8 @@ class Server(Events):
             self.stats["shm_frames"] += 1
         else:
             ring = None
-        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(), nbytes=nbytes, peer=peer, ring=ring)
+        job = Job(msg.stream, msg.seq, msg, parts, time.perf_counter(), nbytes=nbytes, peer=peer, ring=ring,
+                  reply=reply)
         self.held_bytes += job.nbytes
         if over_credit:  # a v1.1 producer that does not count (or frames it queued across a restart)
             self.stats["credit_exceeded"] += 1
@@ -595,7 +606,8 @@ class Server(Events):
         self.stats["received"] += 1
         self._reject(exc)
 
-    def _reject(self, exc: ProtocolError, peer: Peer | None = None) -> None:
+    def _reject(self, exc: ProtocolError, peer: Peer | None = None,
+                reply: Callable[[dict], None] | None = None) -> None:
         stream, seq = getattr(exc, "stream", None), getattr(exc, "seq", None)
         if peer is not None:
             self.peers.answered(peer)
@@ -605,7 +617,18 @@ class Server(Events):
         result["model"] = self.model_info
         if self.metrics is not None:
             self.metrics.result(result["stream"], "bad_frame", None)
+        if reply is not None:
+            self._reply(reply, result)
         self._send(result)
+
+    def _reply(self, reply: Callable[[dict], None], result: dict) -> None:
+        """A door's answer: a failing callback is counted and logged, never lost silently, and
+        never stops the server from publishing the result."""
+        try:
+            reply(result)
+        except Exception:
+            self.stats["errors.door_reply"] += 1
+            log.exception("a door's reply to frame %s/%s failed", result.get("stream"), result.get("seq"))
 
     # -- dispatch ----------------------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -769,11 +792,13 @@ class Server(Events):
         except Exception as exc:  # this frame's answer could not be built: say so, alone
             log.exception("cannot build the result of frame %s/%s", job.stream, job.seq)
             self.stats["errors.internal"] += 1
-            parts = [job.stream.encode(), protocol.pack({
-                "v": protocol.VERSION, "stream": job.stream, "seq": job.seq, "ok": False,
-                "error": {"code": "internal", "message": f"the result could not be built: {type(exc).__name__}"}})]
+            result = {"v": protocol.VERSION, "stream": job.stream, "seq": job.seq, "ok": False,
+                      "error": {"code": "internal", "message": f"the result could not be built: {type(exc).__name__}"}}
+            parts = [job.stream.encode(), protocol.pack(result)]
         finally:
             job.keep = None  # release the received buffers
+        if job.reply is not None:
+            self._reply(job.reply, result)
         self._send_parts(parts)
 
     def _send(self, result: dict) -> None:
