@@ -93,6 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = add_model_config_arguments(p)
     g.add_argument("--top-k", type=int)
     add_decoder_arguments(p)
+    add_option_group(p, "frigate")
+    add_option_group(p, "http")
     add_option_group(p, "authentication")
     add_option_group(p, "limits")
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")

@@ -31,6 +31,8 @@ def process_isolation_available() -> bool:
 
 #: the groups of ``streampi serve --help``, in order
 GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supervision",
+          "frigate": "Frigate's zmq detector (docs/frigate.md)",
+          "http": "the HTTP API: DeepStack / CodeProject.AI detection (docs/http.md)",
           "authentication": "authentication (CurveZMQ, see docs/security.md)",
           "limits": "limits on untrusted input (docs/protocol.md)"}
 
@@ -110,6 +112,10 @@ class ServerOptions:
         "kill and replace a runner process stuck this long in one batch (process isolation)"))
     stop_timeout: float = option(5.0, group="supervision", above=0, metavar="SECONDS", help=(
         "at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'"))
+    # -- doors: Frigate's zmq detector (streampi.integrations.frigate)
+
+    # -- doors: the HTTP API (streampi.integrations.http)
+
     # -- authentication
     curve_secret: str | None = option(None, group="authentication", metavar="SERVER.key_secret", help=(
         "this server's secret certificate: CurveZMQ on every socket"))

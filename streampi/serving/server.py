@@ -102,6 +102,7 @@ class Server(Events):
             shared_memory=opts.shared_memory, max_message_bytes=opts.limits.max_message_bytes,
             frame_memory=opts.max_frame_memory)
         self.metrics: Any = None
+        self.doors: list[Any] = []  # streampi.integrations: faces other tools talk to
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
@@ -242,7 +243,23 @@ class Server(Events):
                 await self._stop_workers(deadline=time.monotonic() + 5)
                 raise StreampiError(f"cannot serve metrics on {opts.metrics_bind}:{opts.metrics_port}: {exc}") from exc
             self.bound["metrics"] = f"http://{opts.metrics_bind}:{port}/metrics"
+        from ..integrations import doors_for
+
+        self.doors = doors_for(opts)
+        try:
+            for door in self.doors:
+                self.bound.update(await door.open(self))
+        except BaseException:
+            for door in self.doors:
+                await door.close()
+            self._close_sockets()
+            if self.metrics is not None:
+                self.metrics.close()
+            await self._stop_workers(deadline=time.monotonic() + 5)
+            raise
         tasks = {asyncio.ensure_future(self._ingest()): "ingest", asyncio.ensure_future(self._dispatch()): "dispatch"}
+        for door in self.doors:
+            tasks[asyncio.ensure_future(door.run())] = f"{type(door).__name__}"
         if self.control is not None:
             tasks[asyncio.ensure_future(control.serve(self, self.control))] = "control"
         self._tasks = tasks
@@ -340,6 +357,8 @@ class Server(Events):
         deadline = time.monotonic() + self.options.stop_timeout
         self._stop_event.set()
         self.notifier.stopping("stopping: answering the frames held")
+        for door in self.doors:  # no new requests; those held are still answered below
+            door.stop_taking()
         ingest = next((t for t, name in self._tasks.items() if name == "ingest"), None)
         if ingest is not None and not ingest.done():
             await asyncio.wait([ingest], timeout=max(0.0, deadline - time.monotonic()))
@@ -364,6 +383,8 @@ class Server(Events):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_workers(deadline=max(deadline, time.monotonic() + 0.5))
+        for door in self.doors:
+            await door.close()
         self._close_sockets()
         if self.metrics is not None:
             self.metrics.close()
