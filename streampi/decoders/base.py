@@ -68,16 +68,24 @@ class Options:
         return v
 
     def numbers(self, name: str, default: Sequence[float] | None, *, length: int | None = None,
-                integer: bool = False) -> list | None:
+                integer: bool = False, one: bool = False) -> list | None:
+        """A list of numbers; ``one``: a single number stands for a list of one (a repeated
+        field of a protobuf text file written once, as MediaPipe's ``aspect_ratios: 1.0``)."""
         v = self._raw(name, default)
         if v is None:
             return None
+        if one and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = [v]
         if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not v or any(
                 isinstance(x, bool) or not isinstance(x, (int, float)) or (integer and x != int(x)) for x in v):
             raise self.error(name, "must be a non-empty list of " + ("integers" if integer else "numbers"))
         if length is not None and len(v) != length:
             raise self.error(name, f"must hold {length} values")
         return [int(x) if integer else float(x) for x in v]
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The option as given (for a nested object the decoder checks itself)."""
+        return self._raw(name, default)
 
     def text(self, name: str, default: str | None) -> str | None:
         v = self._raw(name, default)
