@@ -309,6 +309,9 @@ def test_bare_enum_words_from_the_command_line():
      r"'input_size_width': must not be set beside fixed_anchors"),
     ({"feature_map_width": [16, 8, 8, 8]}, r"'feature_map_height' is required"),
     ({"multiscale_anchor_generation": True, "min_level": 5, "max_level": 4}, r"'max_level': must be at least"),
+    ({"input_size_width": 100_000, "input_size_height": 100_000, "strides": [1, 16, 16, 16]},
+     r"make \d+ anchors, more than 1000000"),
+    ({"aspect_ratios": [1.0, 0.0]}, r"'aspect_ratios': must be positive"),
 ])
 def test_refusals_name_the_option(extra, match):
     with pytest.raises(ModelError, match=match):

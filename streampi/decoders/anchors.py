@@ -36,6 +36,10 @@ BOX_FORMATS = {"UNSPECIFIED": 0, "YXHW": 1, "XYWH": 2, "XYXY": 3}
 OVERLAP_TYPES = {"UNSPECIFIED_OVERLAP_TYPE": 0, "JACCARD": 1, "MODIFIED_JACCARD": 2, "INTERSECTION_OVER_UNION": 3}
 NMS_ALGORITHMS = {"DEFAULT": 0, "WEIGHTED": 1}
 
+#: More anchors than any detector has (BlazeFace 896, MobileSSD 1917, RetinaNet at 640: 1125):
+#: options that would make more are a mistake, refused before the loops run.
+MAX_ANCHORS = 1_000_000
+
 #: The SsdAnchors options that generate anchors; MediaPipe refuses them beside ``fixed_anchors``.
 _GENERATING = ("input_size_width", "input_size_height", "min_scale", "max_scale", "num_layers")
 
@@ -69,7 +73,7 @@ def ssd_anchors(*, num_layers: int, strides: list[int], input_size_width: int, i
     (layer by layer, row by row, column by column, anchor by anchor). Layers of equal stride
     share one grid (the first one's); ``feature_map_*`` give each layer's grid size instead of
     the input size over the stride."""
-    anchors = []
+    groups = []
     layer = 0
     while layer < num_layers:
         ratios: list[float] = []
@@ -95,12 +99,16 @@ def ssd_anchors(*, num_layers: int, strides: list[int], input_size_width: int, i
         else:
             stride = strides[layer]
             fh, fw = math.ceil(input_size_height / stride), math.ceil(input_size_width / stride)
+        groups.append((sizes, fh, fw))
+        layer = last
+    _bounded(sum(len(sizes) * fh * fw for sizes, fh, fw in groups))
+    anchors = []
+    for sizes, fh, fw in groups:
         for y in range(fh):
             for x in range(fw):
                 for w, h in sizes:
                     anchors.append(((x + anchor_offset_x) / fw, (y + anchor_offset_y) / fh,
                                     1.0 if fixed_anchor_size else w, 1.0 if fixed_anchor_size else h))
-        layer = last
     return np.asarray(anchors, np.float64).reshape(-1, 4)
 
 
@@ -113,19 +121,22 @@ def multiscale_anchors(*, min_level: int, max_level: int, input_size_width: int,
     has stride ``2^l``, anchors of ``anchor_scale · 2^l · 2^(k / scales_per_octave)`` for each
     aspect ratio, centred half a stride in when the input size divides by ``2^l``. ``(N, 4)``
     ``[x_center, y_center, w, h]``, in input pixels unless ``normalize_coordinates``."""
+    def grid(index: int) -> tuple[int, int]:
+        if feature_map_width is not None and feature_map_height is not None:
+            return feature_map_height[index], feature_map_width[index]
+        assert strides is not None
+        return math.ceil(input_size_height / strides[index]), math.ceil(input_size_width / strides[index])
+
+    levels = range(min_level, max_level + 1)
+    _bounded(sum(math.prod(grid(k)) for k in range(len(levels))) * len(aspect_ratios) * scales_per_octave)
     anchors = []
-    for index, level in enumerate(range(min_level, max_level + 1)):
+    for index, level in enumerate(levels):
         stride = 2.0 ** level
         base = stride * anchor_scale
         scales = [2.0 ** (k / scales_per_octave) for k in range(scales_per_octave)]
         off_y = stride / 2.0 if input_size_height % (2 ** level) == 0 or input_size_height == 1 else 0.0
         off_x = stride / 2.0 if input_size_width % (2 ** level) == 0 or input_size_width == 1 else 0.0
-        if feature_map_width is not None and feature_map_height is not None:
-            fh, fw = feature_map_height[index], feature_map_width[index]
-        else:
-            assert strides is not None
-            fh = math.ceil(input_size_height / strides[index])
-            fw = math.ceil(input_size_width / strides[index])
+        fh, fw = grid(index)
         for y in range(fh):
             for x in range(fw):
                 for r in aspect_ratios:
@@ -136,6 +147,12 @@ def multiscale_anchors(*, min_level: int, max_level: int, input_size_width: int,
     if normalize_coordinates:
         out /= [input_size_width, input_size_height, input_size_width, input_size_height]
     return out
+
+
+def _bounded(count: int) -> None:
+    if count > MAX_ANCHORS:
+        raise ModelError(f"anchors decoder: the anchor options make {count} anchors, more than {MAX_ANCHORS} "
+                         "(check input_size_width/height, strides and feature_map_width/height)")
 
 
 def _fixed_anchors(value: Any) -> np.ndarray:
@@ -176,7 +193,7 @@ def anchors_from_options(o: Options) -> tuple[np.ndarray, tuple[int, int] | None
     multi = dict(min_level=o.number("min_level", 3, low=0, high=24, integer=True),
                  max_level=o.number("max_level", 7, low=0, high=24, integer=True),
                  anchor_scale=o.number("anchor_scale", 4.0, low=0.0),
-                 scales_per_octave=o.number("scales_per_octave", 2, low=1, integer=True),
+                 scales_per_octave=o.number("scales_per_octave", 2, low=1, high=64, integer=True),
                  normalize_coordinates=o.flag("normalize_coordinates", True))
     if fixed is not None:
         clash = [name for name in _GENERATING if name in o] + (["multiscale_anchor_generation"] if multiscale else [])
@@ -202,6 +219,8 @@ def anchors_from_options(o: Options) -> tuple[np.ndarray, tuple[int, int] | None
     for name, sizes in (("feature_map_width", fm_w), ("feature_map_height", fm_h)):
         if sizes is not None and (len(sizes) != layers or min(sizes) < 1):
             raise o.error(name, f"must list {what} ({layers}) positive integers")
+    if min(common["aspect_ratios"]) <= 0.0:
+        raise o.error("aspect_ratios", "must be positive numbers")
     if strides is not None and min(strides) < 1:
         raise o.error("strides", "must be positive integers")
     if not multiscale or fm_h is None:
