@@ -39,6 +39,8 @@ class InspectOptions:
     memory: int | None = None  # the server's memory budget in bytes: will it fit?
     frame_size: tuple[int, int] = (640, 480)  # the frames the cameras send
     max_frame_memory: int = 256 * 2**20  # the server's --max-frame-memory: frames it may hold
+    profile: bool = False  # time each op alone, read the delegate's partitions (tools/profile.py)
+    pruning: bool = False  # measure what the stored sparsity does on this runtime (tools/pruning.py)
 
 
 def _is_custom(op_name: str) -> bool:
@@ -342,7 +344,15 @@ def inspect(path: Path, args: InspectOptions, progress=lambda msg: None) -> dict
         if rep["static"]["quantization"].startswith(("float32", "float16")):
             progress("int8 speed-up: quantizing a scratch copy")
             rep["int8_estimate"] = _int8_estimate(path, args.runs)
+    if args.profile and any(r.get("loads") for r in rep["runtime"].values()):
+        from .profile import profile, profile_findings
+
+        runnable = next(b for b in backends if rep["runtime"][b.name].get("loads"))
+        rep["profile"] = profile(path, runnable, args.runs, progress)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
+    if "profile" in rep:
+        int8_graph = rep["static"]["quantization"].startswith("full-integer")
+        rep["findings"] += [{"severity": s, "text": t} for s, t in profile_findings(path, rep["profile"], int8_graph)]
     rep["runtime_info"] = describe_runtime(args.backend or None)  # what `streampi serve` would run on here
     rep["findings"] += [{"severity": "advice", "text": n} for b in backends for n in backend_notes(describe_runtime(b))]
     return rep
@@ -401,6 +411,11 @@ def print_report(rep: dict[str, Any], out=print) -> None:
         rec = b["recommended"]
         out(f"recommended  streampi serve MODEL {rec['flags']}   (~{rec['expected_fps_here']:.0f} frames/s of "
             f"inference here, before preprocessing)")
+    if rep.get("profile"):
+        from .profile import print_profile
+
+        out("")
+        print_profile(rep["profile"], out)
     out("")
     out("findings:")
     if not rep["findings"]:
