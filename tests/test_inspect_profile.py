@@ -16,7 +16,8 @@ schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 flatbuffer_utils = pytest.importorskip("ai_edge_litert.tools.flatbuffer_utils")
 interpreter = pytest.importorskip("ai_edge_litert.interpreter")
 
-TYPES = {np.dtype(np.float32): schema.TensorType.FLOAT32, np.dtype(np.int32): schema.TensorType.INT32}
+TYPES = {np.dtype(np.float32): schema.TensorType.FLOAT32, np.dtype(np.int32): schema.TensorType.INT32,
+         np.dtype(np.int8): schema.TensorType.INT8}
 
 
 def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -35,9 +36,12 @@ class Builder:
         self.model.subgraphs = [self.sg]
         self.codes: dict[int, int] = {}
 
-    def tensor(self, shape, data=None, dtype=np.float32) -> int:
+    def tensor(self, shape, data=None, dtype=np.float32, scale=None) -> int:
         t = schema.TensorT()
         t.shape, t.type, t.name, t.buffer = list(shape), TYPES[np.dtype(dtype)], f"t{len(self.sg.tensors)}", 0
+        if scale is not None:
+            t.quantization = schema.QuantizationParametersT()
+            t.quantization.scale, t.quantization.zeroPoint = [scale], [0]
         if data is not None:
             b = schema.BufferT()
             b.data = np.ascontiguousarray(data, dtype).view(np.uint8).ravel()
@@ -151,6 +155,22 @@ def test_a_resize_at_the_input_is_pointed_out(tmp_path):
     rep = json.loads(run(str(path), "--profile", "--runs", "5", "--json").stdout)
     found = [f["text"] for f in rep["findings"] if "RESIZE_BILINEAR (op 0)" in f["text"]]
     assert found and "48×48" in found[0] and "streampi's kernels" in found[0]
+
+
+def test_a_float_island_in_an_int8_graph_is_costed(tmp_path):
+    b = Builder()
+    shape = [1, 16, 16, 8]
+    x, f, g, y = (b.tensor(shape, dtype=np.int8, scale=0.05), b.tensor(shape), b.tensor(shape),
+                  b.tensor(shape, dtype=np.int8, scale=0.05))
+    b.op("DEQUANTIZE", [x], [f])
+    b.op("ABS", [f], [g])
+    b.op("QUANTIZE", [g], [y])
+    path = b.write(tmp_path / "island.tflite", [x], [y])
+    rep = json.loads(run(str(path), "--profile", "--runs", "5", "--json").stdout)
+    island = [f["text"] for f in rep["findings"] if f["text"].startswith("float island")]
+    cost = sum(o["ms"] for o in rep["profile"]["ops"])
+    assert len(island) == 1 and "DEQUANTIZE, ABS, QUANTIZE (ops 0-2)" in island[0]
+    assert f"{cost:.3f} ms, 100% of the ops' time" in island[0]
 
 
 def _pruned_shapes(zeros: float, sparse: bool):

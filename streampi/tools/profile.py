@@ -553,6 +553,8 @@ def print_profile(prof: dict[str, Any], out=print, top: int = 10) -> None:
         out("  XNNPACK      the delegate took no node")
     out(f"               {d['delegate_nodes']} delegated partition(s); {d['ops_delegated_alone']} of {d['nodes']} ops "
         f"taken when cut alone" + (f", runtime: {d['replaced']}" if d.get("replaced") is not None else ""))
+    if d.get("replaced") is not None and d["replaced"] != d["ops_delegated_alone"]:
+        out("               (the counts differ: the delegate takes some ops only alongside others, or not alone)")
     if d.get("ops_outside"):
         out("               outside the delegate: " + ", ".join(
             f"{prof['ops'][i]['op']} (op {i})" for i in d["ops_outside"]))
