@@ -414,8 +414,8 @@ def profile(path: Path, backend: Backend, runs: int = 50, progress=lambda msg: N
         "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["ms"])), "delegation": delegation,
         "what_it_is": "each op cut into a one-op model and timed alone (median of the invokes, 1 thread, XNNPACK "
                       "on), fed with the values it sees in a real run",
-        "what_it_is_not": "fusion across ops, data kept in cache between ops and the copies at partition edges "
-                          "are missed: compare the sum of the ops with the whole invoke",
+        "what_it_is_not": "fusion across ops, data kept in cache from one op to the next and the copies at "
+                          "partition edges; compare the sum of the ops with the whole invoke",
     }
 
 
@@ -539,7 +539,8 @@ def print_profile(prof: dict[str, Any], out=print, top: int = 10) -> None:
     ratio = prof["sum_ms"] / prof["invoke_ms"] if prof["invoke_ms"] else float("nan")
     out(f"  sum of the ops timed alone {prof['sum_ms']:.3f} ms; the whole invoke {prof['invoke_ms']:.3f} ms "
         f"(sum/whole {ratio:.2f})")
-    out(f"  what these are: {prof['what_it_is']}; what they miss: {prof['what_it_is_not']}")
+    out(f"  what these are: {prof['what_it_is']}")
+    out(f"  what they miss: {prof['what_it_is_not']}")
     d = prof["delegation"]
     if "error" in d:
         out(f"  XNNPACK      {d['error']}")
