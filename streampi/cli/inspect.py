@@ -15,7 +15,9 @@ from ._argtypes import BACKENDS, delegate, frame_size, positive_float, positive_
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .tflite file or a bundled model's name")
     p.add_argument("--bench", action="store_true", help="measure latency, throughput; recommend a configuration")
-    p.add_argument("--runs", type=positive_int, default=50, help="invokes per latency figure (--bench)")
+    p.add_argument("--profile", action="store_true",
+                   help="time each op alone, show the top ops and which ops XNNPACK takes (and its partitions)")
+    p.add_argument("--runs", type=positive_int, default=50, help="invokes per latency figure (--bench, --profile)")
     p.add_argument("--seconds", type=positive_float, default=1.0, help="seconds per throughput figure (--bench)")
     p.add_argument("--memory", type=size_bytes, help="memory budget for the server, e.g. 2G: will it fit?")
     p.add_argument("--max-frame-memory", type=size_bytes, default=256 * 2**20, metavar="SIZE",
@@ -32,10 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.inspect import InspectOptions, inspect, print_report
 
     path = resolve_model(args.model)
-    progress = (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True)) if args.bench else (lambda msg: None)
+    progress = (lambda msg: print(f"… {msg}", file=sys.stderr, flush=True)) if args.bench or args.profile \
+        else (lambda msg: None)
     options = InspectOptions(backend=args.backend, delegate=args.delegate, bench=args.bench, runs=args.runs,
                              seconds=args.seconds, memory=args.memory, frame_size=args.frame_size,
-                             max_frame_memory=args.max_frame_memory)
+                             max_frame_memory=args.max_frame_memory, profile=args.profile)
     rep = run_and_report(args, "inspect", path, lambda: inspect(path, options, progress), print_report)
     if rep is None:
         return 2

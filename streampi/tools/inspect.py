@@ -39,6 +39,7 @@ class InspectOptions:
     memory: int | None = None  # the server's memory budget in bytes: will it fit?
     frame_size: tuple[int, int] = (640, 480)  # the frames the cameras send
     max_frame_memory: int = 256 * 2**20  # the server's --max-frame-memory: frames it may hold
+    profile: bool = False  # time each op alone, read the delegate's partitions (tools/profile.py)
 
 
 def _is_custom(op_name: str) -> bool:
@@ -129,7 +130,8 @@ def weight_sparsity(path: Path) -> dict[str, Any]:
     total = zeros = total_1x1 = zeros_1x1 = 0
     stored_sparse = is_float = False
     first_conv_ok = None
-    for op, name in zip(sg.operators, names):
+    tensors = []
+    for k, (op, name) in enumerate(zip(sg.operators, names)):
         if name not in FILTER_OPS or len(op.inputs) < 2:
             continue
         values, n, sparse = stored_values(int(op.inputs[1]))
@@ -140,6 +142,12 @@ def weight_sparsity(path: Path) -> dict[str, Any]:
         z = n - int(np.count_nonzero(values))  # a sparse encoding stores (mostly) the non-zeros only
         total, zeros = total + n, zeros + z
         shape = list(sg.tensors[int(op.inputs[1])].shape)
+        src = producer.get(int(op.inputs[1]))
+        name_of = sg.tensors[int(op.inputs[1])].name
+        tensors.append({"op": name, "op_index": k, "tensor": name_of.decode() if isinstance(name_of, bytes)
+                        else str(name_of), "shape": shape, "dtype": values.dtype.name, "weights": n,
+                        "zero_fraction": z / n if n else 0.0, "stored_sparse": sparse,
+                        "densify_op": sg.operators.index(src) if src is not None and sparse else None})
         if name == "CONV_2D":
             if first_conv_ok is None:
                 opts = op.builtinOptions
@@ -160,7 +168,8 @@ def weight_sparsity(path: Path) -> dict[str, Any]:
         why_not.append(f"its 1×1 convolutions are {frac_1x1:.0%} zeros (at least 67% needed)")
     return {"filter_weights": total, "zero_fraction": zeros / total if total else 0.0,
             "conv1x1_weights": total_1x1, "conv1x1_zero_fraction": frac_1x1, "stored_sparse": stored_sparse,
-            "densify_ops": names.count("DENSIFY"), "sparse_inference_possible": not why_not, "why_not": why_not}
+            "densify_ops": names.count("DENSIFY"), "sparse_inference_possible": not why_not, "why_not": why_not,
+            "tensors": tensors}
 
 
 def quantize_command(path: Path) -> str:
@@ -342,7 +351,21 @@ def inspect(path: Path, args: InspectOptions, progress=lambda msg: None) -> dict
         if rep["static"]["quantization"].startswith(("float32", "float16")):
             progress("int8 speed-up: quantizing a scratch copy")
             rep["int8_estimate"] = _int8_estimate(path, args.runs)
+    if args.profile and any(r.get("loads") for r in rep["runtime"].values()):
+        from .profile import profile, profile_findings
+
+        runnable = next(b for b in backends if rep["runtime"][b.name].get("loads"))
+        rep["profile"] = profile(path, runnable, args.runs, progress)
     rep["findings"] = [{"severity": s, "text": t} for s, t in findings(rep, args)]
+    if "profile" in rep:
+        from .pruning import pruning_findings, pruning_report
+
+        int8_graph = rep["static"]["quantization"].startswith("full-integer")
+        rep["findings"] += [{"severity": s, "text": t} for s, t in profile_findings(path, rep["profile"], int8_graph)]
+        progress("pruning: the file as stored against a dense copy; XNNPACK on a sparse model made here")
+        rep["pruning"] = pruning_report(path, runnable, min(args.runs, 30))
+        rep["findings"] += [{"severity": s, "text": t}
+                            for s, t in pruning_findings(rep["pruning"], rep["static"].get("sparsity"))]
     rep["runtime_info"] = describe_runtime(args.backend or None)  # what `streampi serve` would run on here
     rep["findings"] += [{"severity": "advice", "text": n} for b in backends for n in backend_notes(describe_runtime(b))]
     return rep
@@ -374,6 +397,13 @@ def print_report(rep: dict[str, Any], out=print) -> None:
         verdict = "yes" if sp["sparse_inference_possible"] else "no: " + "; ".join(sp["why_not"])
         out(f"weights      {sp['filter_weights']:,} filter weights, {sp['zero_fraction']:.1%} zero "
             f"(1×1 convolutions: {sp['conv1x1_zero_fraction']:.1%}); XNNPACK sparse inference: {verdict}")
+        pruned = [t for t in sp.get("tensors", []) if t["zero_fraction"] >= 0.1 or t["stored_sparse"]]
+        for t in pruned[:12]:
+            how = f", stored sparse (DENSIFY op {t['densify_op']})" if t["stored_sparse"] else ""
+            out(f"  {t['tensor'][:48]:<48} {t['op']} op {t['op_index']}, {t['shape']} {t['dtype']}: "
+                f"{t['zero_fraction']:.1%} zero{how}")
+        if len(pruned) > 12:
+            out(f"  … {len(pruned) - 12} more pruned weight tensors (--json lists them all)")
     md = rep["metadata"]
     out(f"labels       {md['embedded_labels']} embedded in the .tflite" + (f" ({', '.join(md['labels_sample'])}, …)"
                                                                           if md["labels_sample"] else ""))
@@ -401,6 +431,11 @@ def print_report(rep: dict[str, Any], out=print) -> None:
         rec = b["recommended"]
         out(f"recommended  streampi serve MODEL {rec['flags']}   (~{rec['expected_fps_here']:.0f} frames/s of "
             f"inference here, before preprocessing)")
+    if rep.get("profile"):
+        from .profile import print_profile
+
+        out("")
+        print_profile(rep["profile"], out)
     out("")
     out("findings:")
     if not rep["findings"]:
