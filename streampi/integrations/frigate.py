@@ -45,7 +45,8 @@ Counters (``streampi ctl stats``; ``frigate.received == frigate.answered`` once 
 header, shape, dtype or size; logged with the reason), ``frigate.failed`` (the server answered
 with an error), ``frigate.overloaded`` (more requests waiting than the door holds),
 ``frigate.shutdown``, ``frigate.handshakes``, ``frigate.unroutable`` (a reply to a socket
-Frigate had already closed).
+Frigate had already closed), ``frigate.max_waiting`` (the most requests the door held at once,
+beyond those handed to the server).
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ class FrigateDoor:
                                     f"answered with no detections (more detectors than this server can serve?)")
             return
         self._waiting.append(req)
+        self.stats["frigate.max_waiting"] = max(self.stats["frigate.max_waiting"], len(self._waiting))
         self._pump()
 
     def tensor_frame(self, header: dict, body: list) -> tuple[str, Any, int, int]:
