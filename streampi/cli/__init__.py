@@ -36,6 +36,7 @@ VERBS = {
     "bench": "load-test a server: open-loop producers, latency percentiles, sweeps, plots",
     "quantize": "turn a float .tflite into a verified int8 model, calibrated on your frames",
     "keygen": "write a CurveZMQ key pair: NAME.key (public) and NAME.key_secret",
+    "frigate-config": "print the Frigate config (zmq detector) for a server of MODEL and write its labelmap",
     "ctl": "ask a running server: health (exit code 0 when healthy), workers, stats, reload [MODEL]",
 }
 
@@ -54,7 +55,7 @@ class _VersionAction(argparse.Action):
 
 def verb_parser(sub: argparse._SubParsersAction, verb: str) -> argparse.ArgumentParser:
     """Add ``verb``'s parser with all its arguments (imports ``streampi.cli.<verb>``)."""
-    module = importlib.import_module(f".{verb}", __name__)
+    module = importlib.import_module(f".{verb.replace('-', '_')}", __name__)
     p = sub.add_parser(verb, help=VERBS[verb], description=VERBS[verb][0].upper() + VERBS[verb][1:] + ".",
                        formatter_class=getattr(module, "FORMATTER", argparse.HelpFormatter))
     module.add_arguments(p)

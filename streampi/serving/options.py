@@ -29,6 +29,10 @@ def process_isolation_available() -> bool:
     return hasattr(os, "memfd_create") and "forkserver" in multiprocessing.get_all_start_methods()
 
 
+#: Frigate's model.input_pixel_format and model.input_dtype (docs/frigate.md)
+FRIGATE_PIXEL_FORMATS = ("rgb", "bgr", "yuv")
+FRIGATE_INPUT_DTYPES = ("int", "float", "float_denorm")
+
 #: the groups of ``streampi serve --help``, in order
 GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supervision",
           "frigate": "Frigate's zmq detector (docs/frigate.md)",
@@ -113,6 +117,19 @@ class ServerOptions:
     stop_timeout: float = option(5.0, group="supervision", above=0, metavar="SECONDS", help=(
         "at SIGTERM/SIGINT: time to finish held frames; then they are answered 'shutdown'"))
     # -- doors: Frigate's zmq detector (streampi.integrations.frigate)
+    frigate: str | None = option(None, group="frigate", metavar="ENDPOINT", help=(
+        "answer Frigate's zmq detector here (a ROUTER: any number of Frigate detectors), e.g. "
+        "ipc:///tmp/cache/zmq_detector on Frigate's machine or tcp://0.0.0.0:5560; its requests run as stream "
+        "'frigate' with the queue policy (default: off)"))
+    frigate_deadline_ms: float = option(200.0, group="frigate", flag="--frigate-deadline", above=0, maximum=60_000,
+                                        metavar="MS", help=(
+        "a Frigate request older than this when it could be handed to a worker is answered with no detections "
+        "and counted 'expired', never run (Frigate's request_timeout_ms: it has given up by then)"))
+    frigate_pixel_format: str = option("rgb", group="frigate", choices=FRIGATE_PIXEL_FORMATS, help=(
+        "Frigate's model.input_pixel_format: the channel order of the tensors it sends"))
+    frigate_input_dtype: str = option("int", group="frigate", choices=FRIGATE_INPUT_DTYPES, help=(
+        "Frigate's model.input_dtype: int (uint8 tensors), float (float32 in 0..1) or float_denorm "
+        "(float32 in 0..255)"))
 
     # -- doors: the HTTP API (streampi.integrations.http)
 
@@ -125,6 +142,10 @@ class ServerOptions:
     limits: Limits = option(group="limits", factory=Limits, help="bounds on what one frame message may hold")
     # not a flag: results ZeroMQ may queue for a slow subscriber before it drops them (benchmarks raise it)
     send_hwm: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.frigate and "frigate" not in self.stream_policies:  # each Frigate request waits for its answer
+            self.stream_policies = {**self.stream_policies, "frigate": "queue"}
 
     def check(self) -> None:
         """Raise ValueError naming the option (as its flag says it) whose value is out of bounds."""
@@ -147,5 +168,8 @@ class ServerOptions:
         for stream, pol in self.stream_policies.items():
             if pol not in POLICIES:
                 raise ValueError(f"policy of stream {stream!r} must be one of {POLICIES}, got {pol!r}")
+        if self.frigate and self.stream_policies.get("frigate", "queue") != "queue":
+            raise ValueError("stream 'frigate' must have the queue policy: each Frigate detector waits for the "
+                             "answer to its own request, which a newer request must not replace")
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")
