@@ -115,6 +115,24 @@ class ServerOptions:
     # -- doors: Frigate's zmq detector (streampi.integrations.frigate)
 
     # -- doors: the HTTP API (streampi.integrations.http)
+    http: str | None = option(None, group="http", metavar="HOST:PORT", help=(
+        "serve the DeepStack / CodeProject.AI detection API (POST /v1/vision/detection) on this address, e.g. "
+        "127.0.0.1:8080 (port 0: any free port; needs the web extra: pip install 'streampi[web]'; default: off)"))
+    http_api_key: str | None = option(None, group="http", metavar="KEY", help=(
+        "require this api_key form field on every request (401 otherwise); the environment variable "
+        "STREAMPI_HTTP_API_KEY or --http-api-key-file keep it off the command line"))
+    http_api_key_file: str | None = option(None, group="http", metavar="FILE", help=(
+        "read the required api_key from the first line of this file"))
+    http_max_upload: int = option(8 * 2**20, group="http", kind="size", minimum=1, metavar="SIZE", help=(
+        "largest request body (the image and its form fields), e.g. 8M; larger is answered 413"))
+    http_max_requests: int = option(16, group="http", minimum=1, maximum=4096, metavar="N", help=(
+        "requests held at once (reading, decoding, waiting or running); more are answered 503 at once"))
+    http_max_connections: int = option(256, group="http", minimum=1, maximum=65536, metavar="N", help=(
+        "open connections at most; past it the longest-open idle connection is closed (or the new one, "
+        "when none is idle)"))
+    http_timeout: float = option(15.0, group="http", above=0, maximum=3600, metavar="SECONDS", help=(
+        "close a connection idle this long (before its first request too), and answer 408 to a request "
+        "whose body takes longer to arrive"))
 
     # -- authentication
     curve_secret: str | None = option(None, group="authentication", metavar="SERVER.key_secret", help=(
