@@ -58,6 +58,8 @@ DEFAULT_MIN_CONFIDENCE = 0.45
 API_KEY_ENV = "STREAMPI_HTTP_API_KEY"
 #: a form field other than the image (min_confidence, api_key, ...) is at most this long
 MAX_FIELD_BYTES = 1024
+#: the form fields read (others are read and dropped)
+FORM_FIELDS = ("image", "min_confidence", "api_key")
 #: parts of one multipart body, at most
 MAX_PARTS = 16
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -111,8 +113,19 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's first chunk (IHDR), before anything is decoded."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ApiError(400, "invalid image file: a PNG must start with its IHDR chunk")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def decode_png(data: bytes, max_pixels: int) -> np.ndarray:
     """A PNG as an RGB array, its header checked against ``max_pixels`` before it is decoded."""
+    w, h = png_size(data)
+    if w <= 0 or h <= 0 or w * h > max_pixels:
+        raise ApiError(400, f"invalid image file: the PNG header claims {w}x{h} pixels; "
+                            f"the limit is {max_pixels} (--max-pixels)")
     try:
         from PIL import Image
     except ImportError:
@@ -120,10 +133,8 @@ def decode_png(data: bytes, max_pixels: int) -> np.ndarray:
                             "send a JPEG") from None
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
-            w, h = im.size
-            if w <= 0 or h <= 0 or w * h > max_pixels:
-                raise ApiError(400, f"invalid image file: the PNG header claims {w}x{h} pixels; "
-                                    f"the limit is {max_pixels} (--max-pixels)")
+            if im.size != (w, h):
+                raise ApiError(400, "invalid image file: not a readable PNG")
             return np.asarray(im.convert("RGB"))
     except ApiError:
         raise
@@ -160,6 +171,18 @@ class HttpDoor:
         self._seq = 0
         self._kinds: dict[str, str] = {}  # model sha256 -> "detections" or "top", learnt from answers
         self._key: bytes | None = None
+
+    @property
+    def active(self) -> int:
+        """Requests held now (reading, decoding, waiting or running)."""
+        return self._active
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        if self._runner is None:
+            return 0
+        return sum(h.transport is not None for h in self._runner.server.connections)
 
     # -- the door interface ---------------------------------------------------------------
     async def open(self, server: Any) -> dict:
@@ -211,6 +234,7 @@ class HttpDoor:
     # -- connections --------------------------------------------------------------------
     def _protocol(self) -> Any:
         handler = self._runner.server()  # type: ignore[union-attr]
+        self.server.stats["http.connections"] += 1
         self._loop.call_soon(self._cap_connections, handler, 4)
         return handler
 
@@ -219,11 +243,12 @@ class HttpDoor:
         client must not keep a working one out), or the newest when every other is busy."""
         if self._runner is None:
             return
-        conns = self._runner.server.connections  # oldest first
-        if newest not in conns:  # its transport calls connection_made in a later loop turn
-            if tries and newest.transport is None:
+        if newest.transport is None:  # its transport calls connection_made in a later loop turn
+            if tries:
                 self._loop.call_soon(self._cap_connections, newest, tries - 1)
             return
+        # oldest first; a connection being closed has no transport any more
+        conns = [h for h in self._runner.server.connections if h.transport is not None]
         if len(conns) <= self.options.http_max_connections:
             return
         victim = next((h for h in conns if h is not newest and h not in self._busy), newest)
@@ -265,7 +290,9 @@ class HttpDoor:
             min_confidence = self._min_confidence(form.get("min_confidence"))
             image = form.get("image")
             if not image:
-                raise ApiError(400, "No valid image file found: send the image in the multipart form field 'image'")
+                others = f" (this one has {form[''].decode()})" if "" in form else ""
+                raise ApiError(400, f"No valid image file found: send the image in the multipart form field "
+                                    f"'image'{others}")
             self._refuse_by_kind(route, self._kinds.get(self.server.model_info["sha256"]))
             parts = await self._frame(image)
             if not self._taking:
@@ -273,7 +300,13 @@ class HttpDoor:
             result = await self._run(parts)
             return self._answer(route, result, min_confidence, t0)
         except ApiError as exc:
-            return self._error(exc.status, exc.message, retry=exc.status == 503)
+            response = self._error(exc.status, exc.message, retry=exc.status == 503)
+            if exc.status == 408:  # a client that stopped sending: close once answered, not wait for its body
+                response.force_close()
+                await response.prepare(request)
+                await response.write_eof()
+                conn.force_close()  # (the transport sends what it holds, then closes)
+            return response
         finally:
             self._active -= 1
             self._busy.discard(conn)
@@ -297,26 +330,35 @@ class HttpDoor:
             raise ApiError(400, f"malformed multipart body: {exc}") from None
 
     async def _read_parts(self, request: web.Request, limit: int) -> dict[str, bytes]:
+        """The form's known fields (image, min_confidence, api_key); others are read and
+        dropped, their names kept under ``""`` for the error that says the image is missing."""
         reader = await request.multipart()
         form: dict[str, bytes] = {}
+        others: list[str] = []
         total = 0
         for _ in range(MAX_PARTS + 1):
             part = await reader.next()
             if part is None:
+                if others:
+                    form[""] = ", ".join(repr(n[:40]) for n in others).encode()
                 return form
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "malformed multipart body: nested multipart parts are not taken")
             name = part.name or ""
-            cap = limit - total if name == "image" else min(MAX_FIELD_BYTES, limit - total)
+            keep = name in FORM_FIELDS and name not in form
             data = bytearray()
             while chunk := await part.read_chunk(256 * 1024):
-                data += chunk
-                if len(data) > cap:
-                    if name != "image" and total + len(data) <= limit:
-                        raise ApiError(400, f"form field {name[:40]!r} is longer than {MAX_FIELD_BYTES} bytes")
+                total += len(chunk)
+                if total > limit:
                     raise ApiError(413, f"the request body is more than {limit} bytes (--http-max-upload)")
-            total += len(data)
-            form.setdefault(name, bytes(data))
+                if keep:
+                    data += chunk
+                    if name != "image" and len(data) > MAX_FIELD_BYTES:
+                        raise ApiError(400, f"form field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
+            if keep:
+                form[name] = bytes(data)
+            else:
+                others.append(name)
         raise ApiError(400, f"malformed multipart body: more than {MAX_PARTS} parts")
 
     @staticmethod
