@@ -45,7 +45,10 @@ def test_each_flag_reaches_its_field():
                         "thread", "--invoke-timeout", "3", "--stop-timeout", "1.5", "--curve-secret", "s.key_secret",
                         "--curve-clients", "keys/", "--max-parts", "1", "--max-pixels", "1000",
                         "--frigate", "ipc:///tmp/f", "--frigate-deadline", "150", "--frigate-pixel-format", "yuv",
-                        "--frigate-input-dtype", "float")
+                        "--frigate-input-dtype", "float",
+                        "--http", "0.0.0.0:8080", "--http-api-key", "k", "--http-api-key-file", "key.txt",
+                        "--http-max-upload", "2M", "--http-max-requests", "3", "--http-max-connections", "9",
+                        "--http-timeout", "2.5")
     want = ServerOptions(bind="ipc:///tmp/v1", credit_bind=None, shared_memory=False, publish="ipc:///tmp/out",
                          recv_hwm=8, control=None, metrics_port=0, metrics_bind="0.0.0.0", workers=3, threads=2,
                          light_threads=0, max_batch=8, max_delay_ms=2.5, policy="queue",
@@ -54,7 +57,9 @@ def test_each_flag_reaches_its_field():
                          delegates=[("libx.so", {"a": "1"})], isolation="thread", invoke_timeout=3.0,
                          stop_timeout=1.5, curve_secret="s.key_secret", curve_clients="keys/",
                          limits=Limits(max_parts=1, max_pixels=1000), frigate="ipc:///tmp/f",
-                         frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float")
+                         frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float",
+                         http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
+                         http_max_upload=2 * 2**20, http_max_requests=3, http_max_connections=9, http_timeout=2.5)
     assert got == want
     # and every field a flag sets was changed by this line: a flag wired to nothing would show here
     defaults = ServerOptions()

@@ -33,6 +33,9 @@ def process_isolation_available() -> bool:
 FRIGATE_PIXEL_FORMATS = ("rgb", "bgr", "yuv")
 FRIGATE_INPUT_DTYPES = ("int", "float", "float_denorm")
 
+#: door option -> the stream its requests come in on (policy queue: each request waits for its answer)
+DOOR_STREAMS = {"frigate": "frigate", "http": "http"}
+
 #: the groups of ``streampi serve --help``, in order
 GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supervision",
           "frigate": "Frigate's zmq detector (docs/frigate.md)",
@@ -132,6 +135,24 @@ class ServerOptions:
         "(float32 in 0..255)"))
 
     # -- doors: the HTTP API (streampi.integrations.http)
+    http: str | None = option(None, group="http", metavar="HOST:PORT", help=(
+        "serve the DeepStack / CodeProject.AI detection API (POST /v1/vision/detection) on this address, e.g. "
+        "127.0.0.1:8080 (port 0: any free port; needs the web extra: pip install 'streampi[web]'; default: off)"))
+    http_api_key: str | None = option(None, group="http", metavar="KEY", help=(
+        "require this api_key form field on every request (401 otherwise); the environment variable "
+        "STREAMPI_HTTP_API_KEY or --http-api-key-file keep it off the command line"))
+    http_api_key_file: str | None = option(None, group="http", metavar="FILE", help=(
+        "read the required api_key from the first line of this file"))
+    http_max_upload: int = option(8 * 2**20, group="http", kind="size", minimum=1, metavar="SIZE", help=(
+        "largest request body (the image and its form fields), e.g. 8M; larger is answered 413"))
+    http_max_requests: int = option(16, group="http", minimum=1, maximum=4096, metavar="N", help=(
+        "requests held at once (reading, decoding, waiting or running); more are answered 503 at once"))
+    http_max_connections: int = option(256, group="http", minimum=1, maximum=65536, metavar="N", help=(
+        "open connections at most; past it the longest-open idle connection is closed (or the new one, "
+        "when none is idle)"))
+    http_timeout: float = option(15.0, group="http", above=0, maximum=3600, metavar="SECONDS", help=(
+        "close a connection idle this long (before its first request too), and answer 408 to a request "
+        "whose body takes longer to arrive"))
 
     # -- authentication
     curve_secret: str | None = option(None, group="authentication", metavar="SERVER.key_secret", help=(
@@ -144,8 +165,9 @@ class ServerOptions:
     send_hwm: int = 100_000
 
     def __post_init__(self) -> None:
-        if self.frigate and "frigate" not in self.stream_policies:  # each Frigate request waits for its answer
-            self.stream_policies = {**self.stream_policies, "frigate": "queue"}
+        for door, stream in DOOR_STREAMS.items():  # a door's every request waits for its own answer
+            if getattr(self, door) and stream not in self.stream_policies:
+                self.stream_policies = {**self.stream_policies, stream: "queue"}
 
     def check(self) -> None:
         """Raise ValueError naming the option (as its flag says it) whose value is out of bounds."""
@@ -168,8 +190,9 @@ class ServerOptions:
         for stream, pol in self.stream_policies.items():
             if pol not in POLICIES:
                 raise ValueError(f"policy of stream {stream!r} must be one of {POLICIES}, got {pol!r}")
-        if self.frigate and self.stream_policies.get("frigate", "queue") != "queue":
-            raise ValueError("stream 'frigate' must have the queue policy: each Frigate detector waits for the "
-                             "answer to its own request, which a newer request must not replace")
+        for door, stream in DOOR_STREAMS.items():
+            if getattr(self, door) and self.stream_policies.get(stream, "queue") != "queue":
+                raise ValueError(f"stream {stream!r} must have the queue policy: each of its clients waits for "
+                                 f"the answer to its own request, which a newer request must not replace")
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")

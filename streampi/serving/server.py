@@ -245,8 +245,8 @@ class Server(Events):
             self.bound["metrics"] = f"http://{opts.metrics_bind}:{port}/metrics"
         from ..integrations import doors_for
 
-        self.doors = doors_for(opts)
         try:
+            self.doors = doors_for(opts)
             for door in self.doors:
                 self.bound.update(await door.open(self))
         except BaseException:
