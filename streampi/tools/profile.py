@@ -206,14 +206,21 @@ def _without_delegate(backend: Backend, content: bytes, **kwargs: Any) -> Any:
         return backend.interpreter_class(model_content=content, num_threads=1)
 
 
-def capture_tensors(content: bytes, backend: Backend) -> dict[int, np.ndarray]:
-    """Every tensor's value after one invoke of the whole model (without delegate, all tensors kept)."""
+def invoked_once(content: bytes, backend: Backend) -> Any:
+    """An interpreter of the model (without delegate, every tensor kept) after one invoke on
+    test inputs: each tensor holds the value the model computes for it."""
     interp = _without_delegate(backend, content, experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     details = interp.get_input_details()
     for d, x in zip(details, _input_data(details)):
         interp.set_tensor(d["index"], x)
     interp.invoke()
+    return interp
+
+
+def capture_tensors(content: bytes, backend: Backend) -> dict[int, np.ndarray]:
+    """Every tensor's value after one invoke of the whole model (without delegate, all tensors kept)."""
+    interp = invoked_once(content, backend)
     values = {}
     for t in interp.get_tensor_details():
         try:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, get_backend
-from .profile import _input_data, _without_delegate, op_names, read_model, to_bytes
+from .profile import _input_data, invoked_once, op_names, read_model, to_bytes
 
 __all__ = ["dense_copy", "measure_file", "pruning_report", "sparse_inference_probe", "store_sparse"]
 
@@ -102,12 +102,7 @@ def dense_copy(content: bytes, backend: Backend) -> bytes:
     densify = [i for i, n in enumerate(names) if n == "DENSIFY"]
     if not densify:
         return content
-    interp = _without_delegate(backend, content, experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    details = interp.get_input_details()
-    for d, x in zip(details, _input_data(details)):
-        interp.set_tensor(d["index"], x)
-    interp.invoke()
+    interp = invoked_once(content, backend)  # the runtime's DENSIFY kernel decodes the weights
     schema = _schema()
     for i in densify:
         out = int(sg.operators[i].outputs[0])
