@@ -478,3 +478,44 @@ def test_frigate_options_need_the_queue_policy_a_detection_model_and_a_folder_th
         ServerThread("shapes_int8", frigate_options()).start()
     with pytest.raises(StreampiError, match="does not exist"):
         ServerThread(MODEL, frigate_options(frigate=f"ipc://{tmp_path}/missing/zmq_detector")).start()
+
+
+def test_the_320_ssd_benchmark_model_loads_and_the_door_gives_its_decoded_detections():
+    """ssd_mobilenet_v2_320_int8 (random weights, for benchmarks at Frigate's size): what the
+    model gives for a frame, decoded here from its four outputs, is what the door answers."""
+    from streampi import Model, load_config
+    from streampi.decoders import make_decoder
+
+    name = "ssd_mobilenet_v2_320_int8"
+    path = bundled_model(name)
+    model = Model(path)
+    assert model.image_input() == (320, 320, 3) and model.input.dtype == np.uint8
+    assert "TFLite_Detection_PostProcess" in model.ops()
+    config = load_config(path)
+    assert len(config.labels) == 80 and config.labels[0] == "person"
+    assert make_decoder(model.outputs, config).kind == "ssd_postprocess"
+    gen = ScenesGenerator(seed=41)
+    frames = [gen.scene(320, 320)[0] for _ in range(4)]
+    # the model by hand: uint8 pixels are its input as they are (scale 2/255, zero point 128
+    # ≈ the sidecar's (x/255 - 0.5)/0.5), then the op's outputs read by their names' order
+    expected = []
+    for rgb in frames:
+        outs = model.run(rgb[None])
+        by_name = {s.name: o for s, o in zip(model.outputs, outs)}
+        boxes, classes, scores, count = (by_name[f"PartitionedCall:{k}"] for k in range(4))
+        keep = [k for k in range(int(count[0])) if scores[0, k] >= 0.3]
+        keep.sort(key=lambda k: -scores[0, k])
+        rows = np.zeros((20, 6), np.float32)
+        for r, k in enumerate(keep[:20]):
+            rows[r] = [classes[0, k], scores[0, k], *np.clip(boxes[0, k], 0, 1)]
+        expected.append(rows)
+    with ServerThread(name, frigate_options(workers=1)) as st:
+        client = FrigateZmqDetector(st.server.bound["frigate"], str(path), request_timeout_ms=20000)
+        got = [client.detect_raw(frigate_tensor(rgb)).copy() for rgb in frames]
+        client.close()
+        stats = wait_idle(st)
+    assert stats["frigate.ok"] == 4
+    assert sum(int((g[:, 1] > 0).sum()) for g in got) >= 2  # (it finds boxes: not a degenerate model)
+    for g, e in zip(got, expected):
+        assert np.all((g[:, 0] >= 0) & (g[:, 0] < 80)) and np.all((g[:, 2:] >= 0) & (g[:, 2:] <= 1))
+        np.testing.assert_allclose(g, e, atol=2e-3)  # (boxes: pixels of 320 and back)
