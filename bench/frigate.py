@@ -2,7 +2,7 @@
 """Frigate's detectors served by streampi against Frigate's own CPU detector, same model, same
 cores, one run.
 
-    python bench/frigate.py [--model shapes_detector_ssd] [--seconds 5] [--rounds 2]
+    python bench/frigate.py [--model ssd_mobilenet_v2_320_int8] [--seconds 5] [--rounds 2]
 
 For 1, 2 and 4 detectors (each a process, as Frigate runs them):
 
@@ -14,8 +14,8 @@ For 1, 2 and 4 detectors (each a process, as Frigate runs them):
 * ``streampi``: each process is Frigate's ``zmq`` detector (a REQ socket in lock-step, the
   plugin's timeouts), against ``streampi serve MODEL --frigate`` (a child process, one worker
   per core); the tensor is uint8 (``input_dtype: int``) at the model's size, as
-  ``streampi frigate-config`` sets it. ``streampi@320``: the same with 320×320 tensors, which
-  streampi resizes to the model's input.
+  ``streampi frigate-config`` sets it. ``streampi@320`` (a model whose input is not
+  320×320): the same with 320×320 tensors, which streampi resizes to the model's input.
 
 Prints requests/s (all detectors together) and p50/p99 of one request as the detector sees it,
 and the ratios the issue sets as targets: with 4 detectors streampi ≥ 1.3× the requests/s of
@@ -48,12 +48,17 @@ def cpu_detector(model_path: str, tensor: np.ndarray, start_at: float, seconds: 
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]["index"]
     outs = interpreter.get_output_details()
-    # Frigate reads boxes, classes, scores, count by index; find them by shape here, as
-    # models list them in different orders (the work is the same)
-    by_shape = sorted(outs, key=lambda o: (len(o["shape"]), o["name"]))
-    count_i = by_shape[0]["index"]
-    boxes_i = next(o["index"] for o in outs if len(o["shape"]) == 3)
-    scores_i, classes_i = (o["index"] for o in outs if len(o["shape"]) == 2)
+    # Frigate reads boxes, classes, scores, count as the model lists them (TF1 exports' order);
+    # converters list them in other orders, so they are taken here in the op's order, which
+    # names ending in ``:k`` give, else by shape (the work is the same)
+    positions = [o["name"].rpartition(":")[2] for o in outs]
+    if all(p.isdigit() for p in positions) and len(set(positions)) == 4:
+        boxes_i, classes_i, scores_i, count_i = (o["index"] for _, o in sorted(zip(map(int, positions), outs),
+                                                                              key=lambda t: t[0]))
+    else:
+        count_i = next(o["index"] for o in outs if int(np.prod(o["shape"])) == 1)
+        boxes_i = next(o["index"] for o in outs if len(o["shape"]) == 3)
+        classes_i, scores_i = (o["index"] for o in outs if len(o["shape"]) == 2)
 
     def detect_raw() -> np.ndarray:
         interpreter.set_tensor(inp, tensor)
@@ -140,8 +145,9 @@ def run_detectors(target, args_of, n: int, seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="shapes_detector_ssd", help="an SSD-postprocess .tflite (Frigate's CPU "
-                                                                 "detector reads those four outputs)")
+    ap.add_argument("--model", default="ssd_mobilenet_v2_320_int8",
+                    help="an SSD-postprocess .tflite (Frigate's CPU detector reads those four outputs); the default "
+                         "is the bundled 320x320 SSD MobileNetV2 (random weights), Frigate's size")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=1, help="alternate cpu and streampi this many times")
     ap.add_argument("--detectors", default="1,2,4")
@@ -176,7 +182,8 @@ def main() -> None:
                                    "--log-level", "warning"])
         try:
             endpoint = info["frigate"]
-            for kind, tensor in (("streampi", scene[None]), ("streampi@320", scene320[None])):
+            kinds = [("streampi", scene[None])] + ([("streampi@320", scene320[None])] if (w, h) != (320, 320) else [])
+            for kind, tensor in kinds:
                 for n in counts:
                     rows.append({"kind": kind, **run_detectors(
                         zmq_detector, lambda i, s, d, t=tensor, e=endpoint: (e, path.name, t, s, d, args.timeout_ms),

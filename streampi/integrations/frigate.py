@@ -51,12 +51,14 @@ beyond those handed to the server).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import json
 import logging
 import math
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -82,16 +84,32 @@ BOX_DECODERS = ("yolo", "ssd_postprocess", "anchors")
 WAITING_PER_WINDOW = 8
 #: a reason of a bad request is logged once, then at most once per this many seconds
 LOG_EVERY_S = 60.0
+#: messages read from the socket in one turn of the event loop, at most
+READ_PER_TURN = 64
+#: distinct request headers whose parse is remembered (each detector sends the same one)
+HEADER_CACHE = 64
+
+
+_ROW = struct.Struct("=6f")  # one row: 6 float32 in the machine's order, as numpy's float32
+
+
+def detections_to_reply(detections: list[dict], width: int, height: int) -> bytes:
+    """streampi's detections (boxes in pixels of a ``width`` × ``height`` image, best first)
+    as Frigate's reply: 20 × 6 float32 rows ``[class_id, score, ymin, xmin, ymax, xmax]`` in
+    0..1, zero rows after the last (480 bytes, packed straight into the reply)."""
+    if not detections:
+        return ZERO_REPLY
+    buf = bytearray(REPLY_BYTES)
+    for i, det in enumerate(detections[:ROWS]):
+        x0, y0, x1, y1 = det["box"]
+        _ROW.pack_into(buf, i * _ROW.size, det["class"], det["score"], y0 / height, x0 / width, y1 / height,
+                       x1 / width)
+    return bytes(buf)
 
 
 def detections_to_rows(detections: list[dict], width: int, height: int) -> np.ndarray:
-    """streampi's detections (boxes in pixels of a ``width`` × ``height`` image, best first)
-    as Frigate's 20 × 6 float32 rows ``[class_id, score, ymin, xmin, ymax, xmax]`` in 0..1."""
-    rows = np.zeros((ROWS, 6), np.float32)
-    for i, det in enumerate(detections[:ROWS]):
-        x0, y0, x1, y1 = det["box"]
-        rows[i] = (det["class"], det["score"], y0 / height, x0 / width, y1 / height, x1 / width)
-    return rows
+    """:func:`detections_to_reply` as a 20 × 6 float32 array."""
+    return np.frombuffer(detections_to_reply(detections, width, height), np.float32).reshape(ROWS, 6)
 
 
 class BadRequest(ValueError):
@@ -125,6 +143,9 @@ class FrigateDoor:
         self._seq = 0
         self._logged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, times since)
         self._matching_names: set[str] = set()  # model names Frigate proved by content to be ours
+        self._headers: dict[bytes, Any] = {}  # a request header's bytes -> its JSON, parsed once
+        self._read_scheduled = False
+        self._reader_fd: int | None = None
 
     # -- the door interface -----------------------------------------------------------------
     async def open(self, server: Any) -> dict[str, str]:
@@ -161,25 +182,57 @@ class FrigateDoor:
         if server.options.curve_secret is not None:
             log.warning("--frigate %s is not CurveZMQ-authenticated (Frigate's zmq detector cannot be): bind it to "
                         "loopback, an ipc path or a network only Frigate reaches", self.endpoint)
-        self._send_now = zmq.Socket.shadow(sock.underlying)  # replies leave from the server's callbacks
+        # read and written without futures: a reader callback on the socket's descriptor reads
+        # every message waiting (as the server reads its own sockets), and replies leave from
+        # the server's callbacks
+        self._send_now = zmq.Socket.shadow(sock.underlying)
         bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         log.info("answering Frigate's zmq detector at %s (%s, %s tensors, deadline %.0f ms)", bound,
                  self.pixel_format, self.input_dtype, self.deadline * 1e3)
         return {"frigate": bound}
 
     async def run(self) -> None:
-        while True:
+        self._loop = asyncio.get_running_loop()
+        self._reader_fd = self._send_now.getsockopt(zmq.FD)
+        self._loop.add_reader(self._reader_fd, self._on_readable)
+        self._on_readable()  # what arrived before the reader was added
+        try:
+            await self._loop.create_future()  # until cancelled at shutdown
+        finally:
+            self._remove_reader()
+
+    def _remove_reader(self) -> None:
+        if self._reader_fd is not None:
+            self._loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
+
+    def _on_readable(self) -> None:
+        """The socket's descriptor signalled (on an edge), or a turn left messages behind: read
+        what is waiting, at most READ_PER_TURN messages a turn."""
+        self._read_scheduled = False
+        if self.sock is None:
+            return
+        for _ in range(READ_PER_TURN):
             try:
-                parts = await self.sock.recv_multipart(copy=False)
+                parts = self._send_now.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
             except zmq.ZMQError as exc:  # (not expected on a ROUTER; never a reason to stop serving)
                 log.warning("receiving a Frigate request failed: %s", exc)
-                continue
-            t_recv = time.perf_counter()
+                return
             try:
-                self._take(parts, t_recv)
+                self._take(parts, time.perf_counter())
             except Exception:  # a bug here costs this request its boxes, not the door
                 log.exception("handling a Frigate request failed")
                 self.stats["frigate.internal"] += 1
+        self._schedule_read()
+
+    def _schedule_read(self) -> None:
+        """Read in a coming turn even without a descriptor event: a reply sent on the socket
+        can consume the edge of a request that arrived meanwhile."""
+        if not self._read_scheduled and self._reader_fd is not None:
+            self._read_scheduled = True
+            self._loop.call_soon(self._on_readable)
 
     def stop_taking(self) -> None:
         """No new requests; those waiting in the door (never handed to the server) get zero
@@ -191,6 +244,8 @@ class FrigateDoor:
     async def close(self) -> None:
         while self._waiting:  # (open failed after requests came: nothing waits, normally)
             self._answer(self._waiting.popleft(), ZERO_REPLY, "shutdown")
+        if self._reader_fd is not None:
+            self._remove_reader()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -205,11 +260,16 @@ class FrigateDoor:
         if not body:
             self._bad(envelope, "an empty request (no header part)")
             return
-        try:
-            header = json.loads(body[0].bytes)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._bad(envelope, f"the header is not JSON ({exc})")
-            return
+        raw = body[0].bytes
+        header = self._headers.get(raw)
+        if header is None:
+            try:
+                header = json.loads(raw)
+            except (UnicodeDecodeError, ValueError) as exc:
+                self._bad(envelope, f"the header is not JSON ({exc})")
+                return
+            if isinstance(header, dict) and "shape" in header and len(self._headers) < HEADER_CACHE:
+                self._headers[raw] = header  # (a detection request's: read-only from here on)
         if not isinstance(header, dict):
             self._bad(envelope, f"the header is a JSON {type(header).__name__}, not an object")
             return
@@ -314,8 +374,8 @@ class FrigateDoor:
         self._in_server -= 1
         try:
             if result.get("ok"):
-                rows = detections_to_rows(result.get("detections") or [], req.width, req.height)
-                self._answer(req, rows.tobytes(), "ok")
+                reply = detections_to_reply(result.get("detections") or [], req.width, req.height)
+                self._answer(req, reply, "ok")
             else:
                 error = result.get("error") or {}
                 self._log(f"failed.{error.get('code')}", f"a Frigate request was answered with no detections: "
@@ -357,6 +417,7 @@ class FrigateDoor:
             self.stats["frigate.unroutable"] += 1
             if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 self._log("send", f"a reply to Frigate could not be sent: {exc}")
+        self._schedule_read()
 
     def _log(self, key: str, message: str) -> None:
         """Log ``message`` the first time, then at most every LOG_EVERY_S per ``key``."""
