@@ -210,13 +210,14 @@ class FrigateDoor:
         """The socket's descriptor signalled (on an edge), or a turn left messages behind: read
         what is waiting, at most READ_PER_TURN messages a turn."""
         self._read_scheduled = False
+        sock = self._send_now
         if self.sock is None:
             return
         for _ in range(READ_PER_TURN):
             try:
-                parts = self._send_now.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # (cheaper than raising zmq.Again)
+                    return
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.ZMQError as exc:  # (not expected on a ROUTER; never a reason to stop serving)
                 log.warning("receiving a Frigate request failed: %s", exc)
                 return
@@ -228,8 +229,9 @@ class FrigateDoor:
         self._schedule_read()
 
     def _schedule_read(self) -> None:
-        """Read in a coming turn even without a descriptor event: a reply sent on the socket
-        can consume the edge of a request that arrived meanwhile."""
+        """Read in a coming turn even without a descriptor event: a turn stopped before the
+        socket was empty, or a reply sent on it consumed the edge of a request that arrived
+        meanwhile."""
         if not self._read_scheduled and self._reader_fd is not None:
             self._read_scheduled = True
             self._loop.call_soon(self._on_readable)
@@ -417,7 +419,8 @@ class FrigateDoor:
             self.stats["frigate.unroutable"] += 1
             if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 self._log("send", f"a reply to Frigate could not be sent: {exc}")
-        self._schedule_read()
+        if self._reader_fd is not None and self._send_now.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule_read()  # (the send consumed the descriptor's edge of a waiting request)
 
     def _log(self, key: str, message: str) -> None:
         """Log ``message`` the first time, then at most every LOG_EVERY_S per ``key``."""
