@@ -519,3 +519,60 @@ def test_the_320_ssd_benchmark_model_loads_and_the_door_gives_its_decoded_detect
     for g, e in zip(got, expected):
         assert np.all((g[:, 0] >= 0) & (g[:, 0] < 80)) and np.all((g[:, 2:] >= 0) & (g[:, 2:] <= 1))
         np.testing.assert_allclose(g, e, atol=2e-3)  # (boxes: pixels of 320 and back)
+
+
+def test_with_accept_model_the_model_frigate_sends_is_checked_saved_and_served(tmp_path):
+    accept = tmp_path / "from_frigate"
+    accept.mkdir()
+    cache = tmp_path / "model_cache"  # Frigate's side: its model.path
+    cache.mkdir()
+    sent = cache / "my_ssd.tflite"
+    shutil.copy(bundled_model("shapes_detector_ssd"), sent)
+    # the user's sidecar for it, put in DIR beforehand (its normalisation, labels, decoder)
+    sidecar = json.loads(bundled_model("shapes_detector_ssd").with_suffix(".json").read_text())
+    (accept / "my_ssd.json").write_text(json.dumps({**sidecar, "labels": list(LABELS)}))
+    garbage = cache / "broken.tflite"
+    garbage.write_bytes(b"\x00" * 4 + b"TFL3" + os.urandom(5000))
+    classifier = cache / "classes.tflite"
+    shutil.copy(bundled_model("shapes_int8"), classifier)
+    gen = ScenesGenerator(seed=12)
+    frames = [gen.scene(96, 96)[0] for _ in range(3)]
+    with ServerThread(MODEL, frigate_options(frigate_accept_model=str(accept))) as st:
+        endpoint = st.server.bound["frigate"]
+        bad = FrigateZmqDetector(endpoint, str(garbage))
+        wrong_kind = FrigateZmqDetector(endpoint, str(classifier))
+        still = st.server.model_path
+        clients: list[FrigateZmqDetector] = []
+        threads = [threading.Thread(target=lambda: clients.append(FrigateZmqDetector(endpoint, str(sent))))
+                   for _ in range(3)]  # Frigate's detectors start together, each sends the model
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        later = FrigateZmqDetector(endpoint, str(sent))  # by name now: no transfer
+        rows = [clients[0].detect_raw(frigate_tensor(f)).copy() for f in frames]
+        served_path, reloads = st.server.model_path, st.stats["reloads"]
+        native = native_rows(st, frames)  # the same frames through Producer: the served model now
+        stats = wait_idle(st)
+        for c in [bad, wrong_kind, *clients, later]:
+            c.close()
+    assert not bad._model_ready and "not a model streampi can serve" in bad.transfer_message
+    assert not wrong_kind._model_ready and "gives no boxes" in wrong_kind.transfer_message
+    assert still == bundled_model(MODEL)  # the refused ones changed nothing
+    assert sorted(p.name for p in accept.iterdir()) == ["my_ssd.json", "my_ssd.tflite"]  # nothing else kept
+    assert len(clients) == 3 and all(c._model_ready for c in clients)
+    assert all("serves it" in c.transfer_message or "is the model streampi serves" in c.transfer_message
+               for c in clients)
+    assert later._model_ready and not hasattr(later, "transfer_message")
+    assert served_path == accept / "my_ssd.tflite" and served_path.read_bytes() == sent.read_bytes()
+    assert reloads == 1
+    assert all(r[0, 1] > 0 for r in rows)
+    for got, want in zip(rows, native):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert stats["frigate.models_accepted"] == 1 and stats["frigate.models_refused"] == 2
+    assert stats["frigate.received"] == stats["frigate.answered"] == 3
+
+
+def test_accept_model_needs_a_folder_the_server_can_write_in(tmp_path):
+    with pytest.raises(StreampiError, match="not a folder this server can write in"):
+        ServerThread(MODEL, frigate_options(frigate_accept_model=str(tmp_path / "missing"))).start()

@@ -25,10 +25,12 @@ What Frigate sends and expects (its plugin's code is the specification):
   ``[{"model_data": true, "model_name": NAME}, <the model file>]``, answered
   ``{"model_saved": S, "model_loaded": L}``. Frigate sends detection requests only after
   ``A and L`` or ``S and L``. This door says the model is available when NAME is the served
-  model's file name, and takes a model file Frigate sends only to compare it with the served
-  one: the same bytes are a match (remembered, so the file is not sent again); another model is
-  refused, with the reason in both logs. Serving the model Frigate sends instead is not done
-  (run ``streampi serve THAT_MODEL``).
+  model's file name, and compares a model file Frigate sends with the served one: the same
+  bytes are a match (remembered, so the file is not sent again). Another model is refused, with
+  the reason in both logs, unless ``--frigate-accept-model DIR`` is set: then a valid .tflite
+  detection model is saved as ``DIR/NAME`` and the server reloads onto it (new workers load it
+  while the old ones serve); the answer waits for the reload (Frigate waits 30 s for it) and
+  says whether it loaded.
 
 Frigate waits ``request_timeout_ms`` (200 ms by default) for a reply, then closes its socket,
 opens a new one and counts "no detections". A request is therefore checked when it could be
@@ -146,6 +148,10 @@ class FrigateDoor:
         self._headers: dict[bytes, Any] = {}  # a request header's bytes -> its JSON, parsed once
         self._read_scheduled = False
         self._reader_fd: int | None = None
+        self.accept_dir: Path | None = Path(options.frigate_accept_model) if options.frigate_accept_model else None
+        self._accepting: dict[str, asyncio.Future] = {}  # sha256 of a model being saved and loaded -> its reply
+        self._tasks: set[asyncio.Task] = set()
+        self._served_key: tuple | None = None
 
     # -- the door interface -----------------------------------------------------------------
     async def open(self, server: Any) -> dict[str, str]:
@@ -158,11 +164,9 @@ class FrigateDoor:
         if kind not in BOX_DECODERS:
             raise StreampiError(f"--frigate needs a detection model (a {', '.join(BOX_DECODERS)} decoder); "
                                 f"{server.model_path.name} is decoded by '{kind}', which gives no boxes")
-        self.window = server.n_workers * (server.options.max_batch if server.spec.batchable else 1)
-        self.max_waiting = WAITING_PER_WINDOW * self.window
-        self.model_path = Path(server.model_path)
-        self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
-        self.labels = tuple(server.config.labels or ())
+        self._served()
+        if self.accept_dir is not None and not (self.accept_dir.is_dir() and os.access(self.accept_dir, os.W_OK)):
+            raise StreampiError(f"--frigate-accept-model {self.accept_dir}: not a folder this server can write in")
         if self.endpoint.startswith("ipc://"):
             folder = os.path.dirname(self.endpoint[len("ipc://"):]) or "."
             if not os.path.isdir(folder):
@@ -244,6 +248,8 @@ class FrigateDoor:
             self._answer(self._waiting.popleft(), ZERO_REPLY, "shutdown")
 
     async def close(self) -> None:
+        for task in [*self._tasks, *self._accepting.values()]:  # a model being saved and loaded: no answer
+            task.cancel()
         while self._waiting:  # (open failed after requests came: nothing waits, normally)
             self._answer(self._waiting.popleft(), ZERO_REPLY, "shutdown")
         if self._reader_fd is not None:
@@ -251,6 +257,25 @@ class FrigateDoor:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    def _served(self) -> tuple[Path, str]:
+        """The served model's file and sha256 (read again when the server serves another file:
+        a reload by Frigate's handshake or by `streampi ctl reload`), and the door's window."""
+        server = self.server
+        path = Path(server.model_path)
+        try:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = (str(path), None, None)
+        if key != self._served_key:
+            self.model_path = path
+            self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest() if key[1] is not None else ""
+            self.labels = tuple(server.config.labels or ())
+            self.window = server.n_workers * (server.options.max_batch if server.spec.batchable else 1)
+            self.max_waiting = WAITING_PER_WINDOW * self.window
+            self._served_key = key
+        return self.model_path, self.model_sha256
 
     # -- requests ----------------------------------------------------------------------------
     def _take(self, parts: list, t_recv: float) -> None:
@@ -436,33 +461,113 @@ class FrigateDoor:
     def _handshake(self, envelope: list, header: dict, body: list) -> None:
         self.stats["frigate.handshakes"] += 1
         name = header.get("model_name")
-        served = self.model_path.name
+        served, sha256 = self._served()
         if not isinstance(name, str) or not name:
             reply: dict[str, Any] = {"error": "model_name missing"}
         elif "model_request" in header:
-            ours = name == served or name in self._matching_names
+            ours = name == served.name or name in self._matching_names
             reply = {"model_available": ours, "model_loaded": ours, "model_name": name}
             if ours:
-                reply["message"] = f"streampi serves {served} ({self.model_sha256[:12]})"
+                reply["message"] = f"streampi serves {served.name} ({sha256[:12]})"
             else:
-                reply["message"] = f"streampi serves {served}; send {name} to compare"
-                self._log(f"model:{name}", f"Frigate's model.path is {name}, this server serves {served}: asked "
-                                           f"Frigate for the file to compare (docs/frigate.md)")
+                reply["message"] = f"streampi serves {served.name}; send {name} to " + \
+                    ("serve it" if self.accept_dir is not None else "compare")
+                self._log(f"model:{name}", f"Frigate's model.path is {name}, this server serves {served.name}: "
+                                           f"asked Frigate for the file (docs/frigate.md)")
         else:
             data = body[1].buffer if len(body) >= 2 else b""
-            same = len(body) >= 2 and hashlib.sha256(data).hexdigest() == self.model_sha256
-            if same:
+            digest = hashlib.sha256(data).hexdigest() if len(body) >= 2 else ""
+            if len(body) >= 2 and digest == sha256:
                 self._matching_names.add(name)
                 reply = {"model_saved": True, "model_loaded": True, "model_name": name,
-                         "message": f"{name} is the model streampi serves ({served})"}
-                log.info("Frigate's model %s is the served model %s (same bytes)", name, served)
+                         "message": f"{name} is the model streampi serves ({served.name})"}
+                log.info("Frigate's model %s is the served model %s (same bytes)", name, served.name)
+            elif self.accept_dir is not None and len(body) >= 2:
+                self._start_accepting(envelope, name, bytes(data), digest)
+                return  # answered once the model is saved and loaded (or refused)
             else:
                 reply = {"model_saved": False, "model_loaded": False, "model_name": name,
-                         "message": f"streampi serves {served} ({self.model_sha256[:12]}), not {name}; it does not "
-                                    f"load a model Frigate sends: serve that model, or point Frigate's model.path "
-                                    f"at {served} (streampi frigate-config)"}
+                         "message": f"streampi serves {served.name} ({sha256[:12]}), not {name}; it does not "
+                                    f"load a model Frigate sends unless started with --frigate-accept-model DIR: "
+                                    f"serve that model, or point Frigate's model.path at {served.name} "
+                                    f"(streampi frigate-config)"}
                 self._log(f"model_data:{name}", f"Frigate sent model {name} ({len(data)} bytes), which is not the "
-                                                f"served {served}: Frigate's detector will not start. Serve that "
-                                                f"model, or set Frigate's model.path to {served} "
-                                                f"(`streampi frigate-config` prints the config)")
+                                                f"served {served.name}: Frigate's detector will not start. Serve "
+                                                f"that model, start with --frigate-accept-model DIR, or set "
+                                                f"Frigate's model.path to {served.name} (`streampi frigate-config` "
+                                                f"prints the config)")
         self._send(envelope, json.dumps(reply).encode())
+
+    def _start_accepting(self, envelope: list, name: str, data: bytes, digest: str) -> None:
+        """Save and serve the model Frigate sent; its handshake is answered when that is done.
+        Detectors that send the same model meanwhile (they start together) wait for the same
+        reload."""
+        pending = self._accepting.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._accept_model(name, data, digest))
+            self._accepting[digest] = pending
+            pending.add_done_callback(lambda _f: self._accepting.pop(digest, None))
+
+        async def answer() -> None:
+            reply = await asyncio.shield(pending)
+            self._send(envelope, json.dumps({**reply, "model_name": name}).encode())
+
+        task = asyncio.ensure_future(answer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_model(self, name: str, data: bytes, digest: str) -> dict[str, Any]:
+        """``{"model_saved", "model_loaded", "message"}`` for the model file Frigate sent."""
+        from ..decoders import make_decoder
+        from ..model import Model, check_tflite_file
+
+        def refuse(why: str, saved: bool = False) -> dict[str, Any]:
+            log.error("Frigate's model %s (%d bytes, %s) not served: %s", name, len(data), digest[:12], why)
+            self.stats["frigate.models_refused"] += 1
+            return {"model_saved": saved, "model_loaded": False, "message": f"streampi: {why}"}
+
+        base = os.path.basename(name)
+        if base != name or not protocol_name_ok(base):
+            return refuse(f"the model name {name!r} is not a plain file name ending in .tflite")
+        target = self.accept_dir / base  # type: ignore[operator]
+        tmp = self.accept_dir / f".{base}.{os.getpid()}.partial"  # type: ignore[operator]
+        loop = asyncio.get_running_loop()
+
+        def save_and_check() -> str | None:
+            """Write the file aside, check it is a TFLite model, put it in place, then check that
+            it gives boxes (with its sidecar ``NAME.json`` in DIR, if one is there)."""
+            from ..config import load_config
+
+            try:
+                tmp.write_bytes(data)
+                check_tflite_file(tmp)
+                outputs = Model(tmp).outputs
+                os.replace(tmp, target)
+                kind = make_decoder(outputs, load_config(target)).kind
+            except (StreampiError, ValueError, OSError) as exc:
+                return f"{name} is not a model streampi can serve: {exc}"
+            finally:
+                tmp.unlink(missing_ok=True)
+            if kind not in BOX_DECODERS:
+                target.unlink(missing_ok=True)
+                return f"{name} is decoded by '{kind}', which gives no boxes (Frigate needs a detection model)"
+            return None
+
+        why = await loop.run_in_executor(None, save_and_check)
+        if why is not None:
+            return refuse(why)
+        log.info("Frigate sent model %s (%d bytes, %s): saved as %s; reloading onto it", name, len(data),
+                 digest[:12], target)
+        result = await self.server.reload(str(target))
+        if not result.get("ok"):
+            return refuse(f"saved as {target}, but the reload failed: {result.get('error')}", saved=True)
+        self._served()
+        self.stats["frigate.models_accepted"] += 1
+        return {"model_saved": True, "model_loaded": True,
+                "message": f"streampi saved {name} as {target} and serves it ({digest[:12]})"}
+
+
+def protocol_name_ok(name: str) -> bool:
+    """A model file name Frigate may give: letters, digits, ``._-``, ending in .tflite."""
+    return (name.endswith(".tflite") and not name.startswith(".") and len(name) <= 255
+            and all(c.isalnum() or c in "._-" for c in name))
