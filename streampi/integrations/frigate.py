@@ -48,7 +48,8 @@ header, shape, dtype or size; logged with the reason), ``frigate.failed`` (the s
 with an error), ``frigate.overloaded`` (more requests waiting than the door holds),
 ``frigate.shutdown``, ``frigate.handshakes``, ``frigate.unroutable`` (a reply to a socket
 Frigate had already closed), ``frigate.max_waiting`` (the most requests the door held at once,
-beyond those handed to the server).
+beyond those handed to the server), ``frigate.models_accepted`` and ``frigate.models_refused``
+(model files Frigate sent with ``--frigate-accept-model``: served, or not, with the reason).
 """
 
 from __future__ import annotations
