@@ -16,6 +16,9 @@ neither users nor CI ever install it. What it writes:
   weights: the model doctor's examples of half-way quantization);
 * ``mobilenet_v2_int8.tflite`` a MobileNetV2-shaped int8 model (224×224×3, 1000 classes,
   random weights) for benchmarks;
+* ``ssd_mobilenet_v2_320_int8.tflite`` an SSD detector shaped like those Frigate users run
+  (MobileNetV2 at 320×320×3, SSDLite heads, TFLite_Detection_PostProcess, uint8 input,
+  random weights) for benchmarks, with ``coco_labels.txt``;
 * ``custom_op.tflite`` a tiny model whose only op is a custom op no runtime knows, and
   ``vector_fixed_batch.tflite`` (a 1×4 float input, batch fixed) and ``int16_input.tflite``
   (an image model with an int16 input), for the error-path tests;
@@ -487,6 +490,147 @@ def make_mobilenet(tf, report: list[str]) -> None:
     report.append(f"| mobilenet_v2_int8.tflite | {len(blob) / 1024:.1f} KiB | random weights (benchmarks only) |")
 
 
+# -- an SSD detector at 320×320 (benchmarks) ----------------------------------------------
+SSD320_SIZE = 320
+COCO_LABELS = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush")
+
+
+def ssd_anchors(grids: list[int], per_cell: list[int], min_scale: float = 0.2, max_scale: float = 0.95) -> np.ndarray:
+    """SSD's multiple-grid anchors ``(N, 4)`` as ``ycenter, xcenter, h, w`` (normalised), in
+    the order the heads emit them: per feature map, per cell (row-major), per anchor. The first
+    map has 3 anchors a cell (scale 0.1 at 1:1, then 2:1 and 1:2), the others 6 (1:1, 2:1,
+    1:2, 3:1, 1:3 and 1:1 at the geometric mean of this scale and the next)."""
+    m = len(grids)
+    scales = [min_scale + (max_scale - min_scale) * k / (m - 1) for k in range(m)] + [1.0]
+    out = []
+    for k, (g, a) in enumerate(zip(grids, per_cell)):
+        if a == 3:
+            shapes = [(0.1, 1.0), (scales[k], 2.0), (scales[k], 0.5)]
+        else:
+            shapes = [(scales[k], r) for r in (1.0, 2.0, 0.5, 3.0, 1 / 3)] + [(np.sqrt(scales[k] * scales[k + 1]), 1.0)]
+        for y in range(g):
+            for x in range(g):
+                for s, r in shapes:
+                    out.append(((y + 0.5) / g, (x + 0.5) / g, s / np.sqrt(r), s * np.sqrt(r)))
+    return np.array(out, np.float32)
+
+
+def make_ssd320(tf, report: list[str]) -> None:
+    """``ssd_mobilenet_v2_320_int8.tflite``: the shape of the SSD detectors Frigate users run
+    (a MobileNetV2 backbone at 320×320, SSDLite heads on six feature maps from 20×20 to 1×1,
+    2034 anchors, 80 COCO classes, ending in TFLite_Detection_PostProcess), full-integer
+    quantized with a uint8 input, random weights: for benchmarks at Frigate's size only."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(23)
+    nc = len(COCO_LABELS)
+    log(f"building SSD MobileNetV2 {SSD320_SIZE}×{SSD320_SIZE}×3 with SSDLite heads (random weights)")
+    backbone = tf.keras.applications.MobileNetV2(input_shape=(SSD320_SIZE, SSD320_SIZE, 3), include_top=False,
+                                                 weights=None)
+    maps = [backbone.get_layer("block_13_expand_relu").output, backbone.get_layer("out_relu").output]
+    x = maps[-1]
+    for depth in (512, 256, 256, 128):  # the extra feature maps: 5×5, 3×3, 2×2, 1×1
+        x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(depth // 2, 1, use_bias=False)(x)))
+        x = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x)))
+        x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(depth, 1, use_bias=False)(x)))
+        maps.append(x)
+    per_cell = [3] + [6] * (len(maps) - 1)
+    boxes, classes = [], []
+    for fmap, a in zip(maps, per_cell):
+        def head(n: int, fmap=fmap, a=a):  # SSDLite: a depthwise 3×3, then a 1×1 to the predictions
+            y = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False)(fmap)))
+            return L.Reshape((-1, n))(L.Conv2D(a * n, 1)(y))
+        boxes.append(head(4))
+        classes.append(head(nc + 1))
+    net = tf.keras.Model(backbone.input, [L.Concatenate(1)(boxes), L.Activation("sigmoid")(L.Concatenate(1)(classes))],
+                         name="ssd_mobilenet_v2_320")
+    # random weights with untouched batch norms fade to nothing through the backbone (every
+    # box its anchor, every score alike, whatever the frame): the batch norms take the
+    # statistics of a batch of scenes, so that each layer's output is normalised, and the
+    # classes start at a prior of 1 % as SSD training does; a frame then gives a few boxes of
+    # varied classes, places and scores that depend on it, as a trained model's do
+    scenes = ScenesGenerator(seed=31)
+    batch = np.stack([scenes.scene(SSD320_SIZE, SSD320_SIZE)[0] for _ in range(16)]).astype(np.float32) / 127.5 - 1
+    for layer in net.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.momentum = 0.0
+        elif isinstance(layer, L.Conv2D) and layer.use_bias:  # the heads' last convolutions
+            kernel, bias = layer.get_weights()
+            if kernel.shape[-1] % (nc + 1) == 0:
+                layer.set_weights([kernel, np.full_like(bias, -4.6)])
+    net(batch, training=True)
+    grids = [int(m.shape[1]) for m in maps]
+    anchors = ssd_anchors(grids, per_cell)
+    log(f"feature maps {grids}, {len(anchors)} anchors")
+    signature = " ".join([
+        'name: "TFLite_Detection_PostProcess"',
+        'attr { key: "max_detections" value { i: 100 } }',
+        'attr { key: "max_classes_per_detection" value { i: 1 } }',
+        'attr { key: "detections_per_class" value { i: 100 } }',
+        'attr { key: "use_regular_nms" value { b: false } }',
+        'attr { key: "nms_score_threshold" value { f: 0.00000001 } }',
+        'attr { key: "nms_iou_threshold" value { f: 0.600000 } }',
+        'attr { key: "y_scale" value { f: 10.000000 } }',
+        'attr { key: "x_scale" value { f: 10.000000 } }',
+        'attr { key: "h_scale" value { f: 5.000000 } }',
+        'attr { key: "w_scale" value { f: 5.000000 } }',
+        f'attr {{ key: "num_classes" value {{ i: {nc} }} }}'])
+
+    @tf.function(experimental_implements=signature)
+    def postprocess(box_encodings, class_predictions, anchors):  # replaced by the op on conversion
+        return (tf.constant(0.0, name="boxes"), tf.constant(0.0, name="classes"),
+                tf.constant(0.0, name="scores"), tf.constant(0.0, name="num_detections"))
+
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # the network with its variables frozen into constants (the converter would keep them as
+    # variables), then the post-processing op's stand-in, via a SavedModel as ssd_variant does
+    spec = tf.TensorSpec([1, SSD320_SIZE, SSD320_SIZE, 3], tf.float32, name="image")
+    frozen = convert_variables_to_constants_v2(tf.function(lambda image: net(image, training=False))
+                                               .get_concrete_function(spec))
+
+    @tf.function(input_signature=[spec])
+    def detect(image):
+        enc, scores = frozen(image)
+        return postprocess(enc, scores, tf.constant(anchors))
+
+    def rep():
+        for _ in range(16):
+            yield [scenes.scene(SSD320_SIZE, SSD320_SIZE)[0][None].astype(np.float32) / 127.5 - 1]
+
+    import tempfile
+
+    module = tf.Module()
+    module.detect = detect
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": detect.get_concrete_function()})
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        conv.allow_custom_ops = True
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        blob = conv.convert()
+    (OUT / "coco_labels.txt").write_text("\n".join(COCO_LABELS) + "\n")
+    # mean and std from the uint8 input's quantization, so that streampi's (x/255 - mean)/std,
+    # quantized, is the frame's pixels as they are: what Frigate's CPU detector feeds it
+    scale, zero_point = tf.lite.Interpreter(model_content=blob).get_input_details()[0]["quantization"]
+    write("ssd_mobilenet_v2_320_int8.tflite", blob,
+          {"mean": zero_point / 255, "std": 1 / (255 * scale), "channels": "rgb", "resize": "stretch", "labels": "coco_labels.txt",
+           "decoder": {"kind": "ssd_postprocess", "score_threshold": 0.3}})
+    report.append(f"| ssd_mobilenet_v2_320_int8.tflite | {len(blob) / 1024:.1f} KiB | random weights "
+                  f"(benchmarks only: SSD MobileNetV2 320×320, SSDLite heads, {len(anchors)} anchors, "
+                  "TFLite_Detection_PostProcess) |")
+
+
 def make_custom_op(tf) -> None:
     """A two-tensor model whose one op is renamed to a custom op nobody implements."""
     from tensorflow.lite.tools import flatbuffer_utils as fbu
@@ -519,7 +663,7 @@ def make_custom_op(tf) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["shapes", "detector", "mobilenet", "custom"], help="make one group only")
+    ap.add_argument("--only", choices=["shapes", "detector", "mobilenet", "ssd320", "custom"], help="make one group only")
     ap.add_argument("--train", type=int, default=30000, help="training frames (default 30000)")
     ap.add_argument("--test", type=int, default=3000, help="test frames (default 3000)")
     ap.add_argument("--epochs", type=int, default=12)
@@ -539,6 +683,8 @@ def main() -> None:
         make_detector(tf, args, report)
     if args.only in (None, "mobilenet"):
         make_mobilenet(tf, report)
+    if args.only in (None, "ssd320"):
+        make_ssd320(tf, report)
     if args.only in (None, "custom"):
         make_custom_op(tf)
     if report:

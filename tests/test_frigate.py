@@ -478,3 +478,101 @@ def test_frigate_options_need_the_queue_policy_a_detection_model_and_a_folder_th
         ServerThread("shapes_int8", frigate_options()).start()
     with pytest.raises(StreampiError, match="does not exist"):
         ServerThread(MODEL, frigate_options(frigate=f"ipc://{tmp_path}/missing/zmq_detector")).start()
+
+
+def test_the_320_ssd_benchmark_model_loads_and_the_door_gives_its_decoded_detections():
+    """ssd_mobilenet_v2_320_int8 (random weights, for benchmarks at Frigate's size): what the
+    model gives for a frame, decoded here from its four outputs, is what the door answers."""
+    from streampi import Model, load_config
+    from streampi.decoders import make_decoder
+
+    name = "ssd_mobilenet_v2_320_int8"
+    path = bundled_model(name)
+    model = Model(path)
+    assert model.image_input() == (320, 320, 3) and model.input.dtype == np.uint8
+    assert "TFLite_Detection_PostProcess" in model.ops()
+    config = load_config(path)
+    assert len(config.labels) == 80 and config.labels[0] == "person"
+    assert make_decoder(model.outputs, config).kind == "ssd_postprocess"
+    gen = ScenesGenerator(seed=41)
+    frames = [gen.scene(320, 320)[0] for _ in range(4)]
+    # the model by hand: uint8 pixels are its input as they are (scale 2/255, zero point 128
+    # ≈ the sidecar's (x/255 - 0.5)/0.5), then the op's outputs read by their names' order
+    expected = []
+    for rgb in frames:
+        outs = model.run(rgb[None])
+        by_name = {s.name: o for s, o in zip(model.outputs, outs)}
+        boxes, classes, scores, count = (by_name[f"PartitionedCall:{k}"] for k in range(4))
+        keep = [k for k in range(int(count[0])) if scores[0, k] >= 0.3]
+        keep.sort(key=lambda k: -scores[0, k])
+        rows = np.zeros((20, 6), np.float32)
+        for r, k in enumerate(keep[:20]):
+            rows[r] = [classes[0, k], scores[0, k], *np.clip(boxes[0, k], 0, 1)]
+        expected.append(rows)
+    with ServerThread(name, frigate_options(workers=1)) as st:
+        client = FrigateZmqDetector(st.server.bound["frigate"], str(path), request_timeout_ms=20000)
+        got = [client.detect_raw(frigate_tensor(rgb)).copy() for rgb in frames]
+        client.close()
+        stats = wait_idle(st)
+    assert stats["frigate.ok"] == 4
+    assert sum(int((g[:, 1] > 0).sum()) for g in got) >= 2  # (it finds boxes: not a degenerate model)
+    for g, e in zip(got, expected):
+        assert np.all((g[:, 0] >= 0) & (g[:, 0] < 80)) and np.all((g[:, 2:] >= 0) & (g[:, 2:] <= 1))
+        np.testing.assert_allclose(g, e, atol=2e-3)  # (boxes: pixels of 320 and back)
+
+
+def test_with_accept_model_the_model_frigate_sends_is_checked_saved_and_served(tmp_path):
+    accept = tmp_path / "from_frigate"
+    accept.mkdir()
+    cache = tmp_path / "model_cache"  # Frigate's side: its model.path
+    cache.mkdir()
+    sent = cache / "my_ssd.tflite"
+    shutil.copy(bundled_model("shapes_detector_ssd"), sent)
+    # the user's sidecar for it, put in DIR beforehand (its normalisation, labels, decoder)
+    sidecar = json.loads(bundled_model("shapes_detector_ssd").with_suffix(".json").read_text())
+    (accept / "my_ssd.json").write_text(json.dumps({**sidecar, "labels": list(LABELS)}))
+    garbage = cache / "broken.tflite"
+    garbage.write_bytes(b"\x00" * 4 + b"TFL3" + os.urandom(5000))
+    classifier = cache / "classes.tflite"
+    shutil.copy(bundled_model("shapes_int8"), classifier)
+    gen = ScenesGenerator(seed=12)
+    frames = [gen.scene(96, 96)[0] for _ in range(3)]
+    with ServerThread(MODEL, frigate_options(frigate_accept_model=str(accept))) as st:
+        endpoint = st.server.bound["frigate"]
+        bad = FrigateZmqDetector(endpoint, str(garbage))
+        wrong_kind = FrigateZmqDetector(endpoint, str(classifier))
+        still = st.server.model_path
+        clients: list[FrigateZmqDetector] = []
+        threads = [threading.Thread(target=lambda: clients.append(FrigateZmqDetector(endpoint, str(sent))))
+                   for _ in range(3)]  # Frigate's detectors start together, each sends the model
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        later = FrigateZmqDetector(endpoint, str(sent))  # by name now: no transfer
+        rows = [clients[0].detect_raw(frigate_tensor(f)).copy() for f in frames]
+        served_path, reloads = st.server.model_path, st.stats["reloads"]
+        native = native_rows(st, frames)  # the same frames through Producer: the served model now
+        stats = wait_idle(st)
+        for c in [bad, wrong_kind, *clients, later]:
+            c.close()
+    assert not bad._model_ready and "not a model streampi can serve" in bad.transfer_message
+    assert not wrong_kind._model_ready and "gives no boxes" in wrong_kind.transfer_message
+    assert still == bundled_model(MODEL)  # the refused ones changed nothing
+    assert sorted(p.name for p in accept.iterdir()) == ["my_ssd.json", "my_ssd.tflite"]  # nothing else kept
+    assert len(clients) == 3 and all(c._model_ready for c in clients)
+    assert all("serves it" in c.transfer_message or "is the model streampi serves" in c.transfer_message
+               for c in clients)
+    assert later._model_ready and not hasattr(later, "transfer_message")
+    assert served_path == accept / "my_ssd.tflite" and served_path.read_bytes() == sent.read_bytes()
+    assert reloads == 1
+    assert all(r[0, 1] > 0 for r in rows)
+    for got, want in zip(rows, native):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert stats["frigate.models_accepted"] == 1 and stats["frigate.models_refused"] == 2
+    assert stats["frigate.received"] == stats["frigate.answered"] == 3
+
+
+def test_accept_model_needs_a_folder_the_server_can_write_in(tmp_path):
+    with pytest.raises(StreampiError, match="not a folder this server can write in"):
+        ServerThread(MODEL, frigate_options(frigate_accept_model=str(tmp_path / "missing"))).start()

@@ -45,7 +45,7 @@ def test_each_flag_reaches_its_field():
                         "thread", "--invoke-timeout", "3", "--stop-timeout", "1.5", "--curve-secret", "s.key_secret",
                         "--curve-clients", "keys/", "--max-parts", "1", "--max-pixels", "1000",
                         "--frigate", "ipc:///tmp/f", "--frigate-deadline", "150", "--frigate-pixel-format", "yuv",
-                        "--frigate-input-dtype", "float",
+                        "--frigate-input-dtype", "float", "--frigate-accept-model", "from_frigate/",
                         "--http", "0.0.0.0:8080", "--http-api-key", "k", "--http-api-key-file", "key.txt",
                         "--http-max-upload", "2M", "--http-max-requests", "3", "--http-max-connections", "9",
                         "--http-timeout", "2.5")
@@ -58,7 +58,7 @@ def test_each_flag_reaches_its_field():
                          stop_timeout=1.5, curve_secret="s.key_secret", curve_clients="keys/",
                          limits=Limits(max_parts=1, max_pixels=1000), frigate="ipc:///tmp/f",
                          frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float",
-                         http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
+                         frigate_accept_model="from_frigate/", http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
                          http_max_upload=2 * 2**20, http_max_requests=3, http_max_connections=9, http_timeout=2.5)
     assert got == want
     # and every field a flag sets was changed by this line: a flag wired to nothing would show here

@@ -25,10 +25,12 @@ What Frigate sends and expects (its plugin's code is the specification):
   ``[{"model_data": true, "model_name": NAME}, <the model file>]``, answered
   ``{"model_saved": S, "model_loaded": L}``. Frigate sends detection requests only after
   ``A and L`` or ``S and L``. This door says the model is available when NAME is the served
-  model's file name, and takes a model file Frigate sends only to compare it with the served
-  one: the same bytes are a match (remembered, so the file is not sent again); another model is
-  refused, with the reason in both logs. Serving the model Frigate sends instead is not done
-  (run ``streampi serve THAT_MODEL``).
+  model's file name, and compares a model file Frigate sends with the served one: the same
+  bytes are a match (remembered, so the file is not sent again). Another model is refused, with
+  the reason in both logs, unless ``--frigate-accept-model DIR`` is set: then a valid .tflite
+  detection model is saved as ``DIR/NAME`` and the server reloads onto it (new workers load it
+  while the old ones serve); the answer waits for the reload (Frigate waits 30 s for it) and
+  says whether it loaded.
 
 Frigate waits ``request_timeout_ms`` (200 ms by default) for a reply, then closes its socket,
 opens a new one and counts "no detections". A request is therefore checked when it could be
@@ -46,17 +48,20 @@ header, shape, dtype or size; logged with the reason), ``frigate.failed`` (the s
 with an error), ``frigate.overloaded`` (more requests waiting than the door holds),
 ``frigate.shutdown``, ``frigate.handshakes``, ``frigate.unroutable`` (a reply to a socket
 Frigate had already closed), ``frigate.max_waiting`` (the most requests the door held at once,
-beyond those handed to the server).
+beyond those handed to the server), ``frigate.models_accepted`` and ``frigate.models_refused``
+(model files Frigate sent with ``--frigate-accept-model``: served, or not, with the reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import json
 import logging
 import math
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -82,16 +87,32 @@ BOX_DECODERS = ("yolo", "ssd_postprocess", "anchors")
 WAITING_PER_WINDOW = 8
 #: a reason of a bad request is logged once, then at most once per this many seconds
 LOG_EVERY_S = 60.0
+#: messages read from the socket in one turn of the event loop, at most
+READ_PER_TURN = 64
+#: distinct request headers whose parse is remembered (each detector sends the same one)
+HEADER_CACHE = 64
+
+
+_ROW = struct.Struct("=6f")  # one row: 6 float32 in the machine's order, as numpy's float32
+
+
+def detections_to_reply(detections: list[dict], width: int, height: int) -> bytes:
+    """streampi's detections (boxes in pixels of a ``width`` × ``height`` image, best first)
+    as Frigate's reply: 20 × 6 float32 rows ``[class_id, score, ymin, xmin, ymax, xmax]`` in
+    0..1, zero rows after the last (480 bytes, packed straight into the reply)."""
+    if not detections:
+        return ZERO_REPLY
+    buf = bytearray(REPLY_BYTES)
+    for i, det in enumerate(detections[:ROWS]):
+        x0, y0, x1, y1 = det["box"]
+        _ROW.pack_into(buf, i * _ROW.size, det["class"], det["score"], y0 / height, x0 / width, y1 / height,
+                       x1 / width)
+    return bytes(buf)
 
 
 def detections_to_rows(detections: list[dict], width: int, height: int) -> np.ndarray:
-    """streampi's detections (boxes in pixels of a ``width`` × ``height`` image, best first)
-    as Frigate's 20 × 6 float32 rows ``[class_id, score, ymin, xmin, ymax, xmax]`` in 0..1."""
-    rows = np.zeros((ROWS, 6), np.float32)
-    for i, det in enumerate(detections[:ROWS]):
-        x0, y0, x1, y1 = det["box"]
-        rows[i] = (det["class"], det["score"], y0 / height, x0 / width, y1 / height, x1 / width)
-    return rows
+    """:func:`detections_to_reply` as a 20 × 6 float32 array."""
+    return np.frombuffer(detections_to_reply(detections, width, height), np.float32).reshape(ROWS, 6)
 
 
 class BadRequest(ValueError):
@@ -125,6 +146,13 @@ class FrigateDoor:
         self._seq = 0
         self._logged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, times since)
         self._matching_names: set[str] = set()  # model names Frigate proved by content to be ours
+        self._headers: dict[bytes, Any] = {}  # a request header's bytes -> its JSON, parsed once
+        self._read_scheduled = False
+        self._reader_fd: int | None = None
+        self.accept_dir: Path | None = Path(options.frigate_accept_model) if options.frigate_accept_model else None
+        self._accepting: dict[str, asyncio.Future] = {}  # sha256 of a model being saved and loaded -> its reply
+        self._tasks: set[asyncio.Task] = set()
+        self._served_key: tuple | None = None
 
     # -- the door interface -----------------------------------------------------------------
     async def open(self, server: Any) -> dict[str, str]:
@@ -137,11 +165,9 @@ class FrigateDoor:
         if kind not in BOX_DECODERS:
             raise StreampiError(f"--frigate needs a detection model (a {', '.join(BOX_DECODERS)} decoder); "
                                 f"{server.model_path.name} is decoded by '{kind}', which gives no boxes")
-        self.window = server.n_workers * (server.options.max_batch if server.spec.batchable else 1)
-        self.max_waiting = WAITING_PER_WINDOW * self.window
-        self.model_path = Path(server.model_path)
-        self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
-        self.labels = tuple(server.config.labels or ())
+        self._served()
+        if self.accept_dir is not None and not (self.accept_dir.is_dir() and os.access(self.accept_dir, os.W_OK)):
+            raise StreampiError(f"--frigate-accept-model {self.accept_dir}: not a folder this server can write in")
         if self.endpoint.startswith("ipc://"):
             folder = os.path.dirname(self.endpoint[len("ipc://"):]) or "."
             if not os.path.isdir(folder):
@@ -161,25 +187,59 @@ class FrigateDoor:
         if server.options.curve_secret is not None:
             log.warning("--frigate %s is not CurveZMQ-authenticated (Frigate's zmq detector cannot be): bind it to "
                         "loopback, an ipc path or a network only Frigate reaches", self.endpoint)
-        self._send_now = zmq.Socket.shadow(sock.underlying)  # replies leave from the server's callbacks
+        # read and written without futures: a reader callback on the socket's descriptor reads
+        # every message waiting (as the server reads its own sockets), and replies leave from
+        # the server's callbacks
+        self._send_now = zmq.Socket.shadow(sock.underlying)
         bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         log.info("answering Frigate's zmq detector at %s (%s, %s tensors, deadline %.0f ms)", bound,
                  self.pixel_format, self.input_dtype, self.deadline * 1e3)
         return {"frigate": bound}
 
     async def run(self) -> None:
-        while True:
+        self._loop = asyncio.get_running_loop()
+        self._reader_fd = self._send_now.getsockopt(zmq.FD)
+        self._loop.add_reader(self._reader_fd, self._on_readable)
+        self._on_readable()  # what arrived before the reader was added
+        try:
+            await self._loop.create_future()  # until cancelled at shutdown
+        finally:
+            self._remove_reader()
+
+    def _remove_reader(self) -> None:
+        if self._reader_fd is not None:
+            self._loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
+
+    def _on_readable(self) -> None:
+        """The socket's descriptor signalled (on an edge), or a turn left messages behind: read
+        what is waiting, at most READ_PER_TURN messages a turn."""
+        self._read_scheduled = False
+        sock = self._send_now
+        if self.sock is None:
+            return
+        for _ in range(READ_PER_TURN):
             try:
-                parts = await self.sock.recv_multipart(copy=False)
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # (cheaper than raising zmq.Again)
+                    return
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.ZMQError as exc:  # (not expected on a ROUTER; never a reason to stop serving)
                 log.warning("receiving a Frigate request failed: %s", exc)
-                continue
-            t_recv = time.perf_counter()
+                return
             try:
-                self._take(parts, t_recv)
+                self._take(parts, time.perf_counter())
             except Exception:  # a bug here costs this request its boxes, not the door
                 log.exception("handling a Frigate request failed")
                 self.stats["frigate.internal"] += 1
+        self._schedule_read()
+
+    def _schedule_read(self) -> None:
+        """Read in a coming turn even without a descriptor event: a turn stopped before the
+        socket was empty, or a reply sent on it consumed the edge of a request that arrived
+        meanwhile."""
+        if not self._read_scheduled and self._reader_fd is not None:
+            self._read_scheduled = True
+            self._loop.call_soon(self._on_readable)
 
     def stop_taking(self) -> None:
         """No new requests; those waiting in the door (never handed to the server) get zero
@@ -189,11 +249,34 @@ class FrigateDoor:
             self._answer(self._waiting.popleft(), ZERO_REPLY, "shutdown")
 
     async def close(self) -> None:
+        for task in [*self._tasks, *self._accepting.values()]:  # a model being saved and loaded: no answer
+            task.cancel()
         while self._waiting:  # (open failed after requests came: nothing waits, normally)
             self._answer(self._waiting.popleft(), ZERO_REPLY, "shutdown")
+        if self._reader_fd is not None:
+            self._remove_reader()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    def _served(self) -> tuple[Path, str]:
+        """The served model's file and sha256 (read again when the server serves another file:
+        a reload by Frigate's handshake or by `streampi ctl reload`), and the door's window."""
+        server = self.server
+        path = Path(server.model_path)
+        try:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = (str(path), None, None)
+        if key != self._served_key:
+            self.model_path = path
+            self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest() if key[1] is not None else ""
+            self.labels = tuple(server.config.labels or ())
+            self.window = server.n_workers * (server.options.max_batch if server.spec.batchable else 1)
+            self.max_waiting = WAITING_PER_WINDOW * self.window
+            self._served_key = key
+        return self.model_path, self.model_sha256
 
     # -- requests ----------------------------------------------------------------------------
     def _take(self, parts: list, t_recv: float) -> None:
@@ -205,11 +288,16 @@ class FrigateDoor:
         if not body:
             self._bad(envelope, "an empty request (no header part)")
             return
-        try:
-            header = json.loads(body[0].bytes)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._bad(envelope, f"the header is not JSON ({exc})")
-            return
+        raw = body[0].bytes
+        header = self._headers.get(raw)
+        if header is None:
+            try:
+                header = json.loads(raw)
+            except (UnicodeDecodeError, ValueError) as exc:
+                self._bad(envelope, f"the header is not JSON ({exc})")
+                return
+            if isinstance(header, dict) and "shape" in header and len(self._headers) < HEADER_CACHE:
+                self._headers[raw] = header  # (a detection request's: read-only from here on)
         if not isinstance(header, dict):
             self._bad(envelope, f"the header is a JSON {type(header).__name__}, not an object")
             return
@@ -314,8 +402,8 @@ class FrigateDoor:
         self._in_server -= 1
         try:
             if result.get("ok"):
-                rows = detections_to_rows(result.get("detections") or [], req.width, req.height)
-                self._answer(req, rows.tobytes(), "ok")
+                reply = detections_to_reply(result.get("detections") or [], req.width, req.height)
+                self._answer(req, reply, "ok")
             else:
                 error = result.get("error") or {}
                 self._log(f"failed.{error.get('code')}", f"a Frigate request was answered with no detections: "
@@ -357,6 +445,8 @@ class FrigateDoor:
             self.stats["frigate.unroutable"] += 1
             if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 self._log("send", f"a reply to Frigate could not be sent: {exc}")
+        if self._reader_fd is not None and self._send_now.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule_read()  # (the send consumed the descriptor's edge of a waiting request)
 
     def _log(self, key: str, message: str) -> None:
         """Log ``message`` the first time, then at most every LOG_EVERY_S per ``key``."""
@@ -372,33 +462,113 @@ class FrigateDoor:
     def _handshake(self, envelope: list, header: dict, body: list) -> None:
         self.stats["frigate.handshakes"] += 1
         name = header.get("model_name")
-        served = self.model_path.name
+        served, sha256 = self._served()
         if not isinstance(name, str) or not name:
             reply: dict[str, Any] = {"error": "model_name missing"}
         elif "model_request" in header:
-            ours = name == served or name in self._matching_names
+            ours = name == served.name or name in self._matching_names
             reply = {"model_available": ours, "model_loaded": ours, "model_name": name}
             if ours:
-                reply["message"] = f"streampi serves {served} ({self.model_sha256[:12]})"
+                reply["message"] = f"streampi serves {served.name} ({sha256[:12]})"
             else:
-                reply["message"] = f"streampi serves {served}; send {name} to compare"
-                self._log(f"model:{name}", f"Frigate's model.path is {name}, this server serves {served}: asked "
-                                           f"Frigate for the file to compare (docs/frigate.md)")
+                reply["message"] = f"streampi serves {served.name}; send {name} to " + \
+                    ("serve it" if self.accept_dir is not None else "compare")
+                self._log(f"model:{name}", f"Frigate's model.path is {name}, this server serves {served.name}: "
+                                           f"asked Frigate for the file (docs/frigate.md)")
         else:
             data = body[1].buffer if len(body) >= 2 else b""
-            same = len(body) >= 2 and hashlib.sha256(data).hexdigest() == self.model_sha256
-            if same:
+            digest = hashlib.sha256(data).hexdigest() if len(body) >= 2 else ""
+            if len(body) >= 2 and digest == sha256:
                 self._matching_names.add(name)
                 reply = {"model_saved": True, "model_loaded": True, "model_name": name,
-                         "message": f"{name} is the model streampi serves ({served})"}
-                log.info("Frigate's model %s is the served model %s (same bytes)", name, served)
+                         "message": f"{name} is the model streampi serves ({served.name})"}
+                log.info("Frigate's model %s is the served model %s (same bytes)", name, served.name)
+            elif self.accept_dir is not None and len(body) >= 2:
+                self._start_accepting(envelope, name, bytes(data), digest)
+                return  # answered once the model is saved and loaded (or refused)
             else:
                 reply = {"model_saved": False, "model_loaded": False, "model_name": name,
-                         "message": f"streampi serves {served} ({self.model_sha256[:12]}), not {name}; it does not "
-                                    f"load a model Frigate sends: serve that model, or point Frigate's model.path "
-                                    f"at {served} (streampi frigate-config)"}
+                         "message": f"streampi serves {served.name} ({sha256[:12]}), not {name}; it does not "
+                                    f"load a model Frigate sends unless started with --frigate-accept-model DIR: "
+                                    f"serve that model, or point Frigate's model.path at {served.name} "
+                                    f"(streampi frigate-config)"}
                 self._log(f"model_data:{name}", f"Frigate sent model {name} ({len(data)} bytes), which is not the "
-                                                f"served {served}: Frigate's detector will not start. Serve that "
-                                                f"model, or set Frigate's model.path to {served} "
-                                                f"(`streampi frigate-config` prints the config)")
+                                                f"served {served.name}: Frigate's detector will not start. Serve "
+                                                f"that model, start with --frigate-accept-model DIR, or set "
+                                                f"Frigate's model.path to {served.name} (`streampi frigate-config` "
+                                                f"prints the config)")
         self._send(envelope, json.dumps(reply).encode())
+
+    def _start_accepting(self, envelope: list, name: str, data: bytes, digest: str) -> None:
+        """Save and serve the model Frigate sent; its handshake is answered when that is done.
+        Detectors that send the same model meanwhile (they start together) wait for the same
+        reload."""
+        pending = self._accepting.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._accept_model(name, data, digest))
+            self._accepting[digest] = pending
+            pending.add_done_callback(lambda _f: self._accepting.pop(digest, None))
+
+        async def answer() -> None:
+            reply = await asyncio.shield(pending)
+            self._send(envelope, json.dumps({**reply, "model_name": name}).encode())
+
+        task = asyncio.ensure_future(answer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept_model(self, name: str, data: bytes, digest: str) -> dict[str, Any]:
+        """``{"model_saved", "model_loaded", "message"}`` for the model file Frigate sent."""
+        from ..decoders import make_decoder
+        from ..model import Model, check_tflite_file
+
+        def refuse(why: str, saved: bool = False) -> dict[str, Any]:
+            log.error("Frigate's model %s (%d bytes, %s) not served: %s", name, len(data), digest[:12], why)
+            self.stats["frigate.models_refused"] += 1
+            return {"model_saved": saved, "model_loaded": False, "message": f"streampi: {why}"}
+
+        base = os.path.basename(name)
+        if base != name or not protocol_name_ok(base):
+            return refuse(f"the model name {name!r} is not a plain file name ending in .tflite")
+        target = self.accept_dir / base  # type: ignore[operator]
+        tmp = self.accept_dir / f".{base}.{os.getpid()}.partial"  # type: ignore[operator]
+        loop = asyncio.get_running_loop()
+
+        def save_and_check() -> str | None:
+            """Write the file aside, check it is a TFLite model, put it in place, then check that
+            it gives boxes (with its sidecar ``NAME.json`` in DIR, if one is there)."""
+            from ..config import load_config
+
+            try:
+                tmp.write_bytes(data)
+                check_tflite_file(tmp)
+                outputs = Model(tmp).outputs
+                os.replace(tmp, target)
+                kind = make_decoder(outputs, load_config(target)).kind
+            except (StreampiError, ValueError, OSError) as exc:
+                return f"{name} is not a model streampi can serve: {exc}"
+            finally:
+                tmp.unlink(missing_ok=True)
+            if kind not in BOX_DECODERS:
+                target.unlink(missing_ok=True)
+                return f"{name} is decoded by '{kind}', which gives no boxes (Frigate needs a detection model)"
+            return None
+
+        why = await loop.run_in_executor(None, save_and_check)
+        if why is not None:
+            return refuse(why)
+        log.info("Frigate sent model %s (%d bytes, %s): saved as %s; reloading onto it", name, len(data),
+                 digest[:12], target)
+        result = await self.server.reload(str(target))
+        if not result.get("ok"):
+            return refuse(f"saved as {target}, but the reload failed: {result.get('error')}", saved=True)
+        self._served()
+        self.stats["frigate.models_accepted"] += 1
+        return {"model_saved": True, "model_loaded": True,
+                "message": f"streampi saved {name} as {target} and serves it ({digest[:12]})"}
+
+
+def protocol_name_ok(name: str) -> bool:
+    """A model file name Frigate may give: letters, digits, ``._-``, ending in .tflite."""
+    return (name.endswith(".tflite") and not name.startswith(".") and len(name) <= 255
+            and all(c.isalnum() or c in "._-" for c in name))

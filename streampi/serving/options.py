@@ -133,6 +133,11 @@ class ServerOptions:
     frigate_input_dtype: str = option("int", group="frigate", choices=FRIGATE_INPUT_DTYPES, help=(
         "Frigate's model.input_dtype: int (uint8 tensors), float (float32 in 0..1) or float_denorm "
         "(float32 in 0..255)"))
+    frigate_accept_model: str | None = option(None, group="frigate", metavar="DIR", help=(
+        "when Frigate's model handshake sends a model this server does not serve, save it in this folder (a "
+        "valid .tflite detection model only, under the name Frigate gives it) and serve it (a reload, as "
+        "`streampi ctl reload`); a NAME.json sidecar put there beforehand sets its normalisation and decoder "
+        "(default: off: such a model is refused)"))
 
     # -- doors: the HTTP API (streampi.integrations.http)
     http: str | None = option(None, group="http", metavar="HOST:PORT", help=(
