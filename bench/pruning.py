@@ -19,8 +19,10 @@ sparse, the top ops, the sum of the ops against the whole invoke, the delegate's
 ``--aarch64`` adds an ESTIMATE for the Pi where timing is impossible here: executed arm64
 instructions per invoke, counted by callgrind under qemu-user (QEMU_CPU=cortex-a72, a Pi 4's
 /proc/cpuinfo) in the root filesystem scripts/check-aarch64 builds (run that first; needs
-root), as scripts/aarch64-instructions counts the kernels: (count with 4 invokes - count
-with 1) / 3, so loading and the first invoke's set-up cancel out. About 90 s a model a count.
+root), as scripts/aarch64-instructions counts the kernels. All models in one process (start-up
+under emulation is most of the time): each is loaded and invoked once, then callgrind dumps its
+counts (``--dump-before=sched_yield``, called from Python) and the next 4 invokes are counted
+alone, so loading and the first invoke's set-up stay out. A few minutes in all.
 
     .venv/bin/python bench/pruning.py [--models .cache/pruned] [--aarch64] [--json out.json]
 """
@@ -37,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +56,7 @@ STEPS = [
     ("pruned 50 % + int8", "shapes_pruned50_int8.tflite"),
     ("pruned 80 % + int8", "shapes_pruned80_int8.tflite"),
 ]
-A64_CALLS = (1, 4)
+A64_CALLS = 4  # invokes counted per model, after its first
 
 
 def cpu_name() -> str:
@@ -132,7 +135,7 @@ def profile_summary(path: Path, runs: int) -> dict:
     out = {"zero_fraction": sp.get("zero_fraction", 0.0), "stored_sparse": sp.get("stored_sparse", False),
            "densify_ops": sp.get("densify_ops", 0), "quantization": rep["static"]["quantization"],
            "sum_ms": prof["sum_ms"], "invoke_ms": prof["invoke_ms"],
-           "top_ops": [f"{o['op']} {o['share']:.0%}" for o in top],
+           "top_ops": [f"#{o['index']} {o['op']} {o['share']:.0%}" for o in top],
            "by_type": {k: round(v["share"], 3) for k, v in prof["by_type"].items()},
            "partitions": d.get("partitions"), "runtime_line": d.get("line"),
            "sparse_inference_possible": sp.get("sparse_inference_possible"), "why_not": sp.get("why_not", []),
@@ -147,15 +150,21 @@ def profile_summary(path: Path, runs: int) -> dict:
 
 # -- the Pi estimate: arm64 instructions per invoke under qemu + callgrind ------------------------
 A64_RUN = r'''
-import sys
+import os, sys
 from ai_edge_litert.interpreter import Interpreter
 import numpy as np
-it = Interpreter(model_path=sys.argv[1], num_threads=1)
-it.allocate_tensors()
-d = it.get_input_details()[0]
-it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-for _ in range(int(sys.argv[2])):
-    it.invoke()
+calls = int(sys.argv[1])
+for path in sys.argv[2:]:
+    it = Interpreter(model_path=path, num_threads=1)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    it.invoke()  # the first invoke's set-up stays out of the count
+    os.sched_yield()  # callgrind dumps the counts so far (--dump-before=sched_yield)
+    for _ in range(calls):
+        it.invoke()
+    os.sched_yield()  # and the part that holds only the invokes
+    del it
 '''
 
 
@@ -211,32 +220,42 @@ class Aarch64:
         self.versions = stamp
         return self
 
-    def shell(self, command: str, env: str = "") -> str:
+    def shell(self, command: str, *env: str) -> str:
         res = subprocess.run(["chroot", str(self.root), "/usr/bin/env", "-i", "HOME=/root",
                               "PATH=/usr/bin:/bin:/usr/sbin:/sbin", "QEMU_CPU=cortex-a72", "LANG=C.UTF-8",
-                              "OPENBLAS_NUM_THREADS=1", "DEBIAN_FRONTEND=noninteractive", "/bin/bash", "-c",
-                              f"{env} {command}"], capture_output=True, text=True, timeout=3600)
+                              "OPENBLAS_NUM_THREADS=1", "DEBIAN_FRONTEND=noninteractive", *env, "/bin/bash", "-c",
+                              command], capture_output=True, text=True, timeout=3600)
         if res.returncode:
             raise RuntimeError(f"inside the arm64 root filesystem: {command!r} failed: {res.stderr[-1500:]}")
         return res.stdout
 
-    def count(self, model: Path) -> dict:
-        """Instructions per invoke (and the two counts it comes from)."""
+    def count(self, models: list[Path]) -> dict[str, dict]:
+        """Instructions per invoke of each model, all in one process (start-up under valgrind and
+        qemu is most of the time): after loading a model and its first invoke, callgrind dumps its
+        counts; the next dump holds only the A64_CALLS invokes that follow."""
         work = self.root / "tmp" / "streampi-count"
-        shutil.copyfile(model, work / model.name)
-        totals, t0 = [], time.perf_counter()
-        for n in A64_CALLS:
-            out = f"/tmp/streampi-count/cg-{model.stem}-{n}.out"
-            self.shell(f"cd /tmp/streampi-count && valgrind --tool=callgrind --callgrind-out-file={out} "
-                       f"{self.VENV}/bin/python run.py {model.name} {n}", env=f"PYTHONPATH={self.SITE}")
-            text = (self.root / out.lstrip("/")).read_text(errors="replace")
-            m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
-            if not m:
-                raise RuntimeError(f"no totals in callgrind's output for {model.name}")
-            totals.append(int(m.group(1)))
-        per = (totals[1] - totals[0]) / (A64_CALLS[1] - A64_CALLS[0])
-        return {"instructions_per_invoke": per, "counts": dict(zip(A64_CALLS, totals)),
-                "seconds": time.perf_counter() - t0}
+        for old in work.glob("cg.out*"):
+            old.unlink()
+        for m in models:
+            shutil.copyfile(m, work / m.name)
+        t0 = time.perf_counter()
+        self.shell(f"cd /tmp/streampi-count && valgrind --tool=callgrind --dump-before='sched_yield*' "
+                   f"--callgrind-out-file=/tmp/streampi-count/cg.out {self.VENV}/bin/python run.py {A64_CALLS} "
+                   + " ".join(m.name for m in models), f"PYTHONPATH={self.SITE}")
+        seconds = time.perf_counter() - t0
+        parts = {}
+        for f in work.glob("cg.out*"):
+            text = f.read_text(errors="replace")
+            part = re.search(r"^part:\s+(\d+)", text, re.M)
+            total = re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M)
+            if part and total:
+                parts[int(part.group(1))] = int(total.group(1))
+        # parts 1, 3, 5…: start-up, loading and the first invoke; 2, 4, 6…: the invokes alone
+        if len(parts) < 2 * len(models):
+            raise RuntimeError(f"callgrind wrote {len(parts)} parts, expected {2 * len(models) + 1}")
+        return {m.name: {"instructions_per_invoke": parts[2 * (i + 1)] / A64_CALLS,
+                         "instructions_load_and_first_invoke": parts[2 * i + 1] if i else None,
+                         "seconds_all": seconds} for i, m in enumerate(models)}
 
     def __exit__(self, *exc) -> None:
         for target in reversed(self.mounted):
@@ -278,7 +297,9 @@ def main() -> None:
     print(f"bench/pruning.py  {started:%Y-%m-%d %H:%M}  CPU: {cpu_name()}  ({cores} usable cores)")
     print(f"models: {folder}" + (f" ({(folder / 'README.md').read_text().splitlines()[0]})"
                                   if (folder / "README.md").is_file() else ""))
-    figures: dict[str, dict] = {p.name: {"step": step, "file_bytes": p.stat().st_size} for step, p in rows}
+    # compressed: what the file costs to download or to ship in a wheel (zip), where zeros are cheap
+    figures: dict[str, dict] = {p.name: {"step": step, "file_bytes": p.stat().st_size,
+                                         "zlib_bytes": len(zlib.compress(p.read_bytes(), 9))} for step, p in rows}
 
     print(f"timing: {args.rounds} rounds × {len(rows)} models, {args.runs} invokes at {threads} threads each")
     for _round in range(args.rounds):
@@ -304,16 +325,17 @@ def main() -> None:
     if args.aarch64:
         with Aarch64() as a64:
             print(f"arm64 instruction counts (qemu-user cortex-a72 + callgrind; {a64.versions})", flush=True)
+            counts = a64.count([p for _, p in rows])
             for _, p in rows:
-                figures[p.name]["aarch64"] = a64.count(p)
-                print(f"  {p.name}: {figures[p.name]['aarch64']['instructions_per_invoke'] / 1e6:.1f} M "
-                      f"({figures[p.name]['aarch64']['seconds']:.0f} s)", flush=True)
+                figures[p.name]["aarch64"] = counts[p.name]
+                print(f"  {p.name}: {counts[p.name]['instructions_per_invoke'] / 1e6:.2f} M", flush=True)
+            print(f"  ({counts[rows[0][1].name]['seconds_all']:.0f} s under valgrind + qemu)")
 
     base = figures[rows[0][1].name]
     a64_col = " | Pi estimate: arm64 instr./invoke" if args.aarch64 else ""
-    print(f"\n| step | file | size | resident after load (+first invoke) | invoke 1 thread | invoke best "
+    print(f"\n| step | file | size | compressed (zlib -9) | resident after load (+first invoke) | invoke 1 thread | invoke best "
           f"(threads) | accuracy{a64_col} |")
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.aarch64 else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.aarch64 else ""))
     for step, p in rows:
         f = figures[p.name]
         mem = f.get("memory") or {}
@@ -323,6 +345,7 @@ def main() -> None:
             a = f["aarch64"]["instructions_per_invoke"]
             a64 = f" | {a / 1e6:.1f} M ({a / base['aarch64']['instructions_per_invoke']:.2f}×)"
         print(f"| {step} | {p.name} | {f['file_bytes'] / 1024:.0f} KiB ({f['file_bytes'] / base['file_bytes']:.2f}×) "
+              f"| {f['zlib_bytes'] / 1024:.0f} KiB ({f['zlib_bytes'] / base['zlib_bytes']:.2f}×) "
               f"| {mem.get('after_allocate_bytes', 0) / 2**20:.2f} MiB (+{mem.get('after_first_invoke_bytes', 0) / 2**20:.2f}) "
               f"| {one:.3f} ms ({base['invoke_ms'][1] / one:.2f}×) "
               f"| {best:.3f} ms ({f['best_threads']}) | {f['accuracy'] * 100:.2f} %{a64} |")
