@@ -173,7 +173,8 @@ class Aarch64:
 
     VENV, SITE = "/opt/streampi-venv", "/opt/streampi-count-models-site"
 
-    def __init__(self) -> None:
+    def __init__(self, wait: float = 0.0) -> None:
+        self.wait = wait  # seconds to wait for the root filesystem's lock
         self.root = Path(os.environ.get("STREAMPI_AARCH64_ROOT", ROOT / ".cache" / "aarch64-rootfs"))
         self.mounted: list[Path] = []
         self.lock = None
@@ -187,10 +188,16 @@ class Aarch64:
             raise SystemExit(f"no arm64 root filesystem at {self.root}: run scripts/check-aarch64 first "
                              "(or set STREAMPI_AARCH64_ROOT)")
         self.lock = open(f"{self.root}.lock", "w")
-        try:
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise SystemExit(f"scripts/check-aarch64 is using {self.root}; try again when it is done") from None
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"scripts/check-aarch64 is using {self.root}; try again when it is done "
+                                     "(or wait longer: --aarch64-wait)") from None
+                time.sleep(10)
         for target, args in ((self.root / "proc", ["-t", "proc", "proc"]), (self.root / "sys", ["-t", "sysfs", "sysfs"]),
                              (self.root / "proc" / "cpuinfo", ["--bind", f"{self.root}.cpuinfo"])):
             if target.name != "cpuinfo" and subprocess.run(["mountpoint", "-q", str(target)]).returncode == 0:
@@ -264,6 +271,57 @@ class Aarch64:
             self.lock.close()
 
 
+def print_tables(rows, figures, a64: bool) -> None:
+    base = figures[rows[0][1].name]
+    a64_col = " | Pi estimate: arm64 instr./invoke" if a64 else ""
+    print(f"\n| step | file | size | compressed (zlib -9) | resident after load (+first invoke) | invoke 1 thread | invoke best "
+          f"(threads) | accuracy{a64_col} |")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if a64 else ""))
+    for step, p in rows:
+        f = figures[p.name]
+        mem = f.get("memory") or {}
+        one, best = f["invoke_ms"][1], f["invoke_ms"][f["best_threads"]]
+        pi = ""
+        if a64:
+            a = f["aarch64"]["instructions_per_invoke"]
+            pi = f" | {a / 1e6:.1f} M ({a / base['aarch64']['instructions_per_invoke']:.2f}×)"
+        print(f"| {step} | {p.name} | {f['file_bytes'] / 1024:.0f} KiB ({f['file_bytes'] / base['file_bytes']:.2f}×) "
+              f"| {f['zlib_bytes'] / 1024:.0f} KiB ({f['zlib_bytes'] / base['zlib_bytes']:.2f}×) "
+              f"| {mem.get('after_allocate_bytes', 0) / 2**20:.2f} MiB (+{mem.get('after_first_invoke_bytes', 0) / 2**20:.2f}) "
+              f"| {one:.3f} ms ({base['invoke_ms'][1] / one:.2f}×) "
+              f"| {best:.3f} ms ({f['best_threads']}) | {f['accuracy'] * 100:.2f} %{pi} |")
+    print("\n(× : against the float32 row; for invoke, its time over this one: above 1 is faster)")
+    print("\nwhat inspect --profile says")
+    print("| file | weights zero | stored sparse | at load | top ops (share of the ops' time) | sum of ops / whole |")
+    print("|---|---|---|---|---|---|")
+    for _, p in rows:
+        pr = figures[p.name]["profile"]
+        if pr["densify_ops"]:
+            load = ("runs sparse" if pr.get("runs_sparse") else "densified") + \
+                   f" ({pr['densify_ops']} DENSIFY; as stored {pr['as_stored']['invoke_ms']:.3f} ms, resident " \
+                   f"+{pr['as_stored']['rss_after_invoke_bytes'] / 2**20:.1f} MiB; its dense copy " \
+                   f"{pr['dense_copy']['invoke_ms']:.3f} ms, +{pr['dense_copy']['rss_after_invoke_bytes'] / 2**20:.1f} MiB)"
+        else:
+            load = "dense file"
+        print(f"| {p.name} | {pr['zero_fraction']:.0%} | {'yes' if pr['stored_sparse'] else 'no'} | {load} | "
+              f"{', '.join(pr['top_ops'])} | {pr['sum_ms']:.3f} / {pr['invoke_ms']:.3f} ms |")
+    probe = next((figures[p.name]["profile"].get("probe") for _, p in rows
+                  if figures[p.name]["profile"].get("probe")), None)
+    if probe and probe.get("speedup"):
+        print(f"\nXNNPACK's sparse path on this machine (inspect's probe: 1×1 convolutions 80 % zeros): "
+              f"stored sparse {probe['sparse_ms']:.2f} ms against dense {probe['dense_ms']:.2f} ms "
+              f"({probe['speedup']:.2f}×, {probe['effect']})")
+    why = figures[rows[2][1].name]["profile"]["why_not"]
+    if why:
+        print(f"why XNNPACK's sparse inference cannot apply to the shapes classifier: {'; '.join(why)}")
+
+
+def save(args, started, folder, figures) -> None:
+    if args.json:
+        Path(args.json).write_text(json.dumps({"date": f"{started:%Y-%m-%d}", "cpu": cpu_name(),
+                                               "models": str(folder), "figures": figures}, indent=2, default=str))
+
+
 # -- the run ---------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,6 +333,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds, best kept (default 3)")
     ap.add_argument("--profile-runs", type=int, default=30, help="invokes per figure of inspect --profile")
     ap.add_argument("--aarch64", action="store_true", help="also count arm64 instructions per invoke (root)")
+    ap.add_argument("--aarch64-wait", type=float, default=0.0,
+                    help="seconds to wait while scripts/check-aarch64 holds the root filesystem (default 0)")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--threads", default="", help=argparse.SUPPRESS)
@@ -322,8 +382,12 @@ def main() -> None:
         print(f"inspect --profile {p.name}", flush=True)
         figures[p.name]["profile"] = profile_summary(p, args.profile_runs)
 
+    print_tables(rows, figures, False)
+    save(args, started, folder, figures)
     if args.aarch64:
-        with Aarch64() as a64:
+        if args.aarch64_wait:
+            print(f"waiting up to {args.aarch64_wait:.0f} s for the arm64 root filesystem", flush=True)
+        with Aarch64(args.aarch64_wait) as a64:
             print(f"arm64 instruction counts (qemu-user cortex-a72 + callgrind; {a64.versions})", flush=True)
             counts = a64.count([p for _, p in rows])
             for _, p in rows:
@@ -331,51 +395,9 @@ def main() -> None:
                 print(f"  {p.name}: {counts[p.name]['instructions_per_invoke'] / 1e6:.2f} M", flush=True)
             print(f"  ({counts[rows[0][1].name]['seconds_all']:.0f} s under valgrind + qemu)")
 
-    base = figures[rows[0][1].name]
-    a64_col = " | Pi estimate: arm64 instr./invoke" if args.aarch64 else ""
-    print(f"\n| step | file | size | compressed (zlib -9) | resident after load (+first invoke) | invoke 1 thread | invoke best "
-          f"(threads) | accuracy{a64_col} |")
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.aarch64 else ""))
-    for step, p in rows:
-        f = figures[p.name]
-        mem = f.get("memory") or {}
-        one, best = f["invoke_ms"][1], f["invoke_ms"][f["best_threads"]]
-        a64 = ""
-        if args.aarch64:
-            a = f["aarch64"]["instructions_per_invoke"]
-            a64 = f" | {a / 1e6:.1f} M ({a / base['aarch64']['instructions_per_invoke']:.2f}×)"
-        print(f"| {step} | {p.name} | {f['file_bytes'] / 1024:.0f} KiB ({f['file_bytes'] / base['file_bytes']:.2f}×) "
-              f"| {f['zlib_bytes'] / 1024:.0f} KiB ({f['zlib_bytes'] / base['zlib_bytes']:.2f}×) "
-              f"| {mem.get('after_allocate_bytes', 0) / 2**20:.2f} MiB (+{mem.get('after_first_invoke_bytes', 0) / 2**20:.2f}) "
-              f"| {one:.3f} ms ({base['invoke_ms'][1] / one:.2f}×) "
-              f"| {best:.3f} ms ({f['best_threads']}) | {f['accuracy'] * 100:.2f} %{a64} |")
-    print("\n(× : against the float32 row; for invoke, its time over this one: above 1 is faster)")
-    print("\nwhat inspect --profile says")
-    print("| file | weights zero | stored sparse | at load | top ops (share of the ops' time) | sum of ops / whole |")
-    print("|---|---|---|---|---|---|")
-    for _, p in rows:
-        pr = figures[p.name]["profile"]
-        if pr["densify_ops"]:
-            load = ("runs sparse" if pr.get("runs_sparse") else "densified") + \
-                   f" ({pr['densify_ops']} DENSIFY; as stored {pr['as_stored']['invoke_ms']:.3f} ms, dense copy " \
-                   f"{pr['dense_copy']['invoke_ms']:.3f} ms)"
-        else:
-            load = "dense file"
-        print(f"| {p.name} | {pr['zero_fraction']:.0%} | {'yes' if pr['stored_sparse'] else 'no'} | {load} | "
-              f"{', '.join(pr['top_ops'])} | {pr['sum_ms']:.3f} / {pr['invoke_ms']:.3f} ms |")
-    probe = next((figures[p.name]["profile"].get("probe") for _, p in rows
-                  if figures[p.name]["profile"].get("probe")), None)
-    if probe and probe.get("speedup"):
-        print(f"\nXNNPACK's sparse path on this machine (inspect's probe: 1×1 convolutions 80 % zeros): "
-              f"stored sparse {probe['sparse_ms']:.2f} ms against dense {probe['dense_ms']:.2f} ms "
-              f"({probe['speedup']:.2f}×, {probe['effect']})")
-    why = figures[rows[2][1].name]["profile"]["why_not"]
-    if why:
-        print(f"why XNNPACK's sparse inference cannot apply to the shapes classifier: {'; '.join(why)}")
+        print_tables(rows, figures, True)
+        save(args, started, folder, figures)
     print(f"\n(whole run {(datetime.datetime.now() - started).total_seconds():.0f} s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"date": f"{started:%Y-%m-%d}", "cpu": cpu_name(),
-                                               "models": str(folder), "figures": figures}, indent=2, default=str))
 
 
 if __name__ == "__main__":
