@@ -137,7 +137,8 @@ def profile_summary(path: Path, runs: int) -> dict:
            "sum_ms": prof["sum_ms"], "invoke_ms": prof["invoke_ms"],
            "top_ops": [f"#{o['index']} {o['op']} {o['share']:.0%}" for o in top],
            "by_type": {k: round(v["share"], 3) for k, v in prof["by_type"].items()},
-           "partitions": d.get("partitions"), "runtime_line": d.get("line"),
+           "partitions": d.get("partitions"), "delegate_nodes": (d.get("replaced"), d.get("of")),
+           "runtime_line": (d.get("log_lines") or [None])[0],
            "sparse_inference_possible": sp.get("sparse_inference_possible"), "why_not": sp.get("why_not", []),
            "findings": [f["text"] for f in rep["findings"] if "prun" in f["text"] or "sparse" in f["text"]]}
     if "runs_sparse" in pr:
@@ -292,8 +293,9 @@ def print_tables(rows, figures, a64: bool) -> None:
               f"| {best:.3f} ms ({f['best_threads']}) | {f['accuracy'] * 100:.2f} %{pi} |")
     print("\n(× : against the float32 row; for invoke, its time over this one: above 1 is faster)")
     print("\nwhat inspect --profile says")
-    print("| file | weights zero | stored sparse | at load | top ops (share of the ops' time) | sum of ops / whole |")
-    print("|---|---|---|---|---|---|")
+    print("| file | weights zero | stored sparse | at load | top ops (share of the ops' time) | sum of ops / whole "
+          "| XNNPACK (runtime's report) |")
+    print("|---|---|---|---|---|---|---|")
     for _, p in rows:
         pr = figures[p.name]["profile"]
         if pr["densify_ops"]:
@@ -304,7 +306,8 @@ def print_tables(rows, figures, a64: bool) -> None:
         else:
             load = "dense file"
         print(f"| {p.name} | {pr['zero_fraction']:.0%} | {'yes' if pr['stored_sparse'] else 'no'} | {load} | "
-              f"{', '.join(pr['top_ops'])} | {pr['sum_ms']:.3f} / {pr['invoke_ms']:.3f} ms |")
+              f"{', '.join(pr['top_ops'])} | {pr['sum_ms']:.3f} / {pr['invoke_ms']:.3f} ms | "
+              f"{pr['delegate_nodes'][0]} of {pr['delegate_nodes'][1]} nodes, {pr['partitions']} partition(s) |")
     probe = next((figures[p.name]["profile"].get("probe") for _, p in rows
                   if figures[p.name]["profile"].get("probe")), None)
     if probe and probe.get("speedup"):
