@@ -267,6 +267,7 @@ def make_pruned(tf, args, report: list[str]) -> None:
         log(f"{tag}_int8: streampi quantize's verdict: {q.get('verdict')}")
     # the dense model through the same int8 step, for a like-for-like int8 row
     q = quantize_with_streampi(dense, out / "shapes_dense_int8.tflite")
+    log(f"shapes_dense_int8: streampi quantize's verdict: {q.get('verdict')}")
     acc = tflite_accuracy(tf, (out / "shapes_dense_int8.tflite").read_bytes(), xte, yte)
     report.append(f"| shapes_dense_int8.tflite | {(out / 'shapes_dense_int8.tflite').stat().st_size / 1024:.1f} KiB "
                   f"| {acc * 100:.2f} % | 0 % |")
