@@ -52,7 +52,7 @@ check-aarch64:                ## kernel tests on an emulated Pi (arm64 bookworm,
 
 models:                       ## retrain and convert the bundled models (TensorFlow, dev only)
 	python3 -m venv .venv-models
-	.venv-models/bin/pip install --quiet numpy 'tensorflow-cpu==2.21.0'
+	.venv-models/bin/pip install --quiet numpy -e '.[models]'
 	.venv-models/bin/python scripts/make_models.py
 
 clean:

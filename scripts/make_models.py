@@ -24,6 +24,19 @@ neither users nor CI ever install it. What it writes:
   (an image model with an int16 input), for the error-path tests;
 * a ``.json`` sidecar next to each model (normalisation, channel order, labels file) and
   ``shapes_labels.txt``; ``MODELS.md`` with sizes and measured accuracies.
+
+``--only pruned`` (not part of a full run) trains pruned twins of the shapes classifier for
+``docs/optimizing.md`` and ``bench/pruning.py``: the dense model as ``make_shapes`` trains it,
+then magnitude pruning during training (the TensorFlow Model Optimization toolkit:
+``prune_low_magnitude`` with a ``PolynomialDecay`` schedule, ``UpdatePruningStep``,
+``strip_pruning``) to 50 % and 80 % of the weights of every convolution and of the dense layer
+zero; the dense reference (``shapes_dense_*``) gets the same fine-tuning, unpruned. Each
+is written as float32 (``shapes_pruned50_float32.tflite``), float32 stored sparse
+(``…_sparse.tflite``, the converter's ``EXPERIMENTAL_SPARSITY``) and int8 made by
+``streampi quantize`` calibrated on ``synthetic`` (``…_int8.tflite``), into ``--out``
+(default ``.cache/pruned``: they are not bundled; docs/optimizing.md says why). The toolkit
+(0.8) works only with Keras 2: this group runs on ``tf_keras`` (``TF_USE_LEGACY_KERAS=1``),
+the others on TensorFlow's own Keras 3, so it runs alone.
 """
 
 from __future__ import annotations
@@ -168,6 +181,104 @@ def make_shapes(tf, args, report: list[str]) -> None:
         write(name, blob, sidecar)
         log(f"{name}: test accuracy {acc:.4f} on {len(yte)} frames")
         report.append(f"| {name} | {len(blob) / 1024:.1f} KiB | {acc * 100:.2f} % |")
+
+
+# -- pruned twins of the shapes classifier ---------------------------------------------------
+PRUNE_TARGETS = (0.5, 0.8)
+
+
+def quantize_with_streampi(float_path: Path, out_path: Path) -> dict:
+    """int8 by ``streampi quantize`` (ai-edge-quantizer, calibrated on ``synthetic`` frames through
+    streampi's own preprocessing), as a user would make it; the report of that run."""
+    from streampi.tools.quantize import QuantizeOptions, quantize_model
+
+    rep = quantize_model(float_path, "synthetic", out_path, QuantizeOptions(), log=lambda m: log(f"  quantize: {m}"))
+    if not rep.get("written"):
+        raise SystemExit(f"streampi quantize did not write {out_path.name}: {rep.get('verdict')}")
+    return rep
+
+
+def make_pruned(tf, args, report: list[str]) -> None:
+    import shutil
+
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = tfmot.sparsity.keras
+    out = Path(args.out) if args.out else ROOT / ".cache" / "pruned"
+    out.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(7)
+    log(f"drawing {args.train} training and {args.test} test frames (Keras {tf.keras.__name__.split('.')[0]}, "
+        f"model-optimization toolkit {tfmot.__version__})")
+    xtr, ytr = draw(ShapesGenerator(seed=1), args.train, tf)
+    xte, yte = draw(ShapesGenerator(seed=2), args.test, tf)
+    base = build_shapes_model(tf)
+    base.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+    log(f"training the dense model for {args.epochs} epochs ({base.count_params()} parameters), as make_shapes does")
+    base.fit(xtr, ytr, batch_size=64, epochs=args.epochs, validation_data=(xte, yte), verbose=2,
+             callbacks=[tf.keras.callbacks.ReduceLROnPlateau(patience=2, factor=0.3)])
+    dense_weights = base.get_weights()
+    # the dense reference gets the same fine-tuning as the pruned twins (same epochs and rate),
+    # without pruning, so that the table compares pruning and not extra training
+    base.compile(optimizer=tf.keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy",
+                 metrics=["accuracy"])
+    log(f"fine-tuning the dense reference for {args.prune_epochs} epochs, unpruned")
+    base.fit(xtr, ytr, batch_size=64, epochs=args.prune_epochs, validation_data=(xte, yte), verbose=2)
+
+    sidecar = {"mean": MEAN, "std": STD, "channels": "rgb", "resize": "stretch",
+               "labels": "shapes_labels.txt", "top_k": 3}
+    shutil.copyfile(OUT / "shapes_labels.txt", out / "shapes_labels.txt")
+
+    def put(name: str, blob: bytes) -> Path:
+        (out / name).write_bytes(blob)
+        (out / name).with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        log(f"wrote {out / name}: {len(blob) / 1024:.1f} KiB")
+        return out / name
+
+    dense = put("shapes_dense_float32.tflite", convert(tf, base, quant="float32"))
+    report.append("| model | size | accuracy on the test frames | weights zero |\n|---|---|---|---|")
+    report.append(f"| {dense.name} | {dense.stat().st_size / 1024:.1f} KiB | "
+                  f"{tflite_accuracy(tf, dense.read_bytes(), xte, yte) * 100:.2f} % | 0 % |")
+    steps = int(np.ceil(len(xtr) / 64)) * args.prune_epochs
+    for target in PRUNE_TARGETS:
+        tag = f"shapes_pruned{round(target * 100)}"
+        model = tf.keras.models.clone_model(base)
+        model.set_weights(dense_weights)
+        # from the trained dense model, the smallest weights zeroed step by step over the first two
+        # thirds of the fine-tuning, held at the target for the rest
+        schedule = sparsity.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
+                                            end_step=max(1, steps * 2 // 3), frequency=50)
+        pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
+        pruned.compile(optimizer=tf.keras.optimizers.Adam(5e-4), loss="sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+        log(f"{tag}: pruning to {target:.0%} during {args.prune_epochs} epochs of fine-tuning")
+        pruned.fit(xtr, ytr, batch_size=64, epochs=args.prune_epochs, validation_data=(xte, yte), verbose=2,
+                   callbacks=[sparsity.UpdatePruningStep()])
+        final = sparsity.strip_pruning(pruned)
+        kernels = [w for layer in final.layers for w in layer.get_weights()[:1]
+                   if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense))]
+        zeros = sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
+        f32 = put(f"{tag}_float32.tflite", convert(tf, final, quant="float32"))
+        conv = tf.lite.TFLiteConverter.from_keras_model(final)
+        conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        sparse = put(f"{tag}_sparse.tflite", conv.convert())
+        q = quantize_with_streampi(f32, out / f"{tag}_int8.tflite")
+        for path in (f32, sparse, out / f"{tag}_int8.tflite"):
+            acc = tflite_accuracy(tf, path.read_bytes(), xte, yte)
+            log(f"{path.name}: test accuracy {acc:.4f} on {len(yte)} frames")
+            report.append(f"| {path.name} | {path.stat().st_size / 1024:.1f} KiB | {acc * 100:.2f} % | {zeros:.1%} |")
+        log(f"{tag}_int8: streampi quantize's verdict: {q.get('verdict')}")
+    # the dense model through the same int8 step, for a like-for-like int8 row
+    q = quantize_with_streampi(dense, out / "shapes_dense_int8.tflite")
+    log(f"shapes_dense_int8: streampi quantize's verdict: {q.get('verdict')}")
+    acc = tflite_accuracy(tf, (out / "shapes_dense_int8.tflite").read_bytes(), xte, yte)
+    report.append(f"| shapes_dense_int8.tflite | {(out / 'shapes_dense_int8.tflite').stat().st_size / 1024:.1f} KiB "
+                  f"| {acc * 100:.2f} % | 0 % |")
+    (out / "README.md").write_text(
+        f"Made by `scripts/make_models.py --only pruned` with TensorFlow {tf.__version__} and "
+        f"tensorflow-model-optimization {tfmot.__version__} on tf_keras ({args.train} training frames, "
+        f"{args.epochs} dense epochs, {args.prune_epochs} pruning epochs); accuracy on the {args.test} test frames "
+        "(seed 2) through the TFLite interpreter.\n\n" + "\n".join(report) + "\n")
 
 
 # -- the shapes detector ------------------------------------------------------------------
@@ -663,16 +774,23 @@ def make_custom_op(tf) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["shapes", "detector", "mobilenet", "ssd320", "custom"], help="make one group only")
+    ap.add_argument("--only", choices=["shapes", "detector", "mobilenet", "ssd320", "custom", "pruned"],
+                    help="make one group only (pruned: only this way)")
     ap.add_argument("--train", type=int, default=30000, help="training frames (default 30000)")
     ap.add_argument("--test", type=int, default=3000, help="test frames (default 3000)")
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--prune-epochs", type=int, default=4, help="fine-tuning epochs while pruning (default 4)")
+    ap.add_argument("--out", help="where --only pruned writes (default .cache/pruned)")
     ap.add_argument("--det-train", type=int, default=10000, help="detector training scenes (default 10000)")
     ap.add_argument("--det-test", type=int, default=500, help="detector test scenes (default 500)")
     ap.add_argument("--det-epochs", type=int, default=16)
     ap.add_argument("--detector-weights", help="convert these trained detector weights (.weights.h5) "
                                                "instead of training")
     args = ap.parse_args()
+    if args.only == "pruned":
+        # tensorflow-model-optimization 0.8 prunes Keras 2 models only: tf.keras must be tf_keras,
+        # chosen before TensorFlow first resolves tf.keras
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tensorflow as tf
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -687,6 +805,8 @@ def main() -> None:
         make_ssd320(tf, report)
     if args.only in (None, "custom"):
         make_custom_op(tf)
+    if args.only == "pruned":
+        make_pruned(tf, args, report)
     if report:
         print("\n".join(report))
     if report and args.only == "detector":  # replace the detector's section of MODELS.md only
