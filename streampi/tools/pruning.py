@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, get_backend
-from .profile import _input_data, invoked_once, op_names, read_model, to_bytes
+from .profile import _input_data, _median_invoke_ms, invoked_once, op_names, read_model, to_bytes
 
 __all__ = ["dense_copy", "measure_file", "pruning_report", "sparse_inference_probe", "store_sparse"]
 
@@ -133,14 +133,7 @@ def _measure_child(path: str, backend_name: str, runs: int) -> None:
         interp.set_tensor(d["index"], x)
     interp.invoke()
     invoked = rss_bytes()
-    for _ in range(3):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"load_ms": load_ms, "invoke_ms": float(np.median(times)),
+    print(json.dumps({"load_ms": load_ms, "invoke_ms": _median_invoke_ms(interp, runs),
                       "rss_after_load_bytes": (loaded - before) if before and loaded else None,
                       "rss_after_invoke_bytes": (invoked - before) if before and invoked else None}))
 
