@@ -18,8 +18,10 @@ class Frame:
     """One frame as a producer sends it: ``data`` in wire format ``fmt`` (an array for raw
     formats, ``bytes`` for ``jpeg``), where it came from (``origin``, for messages), its
     ground-truth ``label`` when known (synthetic frames) and when it was read (``captured``,
-    ``time.time()``). ``width``/``height`` are read from the array, or from a JPEG's header
-    (``None`` when the header does not parse: the server will say why)."""
+    ``time.time()``; for a network camera, when its encoded data came in). ``width``/``height``
+    are read from the array, or from a JPEG's header (``None`` when the header does not parse:
+    the server will say why). Decoded video also says where the frame sits in its stream
+    (``pts``, seconds) and when the decoder handed it out (``decoded``, ``time.time()``)."""
 
     data: Any
     fmt: str
@@ -28,6 +30,8 @@ class Frame:
     width: int | None = None
     height: int | None = None
     captured: float = field(default_factory=time.time)
+    pts: float | None = None
+    decoded: float | None = None
 
     def __post_init__(self) -> None:
         if self.width is None and self.height is None:

@@ -1,7 +1,7 @@
-"""Frames stored in files: a folder of images (or one image) and a video file. JPEG files go
-out as they are (``jpeg``: the server decodes them at the model's scale); other images and
-video are decoded by OpenCV into ``bgr``, imported only when needed, so a camera Pi that sends
-JPEG files needs no OpenCV."""
+"""Images stored in files: a folder of images (or one image). JPEG files go out as they are
+(``jpeg``: the server decodes them at the model's scale); other images are decoded by OpenCV
+into ``bgr``, imported only when needed, so a camera Pi that sends JPEG files needs no OpenCV.
+Video files are read by PyAV (:mod:`streampi.sources.av`)."""
 
 from __future__ import annotations
 
@@ -60,65 +60,3 @@ class ImageFiles(Source):
     def _sample(self, n: int) -> Generator[Frame, None, None]:
         for i in spread(len(self.files), n):
             yield self._read(self.files[i])
-
-
-class VideoFile(Source):
-    """The frames of a video file, decoded by OpenCV into ``bgr``. Opening checks that the file
-    is a video with at least one frame; each pass reopens it."""
-
-    def __init__(self, path: Path, loop: bool = False) -> None:
-        super().__init__(str(path), loop)
-        self.path = path
-        self._cv2 = _cv2("reading video")
-        capture = self._open()
-        try:
-            if not capture.grab():
-                raise SourceError(f"no frames in {path} (OpenCV opens it but decodes none)")
-            #: frames the container declares (0: unknown; sample() then takes the first n)
-            self.frame_count = max(0, int(capture.get(self._cv2.CAP_PROP_FRAME_COUNT) or 0))
-        finally:
-            capture.release()
-
-    def _open(self) -> Any:
-        capture = self._cv2.VideoCapture(str(self.path))
-        if not capture.isOpened():
-            capture.release()
-            raise SourceError(f"{self.path} is not a video OpenCV can open (nor a folder of images, nor 'synthetic')")
-        return capture
-
-    def _frame(self, image: np.ndarray, i: int) -> Frame:
-        return Frame(np.ascontiguousarray(image), "bgr", f"{self.path} frame {i}")
-
-    def _frames(self) -> Generator[Frame, None, None]:
-        while True:
-            capture, read = self._open(), 0
-            try:
-                ok, image = capture.read()
-                while ok:  # ends with the file
-                    yield self._frame(image, read)
-                    read += 1
-                    ok, image = capture.read()
-            finally:
-                capture.release()
-            if not read:  # a loop over a file that lost its frames would spin forever
-                raise SourceError(f"no frames in {self.path} (OpenCV opens it but decodes none)")
-            if not self.loop:
-                return
-
-    def _sample(self, n: int) -> Generator[Frame, None, None]:
-        wanted = set(spread(self.frame_count, n)) if self.frame_count else set(range(n))
-        capture, taken, i = self._open(), 0, 0
-        try:
-            while taken < len(wanted) and i <= max(wanted):  # grab() skips a frame without converting it
-                if not capture.grab():
-                    break
-                if i in wanted:
-                    ok, image = capture.retrieve()
-                    if ok:
-                        taken += 1
-                        yield self._frame(image, i)
-                i += 1
-        finally:
-            capture.release()
-        if not taken:
-            raise SourceError(f"no frames could be read from {self.path}")
