@@ -99,6 +99,9 @@ class LiveSource(Source):
 
     # -- the reader thread ------------------------------------------------------------------------
     def _set_state(self, state: str, reason: str) -> None:
+        for prefix in (f"{self.name}: ", f"{self.name} "):  # the camera's name is said once, by the log line
+            if reason.startswith(prefix):
+                reason = reason[len(prefix):]
         if state == self.state:
             if reason and reason != self.reason:
                 log.debug("camera %s still %s: %s", self.name, state, reason)
