@@ -13,7 +13,6 @@ camera's own thread (:class:`~streampi.sources.live.LiveSource`), which keeps on
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -37,18 +36,12 @@ THREADS = ("auto", "1")
 def _av() -> Any:
     try:
         import av
-        import av.logging
     except ImportError:
         raise SourceError("RTSP cameras and video files need PyAV: pip install 'streampi[cameras]' "
                           "(or av); or use --decoder ffmpeg with the ffmpeg program") from None
-    if av.logging.get_level() is None:
-        # FFmpeg's own error line (``Failed to resolve hostname ...``) then rides on PyAV's
-        # exception, where it becomes our reason; logged line by line it would flood the journal
-        # with a lossy link's decoding complaints, so its logger stays quiet unless set otherwise
-        av.logging.set_level(av.logging.ERROR)
-        libav = logging.getLogger("libav")
-        if libav.level == logging.NOTSET:
-            libav.setLevel(logging.CRITICAL)
+    # FFmpeg's log stays off (PyAV's default): its callback takes the GIL from FFmpeg's decoding
+    # threads and can deadlock a frame-threaded decoder; the reasons are PyAV's errno texts, and
+    # `--decoder ffmpeg` says FFmpeg's whole last lines
     return av
 
 
