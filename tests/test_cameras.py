@@ -555,3 +555,27 @@ def test_one_produce_runs_several_cameras_from_cameras_toml(tmp_path, scenes_cli
         assert counts["sent"] == 6 and counts["decoded"] == counts["sent"] + counts["replaced"]
     by_stream = {s: [x for x in got if x.get("stream") == s] for s in finals}
     assert all(len(v) == 6 and all(x["ok"] for x in v) for v in by_stream.values())
+
+
+PRODUCE_UNIT = Path(__file__).parents[1] / "contrib" / "streampi-produce.service"
+
+
+def test_the_produce_unit_runs_the_cameras_config_and_passes_systemd_analyze(tmp_path):
+    text = PRODUCE_UNIT.read_text()
+    settings = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith(("#", "["))
+                    and "=" in line)
+    assert settings["ExecStart"].endswith("streampi produce --config /etc/streampi/cameras.toml")
+    assert settings["Restart"] == "on-failure" and settings["User"] == "streampi"
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    exe = tmp_path / "streampi"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit = tmp_path / "streampi-produce.service"
+    unit.write_text(text.replace("/opt/streampi/venv/bin/streampi", str(exe)))
+    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (r.stdout + r.stderr).splitlines()
+                if line.strip() and "Failed to connect to bus" not in line and "/etc/systemd" not in line
+                and "streampi.service" not in line]  # After= the server's unit, absent here
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr

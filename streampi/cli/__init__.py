@@ -1,7 +1,7 @@
 """``streampi`` command line: a thin face over the library, one module per verb.
 
     streampi serve [MODEL] [--workers N] [--policy latest|queue] ...
-    streampi produce [--source synthetic|DIR|VIDEO] [--fps F] [--seconds S] ...
+    streampi produce [--source synthetic|DIR|VIDEO|rtsp://…|http://…] [--fps F] [--config CAMERAS.toml] ...
     streampi subscribe [--stream NAME] [--count N]
     streampi demo [--seconds 10]
     streampi inspect MODEL [--bench] [--json]
@@ -29,7 +29,7 @@ from ..errors import StreampiError
 #: verb -> its one-line help; the module ``streampi.cli.<verb>`` defines the rest
 VERBS = {
     "serve": "serve a model: frames in over ZeroMQ, results out over PUB",
-    "produce": "send frames: synthetic, a folder of images, or a video file",
+    "produce": "send frames: synthetic, a folder of images, a video file, or cameras (RTSP, MJPEG, USB, Pi)",
     "subscribe": "print results, one line each",
     "demo": "run server, producer and subscriber on the bundled model, then a summary",
     "inspect": "a model doctor: what a .tflite is, whether and how fast it runs here",
