@@ -227,6 +227,29 @@ def test_unknown_urls_and_device_specs():
         for spec in ("/dev/video0", "picamera2", "picamera2:1"):
             with pytest.raises(SourceError, match=f"{spec}: the device source .* is not available"):
                 open_source(spec)
+    else:  # the device adapters are there: a device that is not is said at once
+        with pytest.raises(SourceError, match="/dev/video99"):
+            open_source("/dev/video99")
+
+
+def test_a_source_read_frame_by_frame_runs_on_its_own_thread_and_is_reopened(scenes_clip):
+    """What a V4L2 or Pi camera gets (streampi.sources.live.Threaded), here over a real H.264
+    file: the newest frame, each pass's end a fault that reopens it, the counts exact."""
+    from streampi.sources.live import Threaded
+
+    path, _ = scenes_clip
+    with Threaded(open_source(path)) as source:
+        assert source.live and source.name == str(path)
+        frames = take(source, 60, limit_s=60)
+        source.close()
+        stats = source.stats()
+    assert len(frames) == 60 and stats["reconnects"] >= 1  # 48 frames a pass: a second pass was opened
+    indices = [index_of(f) for f in frames]
+    restarts = sum(b < a for a, b in zip(indices, indices[1:]))  # a new pass starts from frame 0 again
+    assert all(b != a for a, b in zip(indices, indices[1:]))  # never the same frame twice
+    assert 1 <= restarts <= stats["reconnects"]
+    assert stats["state"] == "closed" and stats["pending"] == 0
+    assert stats["decoded"] == stats["taken"] + stats["replaced"] and stats["taken"] == 60
 
 
 # -- produce → serve → subscribe -------------------------------------------------------------------------------

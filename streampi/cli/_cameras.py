@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StreampiError
+from ..sources.live import LiveSource
 
 log = logging.getLogger("streampi.camera")
 
@@ -50,7 +51,7 @@ class Camera:
     transport: str = "tcp"
     ffmpeg_codec: str | None = None
     size: tuple[int, int] = (320, 240)
-    fmt: str = "rgb"
+    fmt: str | None = None  # synthetic: rgb; a device: its own
     motion: bool = False
     idle_every: float = 10.0
     motion_hold: float = 2.0
@@ -130,7 +131,7 @@ class CameraRunner:
     def counts(self) -> Counts:
         src = self.source
         dropped = self.producer.dropped if self.producer is not None else 0
-        if src is not None and src.live:
+        if isinstance(src, LiveSource):
             stats = src.stats()
             return Counts(decoded=stats["decoded"], sent=self.sends - dropped,
                           replaced=stats["replaced"] + dropped, skipped_motion=self.skipped,
@@ -148,13 +149,13 @@ class CameraRunner:
             log.error("camera %s stopped: %s: %s", self.camera.stream, type(exc).__name__, exc)
 
     def _next(self, frames: Any, timeout: float) -> Any:
-        if self.source.live:
+        if isinstance(self.source, LiveSource):
             return self.source.take(timeout)
         return next(frames, None)
 
     def _run(self) -> None:
         period = 1.0 / self.fps if self.fps > 0 else 0.0
-        frames = None if self.source.live else iter(self.source)
+        frames = None if isinstance(self.source, LiveSource) else iter(self.source)
         t0 = tick = time.monotonic()
         while not self.stop.is_set():
             if self.count and self.sends + self.skipped + self.unsent >= self.count:

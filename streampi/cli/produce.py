@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="CAMERAS.toml", default=None,
                    help="several cameras, one [[camera]] table each (contrib/cameras.toml); replaces --source")
     p.add_argument("--size", type=frame_size, default=(320, 240), help="synthetic (and device) frame size WxH")
-    p.add_argument("--fmt", choices=FORMATS, default="rgb", help="wire format of synthetic (and device) frames")
+    p.add_argument("--fmt", choices=FORMATS, default=None,
+                   help="wire format of synthetic frames (default rgb) and of a device's (default: its own: jpeg "
+                        "for V4L2, i420 for the Pi camera)")
     p.add_argument("--fps", type=non_negative, default=None,
                    help="frames per second per stream, 0: as fast as they come (default: 5 for a camera, "
                         "always its newest frame; 30 otherwise)")

@@ -49,13 +49,14 @@ def is_live(spec: str | os.PathLike) -> bool:
     return spec.split("://", 1)[0].lower() in STREAM_SCHEMES + MJPEG_SCHEMES if "://" in spec else is_device(spec)
 
 
-def open_source(spec: str | os.PathLike, *, size: tuple[int, int] = (320, 240), fmt: str = "rgb",
+def open_source(spec: str | os.PathLike, *, size: tuple[int, int] = (320, 240), fmt: str | None = None,
                 seed: int | None = 0, loop: bool = False, decoder: str = "pyav", threads: str | None = None,
                 transport: str = "tcp", ffmpeg_codec: str | None = None, wait: bool = False) -> Source:
     """Open the frames ``spec`` names:
 
     - ``"synthetic"``: endless procedural shapes of ``size`` (width, height) in ``fmt`` (any
-      of :data:`streampi.formats.FORMATS`), each with its ground-truth label, from ``seed``;
+      of :data:`streampi.formats.FORMATS`, default ``rgb``), each with its ground-truth label,
+      from ``seed``;
     - a folder of images (or one image file): JPEG files as ``jpeg`` bytes, undecoded; PNG,
       BMP, WebP and TIFF decoded by OpenCV into ``bgr``; in name order;
     - a video file: its frames decoded by PyAV into ``i420``;
@@ -64,7 +65,8 @@ def open_source(spec: str | os.PathLike, *, size: tuple[int, int] = (320, 240), 
     - ``http://…`` / ``https://…``: an MJPEG camera (``multipart/x-mixed-replace``), each JPEG
       passed on as a ``jpeg`` frame, undecoded;
     - ``/dev/videoN`` (V4L2) and ``picamera2[:N]`` (the Pi camera): asked for ``size`` in
-      ``fmt`` (:func:`streampi.sources.devices.open_device`).
+      ``fmt`` (default: the device's own, :func:`streampi.sources.devices.open_device`), read on
+      a thread of their own like the cameras above.
 
     ``size``, ``fmt`` and ``seed`` shape generated frames; frames read from files keep the
     size they are stored in. ``loop=True`` repeats a folder or a video forever. ``decoder``:
@@ -74,12 +76,12 @@ def open_source(spec: str | os.PathLike, *, size: tuple[int, int] = (320, 240), 
     ``wait=True``: a camera that is unreachable at first is waited for (see
     :mod:`streampi.sources.live`) instead of raising.
     Raises :class:`SourceError` with the reason when the source cannot be opened."""
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise SourceError(f"unknown frame format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if decoder not in DECODERS:
         raise SourceError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
     if spec == "synthetic":
-        return SyntheticSource(size, fmt, seed, loop)
+        return SyntheticSource(size, fmt or "rgb", seed, loop)
     text = str(spec)
     if not text.strip():
         raise SourceError("the source is empty: give 'synthetic', a folder, a video file or a camera URL")
@@ -107,7 +109,9 @@ def open_source(spec: str | os.PathLike, *, size: tuple[int, int] = (320, 240), 
                 raise
             raise SourceError(f"{text}: the device source (V4L2 cameras and the Pi camera) is not available in "
                               f"this streampi") from None
-        return devices.open_device(text, size=size, fmt=fmt)
+        from .live import Threaded
+
+        return Threaded(devices.open_device(text, size=size, fmt=fmt), wait=wait)
     path = Path(spec)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
         return ImageFiles(path, loop)

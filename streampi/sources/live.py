@@ -225,6 +225,49 @@ class LiveSource(Source):
                 pass
 
 
+class _Pass:
+    """One pass over a source read frame by frame (a device: each pass opens it anew). ``close``
+    from another thread only asks; the reader ends the pass after the frame it waits for."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.frames = iter(source)
+        self._owner: threading.Thread | None = None
+        self._closed = self._released = False
+
+    def read(self) -> Frame | None:
+        self._owner = threading.current_thread()
+        if self._closed:
+            return None
+        try:
+            return next(self.frames, None)
+        except SourceError as exc:
+            raise CameraError(str(exc), transient=True) from None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._owner in (None, threading.current_thread()) and not self._released:
+            self._released = True
+            self.frames.close()
+
+
+class Threaded(LiveSource):
+    """A live source that yields frames as it captures them (a V4L2 or Pi camera), read on a
+    thread of its own like any camera here: the newest frame, reopened with back-off when it
+    fails (a USB camera unplugged and plugged back)."""
+
+    def __init__(self, inner: Source, *, wait: bool = False) -> None:
+        self.inner = inner
+        super().__init__(inner.name, wait=wait)
+
+    def _open(self) -> _Pass:
+        return _Pass(self.inner)
+
+    def close(self, timeout: float = 10.0) -> None:
+        super().close(timeout)
+        self.inner.close()
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether an error opening or reading a camera may mend by itself (see TRANSIENT_ERRNOS)."""
     if isinstance(exc, (ConnectionError, TimeoutError)):
