@@ -103,6 +103,7 @@ class Server(Events):
             frame_memory=opts.max_frame_memory)
         self.metrics: Any = None
         self.doors: list[Any] = []  # streampi.integrations: faces other tools talk to
+        self._listeners: list[Callable[[dict, Any], None]] = []  # see add_listener
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
@@ -559,6 +560,42 @@ class Server(Events):
         it on the server's event loop; ``reply`` runs there and must not block."""
         self._receive(parts, reply=reply)
 
+    def add_listener(self, listener: Callable[[dict, Any], None]) -> Callable[[], None]:
+        """Have ``listener(result, frame)`` called after every answer the server gives (what a
+        tracker, a live view or an MQTT door watch), on the server's event loop, right after the
+        result is published. ``frame`` is the answered frame's
+        :class:`~streampi.protocol.FrameMessage` (``fmt``, ``width``, ``height``, ``data``),
+        or ``None`` for a message that never parsed as a frame. Its ``data`` lives in the
+        received buffer or the producer's shared memory and is valid only during the call:
+        copy what must be kept (and only when it is needed: the call is on every frame's path).
+        The listener must not block; an exception it raises is counted
+        (``errors.listener``) and logged, and never costs an answer. Returns a function that
+        removes the listener."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return remove
+
+    def publish(self, topic: str, payload: dict) -> None:
+        """Publish ``payload`` (a msgpack map) on the results socket under ``topic``, a topic
+        of the server's own (it starts with ``_``, as ``_errors`` does, so it can never be a
+        stream's name): what doors and listeners use to speak to subscribers (``_events``).
+        Never blocks; a message past a slow subscriber's high-water mark is dropped by ZeroMQ,
+        as results are."""
+        if not topic.startswith("_"):
+            raise ValueError(f"a server topic starts with '_' (stream names cannot), got {topic!r}")
+        self._send_parts([topic.encode(), protocol.pack(payload)])
+
+    def _tell_listeners(self, result: dict, frame: Any) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(result, frame)
+            except Exception:
+                self.stats["errors.listener"] += 1
+                log.exception("a result listener failed on frame %s/%s", result.get("stream"), result.get("seq"))
+
     def _receive(self, parts: list, peer: Peer | None = None, over_credit: bool = False,
                  reply: Callable[[dict], None] | None = None) -> None:
         self.stats["received"] += 1
@@ -641,6 +678,8 @@ class Server(Events):
         if reply is not None:
             self._reply(reply, result)
         self._send(result)
+        if self._listeners:
+            self._tell_listeners(result, None)
 
     def _reply(self, reply: Callable[[dict], None], result: dict) -> None:
         """A door's answer: a failing callback is counted and logged, never lost silently, and
@@ -777,10 +816,6 @@ class Server(Events):
         job.settled = True
         self.stats["answered"] += 1
         self.held_bytes -= job.nbytes
-        if job.ring is not None:  # the producer may write this slot again once its credit says so
-            job.ring.release(job.msg.shm_slot)
-        if job.peer is not None:
-            self.peers.answered(job.peer)
         msg = job.msg
         try:
             now = time.perf_counter()
@@ -816,11 +851,18 @@ class Server(Events):
             result = {"v": protocol.VERSION, "stream": job.stream, "seq": job.seq, "ok": False,
                       "error": {"code": "internal", "message": f"the result could not be built: {type(exc).__name__}"}}
             parts = [job.stream.encode(), protocol.pack(result)]
+        try:
+            if job.reply is not None:
+                self._reply(job.reply, result)
+            self._send_parts(parts)
+            if self._listeners:
+                self._tell_listeners(result, msg)  # the pixels are still there
         finally:
             job.keep = None  # release the received buffers
-        if job.reply is not None:
-            self._reply(job.reply, result)
-        self._send_parts(parts)
+            if job.ring is not None:  # the producer may write this slot again once its credit says so
+                job.ring.release(job.msg.shm_slot)
+            if job.peer is not None:
+                self.peers.answered(job.peer)
 
     def _send(self, result: dict) -> None:
         try:
