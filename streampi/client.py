@@ -37,6 +37,8 @@ from .producer_core import WAIT, Outgoing, ProducerCore
 DEFAULT_FRAMES = "tcp://127.0.0.1:5558"  # protocol v1.1 (DEALER → ROUTER, credit)
 DEFAULT_FRAMES_V1 = "tcp://127.0.0.1:5555"  # protocol v1 (PUSH → PULL)
 DEFAULT_RESULTS = "tcp://127.0.0.1:5556"
+EVENTS_TOPIC = "_events"  # (streampi.events publishes them; named here so that a client needs no server code)
+SNAPSHOTS_TOPIC = "_snapshots"
 
 
 class _SocketHolder:
@@ -441,7 +443,10 @@ class _SubscriberBase(_SocketHolder):
         topic = bytes(parts[0]).decode("utf-8", "replace")
         if self._wanted is not None and topic not in self._wanted:
             return None
+        if self._wanted is None and topic.startswith("_") and topic != protocol.ERRORS_TOPIC:
+            return None  # a server topic (_events, _snapshots): not a result; see Events
         return protocol.decode_result(parts)
+
 
 class Subscriber(_SubscriberBase):
     """Receives results (blocking). ``recv(timeout)`` returns one result dict or raises
@@ -504,6 +509,112 @@ class AsyncSubscriber(_SubscriberBase):
         self.close()
 
     async def __aenter__(self) -> AsyncSubscriber:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+EVENT_TYPES = ("new", "update", "end")
+
+
+class _EventsBase(_SocketHolder):
+    def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, snapshots: bool = False,
+                 rcvhwm: int = 10_000, context: Any = None, curve_secret: Any = None, curve_server: Any = None,
+                 handshake_timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.handshake_timeout = handshake_timeout
+        self.streams = frozenset(streams) or None
+        self._sock = (context or self._context()).socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._topics = {EVENTS_TOPIC.encode(): "event"}
+        if snapshots:
+            self._topics[SNAPSHOTS_TOPIC.encode()] = "snapshot"
+        for topic in self._topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._connect(endpoint, curve_secret, curve_server)
+
+    def _accept(self, parts: list) -> dict | None:
+        kind = self._topics.get(bytes(parts[0]))
+        if kind is None:  # a prefix match of ZeroMQ's (another topic starting the same)
+            return None
+        msg = protocol.decode_result(parts)
+        if kind == "snapshot":
+            msg = {"type": "snapshot", **msg}
+            stream = msg.get("stream")
+        else:
+            if msg.get("type") not in EVENT_TYPES:
+                return None
+            stream = (msg.get("after") or {}).get("stream")
+        if self.streams is not None and stream not in self.streams:
+            return None
+        return msg
+
+
+class Events(_EventsBase):
+    """Receives the server's object events (blocking): what ``streampi serve --events``
+    publishes on the topic ``_events`` (docs/integrations.md).
+
+        with Events("tcp://127.0.0.1:5556", streams=["cam0"]) as events:
+            for event in events:        # {"type": "new" | "update" | "end", "before", "after"}
+                print(event["type"], event["after"]["id"], event["after"]["label"])
+
+    ``streams`` keeps the events of those streams only (default: every stream). With
+    ``snapshots=True`` the snapshots come too, as ``{"type": "snapshot", "id", "stream",
+    "label", "score", "jpeg"}``. ``recv(timeout)`` raises ``TimeoutError``."""
+
+    @staticmethod
+    def _context() -> zmq.Context:
+        return zmq.Context.instance()
+
+    def recv(self, timeout: float | None = None) -> dict:
+        timeout = self._handshake_wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(wait):
+                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
+            msg = self._accept(self._sock.recv_multipart())
+            if msg is not None:
+                return msg
+
+    def __iter__(self):
+        while True:
+            yield self.recv()
+
+
+class AsyncEvents(_EventsBase):
+    """The asyncio flavour of :class:`Events`: ``await recv(timeout)``, ``async for``."""
+
+    @staticmethod
+    def _context() -> zmq.asyncio.Context:
+        return zmq.asyncio.Context.instance()
+
+    async def recv(self, timeout: float | None = None) -> dict:
+        timeout = await self._handshake_wait_async(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            fut = self._sock.recv_multipart()
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait({fut}, timeout=left)
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+            if fut.cancelled():
+                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
+            msg = self._accept(fut.result())
+            if msg is not None:
+                return msg
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        return await self.recv()
+
+    async def __aenter__(self) -> AsyncEvents:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
