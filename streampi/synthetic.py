@@ -265,6 +265,11 @@ class MovingScenes(ShapesGenerator):
             for i in t.visible:
                 t.visible[i] = t.visible[i] / full if full else 0.0
 
+    def truth(self):
+        """Yield, for each frame, what :meth:`frames` gives with it, without drawing it."""
+        for i in range(self.length):
+            yield [(t.number, t.label, t.boxes[i], t.visible[i]) for t in self.tracks if i in t.boxes]
+
     def frames(self):
         """Yield ``(rgb, truth)`` for each frame: a ``height × width × 3`` uint8 frame and the
         list of ``(track number, label index, box, visible share)`` of the shapes in it."""

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Step", "Track", "Tracker", "TrackerConfig", "Zone", "iou_matrix", "point_in_polygon"]
+__all__ = ["Step", "Track", "TrackScore", "Tracker", "TrackerConfig", "Zone", "iou_matrix", "point_in_polygon",
+           "score_tracks"]
 
 
 def point_in_polygon(x: float, y: float, points: Sequence[tuple[float, float]]) -> bool:
@@ -372,3 +373,73 @@ class Tracker:
             tr.ended = True
         self.tracks = []
         return step
+
+
+@dataclass
+class TrackScore:
+    """How tracks followed known objects (:func:`score_tracks`)."""
+
+    objects: int  # ground-truth objects that were fully in view at some frame
+    missed: int  # of those, never matched by a track
+    id_switches: int  # frames where an object's track differs from the one that had it before
+    fragments: int  # tracks beyond the first one per object (an object cut into several)
+    false_tracks: int  # tracks that never matched an object
+    coverage: float  # share of the frames with an object fully in view where a track had it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"objects": self.objects, "missed": self.missed, "id_switches": self.id_switches,
+                "fragments": self.fragments, "false_tracks": self.false_tracks, "coverage": round(self.coverage, 4)}
+
+
+def score_tracks(truth: Sequence[Sequence[tuple]], tracked: Sequence[Sequence[tuple[Any, Sequence[float]]]],
+                 iou: float = 0.3, in_view: float = 0.9) -> TrackScore:
+    """Compare tracks with ground truth, frame by frame (the CLEAR-MOT counts that matter here).
+
+    ``truth[i]``: the objects of frame ``i`` as ``(object id, label, box, visible share)`` (what
+    :meth:`streampi.synthetic.MovingScenes.frames` gives); ``tracked[i]``: the tracks a tracker
+    reported for that frame, ``(track id, box)``. In each frame, objects and tracks are paired
+    greedily by IoU (at least ``iou``); objects less than ``in_view`` in view may be matched but
+    are not required to be."""
+    ids_of: dict[Any, list[Any]] = {}
+    last: dict[Any, Any] = {}
+    matched_tracks: set[Any] = set()
+    all_tracks: set[Any] = set()
+    required, covered, switches = 0, 0, 0
+    seen_objects: set[Any] = set()
+    for objs, tracks in zip(truth, tracked):
+        all_tracks.update(t for t, _ in tracks)
+        for o in objs:
+            if o[3] >= in_view:
+                seen_objects.add(o[0])
+        if not objs:
+            continue
+        pairs: dict[Any, Any] = {}
+        if tracks:
+            m = iou_matrix(np.asarray([o[2] for o in objs], np.float64).reshape(-1, 4),
+                           np.asarray([b for _, b in tracks], np.float64).reshape(-1, 4))
+            used_o, used_t = set(), set()
+            for flat in np.argsort(-m, axis=None, kind="stable"):
+                i, j = divmod(int(flat), len(tracks))
+                if m[i, j] < iou:
+                    break
+                if i in used_o or j in used_t:
+                    continue
+                used_o.add(i)
+                used_t.add(j)
+                pairs[objs[i][0]] = tracks[j][0]
+        for o in objs:
+            tid = pairs.get(o[0])
+            if o[3] >= in_view:
+                required += 1
+                covered += tid is not None
+            if tid is None:
+                continue
+            matched_tracks.add(tid)
+            if o[0] in last and last[o[0]] != tid:
+                switches += 1
+            last[o[0]] = tid
+            if tid not in ids_of.setdefault(o[0], []):
+                ids_of[o[0]].append(tid)
+    return TrackScore(objects=len(seen_objects), missed=len(seen_objects - set(ids_of)), id_switches=switches,
+                      fragments=sum(len(v) - 1 for v in ids_of.values()),
+                      false_tracks=len(all_tracks - matched_tracks), coverage=covered / required if required else 1.0)
