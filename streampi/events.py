@@ -180,19 +180,21 @@ def encode_snapshot(fmt: str, width: int, height: int, data: Any, box: Any, qual
 
     thickness = max(2, round(min(width, height) / 160))
     if fmt == "jpeg":
-        img = simplejpeg.decode_jpeg(bytes(data) if not isinstance(data, bytes) else data, colorspace="RGB")
+        img = simplejpeg.decode_jpeg(bytes(data) if not isinstance(data, bytes) else data, colorspace="RGB",
+                                     fastdct=True, fastupsample=True)
         height, width = img.shape[:2]
         _rect(img, _clip_box(box, width, height), thickness, _GREEN["rgb"])
-        return simplejpeg.encode_jpeg(img, quality=quality, colorspace="RGB")
+        return simplejpeg.encode_jpeg(img, quality=quality, colorspace="RGB", colorsubsampling="420", fastdct=True)
     buf = np.frombuffer(data, np.uint8)
     if fmt in _COLOURSPACES:
         img = buf.reshape(height, width, len(_GREEN[fmt])).copy()
         _rect(img, _clip_box(box, width, height), thickness, _GREEN[fmt])
-        return simplejpeg.encode_jpeg(img, quality=quality, colorspace=_COLOURSPACES[fmt])
+        return simplejpeg.encode_jpeg(img, quality=quality, colorspace=_COLOURSPACES[fmt], colorsubsampling="420",
+                                      fastdct=True)
     if fmt == "gray":
         img = buf.reshape(height, width, 1).copy()
         _rect(img, _clip_box(box, width, height), thickness, 255)
-        return simplejpeg.encode_jpeg(img, quality=quality, colorspace="GRAY")
+        return simplejpeg.encode_jpeg(img, quality=quality, colorspace="GRAY", fastdct=True)
     if fmt in ("i420", "nv12"):
         n, cw, ch = width * height, width // 2, height // 2
         y = buf[:n].reshape(height, width).copy()
@@ -206,7 +208,7 @@ def encode_snapshot(fmt: str, width: int, height: int, data: Any, box: Any, qual
         half = _clip_box(box, width, height, scale=2)
         _rect(u, half, max(1, thickness // 2), _GREEN_YUV[1])
         _rect(v, half, max(1, thickness // 2), _GREEN_YUV[2])
-        return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
+        return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality, fastdct=True)
     raise ValueError(f"no snapshot of a {fmt!r} frame")
 
 

@@ -129,14 +129,14 @@ class Track:
         self.ended = False
         self.first_seen = self.last_seen = t
         self.last_motion_t = motion_t
-        self.velocity = np.zeros(2)  # pixels per second of the box's centre
+        self.velocity = (0.0, 0.0)  # pixels per second of the box's centre
         self.zones: list[str] = []  # the zones it is in now (after inertia), in the config's order
         self.entered_zones: list[str] = []  # every zone it has entered, in the order it did
         self.zone_runs: dict[str, int] = {}  # zone -> frames in a row whose position disagrees with `zones`
 
     def predicted(self, motion_t: float) -> np.ndarray:
         dt = min(max(motion_t - self.last_motion_t, 0.0), 1.0)  # (a long gap: no wild extrapolation)
-        dx, dy = self.velocity * dt
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
         return self.box + np.array([dx, dy, dx, dy])
 
     def __repr__(self) -> str:
@@ -232,16 +232,19 @@ class Tracker:
         tracks = self.tracks
         pairs: list[tuple[int, int]] = []
         if tracks and len(boxes):
-            predicted = np.stack([tr.predicted(motion_t) for tr in tracks])
+            last_boxes = np.stack([tr.box for tr in tracks])
+            dt = np.clip(motion_t - np.array([tr.last_motion_t for tr in tracks]), 0.0, 1.0)  # (as Track.predicted)
+            shift = np.array([tr.velocity for tr in tracks]) * dt[:, None]
+            predicted = last_boxes + np.concatenate([shift, shift], axis=1)
             iou = iou_matrix(predicted, boxes)
             # a track seen in the last frame may also continue where it was (a velocity measured on
             # frames that came in a burst must not lose it); one missed since goes where it was going
             recent = np.array([tr.missed == 0 for tr in tracks])
             if recent.any():
-                last = iou_matrix(np.stack([tr.box for tr in tracks]), boxes)
+                last = iou_matrix(last_boxes, boxes)
                 iou = np.where(recent[:, None], np.maximum(iou, last), iou)
             # greedy: the best pair first; a same-label pair wins a near tie (a label seldom flips)
-            same = np.array([[tr.label == lb for lb in labels] for tr in tracks])
+            same = np.array([tr.label for tr in tracks], dtype=object)[:, None] == np.array(labels, dtype=object)
             rank = iou + 0.05 * same
             order = np.argsort(-rank, axis=None, kind="stable")
             used_t, used_d = set(), set()
@@ -291,11 +294,13 @@ class Tracker:
     def _continue(self, tr: Track, box: np.ndarray, score: float, label: str, t: float, motion_t: float,
                   step: Step) -> None:
         dt = motion_t - tr.last_motion_t
-        if 0 < dt <= 2.0:
-            centre_new = (box[:2] + box[2:]) / 2
-            centre_old = (tr.box[:2] + tr.box[2:]) / 2
-            v = (centre_new - centre_old) / dt
-            tr.velocity = v if tr.hits == 1 else 0.5 * tr.velocity + 0.5 * v
+        if 0 < dt <= 2.0:  # (plain floats: NumPy's per-call cost is most of it on 2-element arrays)
+            x0, y0, x1, y1 = box.tolist()
+            p0, q0, p1, q1 = tr.box.tolist()
+            vx, vy = (x0 + x1 - p0 - p1) / (2 * dt), (y0 + y1 - q0 - q1) / (2 * dt)
+            if tr.hits > 1:
+                vx, vy = 0.5 * (tr.velocity[0] + vx), 0.5 * (tr.velocity[1] + vy)
+            tr.velocity = (vx, vy)
         tr.box, tr.score, tr.last_seen, tr.last_motion_t = box, score, t, motion_t
         tr.hits += 1
         tr.missed = 0
