@@ -269,6 +269,11 @@ def test_thresholds_parse_or_say_why():
 def test_events_are_on_with_events_mqtt_or_http():
     assert not ServerOptions().events_enabled()
     assert ServerOptions(events=True).events_enabled() and ServerOptions(http="127.0.0.1:0").events_enabled()
+    for kwargs in ({"events_zones": "zones.toml"}, {"events_min_score": "0.5"}):
+        with pytest.raises(ValueError, match="has no effect without --events"):
+            ServerOptions(**kwargs).check()
+        ServerOptions(events=True, **kwargs).check()
+        ServerOptions(http="127.0.0.1:0", **kwargs).check()
 
 
 # -- snapshots from every wire format --------------------------------------------------------

@@ -227,6 +227,10 @@ class ServerOptions:
             if getattr(self, door) and self.stream_policies.get(stream, "queue") != "queue":
                 raise ValueError(f"stream {stream!r} must have the queue policy: each of its clients waits for "
                                  f"the answer to its own request, which a newer request must not replace")
+        for name in ("events_zones", "events_min_score"):
+            if getattr(self, name) is not None and not self.events_enabled():
+                raise ValueError(f"{name.replace('_', '-')} has no effect without --events (or a door that shows "
+                                 f"events: --mqtt, --http)")
         if self.events_min_score is not None:
             from ..events import parse_thresholds
 
