@@ -263,7 +263,7 @@ def test_thresholds_parse_or_say_why():
         with pytest.raises(ValueError, match=message):
             parse_thresholds(text)
     with pytest.raises(ValueError, match="events-min-score: .*not a number"):
-        ServerOptions(events_min_score="person=high").check()
+        ServerOptions(events=True, events_min_score="person=high").check()
 
 
 def test_events_are_on_with_events_mqtt_or_http():
