@@ -14,9 +14,14 @@
 * what an event costs the server's loop: the engine's listener per frame on 20 objects, and a
   snapshot per frame format and size (simplejpeg), against copying the frame for later.
 
-norfair is looked for where Python finds it (``pip install norfair``: it pulls SciPy, filterpy
-and, through filterpy, Matplotlib). It declares ``numpy<2``; this bench runs it on the NumPy
-installed, which its code works with (the install footprint counts what it pulls).
+norfair is looked for where Python finds it. It declares ``numpy<2`` and ``rich<15``, which a
+plain ``pip install norfair`` would force onto streampi's environment, so install it beside it:
+
+    pip install --target /tmp/norfair --no-deps norfair==2.3.0 filterpy
+    PYTHONPATH=/tmp/norfair python bench/tracking.py
+
+(SciPy and Matplotlib, which filterpy needs, come with streampi's dev extra.) Its code runs on
+NumPy 2 as it is; the install footprint counts what a normal install of it pulls.
 """
 
 from __future__ import annotations

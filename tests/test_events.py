@@ -418,3 +418,46 @@ def test_results_that_are_not_detections_are_ignored():
     engine.on_result(result_of("cam", 3, [square(0, 0.9)]), frame_of("cam", 3, rgb, 1.2))
     engine.on_result(result_of("cam", 2, [square(0, 0.9)]), frame_of("cam", 2, rgb, 1.15))  # late: skipped
     assert [e["type"] for e in engine.recent()] == ["new"] and engine.stats["events.stale_frames"] == 1
+
+
+def test_async_events_keep_their_streams_and_bring_snapshots_when_asked():
+    import asyncio
+
+    from streampi.client import AsyncEvents
+
+    def obj(oid, stream):
+        return {"id": oid, "stream": stream}
+
+    async def main(st: ServerThread) -> list[dict]:
+        async with AsyncEvents(st.results, streams=["cam"], snapshots=True) as ev:
+            got: list[dict] = []
+            for _ in range(100):  # until the subscription is through: the marker comes back
+                st._loop.call_soon_threadsafe(st.server.publish, "_events",
+                                              {"type": "end", "before": None, "after": obj("marker", "cam")})
+                try:
+                    if (await ev.recv(timeout=0.1))["after"]["id"] == "marker":
+                        break
+                except TimeoutError:
+                    continue
+            for topic, payload in [("_events", {"type": "new", "before": None, "after": obj("other-1", "other")}),
+                                   ("_events", {"what": "not an event"}),
+                                   ("_eventsx", {"type": "new", "before": None, "after": obj("cam-9", "cam")}),
+                                   ("_snapshots", {"id": "other-1", "stream": "other", "label": "a", "score": 1.0,
+                                                   "jpeg": b"x"}),
+                                   ("_events", {"type": "new", "before": None, "after": obj("cam-1", "cam")}),
+                                   ("_snapshots", {"id": "cam-1", "stream": "cam", "label": "a", "score": 0.5,
+                                                   "jpeg": b"\xff\xd8"})]:
+                st._loop.call_soon_threadsafe(st.server.publish, topic, payload)
+            for _ in range(10):
+                try:
+                    msg = await ev.recv(timeout=1.0)
+                except TimeoutError:
+                    break
+                if msg.get("after", {}).get("id") != "marker":
+                    got.append(msg)
+            return got
+
+    with ServerThread("shapes_int8", ServerOptions(workers=1, events=True)) as st:
+        got = asyncio.run(main(st))
+    assert got == [{"type": "new", "before": None, "after": obj("cam-1", "cam")},
+                   {"type": "snapshot", "id": "cam-1", "stream": "cam", "label": "a", "score": 0.5, "jpeg": b"\xff\xd8"}]
