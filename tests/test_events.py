@@ -61,14 +61,14 @@ def wait_events_subscribed(ev: Events, st: ServerThread, timeout: float = 10.0) 
         pass
 
 
-def drain(ev: Events, quiet: float = 1.0, limit: int = 10_000) -> list[dict]:
+def drain(ev: Events | Subscriber, quiet: float = 1.0, limit: int = 10_000) -> list[dict]:
     got = []
     for _ in range(limit):
         try:
             msg = ev.recv(timeout=quiet)
         except TimeoutError:
             break
-        if msg.get("after", {}).get("id") != "probe":
+        if "type" in msg and msg.get("after", {}).get("id") != "probe":
             got.append(msg)
     return got
 
@@ -461,3 +461,41 @@ def test_async_events_keep_their_streams_and_bring_snapshots_when_asked():
         got = asyncio.run(main(st))
     assert got == [{"type": "new", "before": None, "after": obj("cam-1", "cam")},
                    {"type": "snapshot", "id": "cam-1", "stream": "cam", "label": "a", "score": 0.5, "jpeg": b"\xff\xd8"}]
+
+
+def test_serve_events_ends_every_object_at_sigterm_before_its_socket_closes(tmp_path):
+    """`streampi serve --events` as a process: objects in view when SIGTERM comes each get
+    their end event, received by a subscriber (published before the socket closed)."""
+    import signal
+
+    from streampi.testing import start_server
+
+    zones = tmp_path / "zones.json"
+    zones.write_text('{"zones": [{"name": "all", "points": [[0, 0], [320, 0], [320, 240], [0, 240]]}]}')
+    frames = [img for img, _ in MovingScenes(seed=5, objects=6).frames()][:20]
+    proc, info = start_server(["shapes_detector", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                               "--events", "--events-zones", str(zones), "--events-max-missed-s", "600",
+                               "--policy", "queue", "--workers", "1"])
+    try:
+        # a Subscriber of _events (and _errors, which wait_subscribed hears: its subscriptions go in order)
+        with Subscriber(info["publish"], streams=["_events"]) as ev, \
+                Subscriber(info["publish"], streams=["cam"]) as sub:
+            wait_subscribed(ev, info["bind"])
+            wait_subscribed(sub, info["bind"])
+            with Producer(info["credit_bind"], stream="cam") as prod:
+                base = time.time()
+                for i, img in enumerate(frames):
+                    prod.send(img, ts=base + i / FPS)
+            answers = [sub.recv(timeout=30) for _ in frames]
+            before = by_type(drain(ev, quiet=1.0))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            after = by_type(drain(ev, quiet=1.0))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert all(r["ok"] for r in answers)
+    assert len(before["new"]) >= 2 and not before["end"]
+    assert sorted(e["after"]["id"] for e in after["end"]) == sorted(e["after"]["id"] for e in before["new"])
+    assert all(e["after"]["entered_zones"] == ["all"] and e["after"]["end_time"] for e in after["end"])
