@@ -422,29 +422,36 @@ class AsyncProducer(_ProducerBase):
 
 class _SubscriberBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, errors: bool = True,
-                 rcvhwm: int = 100_000, context: Any = None, curve_secret: Any = None, curve_server: Any = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 events: bool = False, rcvhwm: int = 100_000, context: Any = None, curve_secret: Any = None,
+                 curve_server: Any = None, handshake_timeout: float = 10.0) -> None:
+        """Results of ``streams`` (default: every stream) and, with ``errors``, the answers to
+        messages that named no valid stream (topic ``_errors``). ``events=True`` brings the
+        server's object events too (topic ``_events``: maps with a ``type``, see :class:`Events`,
+        which receives them alone); the server's other topics never come as results."""
         self.endpoint = endpoint
         self.handshake_timeout = handshake_timeout
         self._sock = (context or self._context()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         streams = list(streams)
+        extra = [protocol.ERRORS_TOPIC] if errors else []
+        extra += [EVENTS_TOPIC] if events else []
         if not streams:
             self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         else:
-            for s in [*streams, *([protocol.ERRORS_TOPIC] if errors else [])]:
+            for s in [*streams, *extra]:
                 # the topic is a prefix match in ZeroMQ; the exact stream is checked on receipt
                 self._sock.setsockopt(zmq.SUBSCRIBE, s.encode())
-        self._wanted = set(streams) | ({protocol.ERRORS_TOPIC} if errors else set()) if streams else None
+        self._wanted = set(streams) | set(extra) if streams else None
+        self._server_topics = {protocol.ERRORS_TOPIC, *([EVENTS_TOPIC] if events else [])}
         self._connect(endpoint, curve_secret, curve_server)
 
     def _accept(self, parts: list) -> dict | None:
         topic = bytes(parts[0]).decode("utf-8", "replace")
         if self._wanted is not None and topic not in self._wanted:
             return None
-        if self._wanted is None and topic.startswith("_") and topic != protocol.ERRORS_TOPIC:
-            return None  # a server topic (_events, _snapshots): not a result; see Events
+        if self._wanted is None and topic.startswith("_") and topic not in self._server_topics:
+            return None  # a server topic (_snapshots, or _events unless asked): not a result
         return protocol.decode_result(parts)
 
 

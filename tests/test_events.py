@@ -499,3 +499,23 @@ def test_serve_events_ends_every_object_at_sigterm_before_its_socket_closes(tmp_
     assert len(before["new"]) >= 2 and not before["end"]
     assert sorted(e["after"]["id"] for e in after["end"]) == sorted(e["after"]["id"] for e in before["new"])
     assert all(e["after"]["entered_zones"] == ["all"] and e["after"]["end_time"] for e in after["end"])
+
+
+def test_a_subscriber_gets_events_beside_results_only_when_asked():
+    event = {"type": "new", "before": None, "after": {"id": "cam-1", "stream": "cam"}}
+    with ServerThread("shapes_int8", ServerOptions(workers=1, events=True)) as st, \
+            Subscriber(st.results, events=True) as every_and_events, Subscriber(st.results) as every, \
+            Subscriber(st.results, streams=["cam"], events=True) as cam_and_events:
+        for sub in (every_and_events, every, cam_and_events):
+            wait_subscribed(sub, st.frames)
+        for topic, payload in [("_events", event), ("_snapshots", {"id": "cam-1", "jpeg": b""}),
+                               ("_other", {"n": 1})]:
+            st._loop.call_soon_threadsafe(st.server.publish, topic, payload)
+        with Producer(st.frames, stream="cam") as prod:
+            prod.send(np.zeros((48, 64, 3), np.uint8))
+        got = {name: drain_results(sub) for name, sub in
+               (("every_and_events", every_and_events), ("every", every), ("cam_and_events", cam_and_events))}
+    for name, msgs in got.items():
+        kinds = [("event" if "type" in m else m["stream"]) for m in msgs]
+        kinds = [k for k in kinds if k != "_errors"]  # (the other subscribers' probes)
+        assert kinds == (["cam"] if name == "every" else ["event", "cam"]), (name, msgs)
