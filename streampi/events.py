@@ -423,10 +423,11 @@ class EventsEngine:
                 self._event("update", obj)
 
     def _apply(self, stream: str, step: Step, frame: Any, t: float | None) -> None:
+        """Turn what a tracker decided into events and snapshots; ``frame`` and ``t`` are the
+        frame that caused it (None: the clock or the shutdown did)."""
         mono = self._clock()
-        frame_time = t if t is not None else None
         for track in step.new:
-            obj = self._objects[track.number] = _Object(track, stream, frame_time or track.last_seen)
+            obj = self._objects[track.number] = _Object(track, stream, t if t is not None else track.last_seen)
             if frame is not None:
                 self._take_snapshot(obj, frame, mono)
             self._event("new", obj)
@@ -436,7 +437,8 @@ class EventsEngine:
             obj = self._objects.get(track.number)
             if obj is None:
                 continue
-            obj.frame_time = frame_time or obj.frame_time
+            if t is not None:
+                obj.frame_time = t
             if "score" in changes and frame is not None:
                 self._take_snapshot(obj, frame, mono, publish=True)
             if changes - {"score"} or mono - obj.last_event >= self.config.update_interval:
