@@ -265,6 +265,9 @@ class EventsConfig:
     snapshot_bytes: int = 16 * 2**20  # bytes of snapshots kept per stream
     snapshot_quality: int = 80
     recent: int = 100  # events kept for recent()
+    # streams that are no camera: a door's requests (DeepStack's HTTP API, Frigate's detector) are
+    # stills from anywhere, or frames Frigate tracks itself; their detections make no objects
+    skip_streams: frozenset[str] = frozenset()
 
     @classmethod
     def from_options(cls, opts: Any) -> EventsConfig:
@@ -273,8 +276,10 @@ class EventsConfig:
         tracker = TrackerConfig(min_hits=opts.events_min_hits, max_missed=opts.events_max_missed,
                                 max_missed_s=opts.events_max_missed_s,
                                 thresholds=parse_thresholds(opts.events_min_score), zones=zones)
+        from .serving.options import DOOR_STREAMS
+
         return cls(tracker=tracker, snapshot_count=opts.events_snapshot_count,
-                   snapshot_bytes=opts.events_snapshot_bytes)
+                   snapshot_bytes=opts.events_snapshot_bytes, skip_streams=frozenset(DOOR_STREAMS.values()))
 
 
 class _Object:
@@ -392,6 +397,8 @@ class EventsEngine:
         if detections is None:
             return
         stream = result["stream"]
+        if stream in self.config.skip_streams:
+            return
         t = float(getattr(frame, "recv", None) or time.time())
         if t < self._last_frame.get(stream, -math.inf):
             self.stats["events.stale_frames"] += 1  # answered after a newer frame of its stream: skipped

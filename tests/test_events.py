@@ -420,6 +420,16 @@ def test_results_that_are_not_detections_are_ignored():
     assert [e["type"] for e in engine.recent()] == ["new"] and engine.stats["events.stale_frames"] == 1
 
 
+
+def test_the_doors_requests_make_no_objects():
+    engine = EventsEngine(EventsConfig.from_options(ServerOptions(events=True)), publish=None)
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    for k, stream in enumerate(("http", "frigate", "cam")):
+        engine.on_result(result_of(stream, k, [square(0, 0.9)]), frame_of(stream, k, rgb, 1.0 + k))
+        engine.on_result(result_of(stream, k + 10, [square(0, 0.9)]), frame_of(stream, k + 10, rgb, 1.5 + k))
+    assert [o["stream"] for o in engine.objects()] == ["cam"]
+
+
 def test_async_events_keep_their_streams_and_bring_snapshots_when_asked():
     import asyncio
 
