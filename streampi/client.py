@@ -10,6 +10,8 @@ with the server.
         cam.send(jpeg_bytes, fmt="jpeg")
     with Subscriber("tcp://127.0.0.1:5556", streams=["cam0"]) as sub:
         result = sub.recv(timeout=5)             # a dict, see docs/protocol.md
+    with Events("tcp://127.0.0.1:5556") as events:   # serve --events: objects new/update/end
+        event = events.recv(timeout=5)           # see docs/integrations.md
 
 With ``curve_secret=`` (this client's ``NAME.key_secret``) and ``curve_server=`` (the
 server's public ``NAME.key``) the socket speaks CurveZMQ (see :mod:`streampi.auth`); a
