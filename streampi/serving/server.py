@@ -106,6 +106,11 @@ class Server(Events):
         self.metrics: Any = None
         self.doors: list[Any] = []  # streampi.integrations: faces other tools talk to
         self._listeners: list[Callable[[dict, Any], None]] = []  # see add_listener
+        self.events: Any = None  # streampi.events.EventsEngine when events are on (the zones file is read here)
+        if opts.events_enabled():
+            from ..events import EventsEngine
+
+            self.events = EventsEngine.from_options(opts)
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
@@ -248,6 +253,8 @@ class Server(Events):
                 await self._stop_workers(deadline=time.monotonic() + 5)
                 raise StreampiError(f"cannot serve metrics on {opts.metrics_bind}:{opts.metrics_port}: {exc}") from exc
             self.bound["metrics"] = f"http://{opts.metrics_bind}:{port}/metrics"
+        if self.events is not None:  # before the doors open: they may use it
+            self.events.attach(self)
         from ..integrations import doors_for
 
         try:
@@ -389,6 +396,8 @@ class Server(Events):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_workers(deadline=max(deadline, time.monotonic() + 0.5))
+        if self.events is not None:  # every frame is answered: the objects end, on a socket still open
+            self.events.close()
         for door in self.doors:
             await door.close()
         self._close_sockets()
