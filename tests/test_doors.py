@@ -66,3 +66,65 @@ def test_a_failing_reply_is_counted_and_the_others_still_answered():
         stats = dict(st.stats)
     assert sorted(r["seq"] for r in replies) == [0, 1, 2] and all(r["ok"] for r in replies)
     assert stats["errors.door_reply"] == 1 and stats["received"] == stats["answered"] == 3
+
+
+class Watcher:
+    """A result listener as a tracker or a live view is one: it copies what it keeps."""
+
+    def __init__(self, fail_on: set[int] = frozenset()) -> None:
+        self.seen: list[tuple[dict, tuple | None]] = []
+        self.fail_on = fail_on
+
+    def __call__(self, result: dict, frame) -> None:
+        pixels = None
+        if frame is not None:
+            pixels = (frame.fmt, frame.width, frame.height, bytes(frame.data))
+        self.seen.append((result, pixels))
+        if result.get("seq") in self.fail_on:
+            raise RuntimeError("this listener has a bug")
+
+
+def test_a_listener_sees_every_answer_once_with_the_frame_it_answers():
+    """Frames through the v1.1 shared-memory ring too: their pixels are still in the producer's
+    slot when the listener runs (the slot is given back after it)."""
+    from streampi.client import Producer
+
+    rng = np.random.default_rng(11)
+    frames = [rng.integers(0, 256, (48, 64, 3), np.uint8) for _ in range(8)]
+    watcher = Watcher(fail_on={2})
+    with ServerThread("shapes_int8", ServerOptions(workers=1, policy="queue")) as st, \
+            Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames)  # (its probe is answered before the listener comes)
+        remove = st.server.add_listener(watcher)
+        with Producer(st.frames, stream="cam", shared_memory=True) as prod:
+            for frame in frames:
+                prod.send(frame)
+            published = [sub.recv(timeout=10) for _ in frames]
+        door = Door(st)
+        door.submit([[b"\xc1 no msgpack"]])  # never a frame: the listener gets no pixels
+        st._loop.call_soon_threadsafe(remove)
+        door.submit([protocol.encode_frame("door", 0, "rgb", FRAME, 64, 48)])  # after removal: unseen
+        stats = dict(st.stats)
+    assert [r["seq"] for r in published] == list(range(8)) and all(r["ok"] for r in published)
+    by_seq = {r["seq"]: px for r, px in watcher.seen if r["stream"] == "cam"}
+    assert sorted(by_seq) == list(range(8)) and len(watcher.seen) == 9
+    for seq, frame in enumerate(frames):
+        assert by_seq[seq] == ("rgb", 64, 48, frame.tobytes())
+    assert [(r["ok"], r["error"]["code"], px) for r, px in watcher.seen if r["stream"] == "_errors"] == \
+        [(False, "bad_frame", None)]
+    assert stats["errors.listener"] == 1 and stats["received"] == stats["answered"]
+    assert stats["shm_frames"] == 8
+
+
+def test_publish_speaks_on_a_server_topic_only():
+    import pytest
+
+    with ServerThread("shapes_int8", ServerOptions(workers=1)) as st, \
+            Subscriber(st.results, streams=["_events"]) as sub:
+        wait_subscribed(sub, st.frames)
+        for i in range(3):
+            st._loop.call_soon_threadsafe(st.server.publish, "_events", {"type": "new", "n": i})
+        got = [sub.recv(timeout=10) for _ in range(3)]
+        with pytest.raises(ValueError, match="starts with '_'"):
+            st.server.publish("cam", {"n": 0})
+    assert got == [{"type": "new", "n": i} for i in range(3)]
