@@ -100,7 +100,7 @@ class CameraRunner:
         self.gate: Any = None
         self.sends = self.skipped = self.unsent = 0
         self.error: BaseException | None = None
-        self._server_down = False
+        self._server_down = self._gate_failed = False
         self.thread = threading.Thread(target=self._run_safely, name=f"produce {camera.stream}", daemon=True)
 
     def open(self) -> None:
@@ -171,10 +171,27 @@ class CameraRunner:
                 if frames is not None:
                     break  # a file's last frame went out
                 continue
-            if self.gate is not None and not self.gate.check(frame):
+            if self.gate is not None and not self._gate_passes(frame, frames is not None):
                 self.skipped += 1
                 continue
             self._send(frame)
+
+    def _gate_passes(self, frame: Any, recorded: bool) -> bool:
+        """The motion gate's decision. A recording is gated on its own clock (its frames' pts: a
+        file read faster than real time keeps its idle and hold seconds), a camera on the wall
+        clock. A frame the gate cannot read (a corrupt JPEG part) is sent: the server says why."""
+        from ..errors import FrameError
+
+        try:
+            if recorded and frame.pts is not None:
+                return bool(self.gate.check(frame, frame.pts))
+            return bool(self.gate.check(frame))
+        except FrameError as exc:
+            if not self._gate_failed:
+                self._gate_failed = True
+                log.warning("camera %s: the motion gate cannot read a frame (%s); such frames are sent",
+                            self.camera.stream, exc)
+            return True
 
     def _send(self, frame: Any) -> None:
         meta: dict[str, Any] = {}
