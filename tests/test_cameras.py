@@ -607,3 +607,44 @@ def test_the_produce_unit_runs_the_cameras_config_and_passes_systemd_analyze(tmp
                 if line.strip() and "Failed to connect to bus" not in line and "/etc/systemd" not in line
                 and "streampi.service" not in line]  # After= the server's unit, absent here
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+# -- motion gating at the camera (streampi.sources.motion) -----------------------------------------------------
+@needs_ffmpeg
+def test_produce_motion_sends_the_moving_frames_and_skips_the_idle_ones(tmp_path, detector_server):
+    """A procedural driveway (still, noisy, light drifting; one object crossing at 12 s) as H.264,
+    through ``produce --motion`` to a real server: idle frames stay at the camera, the crossing's
+    first second reaches the server whole, and every frame is counted once."""
+    pytest.importorskip("streampi.sources.motion", reason="the motion gate (streampi.sources.motion) is not here")
+    from streampi.sources.scene import MotionScene, Movement
+
+    fps, seconds = 10, 30
+    scene = MotionScene(320, 240, fps=fps, seconds=seconds, seed=3,
+                        script=(Movement(12.0, 4.0, 0.15, 0.5, 0.14, 0.0, radius=0.12, luma=230.0),))
+    n = len(scene)
+    clip = write_h264(tmp_path / "driveway.mp4", [scene.frame(i)[0] for i in range(n)], fps=fps, gop=fps)
+    moving = np.asarray(scene.moving, bool)
+    info = detector_server
+    with Subscriber(info["publish"]) as sub:
+        wait_subscribed(sub, info["bind"])
+        r = subprocess.run([*CLI, "produce", "--connect", info["credit_bind"], "--source", str(clip), "--stream",
+                            "drive", "--motion", "--idle-every", "10", "--motion-hold", "2", "--fps", "0",
+                            "--seconds", "0", "--count", str(n), "--stats-every", "0"],
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        final = counts_of([m for m in map(COUNTS.search, r.stderr.splitlines()) if m][-1])
+        results = collect(sub, "drive", lambda rs: len(rs) >= final["sent"])
+        with pytest.raises(TimeoutError):  # nothing more: skipped frames never reached the server
+            while True:
+                if sub.recv(timeout=1.5).get("stream") == "drive":
+                    break
+    assert final["decoded"] == n == final["sent"] + final["replaced"] + final["skipped_motion"] + final["unsent"]
+    assert len(results) == final["sent"] and all(x["ok"] for x in results)
+    sent = {round(x["meta"]["pts"] * fps) for x in results}
+    first = int(np.argmax(moving))
+    assert all(i in sent for i in range(first, first + fps) if moving[i])  # the first second of the crossing
+    last_motion = np.maximum.accumulate(np.where(moving, np.arange(n), -10 * fps))
+    idle = [i for i in range(n) if not moving[i] and i - last_motion[i] > 3 * fps]  # past the hold, and then some
+    sent_idle = [i for i in idle if i in sent]
+    assert len(idle) > 150 and len(sent_idle) <= 0.2 * len(idle), (len(sent_idle), len(idle))
+    assert final["skipped_motion"] >= 0.8 * len(idle)
