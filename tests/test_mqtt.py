@@ -32,7 +32,7 @@ import simplejpeg
 from streampi.client import Producer, Subscriber
 from streampi.integrations.mqtt import MqttConfigError, MqttState, parse_broker
 from streampi.serving import ServerOptions
-from streampi.testing import ServerThread, start_server, wait_subscribed  # noqa: F401 (serve --mqtt)
+from streampi.testing import ServerThread, start_server, wait_subscribed
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 needs_broker = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="Mosquitto is not installed "
@@ -85,7 +85,9 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         conf = self.folder / f"mosquitto-{self.port}.conf"
+        # (as root, Mosquitto would become user mosquitto, who cannot read pytest's private folders)
         conf.write_text(f"listener {self.port} 127.0.0.1\npersistence false\n"
+                        + ("user root\n" if os.geteuid() == 0 else "")
                         + (self.extra or "allow_anonymous true\n"))
         self.log = open(self.folder / f"mosquitto-{self.port}.log", "ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
@@ -122,12 +124,14 @@ def broker(tmp_path):
 class HomeAssistant:
     """A paho-mqtt client that listens as Home Assistant does (and reconnects for ever)."""
 
-    def __init__(self, port: int, topics=("homeassistant/#", "streampi/#")) -> None:
+    def __init__(self, port: int, topics=("homeassistant/#", "streampi/#"), auth: tuple[str, str] | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.connections = 0
         self.topics = topics
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"ha-test-{os.getpid()}-{port}")
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
@@ -209,11 +213,14 @@ def check_discovery(ha: HomeAssistant, since: int = 0) -> dict[str, dict]:
     return configs
 
 
-def retained_on_subscribe(port: int, topic_filter: str, wait: float = 2.0) -> dict[str, bytes]:
+def retained_on_subscribe(port: int, topic_filter: str, wait: float = 2.0,
+                          auth: tuple[str, str] | None = None) -> dict[str, bytes]:
     """What a client connecting now receives as retained on ``topic_filter``."""
     got: dict[str, bytes] = {}
     done = threading.Event()
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"late-{time.monotonic_ns()}")
+    if auth is not None:
+        c.username_pw_set(*auth)
     c.on_connect = lambda cl, u, f, r, p: cl.subscribe(topic_filter, qos=1)
     c.on_message = lambda cl, u, m: got.__setitem__(m.topic, bytes(m.payload)) if m.retain else None
     c.connect("127.0.0.1", port)
@@ -504,3 +511,90 @@ def test_broker_killed_and_restarted(broker, server, tmp_path):
         sub.close()
         assert bridge.stop() == 0
         ha.close()
+
+
+def test_bad_urls_stop_the_commands_with_a_reason(capsys, tmp_path):
+    from streampi.cli import main
+
+    assert main(["mqtt", "--broker", "http://broker.lan"]) == 2
+    assert "expected mqtt://" in capsys.readouterr().err
+    assert main(["mqtt", "--broker", "mqtt://u@h", "--password-file", str(tmp_path / "none")]) == 2
+    assert "cannot read the MQTT password file" in capsys.readouterr().err
+    # serve checks before it loads anything (no server, no bridge started)
+    assert main(["serve", "--mqtt", "mqtt://h:99999", "--control", "none"]) == 2
+    assert "port must be a number" in capsys.readouterr().err
+    assert main(["serve", "--mqtt", "mqtt://h", "--mqtt-prefix", "a/#"]) == 2
+    assert "no '+' or '#'" in capsys.readouterr().err
+
+
+@needs_broker
+def test_unreachable_broker_is_retried_and_logged_once(server, tmp_path):
+    port = free_port()  # nothing listens there yet
+    bridge = BridgeProc(tmp_path, "--broker", f"mqtt://127.0.0.1:{port}", "--server", server.results,
+                        "--control", server.control)
+    try:
+        bridge.wait_log("cannot reach the broker")
+        assert "Connection refused" in bridge.text()
+        time.sleep(4)  # paho retries after 1 s, then 2 s: at least two more attempts, none logged
+        assert bridge.proc.poll() is None
+        b = Mosquitto(tmp_path, port).start()
+        try:
+            ha = HomeAssistant(port)
+            ha.wait(lambda: ha.last("streampi/available") == b"online", timeout=60, what="online once it is there")
+            ha.close()
+            assert bridge.text().count("cannot reach the broker") == 1
+            assert bridge.text().count("connected to") == 1
+        finally:
+            assert bridge.stop() == 0
+            b.kill()
+    finally:
+        bridge.stop()
+
+
+@needs_broker
+@pytest.mark.skipif(not Path("/usr/bin/mosquitto_passwd").exists(), reason="mosquitto_passwd is not installed")
+def test_serve_mqtt_password_and_supervision(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["/usr/bin/mosquitto_passwd", "-b", "-c", str(pwfile), "cam", "s3cret pass"], check=True,
+                   capture_output=True)
+    subprocess.run(["/usr/bin/mosquitto_passwd", "-b", str(pwfile), "ha", "ha-pass"], check=True, capture_output=True)
+    b = Mosquitto(tmp_path, extra=f"allow_anonymous false\npassword_file {pwfile}\n").start()
+    ha = HomeAssistant(b.port, auth=("ha", "ha-pass"))
+    wrong = BridgeProc(tmp_path, "--broker", f"mqtt://cam@127.0.0.1:{b.port}", "--control", "none",
+                       env={"STREAMPI_MQTT_PASSWORD": "wrong"})
+    proc = None
+    try:
+        wrong.wait_log("refused the connection")
+        time.sleep(2.5)  # a retry or two, logged once
+        assert wrong.text().count("refused the connection") == 1 and wrong.proc.poll() is None
+        wrong.stop()
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret pass\n")
+        proc, info = start_server(["shapes_detector", "--workers", "1", "--isolation", "thread", "--mqtt",
+                                   f"mqtt://cam@127.0.0.1:{b.port}", "--mqtt-password-file", str(pw),
+                                   "--mqtt-stats-interval", "1"])
+        ha.wait(lambda: ha.last("streampi/available") == b"online", timeout=60, what="online")
+        children = [c for c in psutil.Process(proc.pid).children() if "mqtt" in c.cmdline()]
+        assert len(children) == 1
+        first = children[0]
+        assert "s3cret" not in " ".join(first.cmdline())  # the password never on a command line
+        ha.wait(lambda: any(json.loads(p)["server"] for _, p, _ in ha.seen("streampi/stats")), what="stats")
+        mark = ha.mark()
+        first.kill()  # SIGKILL: the broker says the last will, the server starts another bridge
+        ha.wait(lambda: [p for _, p, _ in ha.seen("streampi/available", mark)][:1] == [b"offline"], what="the will")
+        ha.wait(lambda: ha.seen("streampi/available", mark)[-1][1] == b"online", timeout=60, what="online again")
+        again = [c for c in psutil.Process(proc.pid).children() if "mqtt" in c.cmdline()]
+        assert len(again) == 1 and again[0].pid != first.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not again[0].is_running() or again[0].status() == psutil.STATUS_ZOMBIE
+        assert retained_on_subscribe(b.port, "streampi/available", auth=("ha", "ha-pass")) == \
+            {"streampi/available": b"offline"}  # said on the way out
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        wrong.stop()
+        ha.close()
+        b.kill()
+

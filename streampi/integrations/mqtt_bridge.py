@@ -237,6 +237,8 @@ class Bridge:
                 self._publish(self.state.discovery())
             else:
                 self.connected = False
+                if what == "disconnected" and self._link == "refused":
+                    continue  # (paho's disconnect after a refusal: the same state)
                 if what == "disconnected":
                     text = f"lost the broker {self.broker.url} ({detail}); reconnecting"
                 elif what == "refused":
