@@ -598,3 +598,17 @@ def test_serve_mqtt_password_and_supervision(tmp_path):
         ha.close()
         b.kill()
 
+
+
+def test_the_bridge_loads_no_interpreter_and_the_server_no_mqtt_client():
+    """The bridge is a small process (no interpreter, no kernels); ``serve --mqtt`` checks that
+    paho-mqtt is there without importing it (its client lives in the child)."""
+    code = ("import sys\n"
+            "import streampi.cli.mqtt, streampi.integrations.mqtt_bridge as b\n"
+            "from streampi.integrations.mqtt import parse_broker\n"
+            "b.check_paho(); b.Bridge  # what serve --mqtt does in the server's process\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('streampi._ext', 'ai_edge_litert', "
+            "'tflite_runtime', 'streampi.serving.server', 'streampi.preprocess', 'paho.mqtt.client'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

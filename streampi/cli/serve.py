@@ -202,9 +202,9 @@ def _mqtt_broker(opts: ServerOptions):
         return None
     from ..errors import StreampiError
     from ..integrations.mqtt import check_prefix, parse_broker
-    from ..integrations.mqtt_bridge import import_paho
+    from ..integrations.mqtt_bridge import check_paho
 
-    import_paho()  # the extra is missing: say so now, not in a child that restarts for ever
+    check_paho()  # the extra is missing: say so now, not in a child that restarts for ever (not imported here)
     if opts.curve_secret is not None:
         raise StreampiError("--mqtt with CurveZMQ: run `streampi mqtt` beside the server with a client key "
                             "(--curve-secret, --curve-server) instead")

@@ -223,24 +223,29 @@ class MqttState:
         """Count one answer of the server toward the next stats message; a stream seen for
         the first time gets its entities."""
         stream = result.get("stream")
-        if not isinstance(stream, str) or stream.startswith("_"):
+        if not isinstance(stream, str):
+            return []
+        error = result.get("error")
+        return self.answer(stream, bool(result.get("ok")), error.get("code") if isinstance(error, dict) else None,
+                           (result.get("timing") or {}).get("infer_ms"))
+
+    def answer(self, stream: str, ok: bool, code: str | None = None, infer_ms: Any = None) -> list[Message]:
+        """:meth:`on_result` with the fields read (what the bridge decodes of each answer)."""
+        if stream.startswith("_"):
             return []
         w = self._window.get(stream)
         if w is None:
             w = self._window[stream] = _StreamWindow()
         w.answered += 1
-        if result.get("ok"):
+        if ok:
             w.ok += 1
-            infer = (result.get("timing") or {}).get("infer_ms")
-            if isinstance(infer, (int, float)) and math.isfinite(infer):
-                w.infer_ms_sum += infer
+            if isinstance(infer_ms, (int, float)) and math.isfinite(infer_ms):
+                w.infer_ms_sum += infer_ms
                 w.infer_n += 1
+        elif code in ("dropped", "overloaded"):
+            w.dropped += 1
         else:
-            code = (result.get("error") or {}).get("code")
-            if code in ("dropped", "overloaded"):
-                w.dropped += 1
-            else:
-                w.errors += 1
+            w.errors += 1
         if stream in self.streams:
             return []
         self.streams.add(stream)

@@ -37,7 +37,6 @@ from typing import Any
 import msgspec
 import zmq
 
-from .. import protocol
 from ..errors import StreampiError
 from .mqtt import EVENT_BACKLOG, PASSWORD_ENV, Broker, Message, MqttState
 
@@ -47,6 +46,25 @@ log = logging.getLogger("streampi.mqtt")
 HEALTH_EVERY_S = 5.0
 #: paho's reconnect back-off, seconds
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+
+
+class _Answer(msgspec.Struct):
+    """What the bridge reads of a result (msgspec skips the rest: detections, meta, ...)."""
+
+    ok: bool = False
+    error: dict | None = None
+    timing: dict | None = None
+
+
+_ANSWER = msgspec.msgpack.Decoder(_Answer)
+
+
+def check_paho() -> None:
+    """Raise when paho-mqtt is missing, without importing it (the server checks for its child)."""
+    import importlib.util
+
+    if importlib.util.find_spec("paho") is None or importlib.util.find_spec("paho.mqtt.client") is None:
+        raise StreampiError("MQTT needs paho-mqtt: pip install 'streampi[mqtt]'")
 
 
 def import_paho() -> Any:
@@ -175,7 +193,8 @@ class Bridge:
                 return self.state.on_snapshot(msgspec.msgpack.decode(parts[1]))
             if topic.startswith(b"_"):
                 return []
-            return self.state.on_result(protocol.decode_result(parts))
+            a = _ANSWER.decode(parts[1])
+            return self.state.answer(topic.decode(), a.ok, (a.error or {}).get("code"), (a.timing or {}).get("infer_ms"))
         except Exception:  # a message we cannot read is the server's business, not a reason to stop
             self.state.counters["bad_events"] += 1
             return []
