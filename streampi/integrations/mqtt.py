@@ -386,7 +386,8 @@ class MqttState:
         return out
 
     def _device(self) -> dict:
-        return {"identifiers": [self.node], "name": f"streampi {self.prefix}", "manufacturer": "streampi",
+        name = "streampi" if self.prefix == DEFAULT_PREFIX else f"streampi {self.prefix}"
+        return {"identifiers": [self.node], "name": name, "manufacturer": "streampi",
                 "model": self.model.get("name", "streampi server"), "sw_version": __version__}
 
     def _config(self, component: str, object_id: str, body: dict) -> Message:
