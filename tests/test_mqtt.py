@@ -124,7 +124,8 @@ def broker(tmp_path):
 class HomeAssistant:
     """A paho-mqtt client that listens as Home Assistant does (and reconnects for ever)."""
 
-    def __init__(self, port: int, topics=("homeassistant/#", "streampi/#"), auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, port: int, topics=("homeassistant/#", "streampi/#"), auth: tuple[str, str] | None = None,
+                 ca: str | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.connections = 0
@@ -132,6 +133,8 @@ class HomeAssistant:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"ha-test-{os.getpid()}-{port}")
         if auth is not None:
             self.client.username_pw_set(*auth)
+        if ca is not None:
+            self.client.tls_set(ca_certs=ca)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
@@ -612,3 +615,40 @@ def test_the_bridge_loads_no_interpreter_and_the_server_no_mqtt_client():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signs for 127.0.0.1 (openssl), as a broker owner makes them."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=streampi test CA")
+    ssl("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "broker.pem", "-days", "2", "-extfile", "san.ext")
+    return folder / "ca.pem", folder / "broker.pem", folder / "broker.key"
+
+
+@needs_broker
+@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="openssl is not installed")
+def test_mqtts_with_a_ca_file(tmp_path):
+    ca, cert, key = make_certificates(tmp_path)
+    b = Mosquitto(tmp_path, extra=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous true\n")
+    b.start()
+    ha = HomeAssistant(b.port, topics=("streampi/#",), ca=str(ca))
+    untrusted = BridgeProc(tmp_path, "--broker", f"mqtts://127.0.0.1:{b.port}", "--control", "none")
+    trusted = None
+    try:
+        untrusted.wait_log("cannot reach the broker")
+        assert "certificate verify failed" in untrusted.text()  # the system's CAs do not know ours: said why
+        assert untrusted.stop() == 0
+        assert ha.last("streampi/available") is None
+        trusted = BridgeProc(tmp_path, "--broker", f"mqtts://127.0.0.1:{b.port}", "--ca", str(ca), "--control", "none")
+        ha.wait(lambda: ha.last("streampi/available") == b"online", what="online over TLS")
+    finally:
+        untrusted.stop()
+        if trusted is not None:
+            assert trusted.stop() == 0
+        ha.close()
+        b.kill()

@@ -267,11 +267,21 @@ class Bridge:
                 self._link_state(what if what != "disconnected" else "unreachable", text, logging.WARNING)
 
     def _why_unreachable(self) -> str:
+        """Why paho could not connect (it does not say): the TCP connection, else TLS, else MQTT."""
         try:
-            socket.create_connection((self.broker.host, self.broker.port), timeout=2).close()
-            return "the connection or its handshake failed"
+            sock = socket.create_connection((self.broker.host, self.broker.port), timeout=2)
         except OSError as exc:
             return exc.strerror or str(exc)
+        with sock:
+            if self.broker.tls:
+                import ssl
+
+                try:
+                    ctx = ssl.create_default_context(cafile=self.broker.ca_file)
+                    ctx.wrap_socket(sock, server_hostname=self.broker.host).close()
+                except (ssl.SSLError, OSError) as exc:
+                    return f"TLS: {exc}"
+        return "the MQTT handshake failed"
 
     def _link_state(self, state: str, text: str, level: int) -> None:
         """Log a change of the broker link once (paho retries every few seconds: not each time)."""
