@@ -365,6 +365,10 @@ def test_counts_follow_the_objects():
     apply(st.on_event(event("end", b, {**b, "end_time": 2.0})))
     apply(st.on_event(event("end", a, {**a, "label": "car", "end_time": 2.0})))
     assert counts == {"streampi/cam0/person": 0, "streampi/cam0/car": 0}
+    apply(st.on_event(event("new", None, obj("c", "person", 0.9, 3.0))))
+    assert counts["streampi/cam0/person"] == 1
+    apply(st.server_restarted())  # its objects are gone with it
+    assert counts["streampi/cam0/person"] == 0
     assert st.on_event({"type": "new"}) == [] and st.counters["bad_events"] == 1  # not an event: skipped, counted
     with pytest.raises(MqttConfigError, match="no label 'dog'"):
         MqttState(labels=["person"], announce=["dog"])

@@ -38,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import logs
     from ..integrations.mqtt import MqttState, parse_broker
-    from ..integrations.mqtt_bridge import Bridge
+    from ..integrations.mqtt_bridge import Bridge, die_with_parent
 
+    die_with_parent()  # (a bridge that `streampi serve --mqtt` started)
     logs.setup(args.log_level, json=args.log_json)
     broker, warnings = parse_broker(args.broker, password_file=args.password_file, ca_file=args.ca)
     for w in warnings:

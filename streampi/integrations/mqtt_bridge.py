@@ -349,13 +349,24 @@ def _local(endpoint: str) -> str:
     return endpoint
 
 
-def _die_with_parent() -> None:  # (in the child, before exec: Linux's PR_SET_PDEATHSIG)
+#: set by BridgeProcess for its child: the pid of the server it belongs to
+PARENT_ENV = "STREAMPI_MQTT_PARENT"
+
+
+def die_with_parent() -> None:
+    """In a bridge started by a server: be sent SIGTERM when that server goes, however it goes
+    (Linux's PR_SET_PDEATHSIG), and leave now if it has already gone."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if str(os.getppid()) != parent:
+        raise SystemExit(0)
 
 
 class BridgeProcess:
@@ -379,7 +390,7 @@ class BridgeProcess:
         if options.mqtt_node_id:
             argv += ["--node-id", options.mqtt_node_id]
         self.argv = argv
-        self.env = {**os.environ, "PYTHONSAFEPATH": "1"}
+        self.env = {**os.environ, "PYTHONSAFEPATH": "1", PARENT_ENV: str(os.getpid())}
         self.env.pop(PASSWORD_ENV, None)
         if broker.password is not None:
             self.env[PASSWORD_ENV] = broker.password
@@ -397,8 +408,7 @@ class BridgeProcess:
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                             preexec_fn=_die_with_parent)
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
             except OSError as exc:
                 log.error("cannot start the MQTT bridge: %s", exc)
                 return
