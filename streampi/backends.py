@@ -102,7 +102,8 @@ def get_backend(name: str | None = None) -> Backend:
         except BackendUnavailable as exc:
             errors.append(str(exc))
     raise BackendUnavailable(
-        "no TFLite interpreter is installed; install one with: pip install ai-edge-litert\n  "
+        "no TFLite interpreter is installed; install one with: pip install 'streampi[litert]' "
+        "(or pip install ai-edge-litert)\n  "
         + "\n  ".join(errors)
     )
 

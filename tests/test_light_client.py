@@ -53,3 +53,19 @@ def test_client_works_without_kernels_or_an_interpreter():
     assert [r["seq"] for r in results] == list(range(5)) and all(r["ok"] for r in results)
     assert all(r["top"][0][1] is not None for r in results)
     assert np.isfinite([r["top"][0][2] for r in results]).all()
+
+
+def test_a_camera_install_pulls_no_interpreter():
+    """``pip install streampi`` on a camera Pi installs what the client needs and no TFLite
+    runtime (LiteRT alone is ~20 MB of wheel); a server asks for ``streampi[litert]``."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    required = {re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert not required & {"ai-edge-litert", "tflite-runtime", "tensorflow", "tensorflow-cpu", "opencv-python",
+                           "opencv-python-headless", "av", "aiohttp", "paho-mqtt"}, required
+    assert {"pyzmq", "msgspec", "numpy"} <= required
+    assert any(dep.startswith("ai-edge-litert") for dep in project["optional-dependencies"]["litert"])
