@@ -14,6 +14,8 @@ with this bridge once both are on the main branch.
 
 from __future__ import annotations
 
+import collections
+import importlib.util
 import json
 import os
 import re
@@ -656,3 +658,57 @@ def test_mqtts_with_a_ca_file(tmp_path):
             assert trusted.stop() == 0
         ha.close()
         b.kill()
+
+
+@needs_broker
+@pytest.mark.skipif(importlib.util.find_spec("streampi.events") is None,
+                    reason="the tracker (streampi.events) is not on this branch yet")
+def test_a_moving_scene_through_the_real_tracker(broker, tmp_path):
+    """End to end: MovingScenes (shapes crossing the view one after another, tracks known)
+    through the bundled detector and the server's tracker; on the broker, the same events as on
+    the server's ``_events`` topic, in order, one ``new`` and one ``end`` per shape, the counts
+    back to 0 and a snapshot that decodes."""
+    from streampi.synthetic import MovingScenes
+
+    scenes = MovingScenes(seed=3, objects=6)
+    shots = list(scenes.frames())
+    truth_tracks = {t for _, truth in shots for t, *_ in truth}
+    opts = ServerOptions(**{"workers": 1, "isolation": "thread", "policy": "queue", "events": True,
+                            "events_max_missed": 5})
+    ha = HomeAssistant(broker.port)
+    with ServerThread("shapes_detector", opts) as st:
+        bridge = BridgeProc(tmp_path, "--broker", broker.url, "--server", st.results, "--control", st.control,
+                            "--labels", "circle")
+        raw = Subscriber(st.results, streams=["_events"], errors=False)
+        try:
+            ha.wait(lambda: ha.last("streampi/available") == b"online", what="online")
+            feed_until(st, "warmup", camera_config_seen(ha, "warmup"))  # the bridge hears the server
+            with Subscriber(st.results, streams=["cam"]) as sub, Producer(st.frames, stream="cam") as cam:
+                wait_subscribed(sub, st.frames)
+                base = time.time()
+                for i, (img, _) in enumerate(shots):
+                    cam.send(img, ts=base + i / 15.0)
+                answers = [sub.recv(timeout=30) for _ in shots]
+            assert all(r["ok"] for r in answers)
+            zmq_events = []
+            for _ in range(10_000):  # what the server published, read apart from the bridge
+                try:
+                    zmq_events.append(raw.recv(timeout=2.0))
+                except TimeoutError:
+                    break
+            assert zmq_events, "the tracker published no event"
+            ha.wait(lambda: len(ha.seen("streampi/events")) >= len(zmq_events), what="every event on the broker")
+        finally:
+            raw.close()
+            assert bridge.stop() == 0
+    got = [json.loads(p) for _, p, _ in ha.seen("streampi/events")]
+    ha.close()
+    assert got == zmq_events  # the same events, in order, each once
+    ids = collections.Counter((e["type"], e["after"]["id"]) for e in got)
+    news = sorted(i for (kind, i) in ids if kind == "new")
+    assert len(news) == len(truth_tracks)  # one object per shape that crossed the view
+    assert all(ids[("new", i)] == 1 and ids[("end", i)] == 1 for i in news)
+    for label in {e["after"]["label"] for e in got}:
+        assert ha.last(f"streampi/cam/{label}") == b"0"
+    snap = ha.last("streampi/cam/snapshot")
+    assert snap is not None and simplejpeg.decode_jpeg(snap).shape[2] == 3
