@@ -372,6 +372,14 @@ def test_counts_follow_the_objects():
     apply(st.server_restarted())  # its objects are gone with it
     assert counts["streampi/cam0/person"] == 0
     assert st.on_event({"type": "new"}) == [] and st.counters["bad_events"] == 1  # not an event: skipped, counted
+    # stream names come from producers: entities for MAX_STREAMS of them at most
+    from streampi.integrations.mqtt import MAX_STREAMS
+
+    for i in range(MAX_STREAMS + 5):
+        st.on_result({"stream": f"s{i}", "ok": True})
+    assert len(st.streams) == MAX_STREAMS and st.counters["streams_over_limit"] == 6  # (cam0 was the first)
+    kinds = [m.kind for m in st.on_event(event("new", None, obj("z", "person", 0.9, 4.0, stream="s300")))]
+    assert "event" in kinds and "config" not in kinds  # its events still go out, without entities
     with pytest.raises(MqttConfigError, match="no label 'dog'"):
         MqttState(labels=["person"], announce=["dog"])
 

@@ -43,6 +43,9 @@ PASSWORD_ENV = "STREAMPI_MQTT_PASSWORD"
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 #: events kept while the broker is away (oldest dropped past it, counted and logged)
 EVENT_BACKLOG = 1000
+#: streams given entities at most (the server's default --max-streams): stream names come from
+#: producers, and Home Assistant should not get a device with a thousand cameras from a typo loop
+MAX_STREAMS = 256
 #: characters Home Assistant allows in a discovery topic's node and object ids
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 #: a topic level of ours: no wildcard, no separator, not empty
@@ -183,7 +186,7 @@ class MqttState:
         self.available = False  # the server answers its control socket
         self._window: dict[str, _StreamWindow] = {}
         self._window_start = clock()
-        self.counters = {"events": 0, "snapshots": 0, "bad_events": 0}
+        self.counters = {"events": 0, "snapshots": 0, "bad_events": 0, "streams_over_limit": 0}
 
     # -- configuration -------------------------------------------------------------------------
     def set_labels(self, labels: list[str] | None, announce: list[str] | None = None) -> list[Message]:
@@ -246,7 +249,14 @@ class MqttState:
             w.dropped += 1
         else:
             w.errors += 1
+        return self._see(stream)
+
+    def _see(self, stream: str) -> list[Message]:
+        """A stream's entities, the first time it is seen (up to :data:`MAX_STREAMS` streams)."""
         if stream in self.streams:
+            return []
+        if len(self.streams) >= MAX_STREAMS:
+            self.counters["streams_over_limit"] += 1
             return []
         self.streams.add(stream)
         out = self._discover_stream(stream)
@@ -277,10 +287,9 @@ class MqttState:
         else:
             self.active[obj_id] = (stream, label)
         touched.add((stream, label))
-        if stream not in self.streams:
-            self.streams.add(stream)
-            out += self._discover_stream(stream)
-        out += self._announce(stream, label)
+        out += self._see(stream)
+        if stream in self.streams:
+            out += self._announce(stream, label)
         out += self._recount(touched)  # the counts first: whoever acts on the event reads them right
         out.append(Message(self.topic("events"), payload, kind="event"))
         return out
