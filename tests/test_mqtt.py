@@ -726,3 +726,21 @@ def test_a_moving_scene_through_the_real_tracker(broker, tmp_path):
         assert ha.last(f"streampi/cam/{label}") == b"0"
     snap = ha.last("streampi/cam/snapshot")
     assert snap is not None and simplejpeg.decode_jpeg(snap).shape[2] == 3
+
+
+@needs_broker
+def test_a_server_that_stops_answering_makes_its_entities_unavailable(broker, tmp_path):
+    st = ServerThread("shapes_detector", ServerOptions(workers=1, isolation="thread")).start()
+    ha = HomeAssistant(broker.port)
+    bridge = BridgeProc(tmp_path, "--broker", broker.url, "--server", st.results, "--control", st.control)
+    try:
+        ha.wait(lambda: ha.last("streampi/available") == b"online", what="online")
+        st.stop()  # the server goes; the bridge stays connected to the broker
+        ha.wait(lambda: ha.last("streampi/available") == b"offline", what="offline")
+        assert bridge.proc.poll() is None
+        bridge.wait_log("the server does not answer")
+        assert "lost the broker" not in bridge.text()
+    finally:
+        st.stop()
+        assert bridge.stop() == 0
+        ha.close()
