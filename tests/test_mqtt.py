@@ -399,9 +399,9 @@ def test_events_counts_snapshots_stats_and_discovery(broker, server, tmp_path):
         assert comps == ["binary_sensor", "binary_sensor", "camera", "sensor", "sensor"]
         by_state = {expand(c)["state_topic"]: expand(c) for c in configs.values() if "state_topic" in expand(c)}
         assert set(by_state) == {"streampi/cam0/circle", "streampi/cam0/square"}
-        occupancy = next(c for c in configs.values() if DISCOVERY_TOPIC.match(next(
-            t for t, v in configs.items() if v is c))["component"] == "binary_sensor")
-        occupancy = expand(occupancy)
+        occupancy = expand(next(c for t, c in configs.items()
+                                if DISCOVERY_TOPIC.match(t)["component"] == "binary_sensor"
+                                and expand(c)["state_topic"] == "streampi/cam0/circle"))
 
         def occupied(topic):
             return render(occupancy.get("value_template"), ha.last(topic).decode()) == occupancy.get("payload_on", "ON")
