@@ -10,6 +10,8 @@ with the server.
         cam.send(jpeg_bytes, fmt="jpeg")
     with Subscriber("tcp://127.0.0.1:5556", streams=["cam0"]) as sub:
         result = sub.recv(timeout=5)             # a dict, see docs/protocol.md
+    with Events("tcp://127.0.0.1:5556") as events:   # serve --events: objects new/update/end
+        event = events.recv(timeout=5)           # see docs/integrations.md
 
 With ``curve_secret=`` (this client's ``NAME.key_secret``) and ``curve_server=`` (the
 server's public ``NAME.key``) the socket speaks CurveZMQ (see :mod:`streampi.auth`); a
@@ -37,6 +39,8 @@ from .producer_core import WAIT, Outgoing, ProducerCore
 DEFAULT_FRAMES = "tcp://127.0.0.1:5558"  # protocol v1.1 (DEALER → ROUTER, credit)
 DEFAULT_FRAMES_V1 = "tcp://127.0.0.1:5555"  # protocol v1 (PUSH → PULL)
 DEFAULT_RESULTS = "tcp://127.0.0.1:5556"
+EVENTS_TOPIC = "_events"  # (streampi.events publishes them; named here so that a client needs no server code)
+SNAPSHOTS_TOPIC = "_snapshots"
 
 
 class _SocketHolder:
@@ -420,28 +424,38 @@ class AsyncProducer(_ProducerBase):
 
 class _SubscriberBase(_SocketHolder):
     def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, errors: bool = True,
-                 rcvhwm: int = 100_000, context: Any = None, curve_secret: Any = None, curve_server: Any = None,
-                 handshake_timeout: float = 10.0) -> None:
+                 events: bool = False, rcvhwm: int = 100_000, context: Any = None, curve_secret: Any = None,
+                 curve_server: Any = None, handshake_timeout: float = 10.0) -> None:
+        """Results of ``streams`` (default: every stream) and, with ``errors``, the answers to
+        messages that named no valid stream (topic ``_errors``). ``events=True`` brings the
+        server's object events too (topic ``_events``: maps with a ``type``, see :class:`Events`,
+        which receives them alone); the server's other topics never come as results."""
         self.endpoint = endpoint
         self.handshake_timeout = handshake_timeout
         self._sock = (context or self._context()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         streams = list(streams)
+        extra = [protocol.ERRORS_TOPIC] if errors else []
+        extra += [EVENTS_TOPIC] if events else []
         if not streams:
             self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         else:
-            for s in [*streams, *([protocol.ERRORS_TOPIC] if errors else [])]:
+            for s in [*streams, *extra]:
                 # the topic is a prefix match in ZeroMQ; the exact stream is checked on receipt
                 self._sock.setsockopt(zmq.SUBSCRIBE, s.encode())
-        self._wanted = set(streams) | ({protocol.ERRORS_TOPIC} if errors else set()) if streams else None
+        self._wanted = set(streams) | set(extra) if streams else None
+        self._server_topics = {protocol.ERRORS_TOPIC, *([EVENTS_TOPIC] if events else [])}
         self._connect(endpoint, curve_secret, curve_server)
 
     def _accept(self, parts: list) -> dict | None:
         topic = bytes(parts[0]).decode("utf-8", "replace")
         if self._wanted is not None and topic not in self._wanted:
             return None
+        if self._wanted is None and topic.startswith("_") and topic not in self._server_topics:
+            return None  # a server topic (_snapshots, or _events unless asked): not a result
         return protocol.decode_result(parts)
+
 
 class Subscriber(_SubscriberBase):
     """Receives results (blocking). ``recv(timeout)`` returns one result dict or raises
@@ -504,6 +518,112 @@ class AsyncSubscriber(_SubscriberBase):
         self.close()
 
     async def __aenter__(self) -> AsyncSubscriber:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+EVENT_TYPES = ("new", "update", "end")
+
+
+class _EventsBase(_SocketHolder):
+    def __init__(self, endpoint: str = DEFAULT_RESULTS, streams: Iterable[str] = (), *, snapshots: bool = False,
+                 rcvhwm: int = 10_000, context: Any = None, curve_secret: Any = None, curve_server: Any = None,
+                 handshake_timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.handshake_timeout = handshake_timeout
+        self.streams = frozenset(streams) or None
+        self._sock = (context or self._context()).socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._topics = {EVENTS_TOPIC.encode(): "event"}
+        if snapshots:
+            self._topics[SNAPSHOTS_TOPIC.encode()] = "snapshot"
+        for topic in self._topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._connect(endpoint, curve_secret, curve_server)
+
+    def _accept(self, parts: list) -> dict | None:
+        kind = self._topics.get(bytes(parts[0]))
+        if kind is None:  # a prefix match of ZeroMQ's (another topic starting the same)
+            return None
+        msg = protocol.decode_result(parts)
+        if kind == "snapshot":
+            msg = {"type": "snapshot", **msg}
+            stream = msg.get("stream")
+        else:
+            if msg.get("type") not in EVENT_TYPES:
+                return None
+            stream = (msg.get("after") or {}).get("stream")
+        if self.streams is not None and stream not in self.streams:
+            return None
+        return msg
+
+
+class Events(_EventsBase):
+    """Receives the server's object events (blocking): what ``streampi serve --events``
+    publishes on the topic ``_events`` (docs/integrations.md).
+
+        with Events("tcp://127.0.0.1:5556", streams=["cam0"]) as events:
+            for event in events:        # {"type": "new" | "update" | "end", "before", "after"}
+                print(event["type"], event["after"]["id"], event["after"]["label"])
+
+    ``streams`` keeps the events of those streams only (default: every stream). With
+    ``snapshots=True`` the snapshots come too, as ``{"type": "snapshot", "id", "stream",
+    "label", "score", "jpeg"}``. ``recv(timeout)`` raises ``TimeoutError``."""
+
+    @staticmethod
+    def _context() -> zmq.Context:
+        return zmq.Context.instance()
+
+    def recv(self, timeout: float | None = None) -> dict:
+        timeout = self._handshake_wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(wait):
+                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
+            msg = self._accept(self._sock.recv_multipart())
+            if msg is not None:
+                return msg
+
+    def __iter__(self):
+        while True:
+            yield self.recv()
+
+
+class AsyncEvents(_EventsBase):
+    """The asyncio flavour of :class:`Events`: ``await recv(timeout)``, ``async for``."""
+
+    @staticmethod
+    def _context() -> zmq.asyncio.Context:
+        return zmq.asyncio.Context.instance()
+
+    async def recv(self, timeout: float | None = None) -> dict:
+        timeout = await self._handshake_wait_async(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            fut = self._sock.recv_multipart()
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait({fut}, timeout=left)
+            if not fut.done():
+                fut.cancel()
+                await asyncio.gather(fut, return_exceptions=True)
+            if fut.cancelled():
+                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
+            msg = self._accept(fut.result())
+            if msg is not None:
+                return msg
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        return await self.recv()
+
+    async def __aenter__(self) -> AsyncEvents:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -182,7 +182,8 @@ def test_v1_push_producers_get_overloaded_for_a_full_queue_stream_and_ingest_goe
                     push.send_multipart(v1_frame("q", seq))
                 for seq in range(2):
                     push.send_multipart(v1_frame("l", seq))
-                # answered while the worker is stopped: ingest never waits for room
+                # answered while the worker is stopped: ingest never waits for room for long (a
+                # v1 frame that finds its queue full waits 0.1 s aside, then is refused)
                 early = results_until(sub, lambda rs: len(rs) == 8, timeout=10)
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -282,3 +283,35 @@ def test_frames_sent_right_before_close_all_reach_the_server():
     assert len(results) == len(seen) == rounds * burst
     assert codes(results) == {"ok": rounds * burst}
     assert st.server.stats["received"] - st.server.stats["errors.bad_frame"] == rounds * burst
+
+
+def test_a_v1_flood_waits_in_zeromq_instead_of_being_refused_frame_by_frame():
+    """A PUSH producer sends 300 frames as fast as it can into a ``queue`` stream of 2 frames
+    on one worker: a frame that finds the stream full waits aside, and the server stops reading
+    the v1 socket, until a batch leaves; so the flood waits in ZeroMQ's queues and is served
+    rather than refused (without it nearly all of it is answered ``overloaded``). A v1.1
+    producer beside it is served meanwhile, and every frame gets one answer."""
+    opts = ServerOptions(workers=1, max_batch=1, policy="latest", stream_policies={"q": "queue", "live": "queue"},
+                         queue_size=2)
+    n = 150
+    with ServerThread(options=opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames_v1)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(st.frames_v1)
+        try:
+            for seq in range(n):
+                push.send_multipart(v1_frame("q", seq))
+            with Producer(st.frames, stream="live") as live:
+                for _ in range(5):
+                    live.send(np.zeros((24, 32, 3), np.uint8))
+                got = results_until(sub, lambda rs: len(rs) == n + 5, timeout=120)
+        finally:
+            push.close()
+        stats = dict(st.stats)
+    q = [r for r in got if r["stream"] == "q"]
+    assert sorted(r["seq"] for r in q) == list(range(n))  # each once
+    assert [r["ok"] for r in got if r["stream"] == "live"] == [True] * 5
+    refused = codes(q).get("overloaded", 0)
+    assert stats["v1_parked"] >= 1 and refused == stats.get("queue_full", 0)
+    assert codes(q).get("ok", 0) > 3 * refused, codes(q)

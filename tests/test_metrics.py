@@ -104,9 +104,9 @@ def test_refusals_and_credit_are_counted():
         os.kill(pid, signal.SIGSTOP)
         try:
             push.connect(st.frames_v1)
-            for seq in range(6):  # one to the (stopped) worker, two queued, three refused
+            for seq in range(6):  # one to the (stopped) worker, two queued, three refused (each after
                 push.send_multipart([msgpack.packb({**head, "stream": "q", "seq": seq}), FRAME.tobytes()])
-                time.sleep(0.05)
+                time.sleep(0.05)  # waiting 0.1 s aside for room)
             dealer.connect(st.frames)
             dealer.send_multipart([b"hello", msgpack.packb({"v": "1.1", "stream": "c"})])
             credit = msgpack.unpackb(dealer.recv_multipart()[1])
@@ -114,7 +114,8 @@ def test_refusals_and_credit_are_counted():
             for seq in range(5):  # two within its credit, three past it
                 dealer.send_multipart([b"frame", msgpack.packb({**head, "stream": "c", "seq": seq}), FRAME.tobytes()])
             deadline = time.monotonic() + 10
-            while st.server.stats["received"] < 11 + 1 and time.monotonic() < deadline:
+            while ((st.server.stats["received"] < 11 + 1 or st.server.stats["queue_full"] < 3)
+                   and time.monotonic() < deadline):
                 time.sleep(0.02)
             during = scrape(url)
         finally:

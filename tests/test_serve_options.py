@@ -48,7 +48,10 @@ def test_each_flag_reaches_its_field():
                         "--frigate-input-dtype", "float", "--frigate-accept-model", "from_frigate/",
                         "--http", "0.0.0.0:8080", "--http-api-key", "k", "--http-api-key-file", "key.txt",
                         "--http-max-upload", "2M", "--http-max-requests", "3", "--http-max-connections", "9",
-                        "--http-timeout", "2.5", "--mqtt", "mqtt://ha@broker", "--mqtt-password-file", "pw.txt",
+                        "--http-timeout", "2.5", "--events", "--events-min-hits", "3", "--events-max-missed", "7",
+                        "--events-max-missed-s", "2.5", "--events-min-score", "person=0.6", "--events-zones",
+                        "zones.toml", "--events-snapshot-count", "9", "--events-snapshot-bytes", "4M",
+                        "--mqtt", "mqtt://ha@broker", "--mqtt-password-file", "pw.txt",
                         "--mqtt-ca", "ca.pem", "--mqtt-prefix", "pi1", "--mqtt-discovery-prefix", "none",
                         "--mqtt-labels", "person,car", "--mqtt-node-id", "garage", "--mqtt-stats-interval", "5")
     want = ServerOptions(bind="ipc:///tmp/v1", credit_bind=None, shared_memory=False, publish="ipc:///tmp/out",
@@ -62,6 +65,9 @@ def test_each_flag_reaches_its_field():
                          frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float",
                          frigate_accept_model="from_frigate/", http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
                          http_max_upload=2 * 2**20, http_max_requests=3, http_max_connections=9, http_timeout=2.5,
+                         events=True, events_min_hits=3, events_max_missed=7, events_max_missed_s=2.5,
+                         events_min_score="person=0.6", events_zones="zones.toml", events_snapshot_count=9,
+                         events_snapshot_bytes=4 * 2**20,
                          mqtt="mqtt://ha@broker", mqtt_password_file="pw.txt", mqtt_ca="ca.pem", mqtt_prefix="pi1",
                          mqtt_discovery_prefix=None, mqtt_labels="person,car", mqtt_node_id="garage",
                          mqtt_stats_interval=5.0)

@@ -43,7 +43,7 @@ def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
     """One field of ServerOptions as the flag its metadata describes."""
     md = f.metadata
     kw: dict = {"help": md["help"], "dest": _dest(f)}
-    if md.get("negate"):
+    if md.get("negate") or md.get("switch"):  # a flag of no value (the field: its opposite, or itself)
         group.add_argument(_flag(f), action="store_true", **kw)
         return
     kind = md.get("kind")
@@ -95,6 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_decoder_arguments(p)
     add_option_group(p, "frigate")
     add_option_group(p, "http")
+    add_option_group(p, "events")
     add_option_group(p, "mqtt")
     add_option_group(p, "authentication")
     add_option_group(p, "limits")

@@ -40,6 +40,7 @@ DOOR_STREAMS = {"frigate": "frigate", "http": "http"}
 GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supervision",
           "frigate": "Frigate's zmq detector (docs/frigate.md)",
           "http": "the HTTP API: DeepStack / CodeProject.AI detection (docs/http.md)",
+          "events": "objects, events and snapshots (docs/integrations.md)",
           "mqtt": "MQTT and Home Assistant: a bridge process beside the server (docs/integrations-mqtt.md)",
           "authentication": "authentication (CurveZMQ, see docs/security.md)",
           "limits": "limits on untrusted input (docs/protocol.md)"}
@@ -49,7 +50,8 @@ def option(default: Any = MISSING, *, help: str, group: str, factory: Any = MISS
     """A field of :class:`ServerOptions` that is also a flag of ``streampi serve``.
 
     ``flag`` may say: ``flag`` (the flag when it is not ``--field-name``), ``negate`` (a switch
-    that turns the field off: ``--no-pin``), ``minimum`` / ``above`` / ``maximum`` (bounds,
+    that turns the field off: ``--no-pin``), ``switch`` (a flag of no value that turns the field on:
+    ``--events``), ``minimum`` / ``above`` / ``maximum`` (bounds,
     inclusive / exclusive / inclusive), ``choices``, ``metavar``, and ``kind`` for values written
     in a form of their own: ``size`` (``256M``), ``endpoint`` (``none`` turns it off),
     ``delegate`` (``PATH[:key=value,...]``, repeatable), ``policy`` (``POLICY`` or
@@ -160,6 +162,26 @@ class ServerOptions:
         "close a connection idle this long (before its first request too), and answer 408 to a request "
         "whose body takes longer to arrive"))
 
+    # -- objects, events and snapshots (streampi.events)
+    events: bool = option(False, group="events", switch=True, help=(
+        "track the objects of each stream's detections and publish events (new, update, end) on the topic _events "
+        "and their snapshots on _snapshots (--mqtt and --http turn this on too)"))
+    events_min_hits: int = option(2, group="events", minimum=1, metavar="N", help=(
+        "frames in a row an object must be detected in before it exists (its 'new' event)"))
+    events_max_missed: int = option(15, group="events", minimum=0, metavar="N", help=(
+        "an object ends after this many frames of its stream without it"))
+    events_max_missed_s: float = option(5.0, group="events", above=0, maximum=3600, metavar="SECONDS", help=(
+        "an object ends after this long without it, also when its stream stops sending"))
+    events_min_score: str | None = option(None, group="events", metavar="[LABEL=]SCORE,...", help=(
+        "the least score of a detection an object is made of, per label: e.g. 'person=0.6,car=0.5,*=0.4' (* is "
+        "every other label; a bare SCORE is every label; default: every detection the decoder gives)"))
+    events_zones: str | None = option(None, group="events", metavar="FILE", help=(
+        "zones, polygons in frame pixels, from a TOML (.toml) or JSON (.json) file (docs/integrations.md); an "
+        "object is in a zone while its box's bottom centre is"))
+    events_snapshot_count: int = option(50, group="events", minimum=0, metavar="N", help=(
+        "snapshots kept per stream (the best frame of each object, a JPEG with its box; 0: no snapshots)"))
+    events_snapshot_bytes: int = option(16 * 2**20, group="events", kind="size", minimum=1, metavar="SIZE", help=(
+        "bytes of snapshots kept per stream, e.g. 16M (the least recently updated go first)"))
     # -- MQTT (streampi.integrations.mqtt_bridge: a child process, not a door of this one)
     mqtt: str | None = option(None, group="mqtt", metavar="URL", help=(
         "publish events, counts, snapshots, stats and Home Assistant discovery to this broker, "
@@ -196,6 +218,11 @@ class ServerOptions:
             if getattr(self, door) and stream not in self.stream_policies:
                 self.stream_policies = {**self.stream_policies, stream: "queue"}
 
+    def events_enabled(self) -> bool:
+        """Whether the server tracks objects and publishes events: ``--events``, or a door that
+        shows them (``--mqtt``, ``--http``)."""
+        return bool(self.events or self.http or getattr(self, "mqtt", None))
+
     def check(self) -> None:
         """Raise ValueError naming the option (as its flag says it) whose value is out of bounds."""
         for f in fields(self):
@@ -221,5 +248,16 @@ class ServerOptions:
             if getattr(self, door) and self.stream_policies.get(stream, "queue") != "queue":
                 raise ValueError(f"stream {stream!r} must have the queue policy: each of its clients waits for "
                                  f"the answer to its own request, which a newer request must not replace")
+        for name in ("events_zones", "events_min_score"):
+            if getattr(self, name) is not None and not self.events_enabled():
+                raise ValueError(f"{name.replace('_', '-')} has no effect without --events (or a door that shows "
+                                 f"events: --mqtt, --http)")
+        if self.events_min_score is not None:
+            from ..events import parse_thresholds
+
+            try:
+                parse_thresholds(self.events_min_score)
+            except ValueError as exc:
+                raise ValueError(f"events-min-score: {exc}") from None
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")

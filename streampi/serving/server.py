@@ -45,6 +45,8 @@ from .workers import LOAD_TIMEOUT_S, Events, Handover, Occupancy, Outcome, Worke
 __all__ = ["Server", "ServerFailure", "ServerOptions"]
 
 log = logging.getLogger("streampi.server")
+#: the longest a v1 frame that found its queue full waits for room (Server._park_v1)
+V1_PARK_S = 0.1
 
 
 class ServerFailure(StreampiError):
@@ -104,6 +106,11 @@ class Server(Events):
         self.metrics: Any = None
         self.doors: list[Any] = []  # streampi.integrations: faces other tools talk to
         self._listeners: list[Callable[[dict, Any], None]] = []  # see add_listener
+        self.events: Any = None  # streampi.events.EventsEngine when events are on (the zones file is read here)
+        if opts.events_enabled():
+            from ..events import EventsEngine
+
+            self.events = EventsEngine.from_options(opts)
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
@@ -223,6 +230,8 @@ class Server(Events):
         self._wake = asyncio.Event()  # dispatch: work arrived, a worker got free, stopping
         self._quiet = asyncio.Event()  # stop: nothing waiting, nothing in flight
         self._read_scheduled = False  # ingest: a read turn is already scheduled
+        self._v1_parked: Job | None = None  # a v1 frame waiting for room; the PULL socket waits with it
+        self._v1_timer: asyncio.TimerHandle | None = None
         self._ingest_failed: asyncio.Future = self._loop.create_future()  # handling a message raised
         await self._start_workers()
         try:
@@ -244,6 +253,8 @@ class Server(Events):
                 await self._stop_workers(deadline=time.monotonic() + 5)
                 raise StreampiError(f"cannot serve metrics on {opts.metrics_bind}:{opts.metrics_port}: {exc}") from exc
             self.bound["metrics"] = f"http://{opts.metrics_bind}:{port}/metrics"
+        if self.events is not None:  # before the doors open: they may use it
+            self.events.attach(self)
         from ..integrations import doors_for
 
         try:
@@ -372,6 +383,7 @@ class Server(Events):
             self._check_quiet()
             await asyncio.wait([asyncio.ensure_future(self._quiet.wait())],
                                timeout=max(0.0, deadline - time.monotonic() - 0.5))
+        self._unpark_v1()  # (stopping: into the queue, answered with it below)
         for job in self.sched.take_all():
             self._settle(job, error=("shutdown", "the server stopped before this frame could run"))
         for slot, handed in list(self.in_hand.items()):
@@ -384,6 +396,8 @@ class Server(Events):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_workers(deadline=max(deadline, time.monotonic() + 0.5))
+        if self.events is not None:  # every frame is answered: the objects end, on a socket still open
+            self.events.close()
         for door in self.doors:
             await door.close()
         self._close_sockets()
@@ -491,7 +505,7 @@ class Server(Events):
         return how many were handled and whether a socket may hold more."""
         handled, more = 0, False
         for sock, receive in ((self._pull_now, self._receive), (self._router_now, self._receive_v11)):
-            if sock is None:
+            if sock is None or (self._v1_parked is not None and sock is self._pull_now):
                 continue
             for _ in range(per_socket):
                 try:
@@ -500,6 +514,8 @@ class Server(Events):
                     break
                 handled += 1
                 receive(parts)
+                if self._v1_parked is not None and sock is self._pull_now:
+                    break  # the rest wait (their producers' queues fill: back-pressure)
             else:
                 more = True
         return handled, more
@@ -507,10 +523,40 @@ class Server(Events):
     async def _drain_received(self) -> None:
         """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
         producer that keeps sending cannot hold the stop up)."""
+        self._unpark_v1()  # (stopping: admitted whatever the room)
         for _ in range(max(1, self.options.recv_hwm * 2 // 64)):
             if not self._read_queued(64)[1]:  # every socket read to zmq.Again
                 return
 
+    def _park_v1(self, job: Job) -> None:
+        """A v1 frame found its ``queue`` stream full: hold it aside and stop reading the PULL
+        socket until a batch leaves for a worker (room: it is admitted then), or ``V1_PARK_S``
+        at most (then it is answered ``overloaded``, as a v1 frame that finds no room always
+        was, and reading goes on). Without this a producer that floods over v1 has every
+        surplus frame received (0.9 MB for 640×480 RGB), decoded and answered ``overloaded``
+        one by one, and the live streams beside it wait for that work; parked, the frames
+        behind it wait in ZeroMQ's queue and then in the producer's, whose PUSH blocks at its
+        high-water mark (v1's own back-pressure), and the flood is served at the speed of the
+        workers at little cost. v1.1 producers (the ROUTER) and doors are read all along."""
+        self._v1_parked = job
+        self.stats["v1_parked"] += 1
+        self._v1_timer = self._loop.call_later(V1_PARK_S, self._unpark_v1, True)
+
+    def _unpark_v1(self, expired: bool = False) -> None:
+        """Offer the parked v1 frame again (a batch left, the wait expired, or the server
+        stops); once it is admitted or answered, read the v1 socket again."""
+        job = self._v1_parked
+        if job is None:
+            return
+        offer = self.sched.offer(job, force=self._stop_event.is_set())
+        if offer.full and not expired:
+            return  # still no room: wait on (the timer is running)
+        self._v1_parked = None
+        if self._v1_timer is not None:
+            self._v1_timer.cancel()
+            self._v1_timer = None
+        self._offered(job, offer)
+        self._schedule_read()
     # -- protocol v1.1: credit ---------------------------------------------------------------
     def _window(self, policy: str) -> int:
         if self.options.credit:
@@ -633,7 +679,8 @@ class Server(Events):
     def _admit(self, job: Job) -> None:
         """Admit ``job`` or answer it now; never waits. A v1.1 frame always finds room in
         its ``queue`` stream (its producer's credit bounds how many it can have sent); a v1
-        frame that finds its ``queue`` stream full is answered ``overloaded``."""
+        frame that finds its ``queue`` stream full waits aside for room for a moment
+        (:meth:`_park_v1`), then is answered ``overloaded``."""
         if self._unavailable:
             self._settle(job, error=("unavailable", "no worker can run the model now (they keep failing "
                                                     "to start); see the server's log"))
@@ -646,6 +693,12 @@ class Server(Events):
                                                    f"MiB; try again later"))
             return
         offer = self.sched.offer(job, force=job.peer is not None or self._stop_event.is_set())
+        if offer.full and job.peer is None and job.reply is None and self._v1_parked is None:  # the v1 socket's
+            self._park_v1(job)
+            return
+        self._offered(job, offer)
+
+    def _offered(self, job: Job, offer: Any) -> None:
         if offer.full:
             self.stats["queue_full"] += 1
             self._settle(job, error=("overloaded", f"stream {job.stream}'s queue is full ({self.options.queue_size} "
@@ -721,6 +774,8 @@ class Server(Events):
             return None if decision is None else max(0.0, decision - time.perf_counter())
 
     def _submit(self, slot: WorkerSlot, batch: list[Job], alone: bool = False) -> None:
+        if self._v1_parked is not None:  # room in the queues again, maybe for it
+            self._unpark_v1()
         now = time.perf_counter()
         for job in batch:
             job.t_batch = now
