@@ -11,7 +11,8 @@ were the door inside it (a process that has imported the server, measured before
 importing paho-mqtt and starting a client's network thread).
 
 Serving: saturation throughput (frames answered per second; two v1.1 producers sending as fast
-as their credit allows, queue policy, 320x240 RGB) of ``streampi serve`` without MQTT, with
+as their credit allows, queue policy, 320x240 RGB) of ``streampi serve --events`` without MQTT
+(``--mqtt`` turns the tracker on, so the baseline runs it too), with
 ``--mqtt`` pointing at a port where no broker listens (the bridge retrying), and with
 ``--mqtt`` to a broker that is up (every answer read by the bridge; its stats every second),
 in alternating rounds. Printed: answers/s per configuration (median of the rounds) and the
@@ -189,7 +190,7 @@ def main() -> None:
         broker, port = start_broker(Path(tmp))
         try:
             down = free_port()  # nothing listens there
-            configs = [("no MQTT", []),
+            configs = [("no MQTT", ["--events"]),  # --mqtt turns the tracker on: the baseline has it too
                        ("--mqtt, broker down", ["--mqtt", f"mqtt://127.0.0.1:{down}"]),
                        ("--mqtt, broker up", ["--mqtt", f"mqtt://127.0.0.1:{port}", "--mqtt-stats-interval", "1"])]
             runs: list[dict] = []

@@ -6,10 +6,11 @@ by a paho-mqtt client playing Home Assistant: its checks of the discovery config
 from Home Assistant's MQTT discovery documentation (topic form, required keys per component,
 abbreviations, Jinja value templates, availability), not from streampi's constants.
 
-The events here are published by the test itself through ``Server.publish("_events" /
-"_snapshots", ...)`` with payloads shaped as docs/integrations-mqtt.md (the events contract)
-says: the tracker that publishes them in a real run is tested on its own, and end to end
-with this bridge once both are on the main branch.
+Most events here are published by the test itself through ``Server.publish("_events" /
+"_snapshots", ...)`` with payloads shaped as docs/integrations.md says (so that each case,
+a relabelled object, a broker away mid-event, is exactly the one meant);
+``test_a_moving_scene_through_the_real_tracker`` runs the real tracker on MovingScenes,
+whose tracks are known, end to end.
 """
 
 from __future__ import annotations
