@@ -745,3 +745,12 @@ def test_a_server_that_stops_answering_makes_its_entities_unavailable(broker, tm
         st.stop()
         assert bridge.stop() == 0
         ha.close()
+
+
+@needs_broker
+def test_a_label_the_model_does_not_have_stops_the_bridge(broker, server, tmp_path):
+    bridge = BridgeProc(tmp_path, "--broker", broker.url, "--server", server.results, "--control", server.control,
+                        "--labels", "circle,dog")
+    assert bridge.proc.wait(60) == 2
+    bridge.stop()
+    assert "the model has no label 'dog'" in bridge.text() and "circle" in bridge.text()
