@@ -61,8 +61,10 @@ EVENTS_SHOWN = 20
 INFER_SAMPLES = 128
 #: seconds over which detections and frames per second are counted
 RATE_WINDOW_S = 5
-#: kernel send buffer of an MJPEG connection: what a slow link may hold beyond the picture being sent
-VIEWER_SNDBUF = 32 * 1024
+#: bytes an MJPEG connection's kernel holds not yet sent (TCP_NOTSENT_LOWAT): beyond what the link
+#: itself carries, a slow viewer's backlog is this and the picture being written, never a queue
+VIEWER_NOTSENT = 16 * 1024
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # (Linux's value; Python names it from 3.12 on some builds)
 #: JPEG quality of the pictures
 QUALITY = 75
 #: a stream name in a URL: what a topic may be (no '/'), bounded
@@ -451,10 +453,10 @@ class LiveView:
             transport = request.transport
             if transport is not None:
                 sock = transport.get_extra_info("socket")
-                if sock is not None:  # what a slow link holds beyond the picture being sent: little
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
-                    except OSError:
+                if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    try:  # the window may grow on a fast link; what waits unsent stays small
+                        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, VIEWER_NOTSENT)
+                    except OSError:  # not Linux: the send buffer bounds it
                         pass
                 transport.set_write_buffer_limits(high=0)  # drain() waits until the picture left our buffer
             writer = await response.prepare(request)
