@@ -97,7 +97,7 @@ def load(info: dict, frames: list, streams: int, rate: float | None, seconds: fl
     measuring = threading.Event()
 
     def camera(i: int) -> None:
-        with Producer(info["credit_bind"], stream=f"cam{i}", when_full="wait") as prod:
+        with Producer(info["credit_bind"], stream=f"cam{i}", when_full="wait", shared_memory=True) as prod:
             t0 = time.monotonic()
             for n in range(10_000_000):  # bounded by the clock below
                 if stop.is_set():
@@ -143,7 +143,40 @@ def load(info: dict, frames: list, streams: int, rate: float | None, seconds: fl
                 t.join(30)
             counter.join(5)
     return {"answers_per_s": counted["ok"] / wall, "errors": counted["other"], "server_cpu_pct": 100 * cpu / wall,
-            "viewer_pictures_per_s": pictures / wall}
+            "server_cpu_ms_per_answer": 1e3 * cpu / max(counted["ok"], 1), "viewer_pictures_per_s": pictures / wall}
+
+
+def listener_cost(n: int = 200_000) -> float:
+    """Seconds the view's listener takes on one answer of a stream nobody watches (what every
+    frame pays with the web face on), timed in this process on a real LiveView."""
+    import collections
+
+    from streampi.integrations.live_view import LiveView
+    from streampi.protocol import FrameMessage
+    from streampi.serving import ServerOptions
+
+    class Host:  # what LiveView asks of its server for this: a listener slot and counters
+        stats: collections.Counter = collections.Counter()
+
+        def add_listener(self, fn):
+            self.fn = fn
+            return lambda: None
+
+    async def go() -> float:
+        host = Host()
+        view = LiveView(host, ServerOptions(http="127.0.0.1:0"))
+        frame = FrameMessage("cam0", 0, "rgb", memoryview(bytes(640 * 480 * 3)), 640, 480)
+        results = [{"v": 1, "stream": f"cam{k % 4}", "seq": k, "ok": True, "timing": {"infer_ms": 1.0},
+                    "detections": [{"label": "circle", "score": 0.9, "box": [1.0, 2.0, 30.0, 40.0]}]}
+                   for k in range(64)]
+        t0 = time.perf_counter()
+        for k in range(n):
+            host.fn(results[k & 63], frame)
+        elapsed = time.perf_counter() - t0
+        view.close()
+        return elapsed / n
+
+    return asyncio.run(go())
 
 
 def one_run(model: str, workers: int, web: bool, viewer: bool, a: argparse.Namespace, frames: list,
@@ -193,13 +226,18 @@ def main() -> None:
           f"({platform.machine()}, {os.cpu_count()} cores), {runtime.get('backend')} "
           f"{runtime.get('backend_version')}; median of {a.rounds} rounds of {a.seconds:g} s")
     print(f"saturation ({a.streams} producers, queue streams):")
-    print(f"  {'web face':24} {'answers/s':>10} {'server CPU %':>13} {'pictures/s':>11}")
+    print(f"  {'web face':24} {'answers/s':>10} {'server CPU %':>13} {'CPU ms/answer':>14} {'pictures/s':>11}")
     for name, rows in saturation.items():
         print(f"  {name:24} {median(rows, 'answers_per_s'):>10.1f} {median(rows, 'server_cpu_pct'):>13.0f} "
-              f"{median(rows, 'viewer_pictures_per_s'):>11.1f}")
+              f"{median(rows, 'server_cpu_ms_per_answer'):>14.3f} {median(rows, 'viewer_pictures_per_s'):>11.1f}")
     off = median(saturation["off"], "answers_per_s")
+    off_cpu = median(saturation["off"], "server_cpu_ms_per_answer")
     for name in ("on, nobody watching", "on, one viewer"):
-        print(f"  {name} / off: {median(saturation[name], 'answers_per_s') / off:.3f}")
+        print(f"  {name} / off: answers/s {median(saturation[name], 'answers_per_s') / off:.3f}, server CPU per "
+              f"answer {median(saturation[name], 'server_cpu_ms_per_answer') / off_cpu:.3f}")
+    per_answer = listener_cost()
+    print(f"  the view's listener on one answer, nobody watching: {per_answer * 1e6:.2f} us "
+          f"({100 * per_answer * 1e3 / off_cpu:.2f} % of the server's CPU per answer off)")
     print(f"one camera at {a.rate:g} frames/s, web face on:")
     print(f"  {'':24} {'answers/s':>10} {'server CPU %':>13} {'pictures/s':>11}")
     for name, rows in fixed.items():
@@ -210,7 +248,8 @@ def main() -> None:
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": a.model, "workers": a.workers, "runtime": runtime, "rounds": a.rounds,
-                               "seconds": a.seconds, "saturation": saturation, "fixed_rate": fixed}, indent=1))
+                               "seconds": a.seconds, "saturation": saturation, "fixed_rate": fixed,
+                               "listener_s_per_answer": per_answer, "loadavg": os.getloadavg()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -474,3 +474,99 @@ def test_headless_chromium_shows_live_pictures_that_change_and_counters_that_mov
     (tmp_path / "live-view.png").write_bytes(png)
     if os.environ.get("STREAMPI_UPDATE_SCREENSHOT"):  # docs/img/live-view.png is made by this test
         (ROOT / "docs" / "img" / "live-view.png").write_bytes(png)
+
+
+# -- the events (server.events, the events contract) ------------------------------------------------
+class ContractEvents:
+    """The in-process face of the events contract (docs: the events' fields), standing in while a
+    server has no events of its own: each stream's objects are the detections its cameras' frames
+    got, one object per scene and detection (id ``<stream>-<scene>-<n>``), learnt from the answers."""
+
+    def __init__(self, server) -> None:
+        self.objs: dict[tuple[str, int, int], dict] = {}
+        self.scenes_seen: set[tuple[str, int]] = set()
+        self.snapshots = {"cam-rgb-0-0": simplejpeg.encode_jpeg(SCENES[0][:64, :64].copy())}
+        self.remove = server.add_listener(self._answer)
+
+    def _answer(self, result: dict, frame) -> None:
+        if result.get("ok") and str(result.get("stream", "")).startswith("cam-"):
+            scene = result["seq"] % POOL
+            self.scenes_seen.add((result["stream"], scene))
+            for n, d in enumerate(result["detections"]):
+                oid = f"{result['stream']}-{scene}-{n}"
+                self.objs[(result["stream"], scene, n)] = {
+                    "id": oid, "stream": result["stream"], "label": d["label"], "score": d["score"],
+                    "top_score": d["score"], "box": list(d["box"]), "zones": [], "entered_zones": [],
+                    "start_time": 0.0, "end_time": None, "has_snapshot": oid in self.snapshots, "frame_time": 0.0}
+
+    def objects(self, stream=None) -> list[dict]:
+        return [o for o in list(self.objs.values()) if stream is None or o["stream"] == stream]
+
+    def recent(self, limit: int = 20) -> list[dict]:
+        shown = sorted(self.objects(), key=lambda o: not o["has_snapshot"])[:limit]
+        return [{"type": "new", "before": None, "after": o} for o in shown]
+
+    def snapshot(self, object_id: str) -> bytes | None:
+        return self.snapshots.get(object_id)
+
+    def add_callback(self, fn):
+        return lambda: None
+
+
+def test_track_ids_events_and_snapshots_come_from_the_servers_events(st):
+    server = st.server
+    own = getattr(server, "events", None)
+    events = own or ContractEvents(server)
+    if own is None:
+        server.events = events
+    try:
+        if own is None:  # the stand-in knows every scene's objects
+            wait_for(lambda: all(("cam-rgb", k) in events.scenes_seen for k in range(POOL)))
+
+        async def go():
+            async with aiohttp.ClientSession() as s, s.get(f"{base(st)}/api/cam-rgb/live.mjpg") as r:
+                part = await aiohttp.MultipartReader.from_response(r).next()
+                await part.read()
+                stats = await (await s.get(f"{base(st)}/api/stats")).json()  # while the picture is kept
+                picture = stats["streams"]["cam-rgb"]["picture"]
+                snaps = [await get(s, f"{base(st)}/api/events/{e['after']['id']}/snapshot.jpg")
+                         for e in stats["events"] if e["after"]["has_snapshot"]][:3]
+                missing = await get(s, f"{base(st)}/api/events/no-such-object/snapshot.jpg")
+                return picture, stats, snaps, missing
+
+        picture, stats, snaps, missing = run(go())
+    finally:
+        if own is None:
+            events.remove()
+            server.events = None
+    assert stats["events_enabled"] is True and stats["events"] and len(stats["events"]) <= 20
+    assert all(e["type"] in ("new", "update", "end") and e["after"]["id"] for e in stats["events"])
+    ids = [text.rsplit("#", 1)[1] for text in picture["labels"] if "#" in text]
+    assert ids, picture  # the picture names the tracked objects it shows
+    if own is None:  # the stand-in's ids say which scene: the picture's own
+        scene = picture["seq"] % POOL
+        assert all(i.startswith(f"cam-rgb-{scene}-") for i in ids), (ids, scene)
+    assert snaps and all(status == 200 and simplejpeg.decode_jpeg(body).size for status, body, _ in snaps)
+    assert missing[0] == 404 and "no snapshot" in json.loads(missing[1])["error"]
+
+
+def test_with_an_api_key_the_page_and_its_routes_need_it():
+    key = "view-key"
+    opts = ServerOptions(workers=1, http="127.0.0.1:0", http_api_key=key)
+    with ServerThread("shapes_detector", opts) as server, Cameras(server, {"cam": "rgb"}, rate=10):
+        wait_for(lambda: "cam" in server.server.doors[0].live.streams)
+        url = server.server.bound["http"]
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                paths = ["/", "/api/stats", "/api/cam/latest.jpg", "/api/cam/live.mjpg"]
+                without = [await get(s, url + p) for p in paths]
+                wrong = [await get(s, url + p + "?api_key=nope") for p in paths]
+                right = [await get(s, url + p + f"?api_key={key}") for p in paths[:3]]
+                parts = await mjpeg_parts(s, f"{url}/api/cam/live.mjpg?api_key={key}", 1)
+                return without, wrong, right, parts
+
+        without, wrong, right, parts = run(go())
+    assert [a[0] for a in without + wrong] == [401] * 8
+    assert "api_key" in json.loads(without[0][1])["error"]
+    assert [a[0] for a in right] == [200] * 3 and len(parts) == 1

@@ -118,7 +118,7 @@ def track_ids(detections: list[dict], objects: list[dict]) -> list[str | None]:
                     pairs.append((overlap, i, j))
     for _, i, j in sorted(pairs, reverse=True):
         if ids[i] is None and j not in taken:
-            ids[i], taken = str(objects[j]["id"]), taken | {j}
+            ids[i], taken = str(objects[j].get("id")), taken | {j}
     return ids
 
 
@@ -143,7 +143,7 @@ class Painter:
         self._preprocessors: dict[tuple[int, int], Any] = {}
         self._font: Any = None
 
-    def __call__(self, pic: Picture) -> tuple[bytes, int, int]:
+    def __call__(self, pic: Picture) -> tuple[bytes, int, int, list[str]]:
         width, height = pic.width, pic.height
         if pic.fmt == "jpeg":
             height, width = simplejpeg.decode_jpeg_header(pic.data)[:2]
@@ -158,13 +158,14 @@ class Painter:
                                                              max_pixels=self.max_pixels)
         rgb, _ = pre(pic.data, pic.fmt, pic.width, pic.height)
         rgb = rgb.reshape(h, w, 3)
-        self.draw(rgb, pic, w / width, h / height)
-        return simplejpeg.encode_jpeg(rgb, quality=QUALITY, colorspace="RGB"), w, h
+        texts = self.draw(rgb, pic, w / width, h / height)
+        return simplejpeg.encode_jpeg(rgb, quality=QUALITY, colorspace="RGB"), w, h, texts
 
-    def draw(self, rgb: np.ndarray, pic: Picture, fx: float, fy: float) -> None:
+    def draw(self, rgb: np.ndarray, pic: Picture, fx: float, fy: float) -> list[str]:
+        """Draw the detections' boxes and labels (``label score #track-id``); return the labels."""
         dets = [d for d in pic.detections if isinstance(d, dict) and isinstance(d.get("box"), (list, tuple))]
         if not dets:
-            return
+            return []
         ids = track_ids(dets, pic.objects) if pic.objects else [None] * len(dets)
         h, w = rgb.shape[:2]
         labels = []
@@ -185,6 +186,7 @@ class Painter:
             labels.append((x0, y0, text, color))
         if labels:
             self._labels(rgb, labels)
+        return [text for _, _, text, _ in labels]
 
     def _labels(self, rgb: np.ndarray, labels: list) -> None:
         try:
@@ -225,6 +227,7 @@ class StreamView:
         self.jpeg: bytes | None = None
         self.size: tuple[int, int] | None = None
         self.picture_seq: Any = None  # the frame seq of the picture
+        self.picture_labels: list[str] = []  # what is written on it
         self.picture_time = 0.0
         self.version = 0  # pictures made since the stream was first watched
         self.changed = asyncio.Event()
@@ -276,7 +279,8 @@ class StreamView:
                 "last_result_age_s": round(now - self.last_result, 3) if self.last_result else None,
                 "viewers": self.viewers, "pictures": self.pictures,
                 "picture": {"seq": self.picture_seq, "width": self.size[0], "height": self.size[1],
-                            "bytes": len(self.jpeg), "age_s": round(time.time() - self.picture_time, 3)}
+                            "bytes": len(self.jpeg), "age_s": round(time.time() - self.picture_time, 3),
+                            "labels": self.picture_labels}
                 if self.jpeg is not None and self.size is not None else None}
 
 
@@ -367,7 +371,7 @@ class LiveView:
             self.server.stats["view.picture_failed"] += 1
             log.warning("the live view of stream %s could not draw frame %s: %s", view.name, pic.seq, exc)
         elif view.viewers:
-            view.jpeg, w, h = future.result()
+            view.jpeg, w, h, view.picture_labels = future.result()
             view.size, view.picture_seq, view.picture_time = (w, h), pic.seq, pic.time
             view.version += 1
             view.pictures += 1
