@@ -550,9 +550,9 @@ def test_track_ids_events_and_snapshots_come_from_the_servers_events(st):
     assert missing[0] == 404 and "no snapshot" in json.loads(missing[1])["error"]
 
 
-def test_with_an_api_key_the_page_and_its_routes_need_it():
-    key = "view-key"
-    opts = ServerOptions(workers=1, http="127.0.0.1:0", http_api_key=key)
+def test_with_an_api_key_the_page_and_its_routes_need_it_and_a_viewer_that_stops_reading_is_let_go():
+    key, timeout = "view-key", 1.5
+    opts = ServerOptions(workers=1, http="127.0.0.1:0", http_api_key=key, http_timeout=timeout)
     with ServerThread("shapes_detector", opts) as server, Cameras(server, {"cam": "rgb"}, rate=10):
         wait_for(lambda: "cam" in server.server.doors[0].live.streams)
         url = server.server.bound["http"]
@@ -567,6 +567,32 @@ def test_with_an_api_key_the_page_and_its_routes_need_it():
                 return without, wrong, right, parts
 
         without, wrong, right, parts = run(go())
+        live_view = server.server.doors[0].live
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.socket() as sock:  # a viewer that never reads
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            sock.sendall(f"GET /api/cam/live.mjpg?api_key={key} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            wait_for(lambda: server.server.stats["view.slow_viewers_closed"] == 1)
+            wait_for(lambda: live_view.viewers == 0)  # its place is free again
+            sock.settimeout(30)
+            received = 0
+            for _ in range(100_000):  # bounded: what the kernel held, then the end
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += len(chunk)
     assert [a[0] for a in without + wrong] == [401] * 8
     assert "api_key" in json.loads(without[0][1])["error"]
     assert [a[0] for a in right] == [200] * 3 and len(parts) == 1
+
+
+@pytest.mark.parametrize("field, value, says", [("view_fps", 0, "view-fps must be > 0"),
+                                                ("view_fps", 31, "view-fps must be <= 30"),
+                                                ("view_width", 63, "view-width must be >= 64")])
+def test_the_view_options_are_bounded_and_name_their_flag(field, value, says):
+    with pytest.raises(ValueError, match=says):
+        ServerOptions(**{field: value}).check()

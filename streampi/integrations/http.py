@@ -14,6 +14,9 @@ integrations, Frigate's ``deepstack`` detector, Blue Iris and CodeProject.AI cli
   ``predictions`` ``[{"label", "confidence"}]``), and on ``/v1/vision/scene``;
 - ``POST /v1/vision/custom/list``: ``{"success": true, "models": [<model name>]}``.
 
+The same web face serves the live view (``GET /``, ``/api/stats``, each stream's MJPEG picture:
+:mod:`streampi.integrations.live_view`).
+
 Errors are DeepStack's: ``{"success": false, "error": "..."}`` with a 4xx status (5xx when
 the server failed or is busy). Each request is a frame of the stream ``http`` (a ``queue``
 stream unless ``--policy http=...`` says otherwise): it is scheduled, batched with the

@@ -483,6 +483,8 @@ class LiveView:
                     self.server.stats["view.slow_viewers_closed"] += 1
                     log.info("a viewer of stream %s took more than %g s for one picture: disconnected", view.name,
                              self.options.http_timeout)
+                    if request.transport is not None:
+                        request.transport.abort()  # what it has not read is dropped, not waited for
                     break
                 except ConnectionError:  # the viewer went away
                     break
