@@ -295,6 +295,20 @@ def test_a_slow_viewer_gets_the_newest_picture_not_a_backlog(st):
     wait_for(lambda: view.viewers == 0)
 
 
+def test_ffmpeg_reads_the_mjpeg_view_as_a_video_of_changing_pictures(st):
+    """ffmpeg's mpjpeg demuxer (what VLC's and ffplay's users meet) takes the stream as it is."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed (Debian package ffmpeg; .ci/run installs it)")
+    out = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", f"{base(st)}/api/cam-nv12/live.mjpg",
+                          "-frames:v", "4", "-vsync", "passthrough", "-f", "framemd5", "-"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Input #0, mpjpeg" in out.stderr and "320x240" in out.stderr
+    hashes = [line.split(",")[-1].strip() for line in out.stdout.splitlines() if line.startswith("0,")]
+    assert len(hashes) == 4 and all(a != b for a, b in zip(hashes, hashes[1:])), out.stdout  # each a new one
+
+
 def test_stats_count_each_stream_and_say_when_events_are_off(st):
     async def go():
         async with aiohttp.ClientSession() as s:

@@ -18,9 +18,10 @@ the view's own, then encoded once with simplejpeg, whatever the number of viewer
 frame that comes while the previous picture is being made replaces the one waiting (one at
 most per stream). Nothing of a stream's pictures is kept once its last viewer leaves.
 
-A viewer on a slow link gets the newest picture, not a backlog: its connection's kernel send
-buffer is small and a picture is written only once the previous one has left the server's
-buffers; then the newest one is sent. A viewer whose link takes longer than
+A viewer on a slow link gets the newest picture, not a backlog: a picture is written only once
+the viewer has acknowledged the previous one (on Linux; elsewhere once it left the server's
+buffers, the kernel's unsent bytes kept small by ``TCP_NOTSENT_LOWAT``); then the newest one is
+sent. A viewer whose link takes longer than
 ``--http-timeout`` for one picture is disconnected. Bounded: :data:`MAX_VIEWERS` viewers at
 once (503 past it), :data:`MAX_STREAMS` streams listed and counted, one picture and one
 waiting frame per watched stream.
@@ -41,6 +42,7 @@ import math
 import re
 import socket
 import statistics
+import struct
 import time
 from importlib import resources
 from typing import Any
@@ -48,6 +50,11 @@ from typing import Any
 import numpy as np
 import simplejpeg
 from aiohttp import web
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: the kernel's buffers are bounded by TCP_NOTSENT_LOWAT alone
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("streampi.live_view")
 
@@ -65,6 +72,10 @@ RATE_WINDOW_S = 5
 #: itself carries, a slow viewer's backlog is this and the picture being written, never a queue
 VIEWER_NOTSENT = 16 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # (Linux's value; Python names it from 3.12 on some builds)
+#: Linux's ioctl for a TCP socket's bytes not yet acknowledged by the peer (= TIOCOUTQ)
+SIOCOUTQ = 0x5411
+#: how often a viewer's unacknowledged bytes are looked at until they are none
+ACK_POLL_S = 0.01
 #: JPEG quality of the pictures
 QUALITY = 75
 #: a stream name in a URL: what a topic may be (no '/'), bounded
@@ -159,7 +170,7 @@ class Painter:
         rgb, _ = pre(pic.data, pic.fmt, pic.width, pic.height)
         rgb = rgb.reshape(h, w, 3)
         texts = self.draw(rgb, pic, w / width, h / height)
-        return simplejpeg.encode_jpeg(rgb, quality=QUALITY, colorspace="RGB"), w, h, texts
+        return simplejpeg.encode_jpeg(rgb, quality=QUALITY, colorspace="RGB", colorsubsampling="420"), w, h, texts
 
     def draw(self, rgb: np.ndarray, pic: Picture, fx: float, fy: float) -> list[str]:
         """Draw the detections' boxes and labels (``label score #track-id``); return the labels."""
@@ -455,14 +466,16 @@ class LiveView:
             response = web.StreamResponse(headers={
                 "Content-Type": "multipart/x-mixed-replace; boundary=frame", "Cache-Control": "no-store"})
             response.force_close()
-            transport = request.transport
+            transport, sock = request.transport, None
             if transport is not None:
                 sock = transport.get_extra_info("socket")
-                if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) and fcntl is not None:
                     try:  # the window may grow on a fast link; what waits unsent stays small
                         sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, VIEWER_NOTSENT)
                     except OSError:  # not Linux: the send buffer bounds it
                         pass
+                else:
+                    sock = None
                 transport.set_write_buffer_limits(high=0)  # drain() waits until the picture left our buffer
             writer = await response.prepare(request)
             self.server.stats["view.streams_opened"] += 1
@@ -477,7 +490,7 @@ class LiveView:
                 head = (f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
                         f"X-Frame-Seq: {seq}\r\n\r\n").encode()
                 try:
-                    await asyncio.wait_for(self._send(response, writer, head + jpeg + b"\r\n"),
+                    await asyncio.wait_for(self._send(response, writer, head + jpeg + b"\r\n", sock),
                                            self.options.http_timeout)
                 except asyncio.TimeoutError:
                     self.server.stats["view.slow_viewers_closed"] += 1
@@ -494,9 +507,22 @@ class LiveView:
             self._unwatch(view)
 
     @staticmethod
-    async def _send(response: web.StreamResponse, writer: Any, data: bytes) -> None:
+    async def _send(response: web.StreamResponse, writer: Any, data: bytes, sock: Any) -> None:
+        """Write one picture; return once the viewer has it (its bytes have left our buffers and,
+        on Linux, the kernel's: the viewer acknowledged them), so that the next one written is
+        the newest then, never a queue."""
         await response.write(data)
         await writer.drain()
+        if sock is None:
+            return
+        for _ in range(100_000):  # (bounded by --http-timeout around this call)
+            try:
+                unacknowledged = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):  # closed, or no such ioctl here
+                return
+            if unacknowledged <= 0:
+                return
+            await asyncio.sleep(ACK_POLL_S)
 
     # -- the page and its data -------------------------------------------------------------------
     async def _page(self, request: web.Request) -> web.Response:
