@@ -233,6 +233,24 @@ def test_the_mjpeg_view_sends_new_pictures_at_most_view_fps_and_nothing_is_kept_
     assert seqs[-1] - seqs[0] >= 2 * (len(seqs) - 1)
     wait_for(lambda: view.viewers == 0)
     assert view.jpeg is None and view.waiting is None  # the last viewer left: nothing kept
+    wait_for(lambda: live(st).copied_bytes == 0)
+
+
+def test_frames_past_the_copy_budget_make_no_picture(st, monkeypatch):
+    import streampi.integrations.live_view as live_view
+
+    monkeypatch.setattr(live_view, "MAX_COPIED_BYTES", 640 * 480 * 3 - 1)  # less than one cam-rgb frame
+    skipped = st.server.stats["view.frames_skipped"]
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            return await get(s, f"{base(st)}/api/cam-rgb/latest.jpg"), await get(s, f"{base(st)}/api/cam-gray/latest.jpg")
+
+    (status, body, _), (gray_status, _, _) = run(go())
+    assert status == 503 and "no picture of stream 'cam-rgb'" in json.loads(body)["error"]
+    assert st.server.stats["view.frames_skipped"] > skipped
+    assert gray_status == 200  # a gray frame (a third of the bytes) fits
+    assert live(st).copied_bytes == 0
 
 
 def test_a_picture_is_encoded_once_whatever_the_number_of_viewers(st):

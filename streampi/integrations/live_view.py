@@ -24,7 +24,7 @@ buffers, the kernel's unsent bytes kept small by ``TCP_NOTSENT_LOWAT``); then th
 sent. A viewer whose link takes longer than
 ``--http-timeout`` for one picture is disconnected. Bounded: :data:`MAX_VIEWERS` viewers at
 once (503 past it), :data:`MAX_STREAMS` streams listed and counted, one picture and one
-waiting frame per watched stream.
+waiting frame per watched stream, :data:`MAX_COPIED_BYTES` of copied frames in all.
 
 Track ids come from the events (``server.events``, see the events contract): when
 ``server.events`` is None (events off) the pictures show detections without ids and the
@@ -60,6 +60,9 @@ log = logging.getLogger("streampi.live_view")
 
 #: viewers at once (MJPEG streams and latest.jpg requests), over all streams
 MAX_VIEWERS = 16
+#: bytes of frames copied for pictures (waiting or being drawn), over all streams; a due frame
+#: past it makes no picture (counted in the server's ``view.frames_skipped``)
+MAX_COPIED_BYTES = 64 * 2**20
 #: streams listed and counted (the first seen); others are counted in ``streams_not_shown``
 MAX_STREAMS = 64
 #: latest events shown
@@ -136,13 +139,14 @@ def track_ids(detections: list[dict], objects: list[dict]) -> list[str | None]:
 class Picture:
     """One frame to draw: its pixels (a copy), its detections and the tracked objects."""
 
-    __slots__ = ("stream", "seq", "fmt", "data", "width", "height", "detections", "objects", "time")
+    __slots__ = ("stream", "seq", "fmt", "data", "width", "height", "detections", "objects", "time", "nbytes")
 
     def __init__(self, stream: str, seq: Any, fmt: str, data: bytes, width: int | None, height: int | None,
                  detections: list[dict], objects: list[dict]) -> None:
         self.stream, self.seq, self.fmt, self.data = stream, seq, fmt, data
         self.width, self.height, self.detections, self.objects = width, height, detections, objects
         self.time = time.time()
+        self.nbytes = len(data)
 
 
 class Painter:
@@ -305,6 +309,7 @@ class LiveView:
         self.streams: dict[str, StreamView] = {}
         self.streams_not_shown = 0
         self.viewers = 0
+        self.copied_bytes = 0  # frames copied for pictures, waiting or being drawn
         self.closing = False
         self._painter = Painter(self.width, options.limits.max_pixels)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="streampi-view")
@@ -356,9 +361,15 @@ class LiveView:
                 objects = events.objects(stream)
             except Exception:
                 log.exception("the events' objects of stream %s could not be read", stream)
+        nbytes = frame.data.nbytes if isinstance(frame.data, memoryview) else len(frame.data)
+        replaced = view.waiting.nbytes if view.waiting is not None else 0
+        if self.copied_bytes - replaced + nbytes > MAX_COPIED_BYTES:
+            self.server.stats["view.frames_skipped"] += 1
+            return
         dets = result.get("detections")
         pic = Picture(stream, result.get("seq"), frame.fmt, bytes(frame.data), frame.width, frame.height,
                       list(dets) if isinstance(dets, list) else [], objects)
+        self.copied_bytes += pic.nbytes - replaced
         if view.painting:
             view.waiting = pic  # the newest wins
         else:
@@ -370,11 +381,13 @@ class LiveView:
             future = self._loop.run_in_executor(self._pool, self._painter, pic)
         except RuntimeError:  # closing: the pool is shut down
             view.painting = False
+            self.copied_bytes -= pic.nbytes
             return
         future.add_done_callback(lambda f: self._painted(view, pic, f))
 
     def _painted(self, view: StreamView, pic: Picture, future: asyncio.Future) -> None:
         view.painting = False
+        self.copied_bytes -= pic.nbytes
         if future.cancelled():
             return
         exc = future.exception()
@@ -390,7 +403,7 @@ class LiveView:
             view.changed.set()
             view.changed = asyncio.Event()
         if not view.viewers:
-            view.forget_picture()
+            self._forget(view)
         elif view.waiting is not None:
             waiting, view.waiting = view.waiting, None
             self._paint(view, waiting)
@@ -410,7 +423,7 @@ class LiveView:
             raise web.HTTPBadRequest(reason="a stream name is 1 to 128 characters")
         view = self.streams.get(name)
         if view is None:
-            known = ", ".join(sorted(self.streams)[:10]) or "none yet"
+            known = ", ".join(repr(n) for n in sorted(self.streams)[:10]) or "none yet"
             raise web.HTTPNotFound(reason=f"no stream {name[:128]!r} has sent a frame (streams: {known})")
         return view
 
@@ -429,7 +442,12 @@ class LiveView:
         self.viewers -= 1
         view.viewers -= 1
         if not view.viewers and not view.painting:
-            view.forget_picture()
+            self._forget(view)
+
+    def _forget(self, view: StreamView) -> None:
+        if view.waiting is not None:
+            self.copied_bytes -= view.waiting.nbytes
+        view.forget_picture()
 
     async def _next_picture(self, view: StreamView, after: int, timeout: float) -> bool:
         """Wait for a picture newer than version ``after``; False when none came in time."""
@@ -449,8 +467,9 @@ class LiveView:
         self._watch(view)
         try:
             if not await self._next_picture(view, view.version, LATEST_WAIT_S):
-                raise web.HTTPServiceUnavailable(reason=f"stream {view.name!r} sent no frame for "
-                                                        f"{LATEST_WAIT_S:g} s", headers={"Retry-After": "1"})
+                raise web.HTTPServiceUnavailable(reason=f"no picture of stream {view.name!r} within {LATEST_WAIT_S:g} "
+                                                        f"s: it sent no frame the model answered, or the view's "
+                                                        f"budget for copied frames was full", headers={"Retry-After": "1"})
             jpeg, seq = view.jpeg, view.picture_seq
         finally:
             self._unwatch(view)
