@@ -582,6 +582,37 @@ def test_track_ids_events_and_snapshots_come_from_the_servers_events(st):
     assert missing[0] == 404 and "no snapshot" in json.loads(missing[1])["error"]
 
 
+def test_a_viewer_watching_when_the_server_stops_sees_its_stream_end_and_the_server_stops():
+    opts = ServerOptions(workers=1, http="127.0.0.1:0")
+    ended = threading.Event()
+    with ServerThread("shapes_detector", opts) as server, Cameras(server, {"cam": "rgb"}, rate=10):
+        wait_for(lambda: "cam" in server.server.doors[0].live.streams)
+        host, port = server.server.bound["http"].removeprefix("http://").rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.settimeout(30)
+        sock.sendall(f"GET /api/cam/live.mjpg HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        received = bytearray()
+
+        def read() -> None:
+            for _ in range(100_000):  # bounded
+                try:
+                    chunk = sock.recv(65536)
+                except (TimeoutError, OSError):
+                    return
+                if not chunk:
+                    ended.set()
+                    return
+                received.extend(chunk)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_for(lambda: received.count(b"--frame\r\n") >= 2)
+    reader.join(30)
+    sock.close()
+    assert ended.is_set()  # the stream ended (EOF), not cut by a timeout
+    assert server.server.stats["received"] == server.server.stats["answered"]
+
+
 def test_with_an_api_key_the_page_and_its_routes_need_it_and_a_viewer_that_stops_reading_is_let_go():
     key, timeout = "view-key", 1.5
     opts = ServerOptions(workers=1, http="127.0.0.1:0", http_api_key=key, http_timeout=timeout)
