@@ -67,16 +67,20 @@ def reference(rgb: np.ndarray, fmt: str) -> np.ndarray:
 
 
 FORMATS = ("rgb", "bgr", "rgba", "gray", "i420", "nv12", "jpeg")
+STREAMS = {**{f"cam-{fmt}": fmt for fmt in FORMATS}, "cam-still": "rgb"}
 SCENES = [ScenesGenerator(seed=2401 + k).scene(*SOURCE)[0] for k in range(POOL)]
 
 
 class Cameras:
     """One producer per stream, each sending its POOL frames in turn at ``rate`` frames/s until
-    stopped (bounded: ``seconds`` at most)."""
+    stopped (bounded: ``seconds`` at most); a ``still`` stream sends the first scene every time
+    (objects that stay where they are: what a tracker follows)."""
 
-    def __init__(self, st, streams: dict[str, str], rate: float = 15.0, seconds: float = 240.0) -> None:
+    def __init__(self, st, streams: dict[str, str], rate: float = 15.0, seconds: float = 240.0,
+                 still: tuple[str, ...] = ()) -> None:
         self.st, self.rate, self.seconds = st, rate, seconds
-        self.payloads = {name: [encode(s, fmt) for s in SCENES] for name, fmt in streams.items()}
+        self.payloads = {name: [encode(SCENES[0] if name in still else s, fmt) for s in SCENES]
+                         for name, fmt in streams.items()}
         self.sent = dict.fromkeys(streams, 0)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(name,), daemon=True) for name in streams]
@@ -107,8 +111,8 @@ class Cameras:
 def st():
     opts = ServerOptions(workers=1, http="127.0.0.1:0", view_fps=VIEW_FPS, view_width=VIEW_WIDTH)
     with ServerThread("shapes_detector", opts) as server:
-        with Cameras(server, {f"cam-{fmt}": fmt for fmt in FORMATS}):
-            wait_for(lambda: len(live(server).streams) == len(FORMATS))
+        with Cameras(server, STREAMS, still=("cam-still",)):
+            wait_for(lambda: len(live(server).streams) == len(STREAMS))
             yield server
     assert server.server.stats["received"] == server.server.stats["answered"]
 
@@ -335,7 +339,7 @@ def test_stats_count_each_stream_and_say_when_events_are_off(st):
             return first, await (await s.get(f"{base(st)}/api/stats")).json()
 
     first, second = run(go())
-    assert set(second["streams"]) == {f"cam-{fmt}" for fmt in FORMATS}
+    assert set(second["streams"]) == set(STREAMS)
     for name, s in second["streams"].items():
         f = first["streams"][name]
         assert s["frames_in"] > f["frames_in"] and s["processed"] > f["processed"], name
@@ -500,7 +504,7 @@ def test_headless_chromium_shows_live_pictures_that_change_and_counters_that_mov
     assert len(pictures) >= 3, pictures  # the MJPEG picture decodes and changes
     assert all(p[0] == 320 and p[1] == 240 for p in pictures)
     assert len(counters) >= 3 and counters[-1][0] > counters[0][0]  # the counters move
-    assert sorted(streams) == sorted(f"cam-{fmt}" for fmt in FORMATS)
+    assert sorted(streams) == sorted(STREAMS)
     assert health == "healthy" and live_imgs == 4  # the first four streams are watched
     assert png.startswith(b"\x89PNG") and cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (900, 1280)
     (tmp_path / "live-view.png").write_bytes(png)
@@ -551,16 +555,23 @@ def test_track_ids_events_and_snapshots_come_from_the_servers_events(st):
     events = own or ContractEvents(server)
     if own is None:
         server.events = events
+    # the stand-in's ids say which scene a picture shows; a tracker follows the objects that stay
+    stream = "cam-rgb" if own is None else "cam-still"
     try:
         if own is None:  # the stand-in knows every scene's objects
             wait_for(lambda: all(("cam-rgb", k) in events.scenes_seen for k in range(POOL)))
 
         async def go():
-            async with aiohttp.ClientSession() as s, s.get(f"{base(st)}/api/cam-rgb/live.mjpg") as r:
-                part = await aiohttp.MultipartReader.from_response(r).next()
-                await part.read()
-                stats = await (await s.get(f"{base(st)}/api/stats")).json()  # while the picture is kept
-                picture = stats["streams"]["cam-rgb"]["picture"]
+            async with aiohttp.ClientSession() as s, s.get(f"{base(st)}/api/{stream}/live.mjpg") as r:
+                reader = aiohttp.MultipartReader.from_response(r)
+                for _ in range(100):  # bounded: 20 s of pictures; until an object is tracked and has a snapshot
+                    part = await reader.next()
+                    await part.read()
+                    stats = await (await s.get(f"{base(st)}/api/stats")).json()  # while the picture is kept
+                    picture = stats["streams"][stream]["picture"]
+                    if picture and any("#" in t for t in picture["labels"]) and \
+                            any(e["after"].get("has_snapshot") for e in stats["events"] or []):
+                        break
                 snaps = [await get(s, f"{base(st)}/api/events/{e['after']['id']}/snapshot.jpg")
                          for e in stats["events"] if e["after"]["has_snapshot"]][:3]
                 missing = await get(s, f"{base(st)}/api/events/no-such-object/snapshot.jpg")
