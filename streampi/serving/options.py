@@ -161,6 +161,11 @@ class ServerOptions:
     http_timeout: float = option(15.0, group="http", above=0, maximum=3600, metavar="SECONDS", help=(
         "close a connection idle this long (before its first request too), and answer 408 to a request "
         "whose body takes longer to arrive"))
+    view_fps: float = option(5.0, group="http", above=0, maximum=30, metavar="FPS", help=(
+        "the live view (--http's page /): pictures per second encoded for a watched stream, at most; a stream "
+        "nobody watches costs no picture"))
+    view_width: int = option(640, group="http", minimum=64, maximum=4096, metavar="PIXELS", help=(
+        "the live view's picture width (smaller frames keep theirs; the height follows the frame's aspect)"))
 
     # -- objects, events and snapshots (streampi.events)
     events: bool = option(False, group="events", switch=True, help=(
