@@ -1,5 +1,5 @@
 """``streampi mqtt``: the bridge from a running server to an MQTT broker and Home Assistant
-(events, counts, snapshots, stats, discovery; docs/integrations-mqtt.md). ``streampi serve
+(events, counts, snapshots, stats, discovery; docs/integrations.md). ``streampi serve
 --mqtt URL`` starts one itself; run this one for a server elsewhere or under CurveZMQ."""
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class HttpDoor:
         app.router.add_post("/v1/vision/custom/list", self._list)
         app.router.add_post("/v1/vision/custom/{model}", self._custom)
         app.router.add_post("/v1/vision/scene", self._scene)
-        from .live_view import LiveView  # the page, /api/stats, the MJPEG views (docs/integrations-live.md)
+        from .live_view import LiveView  # the page, /api/stats, the MJPEG views (docs/integrations.md)
 
         self.live = LiveView(server, opts, self._key, self._busy)
         self.live.add_routes(app)

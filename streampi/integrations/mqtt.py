@@ -7,7 +7,7 @@ core, in the sans-I/O manner: :class:`MqttState` takes results, events, snapshot
 server's status and the broker's comings and goings, and returns the :class:`Message` list
 to publish; the driver only moves bytes. It imports no MQTT client.
 
-Topics, under a prefix (default ``streampi``; docs/integrations-mqtt.md):
+Topics, under a prefix (default ``streampi``; docs/integrations.md):
 
 - ``<prefix>/available``: ``online`` / ``offline`` (retained; ``offline`` is also the last
   will, and is published while the server does not answer its control socket);
@@ -265,7 +265,7 @@ class MqttState:
         return out
 
     def on_event(self, event: Any) -> list[Message]:
-        """One ``_events`` payload (docs/integrations-mqtt.md): published as JSON, and the
+        """One ``_events`` payload (docs/integrations.md): published as JSON, and the
         counts of its stream and labels. A payload that is not an event is counted
         (``bad_events``) and skipped."""
         try:

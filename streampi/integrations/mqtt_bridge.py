@@ -2,7 +2,7 @@
 stats to an MQTT broker (``streampi mqtt``; ``streampi serve --mqtt URL`` starts one and keeps
 it running, :class:`BridgeProcess`).
 
-Why a process and not a door inside the server (docs/integrations-mqtt.md has the figures):
+Why a process and not a door inside the server (docs/integrations.md has the figures):
 the serving path cannot be touched by a broker that is down or slow (the bridge reads the
 results socket like any subscriber; ZeroMQ drops past its high-water mark, never blocks the
 server), and the MQTT client's memory is in a small process of its own.

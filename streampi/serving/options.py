@@ -41,7 +41,7 @@ GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supe
           "frigate": "Frigate's zmq detector (docs/frigate.md)",
           "http": "the HTTP API: DeepStack / CodeProject.AI detection (docs/http.md)",
           "events": "objects, events and snapshots (docs/integrations.md)",
-          "mqtt": "MQTT and Home Assistant: a bridge process beside the server (docs/integrations-mqtt.md)",
+          "mqtt": "MQTT and Home Assistant: a bridge process beside the server (docs/integrations.md)",
           "authentication": "authentication (CurveZMQ, see docs/security.md)",
           "limits": "limits on untrusted input (docs/protocol.md)"}
 
