@@ -270,16 +270,15 @@ class EventsConfig:
     skip_streams: frozenset[str] = frozenset()
 
     @classmethod
-    def from_options(cls, opts: Any) -> EventsConfig:
-        """From :class:`~streampi.serving.options.ServerOptions` (reads the zones file)."""
+    def from_options(cls, opts: Any, skip_streams: frozenset[str] = frozenset()) -> EventsConfig:
+        """From :class:`~streampi.serving.options.ServerOptions` (reads the zones file);
+        ``skip_streams``: the doors' streams, whose requests make no objects."""
         zones = load_zones(opts.events_zones) if opts.events_zones else ()
         tracker = TrackerConfig(min_hits=opts.events_min_hits, max_missed=opts.events_max_missed,
                                 max_missed_s=opts.events_max_missed_s,
                                 thresholds=parse_thresholds(opts.events_min_score), zones=zones)
-        from .serving.options import DOOR_STREAMS
-
         return cls(tracker=tracker, snapshot_count=opts.events_snapshot_count,
-                   snapshot_bytes=opts.events_snapshot_bytes, skip_streams=frozenset(DOOR_STREAMS.values()))
+                   snapshot_bytes=opts.events_snapshot_bytes, skip_streams=skip_streams)
 
 
 class _Object:
@@ -326,8 +325,8 @@ class EventsEngine:
         self.closed = False
 
     @classmethod
-    def from_options(cls, opts: Any) -> EventsEngine:
-        return cls(EventsConfig.from_options(opts))
+    def from_options(cls, opts: Any, skip_streams: frozenset[str] = frozenset()) -> EventsEngine:
+        return cls(EventsConfig.from_options(opts, skip_streams))
 
     # -- wiring ------------------------------------------------------------------------------
     def attach(self, server: Any) -> None:

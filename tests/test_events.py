@@ -422,7 +422,9 @@ def test_results_that_are_not_detections_are_ignored():
 
 
 def test_the_doors_requests_make_no_objects():
-    engine = EventsEngine(EventsConfig.from_options(ServerOptions(events=True)), publish=None)
+    from streampi.serving.options import DOOR_STREAMS
+
+    engine = EventsEngine.from_options(ServerOptions(events=True), frozenset(DOOR_STREAMS.values()))
     rgb = np.zeros((60, 80, 3), np.uint8)
     for k, stream in enumerate(("http", "frigate", "cam")):
         engine.on_result(result_of(stream, k, [square(0, 0.9)]), frame_of(stream, k, rgb, 1.0 + k))

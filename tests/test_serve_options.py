@@ -48,9 +48,12 @@ def test_each_flag_reaches_its_field():
                         "--frigate-input-dtype", "float", "--frigate-accept-model", "from_frigate/",
                         "--http", "0.0.0.0:8080", "--http-api-key", "k", "--http-api-key-file", "key.txt",
                         "--http-max-upload", "2M", "--http-max-requests", "3", "--http-max-connections", "9",
-                        "--http-timeout", "2.5", "--events", "--events-min-hits", "3", "--events-max-missed", "7",
+                        "--http-timeout", "2.5", "--view-fps", "2", "--view-width", "480", "--events", "--events-min-hits", "3", "--events-max-missed", "7",
                         "--events-max-missed-s", "2.5", "--events-min-score", "person=0.6", "--events-zones",
-                        "zones.toml", "--events-snapshot-count", "9", "--events-snapshot-bytes", "4M")
+                        "zones.toml", "--events-snapshot-count", "9", "--events-snapshot-bytes", "4M",
+                        "--mqtt", "mqtt://ha@broker", "--mqtt-password-file", "pw.txt",
+                        "--mqtt-ca", "ca.pem", "--mqtt-prefix", "pi1", "--mqtt-discovery-prefix", "none",
+                        "--mqtt-labels", "person,car", "--mqtt-node-id", "garage", "--mqtt-stats-interval", "5")
     want = ServerOptions(bind="ipc:///tmp/v1", credit_bind=None, shared_memory=False, publish="ipc:///tmp/out",
                          recv_hwm=8, control=None, metrics_port=0, metrics_bind="0.0.0.0", workers=3, threads=2,
                          light_threads=0, max_batch=8, max_delay_ms=2.5, policy="queue",
@@ -62,9 +65,12 @@ def test_each_flag_reaches_its_field():
                          frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float",
                          frigate_accept_model="from_frigate/", http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
                          http_max_upload=2 * 2**20, http_max_requests=3, http_max_connections=9, http_timeout=2.5,
-                         events=True, events_min_hits=3, events_max_missed=7, events_max_missed_s=2.5,
+                         view_fps=2.0, view_width=480, events=True, events_min_hits=3, events_max_missed=7, events_max_missed_s=2.5,
                          events_min_score="person=0.6", events_zones="zones.toml", events_snapshot_count=9,
-                         events_snapshot_bytes=4 * 2**20)
+                         events_snapshot_bytes=4 * 2**20,
+                         mqtt="mqtt://ha@broker", mqtt_password_file="pw.txt", mqtt_ca="ca.pem", mqtt_prefix="pi1",
+                         mqtt_discovery_prefix=None, mqtt_labels="person,car", mqtt_node_id="garage",
+                         mqtt_stats_interval=5.0)
     assert got == want
     # and every field a flag sets was changed by this line: a flag wired to nothing would show here
     defaults = ServerOptions()

@@ -96,6 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_option_group(p, "frigate")
     add_option_group(p, "http")
     add_option_group(p, "events")
+    add_option_group(p, "mqtt")
     add_option_group(p, "authentication")
     add_option_group(p, "limits")
     p.add_argument("--ready-json", action="store_true", help="print one JSON line when ready (for scripts)")
@@ -152,10 +153,18 @@ def run(args: argparse.Namespace) -> int:
 
     warn_if_exposed([args.bind, args.publish] + [e for e in (opts.credit_bind, opts.control) if e],
                     args.curve_secret is not None)
+    mqtt_broker = _mqtt_broker(opts)  # a bad URL or password file stops here, before anything starts
     server = Server(args.model, opts, mean=args.mean, std=args.std, channels=args.channels, resize=args.resize,
                     labels_file=args.labels, top_k=args.top_k, decoder=decoder_overrides(args))
 
+    bridge = None
+
     def ready(s: Server) -> None:
+        nonlocal bridge
+        if mqtt_broker is not None:
+            from ..integrations.mqtt_bridge import BridgeProcess
+
+            bridge = BridgeProcess(s.options, s.bound, mqtt_broker).start()
         info = {"ready": True, "model": s.model_info["name"], "sha256": s.model_info["sha256"],
                 "backend": s.backend, "isolation": s.options.isolation, "runtime": s.runtime_info,
                 "workers": [{"index": w.index, "pid": w.pid, "cores": w.cores} for w in s.slots],
@@ -172,7 +181,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{s.n_workers} workers; frames in at {info.get('credit_bind', '-')} (v1.1) and {info['bind']} "
                   f"(v1), results at {info['publish']}", flush=True)
 
-    code = server.run(on_ready=ready)
+    try:
+        code = server.run(on_ready=ready)
+    finally:
+        if bridge is not None:
+            bridge.stop()
     st = server.stats
     errors = ", ".join(f"{k[7:]} {v}" for k, v in sorted(st.items()) if k.startswith("errors.") and v)
     summary = f"stopped; received {st['received']}, answered {st['answered']} " \
@@ -182,3 +195,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"streampi: {summary}", file=sys.stderr)
     return code
+
+
+def _mqtt_broker(opts: ServerOptions):
+    """The broker of ``--mqtt`` (checked, with its password), or None."""
+    if not opts.mqtt:
+        return None
+    from ..errors import StreampiError
+    from ..integrations.mqtt import check_prefix, parse_broker
+    from ..integrations.mqtt_bridge import check_paho
+
+    check_paho()  # the extra is missing: say so now, not in a child that restarts for ever (not imported here)
+    if opts.curve_secret is not None:
+        raise StreampiError("--mqtt with CurveZMQ: run `streampi mqtt` beside the server with a client key "
+                            "(--curve-secret, --curve-server) instead")
+    broker, warnings = parse_broker(opts.mqtt, password_file=opts.mqtt_password_file, ca_file=opts.mqtt_ca)
+    check_prefix(opts.mqtt_prefix)
+    if opts.mqtt_discovery_prefix:
+        check_prefix(opts.mqtt_discovery_prefix, "discovery prefix")
+    for w in warnings:
+        print(f"streampi: warning: {w}", file=sys.stderr, flush=True)
+    return broker

@@ -14,6 +14,9 @@ integrations, Frigate's ``deepstack`` detector, Blue Iris and CodeProject.AI cli
   ``predictions`` ``[{"label", "confidence"}]``), and on ``/v1/vision/scene``;
 - ``POST /v1/vision/custom/list``: ``{"success": true, "models": [<model name>]}``.
 
+The same web face serves the live view (``GET /``, ``/api/stats``, each stream's MJPEG picture:
+:mod:`streampi.integrations.live_view`).
+
 Errors are DeepStack's: ``{"success": false, "error": "..."}`` with a 4xx status (5xx when
 the server failed or is busy). Each request is a frame of the stream ``http`` (a ``queue``
 stream unless ``--policy http=...`` says otherwise): it is scheduled, batched with the
@@ -171,6 +174,7 @@ class HttpDoor:
         self._seq = 0
         self._kinds: dict[str, str] = {}  # model sha256 -> "detections" or "top", learnt from answers
         self._key: bytes | None = None
+        self.live: Any = None  # the live view (streampi.integrations.live_view), made in open()
 
     @property
     def active(self) -> int:
@@ -197,6 +201,10 @@ class HttpDoor:
         app.router.add_post("/v1/vision/custom/list", self._list)
         app.router.add_post("/v1/vision/custom/{model}", self._custom)
         app.router.add_post("/v1/vision/scene", self._scene)
+        from .live_view import LiveView  # the page, /api/stats, the MJPEG views (docs/integrations.md)
+
+        self.live = LiveView(server, opts, self._key, self._busy)
+        self.live.add_routes(app)
         self.app = app
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
                                      keepalive_timeout=opts.http_timeout)
@@ -210,7 +218,8 @@ class HttpDoor:
         if self._key is None and not _is_loopback(host):
             log.warning("the HTTP API on %s answers anyone who can reach it: set --http-api-key (or %s)",
                         self.url, API_KEY_ENV)
-        log.info("HTTP API (DeepStack / CodeProject.AI) at %s/v1/vision/detection", self.url)
+        log.info("HTTP API (DeepStack / CodeProject.AI) at %s/v1/vision/detection, live view at %s/", self.url,
+                 self.url)
         return {"http": self.url}
 
     async def run(self) -> None:
@@ -218,10 +227,14 @@ class HttpDoor:
 
     def stop_taking(self) -> None:
         self._taking = False
+        if self.live is not None:
+            self.live.close()  # the MJPEG streams end now, not at the runner's shutdown timeout
         if self._listener is not None:
             self._listener.close()
 
     async def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None

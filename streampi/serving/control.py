@@ -61,7 +61,9 @@ def status(server: Server) -> dict[str, Any]:
     if server.stopping:
         problems.append("stopping")
     peers = server.peers
+    labels = getattr(server.config, "labels", None)
     return {"healthy": not problems, "problems": problems, "model": server.model_info,
+            "labels": list(labels) if labels else None,  # what the model can find (an MQTT bridge's entities)
             "isolation": server.options.isolation, "workers": workers, "pending": server.sched.pending,
             "frame_bytes_held": server.held_bytes, "credit_producers": len(peers), "credit_in_flight": peers.in_flight,
             "shm_rings": peers.rings, "shm_ring_bytes": peers.ring_bytes, "stats": dict(server.stats),

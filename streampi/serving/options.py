@@ -41,6 +41,7 @@ GROUPS = {"sockets": "sockets", "scheduling": "scheduling", "supervision": "supe
           "frigate": "Frigate's zmq detector (docs/frigate.md)",
           "http": "the HTTP API: DeepStack / CodeProject.AI detection (docs/http.md)",
           "events": "objects, events and snapshots (docs/integrations.md)",
+          "mqtt": "MQTT and Home Assistant: a bridge process beside the server (docs/integrations.md)",
           "authentication": "authentication (CurveZMQ, see docs/security.md)",
           "limits": "limits on untrusted input (docs/protocol.md)"}
 
@@ -160,6 +161,11 @@ class ServerOptions:
     http_timeout: float = option(15.0, group="http", above=0, maximum=3600, metavar="SECONDS", help=(
         "close a connection idle this long (before its first request too), and answer 408 to a request "
         "whose body takes longer to arrive"))
+    view_fps: float = option(5.0, group="http", above=0, maximum=30, metavar="FPS", help=(
+        "the live view (--http's page /): pictures per second encoded for a watched stream, at most; a stream "
+        "nobody watches costs no picture"))
+    view_width: int = option(640, group="http", minimum=64, maximum=4096, metavar="PIXELS", help=(
+        "the live view's picture width (smaller frames keep theirs; the height follows the frame's aspect)"))
 
     # -- objects, events and snapshots (streampi.events)
     events: bool = option(False, group="events", switch=True, help=(
@@ -181,6 +187,26 @@ class ServerOptions:
         "snapshots kept per stream (the best frame of each object, a JPEG with its box; 0: no snapshots)"))
     events_snapshot_bytes: int = option(16 * 2**20, group="events", kind="size", minimum=1, metavar="SIZE", help=(
         "bytes of snapshots kept per stream, e.g. 16M (the least recently updated go first)"))
+    # -- MQTT (streampi.integrations.mqtt_bridge: a child process, not a door of this one)
+    mqtt: str | None = option(None, group="mqtt", metavar="URL", help=(
+        "publish events, counts, snapshots, stats and Home Assistant discovery to this broker, "
+        "mqtt://[user@]host[:port] or mqtts://... (a `streampi mqtt` bridge process started and kept running "
+        "beside the server; needs the mqtt extra: pip install 'streampi[mqtt]'; default: off)"))
+    mqtt_password_file: str | None = option(None, group="mqtt", metavar="FILE", help=(
+        "read the broker password from the first line of this file (or set STREAMPI_MQTT_PASSWORD; a password "
+        "in the URL is visible in the process list)"))
+    mqtt_ca: str | None = option(None, group="mqtt", metavar="FILE", help=(
+        "CA certificate(s) that sign an mqtts:// broker's certificate (default: the system's)"))
+    mqtt_prefix: str = option("streampi", group="mqtt", metavar="PREFIX", help="the topic prefix: PREFIX/events, ...")
+    mqtt_discovery_prefix: str | None = option("homeassistant", group="mqtt", kind="endpoint", metavar="PREFIX",
+                                               help="Home Assistant's discovery prefix ('none': no discovery)")
+    mqtt_labels: str | None = option(None, group="mqtt", metavar="LABEL,...", help=(
+        "labels whose sensors every stream gets as soon as it is seen (default: every label of the model); "
+        "other labels of the model get theirs when first detected"))
+    mqtt_node_id: str | None = option(None, group="mqtt", metavar="ID", help=(
+        "this server's Home Assistant device id (default: the prefix and the host name)"))
+    mqtt_stats_interval: float = option(60.0, group="mqtt", above=0, maximum=86400, metavar="SECONDS",
+                                        help="publish PREFIX/stats this often")
 
     # -- authentication
     curve_secret: str | None = option(None, group="authentication", metavar="SERVER.key_secret", help=(

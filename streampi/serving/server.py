@@ -36,7 +36,7 @@ from ..errors import ProtocolError, StreampiError
 from ..model import resolve_model
 from ..runtime_info import usable_cores
 from . import control
-from .options import ServerOptions
+from .options import DOOR_STREAMS, ServerOptions
 from .peers import Peer, PeerTable
 from .scheduler import Job, Scheduler
 from .systemd import Notifier, feed_watchdog
@@ -110,7 +110,7 @@ class Server(Events):
         if opts.events_enabled():
             from ..events import EventsEngine
 
-            self.events = EventsEngine.from_options(opts)
+            self.events = EventsEngine.from_options(opts, skip_streams=frozenset(DOOR_STREAMS.values()))
         self.started_at = time.time()
         self.notifier = Notifier.from_env()  # systemd Type=notify; a no-op outside systemd
 
