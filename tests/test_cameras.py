@@ -344,14 +344,18 @@ def counts_of(line_match: re.Match) -> dict:
 
 @needs_rtsp
 @pytest.mark.slow
-def test_rtsp_server_killed_and_restarted_produce_reconnects_and_counts_add_up(detector_server):
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg"])
+def test_rtsp_server_killed_and_restarted_produce_reconnects_and_counts_add_up(detector_server, decoder):
+    if decoder == "ffmpeg" and FFMPEG is None:
+        pytest.skip("the ffmpeg program is not installed")
     info = detector_server
     server = RtspServer("--pattern", "320x240@15")
     lines: list[str] = []
     with Subscriber(info["publish"]) as sub:
         wait_subscribed(sub, info["bind"])
         produce = subprocess.Popen([*CLI, "produce", "--connect", info["credit_bind"], "--source", server.url,
-                                    "--stream", "yard", "--stats-every", "0.5"], stderr=subprocess.PIPE, text=True)
+                                    "--stream", "yard", "--stats-every", "0.5", "--decoder", decoder], stderr=subprocess.PIPE,
+                                   text=True)
         reader = _watch(produce, lines)
         try:
             wait_for(lines, r"camera yard: decoded \d+ sent ([3-9]|\d\d+) ", 60)

@@ -24,6 +24,7 @@ from .live import CameraError, LiveSource, redact
 
 OPEN_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 5.0
+_CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 _OUTPUT_SIZE = re.compile(rb"Video: rawvideo.*?, (\d{1,5})x(\d{1,5})")
 _TRANSIENT_WORDS = (b"Connection refused", b"timed out", b"No route to host", b"Network is unreachable",
                     b"Connection reset", b"End of file", b"Broken pipe", b"Input/output error")
@@ -84,7 +85,8 @@ class _Pipe:
         self._sized.set()  # ffmpeg ended before any output: the waiter reads its last words
 
     def reason(self) -> str:
-        lines = [raw.decode("utf-8", "replace") for raw in self.log]
+        """ffmpeg's last lines, without the ``[tcp @ 0x…]`` context it prefixes them with."""
+        lines = [_CONTEXT.sub("", raw.decode("utf-8", "replace")) for raw in self.log]
         return "; ".join(lines[-3:]) or f"ffmpeg exited with {self.proc.poll()}"
 
     def _transient(self) -> bool:
