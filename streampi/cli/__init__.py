@@ -9,6 +9,7 @@
     streampi quantize MODEL --calibrate SOURCE [-o OUT.tflite]   (pip install streampi[quantize])
     streampi keygen DIR [--name NAME]
     streampi ctl health|workers|stats|reload [MODEL]
+    streampi node [MODEL] --join tcp://server:5570
 
 Each verb's module (``streampi.cli.<verb>``) has ``add_arguments(parser)`` and ``run(args)``;
 it imports only argparse and light helpers at module level and its stack inside ``run``. Only
@@ -37,6 +38,7 @@ VERBS = {
     "quantize": "turn a float .tflite into a verified int8 model, calibrated on your frames",
     "keygen": "write a CurveZMQ key pair: NAME.key (public) and NAME.key_secret",
     "frigate-config": "print the Frigate config (zmq detector) for a server of MODEL and write its labelmap",
+    "node": "run this machine's workers for a server elsewhere (--join the server's --node-bind)",
     "ctl": "ask a running server: health (exit code 0 when healthy), workers, stats, reload [MODEL]",
 }
 

@@ -75,6 +75,9 @@ class ServerOptions:
         "hand v1.1 producers on this machine no shared-memory ring: their raw frames come over the wire "
         "(docs/protocol.md, 'Shared memory')"))
     publish: str = option("tcp://127.0.0.1:5556", group="sockets", help="endpoint of the PUB socket for results")
+    node_bind: str | None = option(None, group="sockets", metavar="ENDPOINT", help=(
+        "accept remote nodes (`streampi node MODEL --join ...`) on this ROUTER endpoint, e.g. tcp://0.0.0.0:5570: "
+        "their workers take batches beside the local ones (docs/cluster.md; default: off)"))
     recv_hwm: int = option(64, group="sockets", minimum=1, help=(
         "v1 frames ZeroMQ buffers per producer before that producer blocks"))
     control: str | None = option("tcp://127.0.0.1:5557", group="sockets", kind="endpoint", help=(
@@ -84,8 +87,9 @@ class ServerOptions:
     metrics_bind: str = option("127.0.0.1", group="sockets", metavar="ADDRESS", help=(
         "address of the metrics endpoint (loopback unless you say otherwise)"))
     # -- scheduling
-    workers: int | None = option(None, group="scheduling", minimum=1, help=(
-        "workers, each an interpreter instance (default: one per usable core)"))
+    workers: int | None = option(None, group="scheduling", minimum=0, help=(
+        "workers, each an interpreter instance (default: one per usable core; 0: none here, the server "
+        "dispatches to its nodes only, see --node-bind)"))
     threads: int = option(1, group="scheduling", minimum=1, help="threads per interpreter")
     light_threads: int | None = option(None, group="scheduling", minimum=0, metavar="N", help=(
         "threads of each worker's wide interpreter, which runs a lone frame while the other workers idle "
