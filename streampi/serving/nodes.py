@@ -395,7 +395,7 @@ class NodeLink:
         beat = protocol.encode_node(protocol.KIND_NODE_BEAT, protocol.NodeBeat())
         for node in list(self.table.nodes.values()):
             if not self._send(node.identity, beat):
-                self._lost(node, self.table.lose(node, "unreachable", now), "unreachable")
+                self._lost(node, self.table.lose(node, "its connection is gone", now), "unreachable")
 
     def _on_readable(self) -> None:
         import zmq
@@ -519,7 +519,7 @@ class NodeLink:
             node = unit.node
             self.server.batch_lost(unit, jobs, why)
             if not node.lost:
-                self._lost(node, self.table.lose(node, "unreachable", time.monotonic()), "unreachable")
+                self._lost(node, self.table.lose(node, "its connection is gone", time.monotonic()), "unreachable")
 
     def _credit_changed(self) -> None:
         """The workers changed: a ``latest`` producer's window (workers + 1) follows them."""
