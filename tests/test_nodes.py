@@ -48,7 +48,7 @@ def table(send_ok=True):
         return send_ok
 
     t = NodeTable(spec=SimpleNamespace(model_info={"name": "m", "sha256": SHA[:12]}), model_sha256=SHA, digest="d",
-                  session="s", send=send, silent_s=3.0)
+                  session="s", send=send, silent_s=3.0, clock=lambda: 10.0)
     return t, sent
 
 
@@ -94,6 +94,11 @@ def test_a_batch_goes_out_with_its_frames_and_comes_back_once():
     assert unit is node.units[1] and back is jobs and unit.holding is None
     assert t.finish(b"a", node.generation, head.id, now=0.6) is None  # twice: discarded
     assert t.stats["node_late_results"] == 2
+    assert node.first_batch == (10.0, 0)  # (the clock says 10 s after it joined; no batch went elsewhere)
+    other, _, _ = t.join(b"b", hello("b"), now=10.0)
+    node.units[0].submit([job(seq=3)])
+    other.units[0].submit([job(seq=4)])
+    assert other.first_batch == (0.0, 1)  # one batch went elsewhere between its joining and its first
 
 
 def test_a_send_that_fails_is_kept_for_the_driver_to_report():

@@ -115,6 +115,8 @@ class Node:
     #: batch id -> (unit, jobs, perf_counter when sent)
     in_flight: dict[int, tuple[NodeUnit, list, float]] = field(default_factory=dict)
     lost: bool = False
+    batches_before: int = 0  # batches the server had sent when this node joined
+    first_batch: tuple[float, int] | None = None  # (seconds after joining, batches sent elsewhere meanwhile)
 
     @property
     def name(self) -> str:
@@ -145,11 +147,11 @@ class NodeTable:
 
     def __init__(self, *, spec: Any, model_sha256: str, digest: str, session: str,
                  send: Callable[[bytes, list], bool], stats: collections.Counter | None = None,
-                 silent_s: float = protocol.NODE_SILENT_S) -> None:
+                 silent_s: float = protocol.NODE_SILENT_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.spec, self.model_sha256, self.digest, self.session = spec, model_sha256, digest, session
         self._send = send
         self.stats = stats if stats is not None else collections.Counter()
-        self.silent_s = silent_s
+        self.silent_s, self.clock = silent_s, clock
         self.nodes: dict[bytes, Node] = {}
         self.missing: dict[str, Missing] = {}  # node_id -> the last lost generation
         self._generation = 0
@@ -187,7 +189,8 @@ class NodeTable:
         for old in [n for n in self.nodes.values() if n.node_id == hello.node_id or n.identity == identity]:
             lost += self.lose(old, "it joined again (a new generation)", now)
         self._generation += 1
-        node = Node(self, identity, hello, self._generation, now, address, key, joined=now)
+        node = Node(self, identity, hello, self._generation, now, address, key, joined=now,
+                    batches_before=self._batch_id)
         node.units = [NodeUnit(node, k) for k in range(hello.workers)]
         self.nodes[identity] = node
         self.missing.pop(hello.node_id, None)
@@ -229,6 +232,8 @@ class NodeTable:
         unit.frames_done += frames
         unit.batches_done += 1
         unit.busy_s += batch_ms / 1e3
+        if unit.batches_done == 1:  # a runner's first invoke is a warm-up (arena, caches): not its speed
+            return
         unit.batch_ms = batch_ms if not unit.batch_ms else (1 - EWMA) * unit.batch_ms + EWMA * batch_ms
 
     # -- what the server does --------------------------------------------------------------------------
@@ -252,6 +257,8 @@ class NodeTable:
             data.append(msg.data)
         head = protocol.NodeBatchHead(batch_id, node.generation, unit.index, frames)
         unit.holding = batch_id
+        if node.first_batch is None:  # how soon a node that joined got work
+            node.first_batch = (self.clock() - node.joined, batch_id - node.batches_before - 1)
         node.in_flight[batch_id] = (unit, jobs, time.perf_counter())
         self.stats["node_batches"] += 1
         if node.lost or not self._send(node.identity, protocol.encode_node(protocol.KIND_NODE_BATCH, head, data)):
@@ -304,6 +311,7 @@ class NodeTable:
                          "heard_s": round(now - node.heard, 3), "runtime": node.hello.runtime,
                          "batch_ms": round(min((u.batch_ms for u in node.units if u.batch_ms), default=0.0), 3),
                          "frames_done": sum(u.frames_done for u in node.units),
+                         "first_batch_s": round(node.first_batch[0], 3) if node.first_batch else None,
                          "worker_states": [u.state for u in node.units]})
         for m in self.missing.values():
             rows.append({"node": m.name, "address": m.address, "generation": m.generation, "state": "missing",
