@@ -77,7 +77,7 @@ class ServerOptions:
     publish: str = option("tcp://127.0.0.1:5556", group="sockets", help="endpoint of the PUB socket for results")
     node_bind: str | None = option(None, group="sockets", metavar="ENDPOINT", help=(
         "accept remote nodes (`streampi node MODEL --join ...`) on this ROUTER endpoint, e.g. tcp://0.0.0.0:5570: "
-        "their workers take batches beside the local ones (docs/cluster.md; default: off)"))
+        "other machines that run batches beside this one's (docs/cluster.md; default: off)"))
     recv_hwm: int = option(64, group="sockets", minimum=1, help=(
         "v1 frames ZeroMQ buffers per producer before that producer blocks"))
     control: str | None = option("tcp://127.0.0.1:5557", group="sockets", kind="endpoint", help=(

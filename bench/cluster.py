@@ -1,0 +1,290 @@
+"""A simulated cluster on one machine: a ``--workers 0`` server (a pure dispatcher) and 1, 2, 3
+one-worker nodes, each node in its own network namespace behind a veth pair and in its own CPU
+cgroup with a quota (``--quota`` of a core: a slower machine than this one), the same model and
+the same frames. One run, as root (namespaces, veth, cgroups):
+
+    sudo .venv/bin/python bench/cluster.py --quota 0.3 --seconds 10
+
+Prints, with the CPU it ran on:
+
+* throughput (ok frames/s) of 1, 2 and 3 nodes at saturation (``queue`` streams whose producers
+  always have a frame waiting), and 3 nodes / 1 node (target >= 2.5);
+* the hop at light load: p50 of ``hop_ms`` (the server's round trip to the node less the
+  node's own time on the batch) and of the node's own time (target: hop <= 1 ms);
+* what each way of sharing the work costs, for choosing what crosses the link: the frame as
+  sent (the node runs the kernel; what streampi sends) or the model's input tensor (the server
+  runs the kernel): the server's CPU per frame as it runs now, the kernel's time per frame on
+  this CPU (what the server would add per frame in tensor mode), and a round trip of each
+  size over the veth link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from streampi.client import Producer, Subscriber
+from streampi.runtime_info import describe_runtime
+from streampi.testing import start_server, wait_subscribed
+
+FRAME = np.random.default_rng(3).integers(0, 256, (480, 640, 3), np.uint8)
+TAG = f"spb{os.getpid() % 100000}"
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+class CpuGroup:
+    """A cgroup with ``quota`` of one core: v1's cpu controller (cpu.cfs_quota_us) or v2's cpu.max."""
+
+    def __init__(self, name: str, quota: float) -> None:
+        v1 = Path("/sys/fs/cgroup/cpu")
+        v2 = Path("/sys/fs/cgroup")
+        period = 100_000
+        if (v1 / "cpu.cfs_quota_us").exists():
+            self.path = v1 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(period))
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(quota * period)))
+        elif "cpu" in (v2 / "cgroup.controllers").read_text().split():
+            self.path = v2 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{int(quota * period)} {period}")
+        else:
+            raise SystemExit("no cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max) here")
+
+    def remove(self) -> None:
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+class Node:
+    """``streampi node`` in a namespace of its own (veth 10.78.<k>.1 <-> .2), in a CPU cgroup."""
+
+    def __init__(self, k: int, model: str, port: int, quota: float) -> None:
+        self.ns, here, there = f"{TAG}-n{k}", f"{TAG}s{k}", f"{TAG}n{k}"
+        self.here = here
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", here, "type", "veth", "peer", "name", there)
+        sh("ip", "link", "set", there, "netns", self.ns)
+        sh("ip", "addr", "add", f"10.78.{k}.1/24", "dev", here)
+        sh("ip", "link", "set", here, "up")
+        for args in (("addr", "add", f"10.78.{k}.2/24", "dev", there), ("link", "set", there, "up"),
+                     ("link", "set", "lo", "up")):
+            sh("ip", "netns", "exec", self.ns, "ip", *args)
+        self.server_side = f"10.78.{k}.1"
+        self.cgroup = CpuGroup(f"{TAG}-n{k}", quota)
+        self.proc = None
+        if model:
+            self.proc = self.run([sys.executable, "-m", "streampi", "node", model, "--join",
+                                  f"tcp://{self.server_side}:{port}", "--name", f"n{k}", "--workers", "1",
+                                  "--light-threads", "0", "--no-pin", "--log-level", "warning"])
+
+    def run(self, argv: list[str]) -> subprocess.Popen:
+        """``argv`` inside the namespace and the cgroup (moved there before it starts)."""
+        script = f'echo $$ > {self.cgroup.path}/cgroup.procs && exec ip netns exec {self.ns} "$@"'
+        return subprocess.Popen(["sh", "-c", script, "sh", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.here], capture_output=True)
+        self.cgroup.remove()
+
+
+def ctl(info: dict, cmd: str) -> dict:
+    from streampi.ctl import request
+
+    return request(info["control"], cmd, timeout=5)
+
+
+def wait_nodes(info: dict, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(r["state"] == "joined" for r in ctl(info, "workers")["nodes"]) >= n:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{n} nodes did not join: {ctl(info, 'workers')}")
+
+
+def saturate(info: dict, streams: int, seconds: float, warmup: float = 3.0) -> tuple[float, list[dict]]:
+    """ok frames/s with ``streams`` queue-policy producers that always have a frame waiting."""
+    stop = threading.Event()
+
+    def produce(k: int) -> None:
+        with Producer(info["credit_bind"], stream=f"cam{k}") as prod:
+            while not stop.is_set():
+                try:
+                    prod.send(FRAME, timeout=1)
+                except TimeoutError:
+                    pass
+
+    results: list[dict] = []
+    with Subscriber(info["publish"]) as sub:
+        wait_subscribed(sub, info["credit_bind"])
+        threads = [threading.Thread(target=produce, args=(k,), daemon=True) for k in range(streams)]
+        for t in threads:
+            t.start()
+        t_end = time.monotonic() + warmup + seconds
+        t_start = time.monotonic() + warmup
+        while time.monotonic() < t_end:
+            try:
+                r = sub.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            if time.monotonic() >= t_start and r.get("ok"):
+                results.append(r)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    return len(results) / seconds, results
+
+
+def light(info: dict, frames: int, fps: float) -> list[dict]:
+    out = []
+    with Subscriber(info["publish"]) as sub, Producer(info["credit_bind"], stream="light") as prod:
+        wait_subscribed(sub, info["credit_bind"])
+        for _ in range(frames):
+            prod.send(FRAME, timeout=10)
+            try:
+                r = sub.recv(timeout=10)
+            except TimeoutError:
+                continue
+            if r.get("ok"):
+                out.append(r)
+            time.sleep(1 / fps)
+    return out
+
+
+def p50(results: list[dict], key: str) -> float:
+    values = [r["timing"][key] for r in results if key in r.get("timing", {})]
+    return statistics.median(values) if values else float("nan")
+
+
+def echo_round_trip(node: Node, sizes: list[int], rounds: int = 40) -> dict[int, float]:
+    """p50 ms of sending ``size`` bytes to a DEALER in the node's namespace and back a byte."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port(f"tcp://{node.server_side}")
+    code = ("import zmq,sys; s=zmq.Context().socket(zmq.DEALER); s.connect(sys.argv[1]); s.send(b'hi')\n"
+            "while True:\n m=s.recv()\n if m==b'bye': break\n s.send(b'k')")
+    proc = node.run([sys.executable, "-c", code, f"tcp://{node.server_side}:{port}"])
+    ident, _ = router.recv_multipart()
+    out = {}
+    for size in sizes:
+        payload = os.urandom(size)
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            router.send_multipart([ident, payload])
+            router.recv_multipart()
+            times.append((time.perf_counter() - t0) * 1e3)
+        out[size] = statistics.median(times)
+    router.send_multipart([ident, b"bye"])
+    proc.wait(10)
+    router.close()
+    return out
+
+
+def kernel_ms(model: str, rounds: int = 200) -> float:
+    from streampi.model import Model, resolve_model
+    from streampi.preprocess import Preprocessor
+
+    m = Model(resolve_model(model))
+    shape = m.image_input()
+    pre = Preprocessor(shape, m.input.dtype, scale=m.input.scale, zero_point=m.input.zero_point)
+    out = np.empty((1, *shape), m.input.dtype)
+    pre(FRAME, "rgb", 640, 480, out=out[0])
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        pre(FRAME, "rgb", 640, 480, out=out[0])
+    return (time.perf_counter() - t0) / rounds * 1e3
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="mobilenet_v2_int8")
+    ap.add_argument("--quota", type=float, default=0.3, help="each node's share of one core")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/cluster.py needs root (network namespaces, veth pairs, cgroups)", file=sys.stderr)
+        return 2
+    runtime = describe_runtime(None)
+    print(f"CPU: {runtime['cpu']} ({runtime['arch']}, {os.cpu_count()} cores), {runtime['backend']} "
+          f"{runtime['backend_version']}; model {args.model}, 640x480 RGB frames; each node: 1 worker, "
+          f"{args.quota:g} of a core", flush=True)
+    figures: dict = {"cpu": runtime["cpu"], "quota": args.quota, "model": args.model, "throughput": {}}
+    proc, info = start_server([args.model, "--workers", "0", "--node-bind", "tcp://0.0.0.0:*", "--policy", "queue",
+                               "--queue-size", "8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*"])
+    port = int(info["node_bind"].rsplit(":", 1)[1])
+    nodes: list[Node] = []
+    try:
+        server = psutil.Process(proc.pid)
+        for n in (1, 2, 3):
+            nodes.append(Node(len(nodes) + 1, args.model, port, args.quota))
+            wait_nodes(info, n)
+            if n == 1:  # light load first: the hop
+                res = light(info, 60, 4.0)
+                figures["light"] = {k: p50(res, k) for k in ("hop_ms", "node_ms", "infer_ms", "pre_ms", "total_ms")}
+                print(f"light load, 1 node: p50 hop {figures['light']['hop_ms']:.2f} ms over the node's own "
+                      f"{figures['light']['node_ms']:.2f} ms (its kernel {figures['light']['pre_ms']:.2f} ms, invoke "
+                      f"{figures['light']['infer_ms']:.2f} ms); total {figures['light']['total_ms']:.2f} ms; "
+                      f"target hop <= 1 ms", flush=True)
+            cpu0 = sum(server.cpu_times()[:2])
+            fps, res = saturate(info, streams=2 * n + 1, seconds=args.seconds)
+            cpu_ms = (sum(server.cpu_times()[:2]) - cpu0) / max(1, len(res)) * 1e3
+            by_node = {}
+            for r in res:
+                by_node[r.get("node")] = by_node.get(r.get("node"), 0) + 1
+            figures["throughput"][n] = {"fps": fps, "server_cpu_ms_per_frame": cpu_ms, "by_node": by_node,
+                                        "p50_batch": statistics.median([r["batch"] for r in res]) if res else 0}
+            print(f"{n} node(s): {fps:.1f} ok frames/s (by node {by_node}); server CPU {cpu_ms:.2f} ms a frame "
+                  "(with the warm-up's frames)", flush=True)
+        one, three = figures["throughput"][1]["fps"], figures["throughput"][3]["fps"]
+        figures["scaling_3_over_1"] = three / one if one else float("nan")
+        print(f"3 nodes / 1 node: {figures['scaling_3_over_1']:.2f}x (target >= 2.5x)")
+        trips = echo_round_trip(nodes[0], [150_528, 921_600])
+        k_ms = kernel_ms(args.model)
+        figures["link"] = {"tensor_150528_B_ms": trips[150_528], "frame_921600_B_ms": trips[921_600],
+                           "kernel_ms_full_core": k_ms}
+        print(f"what crosses the link: a 224x224x3 int8 tensor (150,528 B) round trip p50 {trips[150_528]:.2f} ms, "
+              f"a 640x480 RGB frame (921,600 B) {trips[921_600]:.2f} ms over the veth; the kernel on the server would "
+              f"add {k_ms:.2f} ms of its CPU per frame (one full core of this CPU; "
+              f"the server spent {figures['throughput'][3]['server_cpu_ms_per_frame']:.2f} ms a frame in frame mode)")
+    finally:
+        for node in nodes:
+            node.close()
+        proc.terminate()
+        proc.wait(30)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
