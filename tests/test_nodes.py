@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import msgspec
 import pytest
-from helpers import Load, assert_exactly_once, collect_until, frame_results
+from helpers import Load, assert_exactly_once, collect_until, frame_results, scrape, value
 
 from streampi import protocol
 from streampi.client import Producer, Subscriber
@@ -217,7 +217,7 @@ def dispatcher(**kw) -> ServerOptions:
 
 
 def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it():
-    with ServerThread("shapes_int8", dispatcher(policy="queue")) as st, Subscriber(st.results) as sub:
+    with ServerThread("shapes_int8", dispatcher(policy="queue", metrics_port=0)) as st, Subscriber(st.results) as sub:
         node = start_node(st.server.bound["node_bind"], "n1")
         try:
             wait_joined(st, "n1")
@@ -228,6 +228,7 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it():
             results = collect_until(sub, lambda out: len(out) >= 30)
             workers = request(st.control, "workers", timeout=5)
             health = request(st.control, "health", timeout=5)
+            samples = scrape(st.server.bound["metrics"])
         finally:
             code, err = stop(node)
     assert [r["seq"] for r in results] == list(range(30))
@@ -238,6 +239,9 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it():
     assert row["node"] == "n1" and row["address"] == "127.0.0.1" and row["frames_done"] == 30
     assert row["credit_max"] == 4 and row["generation"] >= 1 and row["batch_ms"] > 0
     assert health["healthy"] is True, health
+    assert value(samples, "streampi_node_up", node="n1") == 1 and value(samples, "streampi_node_frames_total", node="n1") == 30
+    assert value(samples, "streampi_node_credit", node="n1") == 4 and value(samples, "streampi_node_batch_seconds",
+                                                                            node="n1") > 0
     assert code == 0, err
     assert "joined" in err and "frames 30" in err
 

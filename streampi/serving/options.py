@@ -203,5 +203,8 @@ class ServerOptions:
             if getattr(self, door) and self.stream_policies.get(stream, "queue") != "queue":
                 raise ValueError(f"stream {stream!r} must have the queue policy: each of its clients waits for "
                                  f"the answer to its own request, which a newer request must not replace")
+        if self.workers == 0 and not self.node_bind:
+            raise ValueError("workers must be >= 1 unless nodes run the frames: --workers 0 needs --node-bind "
+                             "(docs/cluster.md)")
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")
