@@ -647,8 +647,10 @@ NODE_SILENT_S = 3.0
 #: frames in one node batch at most (and workers a node may have)
 MAX_NODE_BATCH = 64
 MAX_NODE_WORKERS = 64
-#: what crosses the link: the frame as the producer sent it (the node runs the kernel)
-NODE_MODES = ("frame",)
+#: what crosses the link: the frame as the producer sent it (the node runs the kernel), or the
+#: model's input tensor (the server runs the kernel; the node invokes and sends the raw outputs back,
+#: the server decodes them)
+NODE_MODES = ("frame", "tensor")
 
 _Name = Annotated[str, msgspec.Meta(max_length=64)]
 _Text = Annotated[str, msgspec.Meta(max_length=400)]

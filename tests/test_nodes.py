@@ -55,7 +55,7 @@ def table(send_ok=True):
 @pytest.mark.parametrize("bad, words", [
     (dict(sha="b" * 64), "serves m (sha256 aaaaaaaaaaaa); the node runs m (sha256 bbbbbbbbbbbb)"),
     (dict(digest="other"), "model options"),
-    (dict(mode="tensor"), "mode"),
+    (dict(mode="carrier-pigeon"), "--node-send"),
 ])
 def test_a_node_running_something_else_is_refused_with_the_reason(bad, words):
     t, sent = table()
@@ -216,8 +216,20 @@ def dispatcher(**kw) -> ServerOptions:
     return ServerOptions(workers=kw.pop("workers", 0), node_bind="tcp://127.0.0.1:*", **kw)
 
 
-def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it():
-    with ServerThread("shapes_int8", dispatcher(policy="queue", metrics_port=0)) as st, Subscriber(st.results) as sub:
+@pytest.fixture(scope="module")
+def local_answer():
+    """What a server with a local worker answers for protocol_frame() (the nodes must answer the same)."""
+    with ServerThread("shapes_int8", ServerOptions(workers=1, policy="queue")) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="cam") as prod:
+            prod.send(protocol_frame(), timeout=10)
+        return sub.recv(timeout=10)
+
+
+@pytest.mark.parametrize("send", ["frame", "tensor"])
+def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it(send, local_answer):
+    opts = dispatcher(policy="queue", metrics_port=0, node_send=send)
+    with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
         node = start_node(st.server.bound["node_bind"], "n1")
         try:
             wait_joined(st, "n1")
@@ -234,6 +246,7 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it():
     assert [r["seq"] for r in results] == list(range(30))
     assert all(r["ok"] and r["node"] == "n1" and r["worker"] == 0 for r in results), results[0]
     assert all(r["timing"]["hop_ms"] >= 0 and r["timing"]["node_ms"] > 0 for r in results)
+    assert all(r["top"] == local_answer["top"] for r in results), (results[0]["top"], local_answer["top"])
     assert workers["workers"] == []
     (row,) = workers["nodes"]
     assert row["node"] == "n1" and row["address"] == "127.0.0.1" and row["frames_done"] == 30
@@ -306,9 +319,10 @@ def test_a_node_with_an_unknown_key_gets_nothing_and_one_with_a_listed_key_joins
     assert row["node"] == "member" and row["key"] and row["key"] in public
 
 
-def run_with_two_nodes(model: str, act, seconds: float = 5.0, rate: float = 20.0):
+def run_with_two_nodes(model: str, act, seconds: float = 5.0, rate: float = 20.0, send: str = "frame"):
     """Two one-worker nodes behind a dispatcher, a queue-policy load; ``act(st, nodes)`` mid-run."""
-    with ServerThread(model, dispatcher(policy="queue", queue_size=16)) as st, Subscriber(st.results) as sub:
+    opts = dispatcher(policy="queue", queue_size=16, node_send=send)
+    with ServerThread(model, opts) as st, Subscriber(st.results) as sub:
         join = st.server.bound["node_bind"]
         nodes = {name: start_node(join, name, model) for name in ("a", "b")}
         try:
@@ -336,7 +350,8 @@ def wait_node_holding(st: ServerThread, name: str, timeout: float = 30.0) -> Non
     raise AssertionError(f"node {name} never held a batch")
 
 
-def test_a_node_killed_mid_run_loses_nothing_and_health_names_it():
+@pytest.mark.parametrize("send", ["frame", "tensor"])
+def test_a_node_killed_mid_run_loses_nothing_and_health_names_it(send):
     def kill_a(st, nodes):
         time.sleep(1.5)
         wait_node_holding(st, "a")
@@ -346,7 +361,7 @@ def test_a_node_killed_mid_run_loses_nothing_and_health_names_it():
             time.sleep(0.05)
         return request(st.control, "health", timeout=5)
 
-    load, results, status, stats, health = run_with_two_nodes("mobilenet_v2_int8", kill_a)
+    load, results, status, stats, health = run_with_two_nodes("mobilenet_v2_int8", kill_a, send=send)
     codes = assert_exactly_once(load.sent, results)
     print(f"{len(load.sent)} frames: {dict(codes)}; reruns {stats.get('reruns', 0)}; {health['problems']}")
     assert set(codes) <= {"ok", "worker_lost"} and codes["ok"] > 0

@@ -149,7 +149,8 @@ class NodeAgent(Events):
         runtime = f"{info.get('backend', '?')} {info.get('backend_version', '')} on {info.get('cpu', '?')} ({info.get('arch', '?')})"
         self._send(protocol.KIND_NODE_HELLO, protocol.NodeHello(
             protocol.VERSION, self.node_id, self.name, self.sha256, self.spec.model_info["name"][:64], self.n_workers,
-            self.spec.max_batch if self.spec.batchable else 1, "frame", self.digest, runtime[:400], __version__))
+            self.spec.max_batch if self.spec.batchable else 1, " ".join(protocol.NODE_MODES), self.digest, runtime[:400],
+            __version__))
         self._hello_sent = time.monotonic()
 
     def _beat(self) -> None:
@@ -194,7 +195,7 @@ class NodeAgent(Events):
         occupancy = Occupancy()
         cores = self._cores
         t = self.options.threads
-        self.slots = [WorkerSlot(i, self.spec, isolation=self.options.isolation,
+        self.slots = [NodeWorkerSlot(i, self.spec, isolation=self.options.isolation,
                                  cores=[cores[(i * t + k) % len(cores)] for k in range(t)] if self.options.pin else None,
                                  emit=self._emit, events=self, occupancy=occupancy, light_cores=cores)
                       for i in range(self.n_workers)]
@@ -314,8 +315,8 @@ class NodeAgent(Events):
         if kind == protocol.KIND_NODE_WELCOME:
             self.generation = body.generation
             self.stats["joins"] += 1
-            log.info("joined %s as %s: generation %d, %d workers", self.join_endpoint, self.name, self.generation,
-                     self.n_workers)
+            log.info("joined %s as %s: generation %d, %d workers, the server sends the %s", self.join_endpoint,
+                     self.name, self.generation, self.n_workers, body.mode)
             self._beat()
         elif kind == protocol.KIND_NODE_REFUSED:
             raise NodeRefused(f"the server at {self.join_endpoint} refused this node: {body.reason}")
@@ -337,3 +338,38 @@ class NodeAgent(Events):
         self._received[head.id] = time.perf_counter()
         self.stats["batches"] += 1
         self.slots[head.worker].submit(jobs)
+
+
+class NodeWorkerSlot(WorkerSlot):
+    """A node's worker: a frame batch runs as on the server (the kernel here); a tensor batch
+    (``--node-send tensor``: the server ran the kernel) is copied into the input slot, invoked,
+    and its raw outputs go back for the server to decode."""
+
+    def _run(self, batch: Any) -> list[Outcome]:
+        if batch[0].msg.fmt != "tensor":
+            return super()._run(batch)
+        import numpy as np
+
+        outcomes = [Outcome() for _ in batch]
+        view = self.runner.inputs(len(batch))
+        t0 = time.perf_counter()
+        for k, job in enumerate(batch):
+            src = np.frombuffer(job.msg.data, view.dtype)
+            want = view[k].size
+            if src.size != want:  # (the same model on both sides: never, unless a bug)
+                del view
+                return [Outcome(error=("internal", f"a tensor of {src.size} values for an input of {want}"))
+                        for _ in batch]
+            view[k] = src.reshape(view[k].shape)
+        del view
+        copy_ms = (time.perf_counter() - t0) * 1e3
+        t_run = time.perf_counter()
+        outputs, infer_ms = self.runner.run(len(batch), False)  # (WorkerLost: the batch is lost, told as such)
+        handoff_ms = (time.perf_counter() - t_run) * 1e3 - infer_ms if self.isolation == "process" else None
+        for pos, out in enumerate(outcomes):
+            out.payload = {"tensor_outputs": [[list(o.shape[1:]), np.ascontiguousarray(o[pos], "<f4").tobytes()]
+                                              for o in outputs]}
+            out.timing.update(infer_ms=infer_ms, copy_ms=copy_ms, invoke_threads=self.runner.threads_used)
+            if handoff_ms is not None:
+                out.timing["handoff_ms"] = handoff_ms
+        return outcomes

@@ -147,8 +147,12 @@ class NodeTable:
 
     def __init__(self, *, spec: Any, model_sha256: str, digest: str, session: str,
                  send: Callable[[bytes, list], bool], stats: collections.Counter | None = None,
-                 silent_s: float = protocol.NODE_SILENT_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 silent_s: float = protocol.NODE_SILENT_S, clock: Callable[[], float] = time.monotonic,
+                 mode: str = "frame", prepare: Callable[[NodeUnit, list, int], None] | None = None) -> None:
         self.spec, self.model_sha256, self.digest, self.session = spec, model_sha256, digest, session
+        #: what crosses the link; in tensor mode ``prepare(unit, jobs, batch_id)`` runs the kernel off the
+        #: loop and hands the tensors to :meth:`send_prepared`
+        self.mode, self.prepare = mode, prepare
         self._send = send
         self.stats = stats if stats is not None else collections.Counter()
         self.silent_s, self.clock = silent_s, clock
@@ -175,8 +179,8 @@ class NodeTable:
         if hello.model_sha256 != self.model_sha256:
             why = (f"this server serves {self.spec.model_info['name']} (sha256 {self.model_sha256[:12]}); the node "
                    f"runs {hello.model_name} (sha256 {hello.model_sha256[:12]}): give the node the server's model file")
-        elif hello.mode not in protocol.NODE_MODES:
-            why = f"this server sends frames in mode {'/'.join(protocol.NODE_MODES)}, not {hello.mode!r}"
+        elif self.mode not in hello.mode.split():
+            why = f"this server sends each node the {self.mode} (--node-send); the node takes {hello.mode!r}"
         elif hello.config_digest != self.digest:
             why = ("the node's model options (labels, decoder, mean/std, channels, resize) differ from the server's: "
                    "start the node with the options the server was started with")
@@ -247,21 +251,37 @@ class NodeTable:
 
     def submit(self, unit: NodeUnit, jobs: list) -> None:
         """Send ``jobs`` to ``unit``'s node; a send that fails is kept in ``failed_sends``."""
-        node = unit.node
         self._batch_id += 1
         batch_id = self._batch_id
+        if self.prepare is not None:  # tensor mode: the kernel runs first, off the loop
+            self._hold(unit, jobs, batch_id)
+            self.prepare(unit, jobs, batch_id)
+            return
         frames, data = [], []
         for job in jobs:
             msg = job.msg
             frames.append((msg.stream, msg.seq, msg.fmt, msg.width, msg.height))
             data.append(msg.data)
-        head = protocol.NodeBatchHead(batch_id, node.generation, unit.index, frames)
+        self._hold(unit, jobs, batch_id)
+        self.send_prepared(unit, batch_id, frames, data)
+
+    def _hold(self, unit: NodeUnit, jobs: list, batch_id: int) -> None:
+        node = unit.node
         unit.holding = batch_id
         if node.first_batch is None:  # how soon a node that joined got work
             node.first_batch = (self.clock() - node.joined, batch_id - node.batches_before - 1)
         node.in_flight[batch_id] = (unit, jobs, time.perf_counter())
         self.stats["node_batches"] += 1
-        if node.lost or not self._send(node.identity, protocol.encode_node(protocol.KIND_NODE_BATCH, head, data)):
+
+    def send_prepared(self, unit: NodeUnit, batch_id: int, frames: list, data: list) -> None:
+        """Send batch ``batch_id`` (still held by ``unit``: else its node was lost meanwhile)."""
+        node = unit.node
+        if node.lost or batch_id not in node.in_flight:
+            return
+        head = protocol.NodeBatchHead(batch_id, node.generation, unit.index, frames)
+        jobs = node.in_flight[batch_id][1]
+        node.in_flight[batch_id] = (unit, jobs, time.perf_counter())  # the round trip starts now
+        if not self._send(node.identity, protocol.encode_node(protocol.KIND_NODE_BATCH, head, data)):
             node.in_flight.pop(batch_id, None)
             unit.holding = None
             self.failed_sends.append((unit, jobs, f"node {node.name} could not be reached"))
@@ -328,9 +348,23 @@ class NodeLink:
         self.sock: Any = None
         self._now: Any = None
         self._read_scheduled = False
+        self.mode = server.options.node_send
+        #: tensor mode: batch id -> (indexes of the frames sent, their transforms, the others' errors, kernel ms)
+        self._sent_tensors: dict[int, tuple[list[int], dict, dict, list[float]]] = {}
+        if self.mode == "tensor":  # the kernel runs here, in threads (it releases the GIL), off the loop
+            import threading
+            from concurrent.futures import ThreadPoolExecutor
+
+            from ..decoders import make_decoder
+            from ..runtime_info import usable_cores
+
+            self._pool = ThreadPoolExecutor(max(1, len(usable_cores())), thread_name_prefix="streampi-node-kernel")
+            self._local = threading.local()
+            self._post = make_decoder(list(server.spec.outputs), server.spec.config)
         self.table = NodeTable(spec=server.spec, model_sha256=file_sha256(server.model_path),
                                digest=config_digest(server.spec.config), session=server.peers._session,
-                               send=self._send, stats=server.stats)
+                               send=self._send, stats=server.stats, mode=self.mode,
+                               prepare=self._prepare if self.mode == "tensor" else None)
 
     # -- sockets ------------------------------------------------------------------------------------
     def open(self, ctx: Any, endpoint: str, curve: Any, max_message_bytes: int) -> str:
@@ -352,6 +386,8 @@ class NodeLink:
         return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     def close(self) -> None:
+        if self.mode == "tensor":
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.sock is not None and not self.sock.closed:
             try:
                 self.server._loop.remove_reader(self._now.getsockopt(__import__("zmq").FD))
@@ -396,6 +432,9 @@ class NodeLink:
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self._sent_tensors:  # (of batches lost with their node)
+            held = {b for n in self.table.nodes.values() for b in n.in_flight}
+            self._sent_tensors = {b: m for b, m in self._sent_tensors.items() if b in held}
         for node, held in self.table.expire(now):
             log.warning("node %s (%s, generation %d) is lost: silent for %.1f s; its %d batch(es) run again elsewhere",
                         node.name, node.address, node.generation, protocol.NODE_SILENT_S, len(held))
@@ -478,6 +517,8 @@ class NodeLink:
             if got is None:
                 return
             unit, jobs, sent = got
+            if kind != protocol.KIND_NODE_DONE:
+                self._sent_tensors.pop(body.id, None)
             if kind == protocol.KIND_NODE_DONE:
                 self._done(unit, jobs, sent, body)
             elif kind == protocol.KIND_NODE_LOST:
@@ -494,12 +535,98 @@ class NodeLink:
             if (unit.state == "ready") != (unit in self.server.usable):
                 self.server.worker_state(unit, unit.state)
 
+    # -- tensor mode: the kernel here, the invoke there, the decoder here --------------------------------
+    def _prepare(self, unit: NodeUnit, jobs: list, batch_id: int) -> None:
+        self._pool.submit(self._kernel, unit, jobs, batch_id)
+
+    def _kernel(self, unit: NodeUnit, jobs: list, batch_id: int) -> None:
+        """(A kernel thread.) Each frame into a tensor of its own; then back to the loop."""
+        import numpy as np
+
+        from ..errors import FrameError
+        from ..preprocess import Preprocessor
+
+        spec = self.server.spec
+        pre = getattr(self._local, "pre", None)
+        if pre is None:
+            c = spec.config
+            pre = self._local.pre = Preprocessor(spec.image_shape, spec.input.dtype, scale=spec.input.scale,
+                                                 zero_point=spec.input.zero_point, mean=c.mean, std=c.std,
+                                                 channels=c.channels, resize=c.resize, pad=c.pad)
+        good, tensors, transforms, errors, pre_ms = [], [], {}, {}, []
+        for k, job in enumerate(jobs):
+            t0 = time.perf_counter()
+            msg = job.msg
+            try:
+                out = np.empty(spec.image_shape, spec.input.dtype)
+                transforms[k] = pre(msg.data, msg.fmt, msg.width, msg.height, out=out)[1]
+                good.append(k)
+                tensors.append(out)
+            except FrameError as exc:
+                errors[k] = ("bad_frame", str(exc))
+            except Exception as exc:
+                errors[k] = ("internal", f"preprocessing failed: {type(exc).__name__}: {exc}")
+            pre_ms.append((time.perf_counter() - t0) * 1e3)
+        try:
+            self.server._loop.call_soon_threadsafe(self._kernel_done, unit, jobs, batch_id, good, tensors, transforms,
+                                                   errors, pre_ms)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            pass
+
+    def _kernel_done(self, unit: NodeUnit, jobs: list, batch_id: int, good: list[int], tensors: list,
+                     transforms: dict, errors: dict, pre_ms: list[float]) -> None:
+        node = unit.node
+        if not good:  # nothing to run: answered here
+            got = self.table.finish(node.identity, node.generation, batch_id, time.monotonic())
+            if got is not None:
+                from .workers import Outcome
+
+                self.server.batch_done(unit, jobs, [Outcome(error=errors[k], pre_ms=pre_ms[k]) for k in range(len(jobs))])
+            return
+        self._sent_tensors[batch_id] = (good, transforms, errors, pre_ms)
+        frames = [(jobs[k].msg.stream, jobs[k].msg.seq, "tensor", None, None) for k in good]
+        self.table.send_prepared(unit, batch_id, frames, tensors)
+        self._report_failed_sends()
+
+    def _tensor_outcomes(self, unit: NodeUnit, jobs: list, done: protocol.NodeDone, meta: tuple) -> list:
+        """The node's raw outputs of each frame, decoded here (with the transform of its kernel)."""
+        import numpy as np
+
+        from .workers import Outcome
+
+        good, transforms, errors, pre_ms = meta
+        outcomes = [Outcome(error=errors.get(k), pre_ms=pre_ms[k]) for k in range(len(jobs))]
+        if len(done.outcomes) != len(good):
+            for k in good:
+                outcomes[k].error = ("internal", f"node {unit.node.name} answered {len(done.outcomes)} outcomes for "
+                                                 f"{len(good)} tensors")
+            return outcomes
+        for k, o in zip(good, done.outcomes):
+            out = outcomes[k]
+            out.timing = dict(o.timing)
+            if o.error is not None:
+                out.error = tuple(o.error)  # type: ignore[assignment]
+                continue
+            t0 = time.perf_counter()
+            try:
+                arrays = [np.frombuffer(data, "<f4").reshape([1, *shape]) for shape, data in o.payload["tensor_outputs"]]
+                out.payload = self._post.frame_result(arrays, 0, transforms[k])
+            except Exception as exc:
+                out.error = ("internal", f"decoding node {unit.node.name}'s outputs failed: {type(exc).__name__}: {exc}")
+            out.timing["post_ms"] = (time.perf_counter() - t0) * 1e3
+        return outcomes
+
     def _done(self, unit: NodeUnit, jobs: list, sent: float, done: protocol.NodeDone) -> None:
         from .workers import Outcome
 
         round_trip_ms = (time.perf_counter() - sent) * 1e3
         self.table.measured(unit, len(jobs), round_trip_ms)
-        if len(done.outcomes) != len(jobs):
+        meta = self._sent_tensors.pop(done.id, None)
+        if meta is not None:
+            outcomes = self._tensor_outcomes(unit, jobs, done, meta)
+            for out in outcomes:
+                out.timing.update(node_ms=done.node_ms, hop_ms=max(0.0, round_trip_ms - done.node_ms))
+        elif len(done.outcomes) != len(jobs):
             outcomes = [Outcome(error=("internal", f"node {unit.node.name} answered {len(done.outcomes)} outcomes "
                                                    f"for a batch of {len(jobs)}")) for _ in jobs]
         else:
