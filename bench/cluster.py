@@ -224,63 +224,98 @@ def kernel_ms(model: str, rounds: int = 200) -> float:
     return (time.perf_counter() - t0) / rounds * 1e3
 
 
+def throttled(nodes: list[Node]) -> list[int]:
+    """Each node's cgroup: periods in which it was throttled (it wanted more than its quota)."""
+    out = []
+    for node in nodes:
+        stat = dict(line.split() for line in (node.cgroup.path / "cpu.stat").read_text().splitlines())
+        out.append(int(stat.get("nr_throttled", 0)))
+    return out
+
+
+def run_mode(args: argparse.Namespace, send: str) -> dict:
+    """1, 2, 3 nodes, then 2 and 1 again (drift on a shared machine hits both ends alike)."""
+    proc, info = start_server([args.model, "--workers", "0", "--node-bind", "tcp://0.0.0.0:*", "--node-send", send,
+                               "--policy", "queue", "--queue-size", "8", "--bind", "tcp://127.0.0.1:*",
+                               "--publish", "tcp://127.0.0.1:*"])
+    port = int(info["node_bind"].rsplit(":", 1)[1])
+    server = psutil.Process(proc.pid)
+    nodes: list[Node] = []
+    out: dict = {"points": [], "throughput": {}}
+
+    def point(n: int) -> None:
+        wait_nodes(info, n)
+        cpu0, thr0 = sum(server.cpu_times()[:2]), throttled(nodes)
+        fps, res = saturate(info, streams=2 * n + 1, seconds=args.seconds)
+        cpu_ms = (sum(server.cpu_times()[:2]) - cpu0) / max(1, len(res)) * 1e3
+        thr = [b - a for a, b in zip(thr0, throttled(nodes))]
+        out["points"].append({"nodes": n, "fps": fps, "server_cpu_ms_per_frame": cpu_ms, "throttled_periods": thr})
+        print(f"  [{send}] {n} node(s): {fps:.1f} ok frames/s; server CPU {cpu_ms:.2f} ms a frame; periods the "
+              f"nodes were throttled: {thr}", flush=True)
+
+    try:
+        for n in (1, 2, 3):
+            nodes.append(Node(len(nodes) + 1 + (10 if send == "tensor" else 0), args.model, port, args.quota))
+            if n == 1:  # light load first: the hop
+                wait_nodes(info, 1)
+                res = light(info, args.light_frames, 4.0)
+                out["light"] = {k: p50(res, k) for k in ("hop_ms", "node_ms", "infer_ms", "pre_ms", "total_ms")}
+                lt = out["light"]
+                print(f"  [{send}] light load, 1 node: p50 hop {lt['hop_ms']:.2f} ms over the node's own "
+                      f"{lt['node_ms']:.2f} ms (kernel {lt['pre_ms']:.2f} ms, invoke {lt['infer_ms']:.2f} ms); "
+                      f"total {lt['total_ms']:.2f} ms", flush=True)
+            point(n)
+        for n in (2, 1):
+            nodes.pop().close()
+            time.sleep(1)
+            point(n)
+    finally:
+        for node in nodes:
+            node.close()
+        proc.terminate()
+        proc.wait(30)
+    for n in (1, 2, 3):
+        fps = [p["fps"] for p in out["points"] if p["nodes"] == n]
+        out["throughput"][n] = sum(fps) / len(fps)
+    out["scaling_3_over_1"] = out["throughput"][3] / out["throughput"][1] if out["throughput"][1] else float("nan")
+    out["server_cpu_ms_per_frame"] = statistics.median(p["server_cpu_ms_per_frame"] for p in out["points"])
+    print(f"  [{send}] mean ok frames/s: " + ", ".join(f"{n} node(s) {v:.1f}" for n, v in out["throughput"].items())
+          + f"; 3 nodes / 1 node {out['scaling_3_over_1']:.2f}x (target >= 2.5x)", flush=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mobilenet_v2_int8")
     ap.add_argument("--quota", type=float, default=0.3, help="each node's share of one core")
-    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
+    ap.add_argument("--light-frames", type=int, default=60, help="frames at light load (4 a second)")
+    ap.add_argument("--send", choices=["frame", "tensor", "both"], default="both", help="what crosses the link")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/cluster.py needs root (network namespaces, veth pairs, cgroups)", file=sys.stderr)
         return 2
     runtime = describe_runtime(None)
-    print(f"CPU: {runtime['cpu']} ({runtime['arch']}, {os.cpu_count()} cores), {runtime['backend']} "
-          f"{runtime['backend_version']}; model {args.model}, 640x480 RGB frames; each node: 1 worker, "
-          f"{args.quota:g} of a core", flush=True)
-    figures: dict = {"cpu": runtime["cpu"], "quota": args.quota, "model": args.model, "throughput": {}}
-    proc, info = start_server([args.model, "--workers", "0", "--node-bind", "tcp://0.0.0.0:*", "--policy", "queue",
-                               "--queue-size", "8", "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*"])
-    port = int(info["node_bind"].rsplit(":", 1)[1])
-    nodes: list[Node] = []
+    load = os.getloadavg()
+    print(f"CPU: {runtime['cpu']} ({runtime['arch']}, {os.cpu_count()} cores, load average {load[0]:.1f} at the "
+          f"start), {runtime['backend']} {runtime['backend_version']}; model {args.model}, 640x480 RGB frames; "
+          f"each node: 1 worker, {args.quota:g} of a core", flush=True)
+    figures: dict = {"cpu": runtime["cpu"], "cores": os.cpu_count(), "load_average": load, "quota": args.quota,
+                     "model": args.model, "modes": {}}
+    for send in (["frame", "tensor"] if args.send == "both" else [args.send]):
+        figures["modes"][send] = run_mode(args, send)
+    probe = Node(99, "", 0, args.quota)
     try:
-        server = psutil.Process(proc.pid)
-        for n in (1, 2, 3):
-            nodes.append(Node(len(nodes) + 1, args.model, port, args.quota))
-            wait_nodes(info, n)
-            if n == 1:  # light load first: the hop
-                res = light(info, 60, 4.0)
-                figures["light"] = {k: p50(res, k) for k in ("hop_ms", "node_ms", "infer_ms", "pre_ms", "total_ms")}
-                print(f"light load, 1 node: p50 hop {figures['light']['hop_ms']:.2f} ms over the node's own "
-                      f"{figures['light']['node_ms']:.2f} ms (its kernel {figures['light']['pre_ms']:.2f} ms, invoke "
-                      f"{figures['light']['infer_ms']:.2f} ms); total {figures['light']['total_ms']:.2f} ms; "
-                      f"target hop <= 1 ms", flush=True)
-            cpu0 = sum(server.cpu_times()[:2])
-            fps, res = saturate(info, streams=2 * n + 1, seconds=args.seconds)
-            cpu_ms = (sum(server.cpu_times()[:2]) - cpu0) / max(1, len(res)) * 1e3
-            by_node = {}
-            for r in res:
-                by_node[r.get("node")] = by_node.get(r.get("node"), 0) + 1
-            figures["throughput"][n] = {"fps": fps, "server_cpu_ms_per_frame": cpu_ms, "by_node": by_node,
-                                        "p50_batch": statistics.median([r["batch"] for r in res]) if res else 0}
-            print(f"{n} node(s): {fps:.1f} ok frames/s (by node {by_node}); server CPU {cpu_ms:.2f} ms a frame "
-                  "(with the warm-up's frames)", flush=True)
-        one, three = figures["throughput"][1]["fps"], figures["throughput"][3]["fps"]
-        figures["scaling_3_over_1"] = three / one if one else float("nan")
-        print(f"3 nodes / 1 node: {figures['scaling_3_over_1']:.2f}x (target >= 2.5x)")
-        trips = echo_round_trip(nodes[0], [150_528, 921_600])
-        k_ms = kernel_ms(args.model)
-        figures["link"] = {"tensor_150528_B_ms": trips[150_528], "frame_921600_B_ms": trips[921_600],
-                           "kernel_ms_full_core": k_ms}
-        print(f"what crosses the link: a 224x224x3 int8 tensor (150,528 B) round trip p50 {trips[150_528]:.2f} ms, "
-              f"a 640x480 RGB frame (921,600 B) {trips[921_600]:.2f} ms over the veth; the kernel on the server would "
-              f"add {k_ms:.2f} ms of its CPU per frame (one full core of this CPU; "
-              f"the server spent {figures['throughput'][3]['server_cpu_ms_per_frame']:.2f} ms a frame in frame mode)")
+        trips = echo_round_trip(probe, [150_528, 921_600])
     finally:
-        for node in nodes:
-            node.close()
-        proc.terminate()
-        proc.wait(30)
+        probe.close()
+    k_ms = kernel_ms(args.model)
+    figures["link"] = {"tensor_150528_B_ms": trips[150_528], "frame_921600_B_ms": trips[921_600],
+                       "kernel_ms_one_core": k_ms}
+    print(f"the link: round trip p50 of a 224x224x3 int8 tensor (150,528 B) {trips[150_528]:.2f} ms, of a 640x480 RGB "
+          f"frame (921,600 B) {trips[921_600]:.2f} ms over the veth; the kernel takes {k_ms:.2f} ms a frame on one "
+          f"core of this CPU")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

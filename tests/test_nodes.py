@@ -418,3 +418,31 @@ def test_a_node_restarts_its_crashed_runner_and_the_batch_runs_again():
     assert a["worker_states"] == ["ready"] and stats["nodes_joined"] == 2  # the same generation throughout
     assert stats["batches_lost"] >= 1 and stats["reruns"] >= 1  # the node told, the server ran it again
     assert json.dumps(status["problems"]) == "[]"
+
+
+def test_a_reload_refuses_the_nodes_running_the_previous_model_and_loses_no_frame():
+    with ServerThread("shapes_int8", dispatcher(policy="queue")) as st, Subscriber(st.results) as sub:
+        join = st.server.bound["node_bind"]
+        old, new = start_node(join, "old"), None
+        try:
+            wait_joined(st, "old")
+            wait_subscribed(sub, st.frames)
+            with Producer(st.frames, stream="cam") as prod:
+                for _ in range(10):
+                    prod.send(protocol_frame(), timeout=10)
+                reply = request(st.control, "reload", timeout=60, model="shapes_uint8")
+                code, err = stop_when_exited(old, 60)
+                for _ in range(10):
+                    prod.send(protocol_frame(), timeout=10)
+                new = start_node(join, "new", "shapes_uint8")
+                wait_joined(st, "new")
+                results = collect_until(sub, lambda out: len(out) >= 20)
+        finally:
+            for proc in (old, new):
+                if proc is not None:
+                    stop(proc)
+    assert reply["ok"] is True, reply
+    assert code == 2 and "the server now serves shapes_uint8" in err
+    assert [r["seq"] for r in results] == list(range(20)) and all(r["ok"] for r in results)
+    assert {r["node"] for r in results if r["seq"] >= 10} == {"new"}
+    assert all(r["model"]["name"] == "shapes_uint8" for r in results if r["seq"] >= 10)

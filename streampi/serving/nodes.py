@@ -666,6 +666,24 @@ class NodeLink:
                 server.peers.owe_credit(peer)
         server._wake.set()
 
+    def model_changed(self) -> None:
+        """A reload: nodes run the old model, so each is refused now (its batches run again here
+        or on nodes that join with the new model, without counting as a lost run); a node
+        restarted on the new file joins again."""
+        server, table, now = self.server, self.table, time.monotonic()
+        table.spec, table.model_sha256 = server.spec, file_sha256(server.model_path)
+        table.digest = config_digest(server.spec.config)
+        why = (f"the server now serves {server.spec.model_info['name']} (sha256 {table.model_sha256[:12]}): restart "
+               f"the node with that model")
+        for node in list(table.nodes.values()):
+            self._send(node.identity, protocol.encode_node(protocol.KIND_NODE_REFUSED, protocol.NodeReason(why)))
+            for unit, jobs in table.leave(node.identity, now):
+                server.batch_returned(unit, jobs)
+            for unit in node.units:
+                server.usable.discard(unit)
+            log.warning("node %s refused after the reload: it runs the previous model", node.name)
+        self._credit_changed()
+
     def after_dispatch(self) -> None:
         """Batches whose send failed inside a dispatch: reported in a coming loop turn."""
         if self.table.failed_sends:

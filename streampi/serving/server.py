@@ -185,6 +185,8 @@ class Server(Events):
             self.slots, self.spec, self.model_path, self.backend = slots, spec, Path(path), spec.backend_name
             self.config = spec.config
             self.sched.batchable = spec.batchable
+            if self.nodes is not None:  # nodes run the previous model: refused, to rejoin with the new one
+                self.nodes.model_changed()
             for slot in old:
                 self.usable.discard(slot)
                 slot.stop()  # after the batch it holds, if any
