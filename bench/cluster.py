@@ -48,21 +48,26 @@ def sh(*cmd: str) -> None:
 class CpuGroup:
     """A cgroup with ``quota`` of one core: v1's cpu controller (cpu.cfs_quota_us) or v2's cpu.max."""
 
+    PERIOD = 100_000
+
     def __init__(self, name: str, quota: float) -> None:
         v1 = Path("/sys/fs/cgroup/cpu")
         v2 = Path("/sys/fs/cgroup")
-        period = 100_000
         if (v1 / "cpu.cfs_quota_us").exists():
-            self.path = v1 / name
-            self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.cfs_period_us").write_text(str(period))
-            (self.path / "cpu.cfs_quota_us").write_text(str(int(quota * period)))
+            self.path, self.v2 = v1 / name, False
         elif "cpu" in (v2 / "cgroup.controllers").read_text().split():
-            self.path = v2 / name
-            self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.max").write_text(f"{int(quota * period)} {period}")
+            self.path, self.v2 = v2 / name, True
         else:
             raise SystemExit("no cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max) here")
+        self.path.mkdir(exist_ok=True)
+        self.set(quota)
+
+    def set(self, quota: float) -> None:
+        if self.v2:
+            (self.path / "cpu.max").write_text(f"{int(quota * self.PERIOD)} {self.PERIOD}")
+        else:
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD))
+            (self.path / "cpu.cfs_quota_us").write_text(str(int(quota * self.PERIOD)))
 
     def remove(self) -> None:
         for _ in range(50):
@@ -255,15 +260,17 @@ def run_mode(args: argparse.Namespace, send: str) -> dict:
 
     try:
         for n in (1, 2, 3):
-            nodes.append(Node(len(nodes) + 1 + (10 if send == "tensor" else 0), args.model, port, args.quota))
-            if n == 1:  # light load first: the hop
+            quota = args.light_quota if n == 1 else args.quota
+            nodes.append(Node(len(nodes) + 1 + (10 if send == "tensor" else 0), args.model, port, quota))
+            if n == 1:  # light load first: the hop (the node under --light-quota: the hop, not CFS throttling)
                 wait_nodes(info, 1)
                 res = light(info, args.light_frames, 4.0)
                 out["light"] = {k: p50(res, k) for k in ("hop_ms", "node_ms", "infer_ms", "pre_ms", "total_ms")}
                 lt = out["light"]
                 print(f"  [{send}] light load, 1 node: p50 hop {lt['hop_ms']:.2f} ms over the node's own "
                       f"{lt['node_ms']:.2f} ms (kernel {lt['pre_ms']:.2f} ms, invoke {lt['infer_ms']:.2f} ms); "
-                      f"total {lt['total_ms']:.2f} ms", flush=True)
+                      f"total {lt['total_ms']:.2f} ms (node quota {args.light_quota:g} core)", flush=True)
+                nodes[0].cgroup.set(args.quota)
             point(n)
         for n in (2, 1):
             nodes.pop().close()
@@ -290,6 +297,7 @@ def main() -> int:
     ap.add_argument("--quota", type=float, default=0.3, help="each node's share of one core")
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
     ap.add_argument("--light-frames", type=int, default=60, help="frames at light load (4 a second)")
+    ap.add_argument("--light-quota", type=float, default=1.0, help="the node's share of a core at light load")
     ap.add_argument("--send", choices=["frame", "tensor", "both"], default="both", help="what crosses the link")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
