@@ -432,10 +432,10 @@ def test_a_reload_refuses_the_nodes_running_the_previous_model_and_loses_no_fram
                     prod.send(protocol_frame(), timeout=10)
                 reply = request(st.control, "reload", timeout=60, model="shapes_uint8")
                 code, err = stop_when_exited(old, 60)
-                for _ in range(10):
-                    prod.send(protocol_frame(), timeout=10)
                 new = start_node(join, "new", "shapes_uint8")
                 wait_joined(st, "new")
+                for _ in range(10):
+                    prod.send(protocol_frame(), timeout=10)
                 results = collect_until(sub, lambda out: len(out) >= 20)
         finally:
             for proc in (old, new):
@@ -446,3 +446,20 @@ def test_a_reload_refuses_the_nodes_running_the_previous_model_and_loses_no_fram
     assert [r["seq"] for r in results] == list(range(20)) and all(r["ok"] for r in results)
     assert {r["node"] for r in results if r["seq"] >= 10} == {"new"}
     assert all(r["model"]["name"] == "shapes_uint8" for r in results if r["seq"] >= 10)
+
+
+def test_a_dispatcher_without_a_node_answers_unavailable_until_one_joins():
+    with ServerThread("shapes_int8", dispatcher(policy="queue")) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+        with Producer(st.frames, stream="cam") as prod:
+            prod.send(protocol_frame(), timeout=10)  # waits for a node, then is answered: none came
+            first = sub.recv(timeout=30)
+            node = start_node(st.server.bound["node_bind"], "n1")
+            try:
+                wait_joined(st, "n1")
+                prod.send(protocol_frame(), timeout=10)
+                second = sub.recv(timeout=30)
+            finally:
+                stop(node)
+    assert first["seq"] == 0 and first["error"]["code"] == "unavailable"
+    assert second["seq"] == 1 and second["ok"] and second["node"] == "n1"

@@ -348,6 +348,7 @@ class NodeLink:
         self.sock: Any = None
         self._now: Any = None
         self._read_scheduled = False
+        self._no_node_since: float | None = None  # --workers 0 and no node ready: since when
         self.mode = server.options.node_send
         #: tensor mode: batch id -> (indexes of the frames sent, their transforms, the others' errors, kernel ms)
         self._sent_tensors: dict[int, tuple[list[int], dict, dict, list[float]]] = {}
@@ -432,6 +433,7 @@ class NodeLink:
 
     def tick(self) -> None:
         now = time.monotonic()
+        self._check_available(now)
         if self._sent_tensors:  # (of batches lost with their node)
             held = {b for n in self.table.nodes.values() for b in n.in_flight}
             self._sent_tensors = {b: m for b, m in self._sent_tensors.items() if b in held}
@@ -443,6 +445,26 @@ class NodeLink:
         for node in list(self.table.nodes.values()):
             if not self._send(node.identity, beat):
                 self._lost(node, self.table.lose(node, "its connection is gone", now), "unreachable")
+
+    def _check_available(self, now: float) -> None:
+        """A server without local workers whose nodes are all gone (or never came) for
+        NODE_SILENT_S answers ``unavailable`` at once, as one whose workers all back off does,
+        until a node is ready again: no frame waits for ever."""
+        server = self.server
+        if server.n_workers:
+            return
+        if any(u.state == "ready" for u in self.table.units):
+            self._no_node_since = None
+            return
+        if self._no_node_since is None:
+            self._no_node_since = now
+        elif now - self._no_node_since >= protocol.NODE_SILENT_S and not server._unavailable:
+            log.error("no node has been ready for %.0f s (this server has no workers of its own, --workers 0); "
+                      "answering frames 'unavailable' until one joins", now - self._no_node_since)
+            server._unavailable = True
+            for job in server.sched.take_all():
+                server._settle(job, error=("unavailable", "no node can run the model now (this server has no "
+                                                          "workers of its own); see the server's log"))
 
     def _on_readable(self) -> None:
         import zmq
