@@ -747,6 +747,8 @@ class Server(Events):
         else:
             self.usable.discard(slot)
         down = bool(self.slots) and all(s.state == "backoff" for s in self.slots)
+        if down and self.nodes is not None:  # a node's ready workers still run the model
+            down = not any(u.state == "ready" for u in self.nodes.table.units)
         if down and not self._unavailable:
             log.error("no worker can run the model; answering frames 'unavailable' until one starts")
             for job in self.sched.take_all():
