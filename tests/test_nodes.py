@@ -64,19 +64,24 @@ def test_a_node_running_something_else_is_refused_with_the_reason(bad, words):
     assert len(t) == 0 and t.stats["nodes_refused"] == 1 and t.idle([], {}) == []
 
 
-def test_a_welcomed_node_gives_one_unit_per_worker_and_new_ones_go_first():
+def test_a_welcomed_node_gives_two_units_per_worker_and_idle_new_quick_ones_go_first():
     t, sent = table()
     a, why, _ = t.join(b"a", hello("a", workers=2), now=0.0)
-    assert why is None and a.generation == 1 and [u.index for u in a.units] == [0, 1]
+    assert why is None and a.generation == 1
+    assert [(u.index, u.unit) for u in a.units] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # 2 batches a worker
+    w0, w1, w0b, w1b = a.units
     usable = set(a.units)
-    a.units[0].batch_ms = 5.0  # measured
-    assert t.idle(usable, {}) == [a.units[1], a.units[0]]  # not measured yet: first
-    a.units[1].batch_ms = 9.0
-    assert t.idle(usable, {}) == [a.units[0], a.units[1]]  # quickest first
-    assert t.idle(usable, {a.units[0]: object()}) == [a.units[1]]  # busy: not idle
-    assert t.idle({a.units[1]}, {}) == [a.units[1]]  # not usable (its worker is restarting): not idle
+    w0.batch_ms = w0b.batch_ms = 5.0  # measured
+    assert t.idle(usable, {})[:2] == [w1, w1b]  # not measured yet: first
+    w1.batch_ms = w1b.batch_ms = 9.0
+    assert t.idle(usable, {}) == [w0, w0b, w1, w1b]  # quickest first
+    after_w0 = t.idle(usable, {w0: object()})
+    assert after_w0[0] is w1 and set(after_w0) == {w1, w0b, w1b}  # an idle worker before a busy one's second unit
+    assert t.idle(usable, {w0: object(), w1: object()}) == [w0b, w1b]  # both busy: the quicker one's second unit
+    assert t.idle(usable, {w0: object(), w0b: object()}) == [w1, w1b]  # its two batches: no more
+    assert t.idle({w1}, {}) == [w1]  # not usable (its worker is restarting): not idle
     b, _, _ = t.join(b"b", hello("b", workers=1), now=1.0)
-    assert b.generation == 2 and t.idle(usable | set(b.units), {})[0] is b.units[0]
+    assert b.generation == 2 and len(b.units) == 2 and t.idle(usable | set(b.units), {})[0] is b.units[0]
 
 
 def test_a_batch_goes_out_with_its_frames_and_comes_back_once():
@@ -88,7 +93,8 @@ def test_a_batch_goes_out_with_its_frames_and_comes_back_once():
     kind, head, data = protocol.decode_node(parts)
     assert identity == b"a" and kind == protocol.KIND_NODE_BATCH and head.worker == 1
     assert [f[:3] for f in head.frames] == [("cam", 1, "rgb"), ("cam", 2, "rgb")] and len(data) == 2
-    assert node.units[1].holding == head.id and t.idle(set(node.units), {}) == [node.units[0]]
+    assert node.units[1].holding == head.id and node.units[1].index == 1
+    assert t.idle(set(node.units), {}) == [node.units[0], node.units[2], node.units[3]]
     assert t.finish(b"a", node.generation, head.id + 1, now=0.5) is None  # no such batch
     unit, back, _ = t.finish(b"a", node.generation, head.id, now=0.5)
     assert unit is node.units[1] and back is jobs and unit.holding is None
@@ -142,10 +148,11 @@ def test_a_node_joining_again_gives_back_what_its_old_generation_held():
 def test_beats_carry_the_workers_states_of_this_generation_only():
     t, _ = table()
     node, _, _ = t.join(b"a", hello("a"), now=0.0)
-    assert t.beat(b"a", protocol.NodeBeat(node.generation, ["ready", "backoff"]), now=1.0) == [node.units[1]]
-    assert [u.state for u in node.units] == ["ready", "backoff"] and node.units[1].restarts == 1
+    assert t.beat(b"a", protocol.NodeBeat(node.generation, ["ready", "backoff"]), now=1.0) == [node.units[1],
+                                                                                              node.units[3]]
+    assert [u.state for u in node.units] == ["ready", "backoff"] * 2 and node.units[1].restarts == 1
     assert t.beat(b"a", protocol.NodeBeat(node.generation + 5, ["starting", "starting"]), now=1.5) == []
-    assert node.heard == 1.5 and [u.state for u in node.units] == ["ready", "backoff"]
+    assert node.heard == 1.5 and [u.state for u in node.units] == ["ready", "backoff"] * 2
 
 
 def test_a_node_that_leaves_is_not_missing():
@@ -250,10 +257,10 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it(send, local
     assert workers["workers"] == []
     (row,) = workers["nodes"]
     assert row["node"] == "n1" and row["address"] == "127.0.0.1" and row["frames_done"] == 30
-    assert row["credit_max"] == 4 and row["generation"] >= 1 and row["batch_ms"] > 0
+    assert row["credit_max"] == 8 and row["generation"] >= 1 and row["batch_ms"] > 0  # 1 worker x 2 batches x 4
     assert health["healthy"] is True, health
     assert value(samples, "streampi_node_up", node="n1") == 1 and value(samples, "streampi_node_frames_total", node="n1") == 30
-    assert value(samples, "streampi_node_credit", node="n1") == 4 and value(samples, "streampi_node_batch_seconds",
+    assert value(samples, "streampi_node_credit", node="n1") == 8 and value(samples, "streampi_node_batch_seconds",
                                                                             node="n1") > 0
     assert code == 0, err
     assert "joined" in err and "frames 30" in err

@@ -45,6 +45,9 @@ MISSING_FOR_S = 600.0
 MAX_NODES = 256
 #: weight of the newest batch in a unit's measured batch time (an exponential average)
 EWMA = 0.3
+#: batches a node's worker may hold: one running and one waiting on the node, so that the worker
+#: does not idle for the hop between two batches (credit: workers x DEPTH batches of max_batch)
+DEPTH = 2
 
 
 def file_sha256(path: Any) -> str:
@@ -62,10 +65,12 @@ def config_digest(config: Any) -> str:
 
 @dataclass(eq=False)
 class NodeUnit:
-    """One worker of a node, as the server's dispatch sees it (a worker slot of its own)."""
+    """One batch's room on a worker of a node, as the server's dispatch sees it (a worker slot of
+    its own: each worker of a node has DEPTH of them)."""
 
     node: Node
-    index: int
+    index: int  # the node's worker
+    unit: int = 0  # which of that worker's units
     state: str = "ready"
     frames_done: int = 0
     batches_done: int = 0
@@ -93,7 +98,7 @@ class NodeUnit:
 
     @property
     def label(self) -> str:
-        return f"{self.node.name}/{self.index}"
+        return f"{self.node.name}/{self.index}.{self.unit}"
 
     def submit(self, batch: list, alone: bool = False) -> None:
         self.node.table.submit(self, batch)
@@ -195,7 +200,8 @@ class NodeTable:
         self._generation += 1
         node = Node(self, identity, hello, self._generation, now, address, key, joined=now,
                     batches_before=self._batch_id)
-        node.units = [NodeUnit(node, k) for k in range(hello.workers)]
+        # the first unit of every worker first: at light load each worker holds one batch at most
+        node.units = [NodeUnit(node, k % hello.workers, k // hello.workers) for k in range(hello.workers * DEPTH)]
         self.nodes[identity] = node
         self.missing.pop(hello.node_id, None)
         self.stats["nodes_joined"] += 1
@@ -213,9 +219,12 @@ class NodeTable:
         if node is None or beat.generation != node.generation:
             return []
         changed = []
-        for unit, state in zip(node.units, beat.states):
+        for unit in node.units:
+            if unit.index >= len(beat.states):
+                continue
+            state = beat.states[unit.index]
             if unit.state != state:
-                if unit.state == "ready" and state != "ready":
+                if unit.state == "ready" and state != "ready" and unit.unit == 0:
                     unit.restarts += 1
                 unit.state = state
                 changed.append(unit)
@@ -245,9 +254,17 @@ class NodeTable:
         """The units that can take a batch now, quickest (measured per frame) first; a unit not
         measured yet goes first, so that a node that just joined gets work at once."""
         usable = set(usable)
-        free = [u for n in self.nodes.values() if not n.lost for u in n.units
-                if u in usable and u not in in_hand and u.holding is None and u.state == "ready"]
-        return sorted(free, key=lambda u: u.batch_ms)
+        free, held = [], collections.Counter()
+        for n in self.nodes.values():
+            if n.lost:
+                continue
+            for u in n.units:
+                if u.holding is not None or u in in_hand:
+                    held[(n.identity, u.index)] += 1
+                elif u in usable and u.state == "ready":
+                    free.append(u)
+        # an idle worker before a busy worker's second unit; then the quickest
+        return sorted(free, key=lambda u: (held[(u.node.identity, u.index)], u.batch_ms))
 
     def submit(self, unit: NodeUnit, jobs: list) -> None:
         """Send ``jobs`` to ``unit``'s node; a send that fails is kept in ``failed_sends``."""
@@ -326,13 +343,13 @@ class NodeTable:
         for node in self.nodes.values():
             free = sum(1 for u in node.units if u.holding is None and u.state == "ready")
             rows.append({"node": node.name, "address": node.address, "key": node.key, "generation": node.generation,
-                         "workers": len(node.units), "credit": free * node.hello.max_batch,
+                         "workers": node.hello.workers, "credit": free * node.hello.max_batch,
                          "credit_max": len(node.units) * node.hello.max_batch, "state": "joined",
                          "heard_s": round(now - node.heard, 3), "runtime": node.hello.runtime,
                          "batch_ms": round(min((u.batch_ms for u in node.units if u.batch_ms), default=0.0), 3),
                          "frames_done": sum(u.frames_done for u in node.units),
                          "first_batch_s": round(node.first_batch[0], 3) if node.first_batch else None,
-                         "worker_states": [u.state for u in node.units]})
+                         "worker_states": [u.state for u in node.units if u.unit == 0]})
         for m in self.missing.values():
             rows.append({"node": m.name, "address": m.address, "generation": m.generation, "state": "missing",
                          "missing_s": round(now - m.since, 3), "why": m.why})
