@@ -194,6 +194,11 @@ class NodeTable:
         if why is not None:
             self.stats["nodes_refused"] += 1
             return None, why, []
+        same = self.nodes.get(identity)
+        if same is not None and same.node_id == hello.node_id and same.hello == hello:
+            same.heard = now  # a hello again on the same connection (its welcome crossed a beat): the same generation
+            self.stats["node_hellos_again"] += 1
+            return same, None, []
         lost: list[tuple[NodeUnit, list]] = []
         for old in [n for n in self.nodes.values() if n.node_id == hello.node_id or n.identity == identity]:
             lost += self.lose(old, "it joined again (a new generation)", now)
@@ -521,8 +526,8 @@ class NodeLink:
             address = _prop(frame, "Peer-Address")
             key = _prop(frame, "User-Id")
             node, why, lost = table.join(identity, body, now, address, key)
-            for unit, jobs in lost:
-                server.batch_lost(unit, jobs, "its node joined again")
+            for unit, jobs in lost:  # its old connection's batches: run again (the node did not fail them)
+                server.batch_returned(unit, jobs)
             if node is None:
                 log.error("refused node %s at %s: %s", body.name, address or "?", why)
                 self._send(identity, protocol.encode_node(protocol.KIND_NODE_REFUSED, protocol.NodeReason(why)))
