@@ -271,6 +271,7 @@ def run_mode(args: argparse.Namespace, send: str) -> dict:
                       f"{lt['node_ms']:.2f} ms (kernel {lt['pre_ms']:.2f} ms, invoke {lt['infer_ms']:.2f} ms); "
                       f"total {lt['total_ms']:.2f} ms (node quota {args.light_quota:g} core)", flush=True)
                 nodes[0].cgroup.set(args.quota)
+                saturate(info, streams=3, seconds=4, warmup=1)  # unmeasured: the runner's first batches of 4
             point(n)
         for n in (2, 1):
             nodes.pop().close()
