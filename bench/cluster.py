@@ -21,6 +21,7 @@ Prints, with the CPU it ran on:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -254,9 +255,12 @@ def run_mode(args: argparse.Namespace, send: str) -> dict:
         fps, res = saturate(info, streams=2 * n + 1, seconds=args.seconds)
         cpu_ms = (sum(server.cpu_times()[:2]) - cpu0) / max(1, len(res)) * 1e3
         thr = [b - a for a, b in zip(thr0, throttled(nodes))]
-        out["points"].append({"nodes": n, "fps": fps, "server_cpu_ms_per_frame": cpu_ms, "throttled_periods": thr})
+        sizes = collections.Counter(r["batch"] for r in res)
+        out["points"].append({"nodes": n, "fps": fps, "server_cpu_ms_per_frame": cpu_ms, "throttled_periods": thr,
+                              "frames_by_batch_size": dict(sizes)})
         print(f"  [{send}] {n} node(s): {fps:.1f} ok frames/s; server CPU {cpu_ms:.2f} ms a frame; periods the "
-              f"nodes were throttled: {thr}", flush=True)
+              f"nodes were throttled (of {int(args.seconds * 10)}): {thr}; frames by batch size "
+              f"{dict(sorted(sizes.items()))}", flush=True)
 
     try:
         for n in (1, 2, 3):

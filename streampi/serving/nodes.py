@@ -256,20 +256,26 @@ class NodeTable:
 
     # -- what the server does --------------------------------------------------------------------------
     def idle(self, usable: Iterable[Any], in_hand: Any) -> list[NodeUnit]:
-        """The units that can take a batch now, quickest (measured per frame) first; a unit not
-        measured yet goes first, so that a node that just joined gets work at once."""
+        """The units that can take a batch now: one per worker of the least loaded workers (idle
+        workers while there are any; a busy worker's second batch only when every worker holds
+        one, so that frames spread over idle workers before they wait on a node), quickest
+        first; a unit not measured yet goes first, so that a node that just joined gets work at once."""
         usable = set(usable)
-        free, held = [], collections.Counter()
+        offer: dict[tuple[bytes, int], NodeUnit] = {}
+        held: collections.Counter = collections.Counter()
         for n in self.nodes.values():
             if n.lost:
                 continue
             for u in n.units:
+                key = (n.identity, u.index)
                 if u.holding is not None or u in in_hand:
-                    held[(n.identity, u.index)] += 1
-                elif u in usable and u.state == "ready":
-                    free.append(u)
-        # an idle worker before a busy worker's second unit; then the quickest
-        return sorted(free, key=lambda u: (held[(u.node.identity, u.index)], u.batch_ms))
+                    held[key] += 1
+                elif u in usable and u.state == "ready" and key not in offer:
+                    offer[key] = u
+        if not offer:
+            return []
+        least = min(held[key] for key in offer)
+        return sorted((u for key, u in offer.items() if held[key] == least), key=lambda u: u.batch_ms)
 
     def submit(self, unit: NodeUnit, jobs: list) -> None:
         """Send ``jobs`` to ``unit``'s node; a send that fails is kept in ``failed_sends``."""
@@ -406,11 +412,24 @@ class NodeLink:
         sock.bind(endpoint)
         self.sock = sock
         self._now = zmq.Socket.shadow(sock.underlying)
+        # the socket's own events: a connection that closed (a node's beat finds out whose at once) and
+        # a handshake refused (an unknown CurveZMQ key: that node gets nothing and sends nothing in)
+        self._monitor_owner = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self._monitor = zmq.Socket.shadow(self._monitor_owner.underlying)
         return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     def close(self) -> None:
         if self.mode == "tensor":
             self._pool.shutdown(wait=False, cancel_futures=True)
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None and not monitor.closed:
+            try:
+                self.sock.disable_monitor()
+            except Exception:
+                pass
+            self._monitor_owner.close(linger=0)
         if self.sock is not None and not self.sock.closed:
             try:
                 self.server._loop.remove_reader(self._now.getsockopt(__import__("zmq").FD))
@@ -443,15 +462,37 @@ class NodeLink:
         import zmq
 
         loop = self.server._loop
-        fd = self._now.getsockopt(zmq.FD)
+        fd, mon_fd = self._now.getsockopt(zmq.FD), self._monitor.getsockopt(zmq.FD)
         loop.add_reader(fd, self._on_readable)
+        loop.add_reader(mon_fd, self._on_monitor)
         self._on_readable()
         try:
             while True:
                 await asyncio.sleep(protocol.NODE_BEAT_S / 2)
                 self.tick()
+                self._on_monitor()  # (its descriptor signals on an edge)
         finally:
             loop.remove_reader(fd)
+            loop.remove_reader(mon_fd)
+
+    def _on_monitor(self) -> None:
+        import zmq
+        from zmq.utils.monitor import parse_monitor_message
+
+        probe = False
+        while not self._monitor.closed:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                probe = True
+            else:
+                self.server.stats["node_handshakes_refused"] += 1
+                log.warning("a node's handshake on %s failed (%s): an unknown CurveZMQ key, or no CurveZMQ on its side",
+                            event["endpoint"].decode(errors="replace"), zmq.Event(event["event"]).name)
+        if probe:  # whose connection closed: a beat to each node now (a gone one cannot be routed to)
+            self._beat_all(time.monotonic())
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -463,6 +504,9 @@ class NodeLink:
             log.warning("node %s (%s, generation %d) is lost: silent for %.1f s; its %d batch(es) run again elsewhere",
                         node.name, node.address, node.generation, protocol.NODE_SILENT_S, len(held))
             self._lost(node, held, "silent")
+        self._beat_all(now)
+
+    def _beat_all(self, now: float) -> None:
         beat = protocol.encode_node(protocol.KIND_NODE_BEAT, protocol.NodeBeat())
         for node in list(self.table.nodes.values()):
             if not self._send(node.identity, beat):
