@@ -525,7 +525,7 @@ class NodeLink:
         if self._no_node_since is None:
             self._no_node_since = now
         elif now - self._no_node_since >= protocol.NODE_SILENT_S and not server._unavailable:
-            log.error("no node has been ready for %.0f s (this server has no workers of its own, --workers 0); "
+            log.warning("no node has been ready for %.0f s (this server has no workers of its own, --workers 0); "
                       "answering frames 'unavailable' until one joins", now - self._no_node_since)
             server._unavailable = True
             for job in server.sched.take_all():
