@@ -48,7 +48,7 @@ def test_each_flag_reaches_its_field():
                         "--frigate-input-dtype", "float", "--frigate-accept-model", "from_frigate/",
                         "--http", "0.0.0.0:8080", "--http-api-key", "k", "--http-api-key-file", "key.txt",
                         "--http-max-upload", "2M", "--http-max-requests", "3", "--http-max-connections", "9",
-                        "--http-timeout", "2.5", "--node-bind", "tcp://0.0.0.0:5570", "--node-send", "tensor")
+                        "--http-timeout", "2.5", "--node-bind", "tcp://0.0.0.0:5570", "--node-send", "frame")
     want = ServerOptions(bind="ipc:///tmp/v1", credit_bind=None, shared_memory=False, publish="ipc:///tmp/out",
                          recv_hwm=8, control=None, metrics_port=0, metrics_bind="0.0.0.0", workers=3, threads=2,
                          light_threads=0, max_batch=8, max_delay_ms=2.5, policy="queue",
@@ -60,7 +60,7 @@ def test_each_flag_reaches_its_field():
                          frigate_deadline_ms=150.0, frigate_pixel_format="yuv", frigate_input_dtype="float",
                          frigate_accept_model="from_frigate/", http="0.0.0.0:8080", http_api_key="k", http_api_key_file="key.txt",
                          http_max_upload=2 * 2**20, http_max_requests=3, http_max_connections=9, http_timeout=2.5,
-                         node_bind="tcp://0.0.0.0:5570", node_send="tensor")
+                         node_bind="tcp://0.0.0.0:5570", node_send="frame")
     assert got == want
     # and every field a flag sets was changed by this line: a flag wired to nothing would show here
     defaults = ServerOptions()

@@ -78,9 +78,10 @@ class ServerOptions:
     node_bind: str | None = option(None, group="sockets", metavar="ENDPOINT", help=(
         "accept remote nodes (`streampi node MODEL --join ...`) on this ROUTER endpoint, e.g. tcp://0.0.0.0:5570: "
         "other machines that run batches beside this one's (docs/cluster.md; default: off)"))
-    node_send: str = option("frame", group="sockets", choices=("frame", "tensor"), help=(
-        "what crosses the link to a node: the frame as the producer sent it (the node runs the kernel) or the "
-        "model's input tensor (this server runs the kernel; docs/cluster.md compares them)"))
+    node_send: str = option("tensor", group="sockets", choices=("frame", "tensor"), help=(
+        "what crosses the link to a node: the model's input tensor (this server runs the kernel: fewer bytes, "
+        "less of the nodes' CPU) or the frame as the producer sent it (the node runs the kernel: spares this "
+        "server's CPU, e.g. for JPEG cameras); docs/cluster.md compares them"))
     recv_hwm: int = option(64, group="sockets", minimum=1, help=(
         "v1 frames ZeroMQ buffers per producer before that producer blocks"))
     control: str | None = option("tcp://127.0.0.1:5557", group="sockets", kind="endpoint", help=(
