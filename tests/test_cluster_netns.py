@@ -233,6 +233,7 @@ def test_a_latest_producer_is_replaced_at_the_camera_when_the_cluster_is_busy():
     codes = assert_exactly_once(sent, results)
     print(f"{len(sent) + len(replaced)} frames made, {len(replaced)} replaced at the camera, {dict(codes)}; "
           f"peak in flight {stats['credit_peak_in_flight']}")
-    assert len(replaced) > len(sent)  # most were replaced where they were made, not queued at the server
+    # replaced where they were made (the camera), far more than at the server (answered "dropped")
+    assert len(replaced) > 10 * (codes.get("dropped", 0) + 1)
     assert stats.get("credit_exceeded", 0) == 0 and stats["credit_peak_in_flight"] <= 3  # 1 node worker x 2 + 1
     assert set(codes) <= {"ok", "dropped"} and codes["ok"] > 0

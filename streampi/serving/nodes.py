@@ -761,6 +761,13 @@ class NodeLink:
         server, table, now = self.server, self.table, time.monotonic()
         table.spec, table.model_sha256 = server.spec, file_sha256(server.model_path)
         table.digest = config_digest(server.spec.config)
+        if self.mode == "tensor":  # the kernel and the decoder of the new model
+            import threading
+
+            from ..decoders import make_decoder
+
+            self._local = threading.local()
+            self._post = make_decoder(list(server.spec.outputs), server.spec.config)
         why = (f"the server now serves {server.spec.model_info['name']} (sha256 {table.model_sha256[:12]}): restart "
                f"the node with that model")
         for node in list(table.nodes.values()):
