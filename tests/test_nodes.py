@@ -360,7 +360,7 @@ def wait_node_holding(st: ServerThread, name: str, timeout: float = 30.0) -> Non
 
 
 @pytest.mark.parametrize("send", ["frame", "tensor"])
-def test_a_node_killed_mid_run_loses_nothing_and_health_names_it(send):
+def test_a_node_killed_mid_run_loses_nothing_and_health_names_it(send, caplog):
     def kill_a(st, nodes):
         time.sleep(1.5)
         wait_node_holding(st, "a")
@@ -377,6 +377,8 @@ def test_a_node_killed_mid_run_loses_nothing_and_health_names_it(send):
     assert stats["answered"] == stats["received"] and stats["nodes_lost"] == 1 and stats["reruns"] >= 1
     assert health["healthy"] is False
     assert any(p.startswith("node a (127.0.0.1, generation") and "is missing: " in p for p in health["problems"])
+    assert any(r.getMessage().startswith("node a (127.0.0.1, generation") and "is lost: " in r.getMessage()
+               for r in caplog.records)
     after = [r for r in results if r["ok"] and r["seq"] > 0]
     assert {r["node"] for r in after} >= {"b"}
     assert [n["node"] for n in status["nodes"] if n["state"] == "joined"] == ["b"]

@@ -501,16 +501,14 @@ class NodeLink:
             held = {b for n in self.table.nodes.values() for b in n.in_flight}
             self._sent_tensors = {b: m for b, m in self._sent_tensors.items() if b in held}
         for node, held in self.table.expire(now):
-            log.warning("node %s (%s, generation %d) is lost: silent for %.1f s; its %d batch(es) run again elsewhere",
-                        node.name, node.address, node.generation, protocol.NODE_SILENT_S, len(held))
-            self._lost(node, held, "silent")
+            self._lost(node, held, f"silent for {protocol.NODE_SILENT_S:.1f} s")
         self._beat_all(now)
 
     def _beat_all(self, now: float) -> None:
         beat = protocol.encode_node(protocol.KIND_NODE_BEAT, protocol.NodeBeat())
         for node in list(self.table.nodes.values()):
             if not self._send(node.identity, beat):
-                self._lost(node, self.table.lose(node, "its connection is gone", now), "unreachable")
+                self._lost(node, self.table.lose(node, "its connection is gone", now), "its connection is gone")
 
     def _check_available(self, now: float) -> None:
         """A server without local workers whose nodes are all gone (or never came) for
@@ -579,7 +577,7 @@ class NodeLink:
             self._send(identity, protocol.encode_node(protocol.KIND_NODE_WELCOME, protocol.NodeWelcome(
                 node.generation, table.session, body.mode)))
             log.info("node %s joined from %s: generation %d, %d workers x batch %d (%s)", node.name, address or "?",
-                     node.generation, len(node.units), body.max_batch, body.runtime)
+                     node.generation, body.workers, body.max_batch, body.runtime)
             for unit in node.units:
                 server.worker_state(unit, "ready")
             self._credit_changed()
@@ -730,6 +728,9 @@ class NodeLink:
         self.server.batch_done(unit, jobs, outcomes)
 
     def _lost(self, node: Node, held: list[tuple[NodeUnit, list]], why: str) -> None:
+        if why != "it left":
+            log.warning("node %s (%s, generation %d) is lost: %s; its %d batch(es) run again elsewhere", node.name,
+                        node.address or "?", node.generation, why, len(held))
         for unit, jobs in held:
             self.server.batch_lost(unit, jobs, f"node {node.name} is lost ({why})")
         for unit in node.units:
@@ -742,7 +743,8 @@ class NodeLink:
             node = unit.node
             self.server.batch_lost(unit, jobs, why)
             if not node.lost:
-                self._lost(node, self.table.lose(node, "its connection is gone", time.monotonic()), "unreachable")
+                self._lost(node, self.table.lose(node, "its connection is gone", time.monotonic()),
+                           "its connection is gone")
 
     def _credit_changed(self) -> None:
         """The workers changed: a ``latest`` producer's window (workers + 1) follows them."""
