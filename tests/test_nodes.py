@@ -475,3 +475,21 @@ def test_a_dispatcher_without_a_node_answers_unavailable_until_one_joins():
                 stop(node)
     assert first["seq"] == 0 and first["error"]["code"] == "unavailable"
     assert second["seq"] == 1 and second["ok"] and second["node"] == "n1"
+
+
+def test_a_door_request_runs_on_a_node_and_is_answered_through_its_reply():
+    """The doors (Frigate, HTTP) hand frames to Server.submit: a node runs them like any frame."""
+    import queue
+
+    with ServerThread("shapes_int8", dispatcher(policy="queue")) as st:
+        node = start_node(st.server.bound["node_bind"], "n1")
+        try:
+            wait_joined(st, "n1")
+            got: queue.Queue = queue.Queue()
+            parts = protocol.encode_frame("door", 7, "rgb", protocol_frame(), 96, 64)
+            st._loop.call_soon_threadsafe(st.server.submit, parts, got.put)
+            result = got.get(timeout=30)
+        finally:
+            stop(node)
+    assert result["stream"] == "door" and result["seq"] == 7 and result["ok"] and result["node"] == "n1"
+    assert got.empty()  # one answer
