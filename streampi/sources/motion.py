@@ -1,0 +1,297 @@
+"""Motion gating at the camera: send a frame only when something in the picture moves, plus one
+now and then, so that a still driveway costs neither network nor server.
+
+>>> gate = MotionGate(idle_every=10.0, hold=2.0)
+>>> for frame in source:
+...     if gate.check(frame):
+...         producer.send(frame.data, fmt=frame.fmt)
+>>> gate.counts
+{'motion': 41, 'hold': 20, 'idle': 12, 'skipped': 527}
+
+How it decides. The frame's luma is sampled on a coarse grid (``width`` cells across, as many
+down as keep the frame's aspect; each cell the mean of ``samples`` × ``samples`` pixels spread
+over it), and each cell is compared with a running background of the same grid. A cell has
+changed when it differs from its background by more than ``threshold`` grey levels (0..255,
+full range), after taking away the mean difference over the whole grid (``follow_light``: a
+cloud or the evening dims every cell alike). The frame has motion when more than ``area`` of
+the cells changed. Then the background moves ``alpha`` of the way towards the frame, so a car
+that parks becomes background after a few seconds (about ``3 / alpha`` frames) and light that
+drifts is followed.
+
+A frame is sent when it has motion (``"motion"``), while less than ``hold`` seconds have passed
+since the last frame with motion (``"hold"``: the end of a movement and what stops in the
+picture reach the server too), and when ``idle_every`` seconds have passed since the last frame
+sent (``"idle"``: the server still sees the scene; the first frame is one). Any other frame is
+``"skipped"``.
+
+Where the luma comes from, per format: the Y plane of ``i420`` and ``nv12`` as it is (BT.601
+limited range, stretched to full range by the kernel: no conversion of the frame); ``gray`` as
+it is; ``rgb``, ``bgr``, ``rgba`` and ``bgra`` weighed at the sampled pixels only; ``jpeg``
+decoded straight to grey at the smallest scale (1/8, 1/4, 1/2) that still has a pixel for every
+sample (libjpeg-turbo's DCT scaling, through simplejpeg). So the formats give the same decisions
+for the same picture; the compiled loop (``streampi/_ext/_motion.pyx``) reads only the sampled
+bytes, without the GIL.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import FrameError
+from ..formats import DEFAULT_MAX_PIXELS, check_raw_size
+from .base import Frame
+
+#: frame formats the gate reads
+MOTION_FORMATS = ("i420", "nv12", "gray", "rgb", "bgr", "rgba", "bgra", "jpeg")
+#: byte offsets of R, G, B within a pixel, and bytes per pixel, of the packed colour formats
+_PACKED = {"rgb": ((0, 1, 2), 3), "bgr": ((2, 1, 0), 3), "rgba": ((0, 1, 2), 4), "bgra": ((2, 1, 0), 4)}
+REASONS = ("motion", "hold", "idle", "skipped")
+
+
+def _kernel() -> Any:
+    try:
+        from .._ext import _motion
+    except ImportError as exc:
+        raise ImportError(f"the motion gate needs streampi's compiled kernels ({exc}); reinstall streampi "
+                          "where a C compiler is present (Debian: apt-get install build-essential python3-dev)"
+                          ) from None
+    return _motion
+
+
+def _number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if value < low or (low_open and value == low) or value > high:
+        lo = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be {lo}{'' if high == math.inf else f' and <= {high}'}, got {value!r}")
+    return float(value)
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+class _Grid:
+    """Sample positions of one frame geometry: the grid of cells and, per plane size read, the
+    byte offsets of the sample columns and the indices of the sample rows."""
+
+    def __init__(self, width: int, height: int, cells_across: int, samples: int) -> None:
+        self.size = (width, height)
+        self.gw = min(cells_across, width)
+        self.gh = max(1, min(height, round(self.gw * height / width)))
+        self.s = max(1, min(samples, width // self.gw, height // self.gh))
+        self._planes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def threshold(self, levels: float, limited: bool) -> int:
+        """``levels`` of full-range grey in the kernel's unit (256 × a cell's sum of samples); a
+        limited-range Y plane spans 219 levels where full-range luma spans 255."""
+        scale = 219 / 255 if limited else 1.0
+        return int(round(levels * scale * self.s * self.s * 256))
+
+    def positions(self, plane_w: int, plane_h: int, pixel_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (plane_w, plane_h, pixel_bytes)
+        if key not in self._planes:
+            nx, ny = self.gw * self.s, self.gh * self.s
+            # sample q at the middle of the q-th of nx equal spans of the row
+            xs = (2 * np.arange(nx, dtype=np.int64) + 1) * plane_w // (2 * nx) * pixel_bytes
+            ys = (2 * np.arange(ny, dtype=np.int64) + 1) * plane_h // (2 * ny)
+            self._planes[key] = xs.astype(np.int32), ys.astype(np.int32)
+        return self._planes[key]
+
+
+class MotionGate:
+    """Decides which frames of one camera to send (see the module's docstring).
+
+    ``idle_every``: seconds between two frames sent without motion (``None``: none);
+    ``hold``: seconds of frames sent after the last frame with motion; ``threshold``: grey
+    levels (0..255) a cell must differ from the background; ``area``: fraction of the cells that
+    must change (0.003 of the default 64 × 36 grid is 7 cells, about 0.3 % of the picture);
+    ``alpha``: how far the background moves towards each frame (0 < alpha <= 1); ``width``:
+    cells across the grid; ``samples``: samples per cell side; ``follow_light``: take a change
+    of light over the whole picture away before comparing.
+
+    :meth:`check` takes one :class:`~streampi.sources.Frame` at a time, in capture order.
+    ``counts`` holds how many frames went each way, ``reason`` and ``changed`` (the fraction of
+    cells that changed) describe the last frame. Not thread-safe: one gate per camera."""
+
+    def __init__(self, idle_every: float | None = 10.0, hold: float = 2.0, *, threshold: float = 12.0,
+                 area: float = 0.003, alpha: float = 0.2, width: int = 64, samples: int = 2,
+                 follow_light: bool = True) -> None:
+        self.idle_every = None if idle_every is None else _number("idle_every", idle_every, low=0, low_open=True)
+        self.hold = _number("hold", hold, low=0)
+        self.threshold = _number("threshold", threshold, low=0, high=255)
+        self.area = _number("area", area, low=0, high=1, low_open=False)
+        self.alpha = _number("alpha", alpha, low=0, high=1, low_open=True)
+        self.width = _whole("width", width, 1, 1024)
+        self.samples = _whole("samples", samples, 1, 16)
+        if not isinstance(follow_light, bool):
+            raise ValueError(f"follow_light must be True or False, got {follow_light!r}")
+        self.follow_light = follow_light
+        self._motion = _kernel()
+        self._alpha_q16 = int(round(self.alpha * 65536))
+        self.counts = dict.fromkeys(REASONS, 0)
+        self.reason: str | None = None
+        self.changed = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the background and the timers (after a camera reconnects, say): the next frame
+        is sent as ``"idle"`` and becomes the background. ``counts`` are kept."""
+        self._geometry: tuple[int, int, bool] | None = None
+        self._grid: _Grid | None = None
+        self._background: np.ndarray | None = None
+        self._cells: np.ndarray | None = None
+        self._last_sent: float | None = None
+        self._last_motion: float | None = None
+        self._last_now: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"<MotionGate idle_every={self.idle_every} hold={self.hold} threshold={self.threshold} "
+                f"area={self.area} alpha={self.alpha} grid={self.width} samples={self.samples} {self.counts}>")
+
+    # --- the luma plane of a frame -------------------------------------------------------------
+
+    def _plane(self, frame: Frame) -> tuple[np.ndarray, int, int, tuple[int, int, int], int, bool, int, int]:
+        """(plane as rows × bytes, plane width and height in pixels, RGB offsets, bytes per
+        pixel, limited range, frame width, frame height)."""
+        fmt = frame.fmt
+        if fmt == "jpeg":
+            return self._jpeg_plane(frame)
+        arr = self._raw_array(frame)
+        if fmt in ("i420", "nv12"):
+            h = arr.shape[0] * 2 // 3
+            return arr[:h], arr.shape[1], h, (0, 0, 0), 1, True, arr.shape[1], h
+        if fmt == "gray":
+            return arr, arr.shape[1], arr.shape[0], (0, 0, 0), 1, False, arr.shape[1], arr.shape[0]
+        offsets, bpp = _PACKED[fmt]
+        h, w = arr.shape[:2]
+        # pixels are contiguous within a row (_raw_array saw to it): a view, whatever the row stride
+        return arr.reshape(h, w * bpp), w, h, offsets, bpp, False, w, h
+
+    @staticmethod
+    def _raw_array(frame: Frame) -> np.ndarray:
+        fmt, data = frame.fmt, frame.data
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            # raw bytes: the size comes from the frame record
+            nbytes = memoryview(data).nbytes
+            check_raw_size(fmt, frame.width, frame.height, nbytes)
+            arr = np.frombuffer(data, np.uint8)
+            w, h = frame.width, frame.height
+            if fmt in ("i420", "nv12"):
+                return arr.reshape(h * 3 // 2, w)
+            return arr.reshape(h, w) if fmt == "gray" else arr.reshape(h, w, _PACKED[fmt][1])
+        if not isinstance(data, np.ndarray):
+            raise FrameError(f"a {fmt} frame's data must be a NumPy array or bytes, got {type(data).__name__}")
+        if data.dtype != np.uint8:
+            raise FrameError(f"a {fmt} frame must be uint8, got {data.dtype}")
+        if fmt in ("i420", "nv12", "gray"):
+            if data.ndim == 3 and data.shape[2] == 1 and fmt == "gray":
+                data = data[..., 0]
+            if data.ndim != 2:
+                raise FrameError(f"a {fmt} frame must be a 2-D array, got shape {data.shape}")
+            rows, w = data.shape
+            if fmt != "gray":
+                if rows % 3 or w % 2 or (rows * 2 // 3) % 2:
+                    raise FrameError(f"a {fmt} frame is a (height × 3/2, width) array with an even width and "
+                                     f"height, got shape {data.shape}")
+                h = rows * 2 // 3
+            else:
+                h = rows
+        else:
+            bpp = _PACKED[fmt][1]
+            if data.ndim != 3 or data.shape[2] != bpp:
+                raise FrameError(f"a {fmt} frame must be a height × width × {bpp} array, got shape {data.shape}")
+            h, w = data.shape[:2]
+        if h < 1 or w < 1:
+            raise FrameError(f"a {fmt} frame must not be empty, got shape {data.shape}")
+        if w * h > DEFAULT_MAX_PIXELS:
+            raise FrameError(f"frame of {w}×{h} exceeds the limit of {DEFAULT_MAX_PIXELS} pixels")
+        if data.strides[-1] != 1 or (data.ndim == 3 and data.strides[1] != data.shape[2]):
+            data = np.ascontiguousarray(data)
+        return data
+
+    def _jpeg_plane(self, frame: Frame) -> tuple[np.ndarray, int, int, tuple[int, int, int], int, bool, int, int]:
+        import simplejpeg
+
+        data = frame.data
+        if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
+            raise FrameError(f"a jpeg frame's data must be bytes, got {type(data).__name__}")
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+        except (ValueError, TypeError) as exc:
+            raise FrameError(f"the jpeg frame's header does not parse: {exc}") from None
+        if w < 1 or h < 1 or w * h > DEFAULT_MAX_PIXELS:
+            raise FrameError(f"jpeg frame of {w}×{h}: outside 1 .. {DEFAULT_MAX_PIXELS} pixels")
+        grid = self._grid_for(w, h)
+        try:
+            gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=True, min_width=grid.gw * grid.s,
+                                          min_height=grid.gh * grid.s, min_factor=1)
+        except (ValueError, TypeError) as exc:
+            raise FrameError(f"the jpeg frame does not decode: {exc}") from None
+        plane = gray[..., 0] if gray.ndim == 3 else gray
+        return plane, plane.shape[1], plane.shape[0], (0, 0, 0), 1, False, w, h
+
+    def _grid_for(self, width: int, height: int) -> _Grid:
+        if self._grid is None or self._grid.size != (width, height):
+            self._grid = _Grid(width, height, self.width, self.samples)
+        return self._grid
+
+    # --- the decision --------------------------------------------------------------------------
+
+    def check(self, frame: Frame, now: float | None = None) -> bool:
+        """Whether to send ``frame`` (an object with ``data`` and ``fmt``, as :class:`Frame`),
+        seen at ``now`` seconds (default ``time.monotonic()``; any clock that does not go back:
+        should it go back, the timers start afresh). Raises :class:`~streampi.errors.FrameError`
+        (a ``ValueError``) for a frame the gate cannot read; the gate's state is then unchanged."""
+        if now is None:
+            now = time.monotonic()
+        elif isinstance(now, bool) or not isinstance(now, numbers.Real) or not math.isfinite(now):
+            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+        fmt = getattr(frame, "fmt", None)
+        if not hasattr(frame, "data") or fmt is None:
+            raise FrameError(f"check() takes a Frame (data and fmt), got {type(frame).__name__}")
+        if fmt not in MOTION_FORMATS:
+            raise FrameError(f"the motion gate reads {', '.join(MOTION_FORMATS)} frames, got {fmt!r}")
+        plane, pw, ph, (ro, go, bo), bpp, limited, w, h = self._plane(frame)
+        grid = self._grid_for(w, h)
+        xs, ys = grid.positions(pw, ph, bpp)
+        # a new size, or Y plane after full-range luma (their sums differ by an offset and a scale)
+        first = self._geometry != (w, h, limited) or self._background is None
+        if first:
+            self._cells = np.zeros(grid.gw * grid.gh, np.int32)
+            self._background = np.zeros_like(self._cells)
+        mode = self._motion.LUMA_RGB if bpp > 1 else self._motion.LUMA_PLANE
+        changed = self._motion.motion_pass(plane, mode, ro, go, bo, xs, ys, grid.s, self._cells,
+                                           self._background, grid.threshold(self.threshold, limited),
+                                           self._alpha_q16, self.follow_light, first)
+        self._geometry = (w, h, limited)
+        self.changed = changed / len(self._cells)
+        float_now = float(now)
+        if self._last_now is not None and float_now < self._last_now:
+            self._last_sent = self._last_motion = None  # the clock went back: start the timers afresh
+        self._last_now = float_now
+        if first:
+            reason = "idle"
+        elif self.changed > self.area:
+            reason = "motion"
+            self._last_motion = float_now
+        elif self._last_motion is not None and float_now - self._last_motion <= self.hold:
+            reason = "hold"
+        elif self._last_sent is None or (self.idle_every is not None and
+                                         float_now - self._last_sent >= self.idle_every):
+            reason = "idle"
+        else:
+            reason = "skipped"
+        self.reason = reason
+        self.counts[reason] += 1
+        if reason == "skipped":
+            return False
+        self._last_sent = float_now
+        return True
