@@ -8,12 +8,13 @@ positions and owns the background; :func:`motion_pass` still checks every index 
 against its buffers (``ValueError``), since its loops run without bounds checks.
 
 The frame is never read whole: each cell of the grid (``gw`` × ``gh`` cells over the frame) is
-the sum of ``s`` × ``s`` luma samples spread over it, so a 1280×720 frame on the default
-64 × 36 grid costs 9 216 byte loads (144 of its 720 rows touched), where the preprocessing
-kernel reads 448 rows in full. Everything is integer arithmetic with no division per cell
-(cells and background are sample sums × 256; the caller scales the threshold to them), so every
-build and architecture gives the same decisions, and the NumPy twin in ``tests/test_motion.py``
-gives the same numbers.
+the sum of ``sx`` × ``sy`` luma samples spread over it; the gate samples ``sx = 4`` points on one
+row a cell, so a 1280×720 frame on the default 64 × 36 grid costs 9 216 byte loads on 36 of its
+720 rows, where the preprocessing kernel reads 448 rows in full (and a frame fresh from a camera
+comes from memory, not from a cache: the rows touched are what it costs). Everything is integer
+arithmetic with no division per cell (cells and background are sample sums × 256; the caller
+scales the threshold to them), so every build and architecture gives the same decisions, and
+the NumPy twin in ``tests/test_motion.py`` gives the same numbers.
 """
 
 from libc.stdint cimport uint8_t, int32_t, int64_t
@@ -32,15 +33,15 @@ LUMA_RGB = MODE_RGB
 
 
 def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
-                const int32_t[::1] xs, const int32_t[::1] ys, int s,
+                const int32_t[::1] xs, const int32_t[::1] ys, int sx, int sy,
                 int32_t[::1] cells, int32_t[::1] background, int threshold, int alpha,
                 bint follow_light, bint init):
     """Sample ``plane`` (rows × bytes, bytes contiguous within a row) into ``cells`` and compare
     them with ``background``; return the number of changed cells.
 
-    ``xs`` holds ``gw * s`` byte offsets within a row (sample columns, cell after cell), ``ys``
-    ``gh * s`` row indices; cell ``(j, i)`` is 256 × the sum of the luma at ``ys[j*s:(j+1)*s]`` ×
-    ``xs[i*s:(i+1)*s]``. ``mode`` LUMA_PLANE reads each sample's byte as luma; LUMA_RGB reads
+    ``xs`` holds ``gw * sx`` byte offsets within a row (sample columns, cell after cell), ``ys``
+    ``gh * sy`` row indices; cell ``(j, i)`` is 256 × the sum of the luma at ``ys[j*sy:(j+1)*sy]`` ×
+    ``xs[i*sx:(i+1)*sx]``. ``mode`` LUMA_PLANE reads each sample's byte as luma; LUMA_RGB reads
     R, G, B at byte offsets ``ro``, ``go``, ``bo`` from it and weighs them (BT.601, OpenCV's
     RGB2GRAY weights in Q15).
 
@@ -49,8 +50,8 @@ def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
     of light moves every cell alike; C division, towards zero) and 0 otherwise. Then every
     background cell moves ``(difference * alpha) >> 16`` towards its cell. ``init``: the
     background becomes the cells, nothing is compared (returns 0)."""
-    cdef Py_ssize_t gw = xs.shape[0] // s if s > 0 else 0
-    cdef Py_ssize_t gh = ys.shape[0] // s if s > 0 else 0
+    cdef Py_ssize_t gw = xs.shape[0] // sx if sx > 0 else 0
+    cdef Py_ssize_t gh = ys.shape[0] // sy if sy > 0 else 0
     cdef Py_ssize_t n_cells = gw * gh
     cdef Py_ssize_t rows = plane.shape[0], width = plane.shape[1]
     cdef Py_ssize_t stride, k, changed
@@ -61,9 +62,9 @@ def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
             raise ValueError(f"channel offsets must be >= 0, got {ro}, {go}, {bo}")
     elif mode != MODE_PLANE:
         raise ValueError(f"unknown luma mode {mode}")
-    if s < 1 or n_cells < 1 or xs.shape[0] != gw * s or ys.shape[0] != gh * s:
+    if sx < 1 or sy < 1 or n_cells < 1 or xs.shape[0] != gw * sx or ys.shape[0] != gh * sy:
         raise ValueError(f"{xs.shape[0]} sample columns and {ys.shape[0]} sample rows do not make whole "
-                         f"cells of {s}×{s} samples")
+                         f"cells of {sx}×{sy} samples")
     if cells.shape[0] != n_cells or background.shape[0] != n_cells:
         raise ValueError(f"cells ({cells.shape[0]}) and background ({background.shape[0]}) must hold "
                          f"{gw}×{gh} = {n_cells} values")
@@ -81,13 +82,13 @@ def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
         raise ValueError(f"threshold must be >= 0 and alpha in 0..65536, got {threshold}, {alpha}")
     stride = plane.strides[0]
     with nogil:
-        changed = _pass(&plane[0, 0], stride, mode, ro, go, bo, &xs[0], &ys[0], gw, gh, s, &cells[0],
+        changed = _pass(&plane[0, 0], stride, mode, ro, go, bo, &xs[0], &ys[0], gw, gh, sx, sy, &cells[0],
                         &background[0], threshold, alpha, follow_light, init)
     return changed
 
 
 cdef Py_ssize_t _pass(const uint8_t* base, Py_ssize_t stride, int mode, int ro, int go, int bo,
-                      i32_in xs, i32_in ys, Py_ssize_t gw, Py_ssize_t gh, int s,
+                      i32_in xs, i32_in ys, Py_ssize_t gw, Py_ssize_t gh, int sx, int sy,
                       i32_out cells, i32_out bg, int threshold, int alpha, bint follow_light,
                       bint init) noexcept nogil:
     cdef Py_ssize_t i, j, k, m, q, n_cells = gw * gh, changed = 0
@@ -98,19 +99,19 @@ cdef Py_ssize_t _pass(const uint8_t* base, Py_ssize_t stride, int mode, int ro, 
     for j in range(gh):
         for i in range(gw):
             cells[j * gw + i] = 0
-        for k in range(s):
-            row = base + ys[j * s + k] * stride
+        for k in range(sy):
+            row = base + ys[j * sy + k] * stride
             if mode == MODE_PLANE:
                 for i in range(gw):
                     acc = 0
-                    for m in range(s):
-                        acc += row[xs[i * s + m]]
+                    for m in range(sx):
+                        acc += row[xs[i * sx + m]]
                     cells[j * gw + i] += acc
             else:
                 for i in range(gw):
                     acc = 0
-                    for m in range(s):
-                        p = row + xs[i * s + m]
+                    for m in range(sx):
+                        p = row + xs[i * sx + m]
                         acc += (p[ro] * 9798 + p[go] * 19235 + p[bo] * 3735 + 16384) >> 15
                     cells[j * gw + i] += acc
         for i in range(gw):

@@ -9,8 +9,9 @@ now and then, so that a still driveway costs neither network nor server.
 {'motion': 41, 'hold': 20, 'idle': 12, 'skipped': 527}
 
 How it decides. The frame's luma is sampled on a coarse grid (``width`` cells across, as many
-down as keep the frame's aspect; each cell the mean of ``samples`` × ``samples`` pixels spread
-over it), and each cell is compared with a running background of the same grid. A cell has
+down as keep the frame's aspect; each cell the mean of ``samples`` pixels spread across its
+middle row, so that a 1280×720 frame is read on 36 of its rows only), and each cell is compared
+with a running background of the same grid. A cell has
 changed when it differs from its background by more than ``threshold`` grey levels (0..255,
 full range), after taking away the mean difference over the whole grid (``follow_light``: a
 cloud or the evening dims every cell alike). The frame has motion when more than ``area`` of
@@ -25,7 +26,7 @@ sent (``"idle"``: the server still sees the scene; the first frame is one). Any 
 ``"skipped"``.
 
 Where the luma comes from, per format: the Y plane of ``i420`` and ``nv12`` as it is (BT.601
-limited range, stretched to full range by the kernel: no conversion of the frame); ``gray`` as
+limited range, compared with a threshold scaled by 219/255: no conversion of the frame); ``gray`` as
 it is; ``rgb``, ``bgr``, ``rgba`` and ``bgra`` weighed at the sampled pixels only; ``jpeg``
 decoded straight to grey at the smallest scale (1/8, 1/4, 1/2) that still has a pixel for every
 sample (libjpeg-turbo's DCT scaling, through simplejpeg). So the formats give the same decisions
@@ -79,27 +80,30 @@ def _whole(name: str, value: Any, low: int, high: int) -> int:
 
 
 class _Grid:
-    """Sample positions of one frame geometry: the grid of cells and, per plane size read, the
-    byte offsets of the sample columns and the indices of the sample rows."""
+    """Sample positions of one frame geometry: ``gw`` × ``gh`` cells, each sampled at ``sx`` points
+    across the middle row of the cell (``sy`` = 1 row: a cell costs one row of the frame, which is
+    what a frame that comes from memory costs), and, per plane size read, the byte offsets of the
+    sample columns and the indices of the sample rows."""
 
     def __init__(self, width: int, height: int, cells_across: int, samples: int) -> None:
         self.size = (width, height)
         self.gw = min(cells_across, width)
         self.gh = max(1, min(height, round(self.gw * height / width)))
-        self.s = max(1, min(samples, width // self.gw, height // self.gh))
+        self.sx = max(1, min(samples, width // self.gw))
+        self.sy = 1
         self._planes: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def threshold(self, levels: float, limited: bool) -> int:
         """``levels`` of full-range grey in the kernel's unit (256 × a cell's sum of samples); a
         limited-range Y plane spans 219 levels where full-range luma spans 255."""
         scale = 219 / 255 if limited else 1.0
-        return int(round(levels * scale * self.s * self.s * 256))
+        return int(round(levels * scale * self.sx * self.sy * 256))
 
     def positions(self, plane_w: int, plane_h: int, pixel_bytes: int) -> tuple[np.ndarray, np.ndarray]:
         key = (plane_w, plane_h, pixel_bytes)
         if key not in self._planes:
-            nx, ny = self.gw * self.s, self.gh * self.s
-            # sample q at the middle of the q-th of nx equal spans of the row
+            nx, ny = self.gw * self.sx, self.gh * self.sy
+            # sample q at the middle of the q-th of nx equal spans of the row (and so for rows)
             xs = (2 * np.arange(nx, dtype=np.int64) + 1) * plane_w // (2 * nx) * pixel_bytes
             ys = (2 * np.arange(ny, dtype=np.int64) + 1) * plane_h // (2 * ny)
             self._planes[key] = xs.astype(np.int32), ys.astype(np.int32)
@@ -114,7 +118,7 @@ class MotionGate:
     levels (0..255) a cell must differ from the background; ``area``: fraction of the cells that
     must change (0.003 of the default 64 × 36 grid is 7 cells, about 0.3 % of the picture);
     ``alpha``: how far the background moves towards each frame (0 < alpha <= 1); ``width``:
-    cells across the grid; ``samples``: samples per cell side; ``follow_light``: take a change
+    cells across the grid; ``samples``: samples per cell; ``follow_light``: take a change
     of light over the whole picture away before comparing.
 
     :meth:`check` takes one :class:`~streampi.sources.Frame` at a time, in capture order.
@@ -122,7 +126,7 @@ class MotionGate:
     cells that changed) describe the last frame. Not thread-safe: one gate per camera."""
 
     def __init__(self, idle_every: float | None = 10.0, hold: float = 2.0, *, threshold: float = 12.0,
-                 area: float = 0.003, alpha: float = 0.2, width: int = 64, samples: int = 2,
+                 area: float = 0.003, alpha: float = 0.2, width: int = 64, samples: int = 4,
                  follow_light: bool = True) -> None:
         self.idle_every = None if idle_every is None else _number("idle_every", idle_every, low=0, low_open=True)
         self.hold = _number("hold", hold, low=0)
@@ -231,8 +235,8 @@ class MotionGate:
             raise FrameError(f"jpeg frame of {w}×{h}: outside 1 .. {DEFAULT_MAX_PIXELS} pixels")
         grid = self._grid_for(w, h)
         try:
-            gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=True, min_width=grid.gw * grid.s,
-                                          min_height=grid.gh * grid.s, min_factor=1)
+            gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_width=grid.gw * grid.sx,
+                                          min_height=grid.gh * grid.sy)
         except (ValueError, TypeError) as exc:
             raise FrameError(f"the jpeg frame does not decode: {exc}") from None
         plane = gray[..., 0] if gray.ndim == 3 else gray
@@ -268,7 +272,7 @@ class MotionGate:
             self._cells = np.zeros(grid.gw * grid.gh, np.int32)
             self._background = np.zeros_like(self._cells)
         mode = self._motion.LUMA_RGB if bpp > 1 else self._motion.LUMA_PLANE
-        changed = self._motion.motion_pass(plane, mode, ro, go, bo, xs, ys, grid.s, self._cells,
+        changed = self._motion.motion_pass(plane, mode, ro, go, bo, xs, ys, grid.sx, grid.sy, self._cells,
                                            self._background, grid.threshold(self.threshold, limited),
                                            self._alpha_q16, self.follow_light, first)
         self._geometry = (w, h, limited)
