@@ -87,23 +87,21 @@ def cost_line(w: int, h: int, fmt: str, repeat: int, cold: bool) -> dict:
     check()
     check()
     grid = gate._grid
-    planes = [gate._plane(f) for f in frames]
-    _, pw, ph, offsets, bpp, limited, *_ = planes[0]
-    xs, ys = grid.positions(pw, ph, bpp)
-    cells, background = gate._cells.copy(), gate._background.copy()
-    mode = _motion.LUMA_RGB if bpp > 1 else _motion.LUMA_PLANE
-    threshold = grid.threshold(gate.threshold, limited)
+    reads = [gate._read(f) for f in frames]  # (the buffer the kernel reads, its plan)
+    plan = reads[0][1]
+    state = gate._state.copy()
 
     def kernel_only():
-        _motion.motion_pass(planes[next_of("pass")][0], mode, *offsets, xs, ys, grid.s, cells, background,
-                            threshold, 13107, True, False)
+        plane, _ = reads[next_of("pass")]
+        _motion.motion_pass(plane, plan.mode, *plan.offsets, plan.layout, plan.nx, plan.sx, plan.sy, state,
+                            plan.threshold, 13107, True, False)
 
     pre = {interp: Preprocessor((224, 224, 3), np.int8, scale=SCALE, zero_point=ZP, interpolation=interp)
            for interp in ("linear", "auto")}
     slot = pre["linear"].new_slot()
     fns = [check, kernel_only] + [lambda k=k, p=p: p(data[next_of(k)], fmt, out=slot) for k, p in pre.items()]
     gate_us, kernel_us, linear_us, auto_us = timeit_interleaved(fns, repeat, cold)
-    return {"line": f"{w}×{h} {fmt}", "cache": "cold" if cold else "warm", "grid": f"{grid.gw}×{grid.gh}×{grid.s}²",
+    return {"line": f"{w}×{h} {fmt}", "cache": "cold" if cold else "warm", "grid": f"{grid.gw}×{grid.gh}×{grid.sx}",
             "gate_us": gate_us, "pass_us": kernel_us, "preprocess_linear_us": linear_us,
             "preprocess_auto_us": auto_us, "share_linear": gate_us / linear_us, "share_auto": gate_us / auto_us}
 

@@ -44,6 +44,15 @@ def twin_pass(plane, mode, offsets, xs, ys, sx, sy, background, threshold, alpha
     return changed, cells, background + ((d * alpha) >> 16)
 
 
+def kernel(plane, mode, offsets, xs, ys, sx, sy, cells, background, threshold, alpha, follow_light, init):
+    """motion_pass with the cells and the background as two arrays (updated in place)."""
+    state = np.concatenate([cells, background]).astype(np.int32)
+    changed = _motion.motion_pass(plane, mode, *offsets, np.concatenate([xs, ys]).astype(np.int32), len(xs), sx, sy,
+                                  state, threshold, alpha, follow_light, init)
+    cells[:], background[:] = state[: len(cells)], state[len(cells):]
+    return changed
+
+
 def random_case(rng):
     mode = int(rng.integers(2))
     bpp = 1 if mode == _motion.LUMA_PLANE else int(rng.choice([3, 4]))
@@ -72,8 +81,9 @@ def test_compiled_pass_matches_its_numpy_twin():
                                                       threshold, alpha, follow, init)
         cells = np.full(len(background), -1, np.int32)
         bg = background.copy()
-        changed = _motion.motion_pass(plane, mode, *offsets, xs, ys, sx, sy, cells, bg, threshold, alpha, follow,
-                                      init)
+        if plane.shape[1] % 3 == 0 and mode == _motion.LUMA_RGB and case % 2:  # rows × pixels × 3, as RGB arrays are
+            plane = plane.reshape(plane.shape[0], -1, 3)
+        changed = kernel(plane, mode, offsets, xs, ys, sx, sy, cells, bg, threshold, alpha, follow, init)
         assert changed == want_changed, case
         assert np.array_equal(cells, want_cells), case
         assert np.array_equal(bg, want_bg), case
@@ -84,21 +94,22 @@ def test_compiled_pass_counts_changed_cells_exactly():
     plane = np.array([[10, 20], [30, 40]], np.uint8)
     xs, ys = np.array([0, 1], np.int32), np.array([0, 1], np.int32)
     cells, bg = np.zeros(4, np.int32), np.zeros(4, np.int32)
-    assert _motion.motion_pass(plane, _motion.LUMA_PLANE, 0, 0, 0, xs, ys, 1, 1, cells, bg, 0, 0, False, True) == 0
+    assert kernel(plane, _motion.LUMA_PLANE, (0, 0, 0), xs, ys, 1, 1, cells, bg, 0, 0, False, True) == 0
     assert cells.tolist() == bg.tolist() == [2560, 5120, 7680, 10240]
     plane2 = np.array([[10, 25], [30, 100]], np.uint8)  # cells 1 and 3 change by 5 and 60 levels
-    n = _motion.motion_pass(plane2, _motion.LUMA_PLANE, 0, 0, 0, xs, ys, 1, 1, cells, bg, 10 * 256, 32768, False,
-                            False)
+    n = kernel(plane2, _motion.LUMA_PLANE, (0, 0, 0), xs, ys, 1, 1, cells, bg, 10 * 256, 32768, False, False)
     assert n == 1  # only the change of 60 exceeds 10 levels
     assert bg.tolist() == [2560, 5120 + 640, 7680, 10240 + 7680]  # half-way (alpha 1/2)
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(xs=np.array([0, 99], np.int32)), "outside the row"),
-    (dict(xs=np.array([-1, 0], np.int32)), "outside the row"),
-    (dict(ys=np.array([0, 4], np.int32)), "outside the plane"),
-    (dict(cells=np.zeros(3, np.int32)), "must hold"),
-    (dict(background=np.zeros(5, np.int32)), "must hold"),
+    (dict(layout=np.array([0, 99, 0, 3], np.int32)), "outside the row"),
+    (dict(layout=np.array([-1, 0, 0, 3], np.int32)), "outside the row"),
+    (dict(layout=np.array([0, 3, 0, 4], np.int32)), "outside the plane"),
+    (dict(layout=np.array([0, 3, 0], np.int32), sy=2), "whole cells"),
+    (dict(nx=5), "whole cells"),
+    (dict(nx=-1), "whole cells"),
+    (dict(state=np.zeros(6, np.int32)), "must hold the cells and the background"),
     (dict(sx=0), "whole cells"),
     (dict(sy=0), "whole cells"),
     (dict(sx=3), "whole cells"),
@@ -109,15 +120,22 @@ def test_compiled_pass_counts_changed_cells_exactly():
     (dict(threshold=-1), "threshold"),
     (dict(alpha=65537), "alpha"),
     (dict(plane=np.zeros((4, 8), np.uint8)[:, ::2]), "contiguous"),
+    (dict(plane=np.zeros((4, 4, 3), np.uint8)[:, ::2]), "contiguous"),
+    (dict(plane=np.zeros((4, 4), np.uint8)[::-1]), "overlap"),
     (dict(plane=np.zeros((0, 4), np.uint8)), "empty"),
+    (dict(plane=np.zeros((4, 4), np.uint16)), "bytes"),
+    (dict(plane=np.zeros(16, np.uint8)), "2 or 3 dimensions"),
 ])
 def test_compiled_pass_refuses_inconsistent_arguments(bad, message):
-    args = dict(plane=np.zeros((4, 4), np.uint8), mode=0, ro=0, go=0, bo=0, xs=np.array([0, 3], np.int32),
-                ys=np.array([0, 3], np.int32), sx=1, sy=1, cells=np.zeros(4, np.int32), background=np.zeros(4, np.int32),
-                threshold=0, alpha=0, follow_light=False, init=False)
+    args = dict(plane=np.zeros((4, 4), np.uint8), mode=0, ro=0, go=0, bo=0, layout=np.array([0, 3, 0, 3], np.int32),
+                nx=2, sx=1, sy=1, state=np.zeros(8, np.int32), threshold=0, alpha=0, follow_light=False, init=False)
     args.update(bad)
     with pytest.raises(ValueError, match=message):
         _motion.motion_pass(*args.values())
+    if "plane" in bad:
+        args["plane"] = "not a buffer"
+        with pytest.raises(TypeError):
+            _motion.motion_pass(*args.values())
 
 
 def test_grid_samples_fall_inside_their_cells():
@@ -218,8 +236,8 @@ def test_jpeg_is_decoded_reduced_and_grey():
     """A 1280×720 JPEG is read at 1/4 scale (320×180 covers the 256×36 samples of the default grid)."""
     gate = MotionGate()
     rgb = MotionScene(1280, 720, seconds=1).frame(0)[0]
-    plane, pw, ph, *_ = gate._jpeg_plane(Frame(simplejpeg.encode_jpeg(rgb), "jpeg", "x"))
-    assert (pw, ph) == (320, 180) and plane.ndim == 2
+    plane, plan = gate._read(Frame(simplejpeg.encode_jpeg(rgb), "jpeg", "x"))
+    assert plane.shape[:2] == (180, 320) and plan.geometry == ((1280, 720), False)
 
 
 def test_a_stationary_gate_ignores_a_change_of_light_over_the_whole_picture():
@@ -349,10 +367,10 @@ def test_bad_frames_are_refused_clearly_and_leave_the_gate_as_it_was(frame, mess
     still, moved = still_and_moving()
     gate = MotionGate()
     gate.check(still, now=0.0)
-    before = (dict(gate.counts), gate.reason, gate._background.copy())
+    before = (dict(gate.counts), gate.reason, gate._state.copy())
     with pytest.raises(FrameError, match=message):
         gate.check(frame, now=1.0)
-    assert (gate.counts, gate.reason) == before[:2] and np.array_equal(gate._background, before[2])
+    assert (gate.counts, gate.reason) == before[:2] and np.array_equal(gate._state, before[2])
     assert gate.check(moved, now=2.0) and gate.reason == "motion"  # the gate still works
 
 

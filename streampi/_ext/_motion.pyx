@@ -17,6 +17,7 @@ scales the threshold to them), so every build and architecture gives the same de
 the NumPy twin in ``tests/test_motion.py`` gives the same numbers.
 """
 
+from cpython.buffer cimport PyBUF_RECORDS_RO, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport uint8_t, int32_t, int64_t
 
 cdef extern from *:
@@ -32,29 +33,34 @@ LUMA_PLANE = MODE_PLANE
 LUMA_RGB = MODE_RGB
 
 
-def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
-                const int32_t[::1] xs, const int32_t[::1] ys, int sx, int sy,
-                int32_t[::1] cells, int32_t[::1] background, int threshold, int alpha,
-                bint follow_light, bint init):
-    """Sample ``plane`` (rows × bytes, bytes contiguous within a row) into ``cells`` and compare
-    them with ``background``; return the number of changed cells.
+def motion_pass(object plane, int mode, int ro, int go, int bo, const int32_t[::1] layout, Py_ssize_t nx,
+                int sx, int sy, int32_t[::1] state, int threshold, int alpha, bint follow_light, bint init):
+    """Sample ``plane`` into the cells and compare them with the background; return the number
+    of changed cells.
 
-    ``xs`` holds ``gw * sx`` byte offsets within a row (sample columns, cell after cell), ``ys``
-    ``gh * sy`` row indices; cell ``(j, i)`` is 256 × the sum of the luma at ``ys[j*sy:(j+1)*sy]`` ×
-    ``xs[i*sx:(i+1)*sx]``. ``mode`` LUMA_PLANE reads each sample's byte as luma; LUMA_RGB reads
-    R, G, B at byte offsets ``ro``, ``go``, ``bo`` from it and weighs them (BT.601, OpenCV's
-    RGB2GRAY weights in Q15).
+    ``plane``: any buffer of bytes (format ``B``) of 2 dimensions (rows × bytes) or 3 (rows ×
+    pixels × bytes of a pixel), bytes contiguous within a row, rows any stride apart: an I420
+    frame's whole array (its first rows are the Y plane), a row-padded RGB view. ``layout``
+    holds ``nx = gw * sx`` byte offsets within a row (sample columns, cell after cell), then
+    ``gh * sy`` row indices; cell ``(j, i)`` is 256 × the sum of the luma at rows
+    ``ys[j*sy:(j+1)*sy]`` × columns ``xs[i*sx:(i+1)*sx]``. ``mode`` LUMA_PLANE reads each
+    sample's byte as luma; LUMA_RGB reads R, G, B at byte offsets ``ro``, ``go``, ``bo`` from it
+    and weighs them (BT.601, OpenCV's RGB2GRAY weights in Q15). ``state`` holds the ``gw * gh``
+    cells, then the background.
 
     A cell has changed when ``|cell - background - offset| > threshold`` (in the cells' unit),
     the offset being the mean difference over all cells when ``follow_light`` (a global change
     of light moves every cell alike; C division, towards zero) and 0 otherwise. Then every
     background cell moves ``(difference * alpha) >> 16`` towards its cell. ``init``: the
     background becomes the cells, nothing is compared (returns 0)."""
-    cdef Py_ssize_t gw = xs.shape[0] // sx if sx > 0 else 0
-    cdef Py_ssize_t gh = ys.shape[0] // sy if sy > 0 else 0
+    cdef Py_buffer view
+    cdef Py_ssize_t ny = layout.shape[0] - nx
+    cdef Py_ssize_t gw = nx // sx if sx > 0 else 0
+    cdef Py_ssize_t gh = ny // sy if sy > 0 else 0
     cdef Py_ssize_t n_cells = gw * gh
-    cdef Py_ssize_t rows = plane.shape[0], width = plane.shape[1]
-    cdef Py_ssize_t stride, k, changed
+    cdef Py_ssize_t rows, width, stride, k, changed
+    cdef const int32_t* xs
+    cdef const int32_t* ys
     cdef int reach = 0
     if mode == MODE_RGB:
         reach = max(ro, go, bo)
@@ -62,28 +68,41 @@ def motion_pass(const uint8_t[:, :] plane, int mode, int ro, int go, int bo,
             raise ValueError(f"channel offsets must be >= 0, got {ro}, {go}, {bo}")
     elif mode != MODE_PLANE:
         raise ValueError(f"unknown luma mode {mode}")
-    if sx < 1 or sy < 1 or n_cells < 1 or xs.shape[0] != gw * sx or ys.shape[0] != gh * sy:
-        raise ValueError(f"{xs.shape[0]} sample columns and {ys.shape[0]} sample rows do not make whole "
-                         f"cells of {sx}×{sy} samples")
-    if cells.shape[0] != n_cells or background.shape[0] != n_cells:
-        raise ValueError(f"cells ({cells.shape[0]}) and background ({background.shape[0]}) must hold "
-                         f"{gw}×{gh} = {n_cells} values")
-    if rows < 1 or width < 1:
-        raise ValueError("the plane is empty")
-    if plane.strides[1] != 1:
-        raise ValueError(f"the plane's bytes must be contiguous within a row (stride {plane.strides[1]})")
-    for k in range(xs.shape[0]):
-        if xs[k] < 0 or xs[k] + reach >= width:
-            raise ValueError(f"sample column {k} at byte {xs[k]} (+{reach}) is outside the row of {width} bytes")
-    for k in range(ys.shape[0]):
-        if ys[k] < 0 or ys[k] >= rows:
-            raise ValueError(f"sample row {k} at {ys[k]} is outside the plane's {rows} rows")
+    if sx < 1 or sy < 1 or nx < 0 or n_cells < 1 or nx != gw * sx or ny != gh * sy:
+        raise ValueError(f"{nx} sample columns and {ny} sample rows do not make whole cells of {sx}×{sy} samples")
+    if state.shape[0] != 2 * n_cells:
+        raise ValueError(f"state ({state.shape[0]}) must hold the cells and the background: 2 × {gw}×{gh}")
     if threshold < 0 or not 0 <= alpha <= 65536:
         raise ValueError(f"threshold must be >= 0 and alpha in 0..65536, got {threshold}, {alpha}")
-    stride = plane.strides[0]
-    with nogil:
-        changed = _pass(&plane[0, 0], stride, mode, ro, go, bo, &xs[0], &ys[0], gw, gh, sx, sy, &cells[0],
-                        &background[0], threshold, alpha, follow_light, init)
+    xs, ys = &layout[0], &layout[nx]
+    PyObject_GetBuffer(plane, &view, PyBUF_RECORDS_RO)
+    try:
+        if view.itemsize != 1 or view.format == NULL or view.format[0] != b'B' or view.format[1] != 0:
+            raise ValueError(f"the plane must hold bytes (uint8), got format {view.format!r}")
+        if view.ndim not in (2, 3):
+            raise ValueError(f"the plane must have 2 or 3 dimensions, got {view.ndim}")
+        rows, width, stride = view.shape[0], view.shape[1], view.strides[0]
+        if view.ndim == 3:
+            if view.strides[2] != 1 or view.strides[1] != view.shape[2]:
+                raise ValueError("the plane's bytes must be contiguous within a row")
+            width = width * view.shape[2]
+        elif view.strides[1] != 1:
+            raise ValueError(f"the plane's bytes must be contiguous within a row (stride {view.strides[1]})")
+        if rows < 1 or width < 1:
+            raise ValueError("the plane is empty")
+        if stride < width:
+            raise ValueError(f"rows {stride} bytes apart overlap rows of {width} bytes")
+        for k in range(nx):
+            if xs[k] < 0 or xs[k] + reach >= width:
+                raise ValueError(f"sample column {k} at byte {xs[k]} (+{reach}) is outside the row of {width} bytes")
+        for k in range(ny):
+            if ys[k] < 0 or ys[k] >= rows:
+                raise ValueError(f"sample row {k} at {ys[k]} is outside the plane's {rows} rows")
+        with nogil:
+            changed = _pass(<const uint8_t*>view.buf, stride, mode, ro, go, bo, xs, ys, gw, gh, sx, sy, &state[0],
+                            &state[n_cells], threshold, alpha, follow_light, init)
+    finally:
+        PyBuffer_Release(&view)
     return changed
 
 
@@ -101,7 +120,10 @@ cdef Py_ssize_t _pass(const uint8_t* base, Py_ssize_t stride, int mode, int ro, 
             cells[j * gw + i] = 0
         for k in range(sy):
             row = base + ys[j * sy + k] * stride
-            if mode == MODE_PLANE:
+            if mode == MODE_PLANE and sx == 4:  # the gate's layout: four loads a cell, unrolled
+                for i in range(gw):
+                    cells[j * gw + i] += (row[xs[4 * i]] + row[xs[4 * i + 1]]) + (row[xs[4 * i + 2]] + row[xs[4 * i + 3]])
+            elif mode == MODE_PLANE:
                 for i in range(gw):
                     acc = 0
                     for m in range(sx):

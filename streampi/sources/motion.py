@@ -100,14 +100,31 @@ class _Grid:
         return int(round(levels * scale * self.sx * self.sy * 256))
 
     def positions(self, plane_w: int, plane_h: int, pixel_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (plane_w, plane_h, pixel_bytes)
-        if key not in self._planes:
-            nx, ny = self.gw * self.sx, self.gh * self.sy
-            # sample q at the middle of the q-th of nx equal spans of the row (and so for rows)
-            xs = (2 * np.arange(nx, dtype=np.int64) + 1) * plane_w // (2 * nx) * pixel_bytes
-            ys = (2 * np.arange(ny, dtype=np.int64) + 1) * plane_h // (2 * ny)
-            self._planes[key] = xs.astype(np.int32), ys.astype(np.int32)
-        return self._planes[key]
+        """(xs, ys): byte offsets of the ``gw * sx`` sample columns within a row of a plane
+        ``plane_w`` pixels wide, indices of the ``gh * sy`` sample rows of a plane ``plane_h`` high."""
+        nx, ny = self.gw * self.sx, self.gh * self.sy
+        # sample q at the middle of the q-th of nx equal spans of the row (and so for rows)
+        xs = (2 * np.arange(nx, dtype=np.int64) + 1) * plane_w // (2 * nx) * pixel_bytes
+        ys = (2 * np.arange(ny, dtype=np.int64) + 1) * plane_h // (2 * ny)
+        return xs.astype(np.int32), ys.astype(np.int32)
+
+
+class _Plan:
+    """How to read frames of one layout (format, shape, strides): what the kernel is handed."""
+
+    __slots__ = ("geometry", "mode", "offsets", "layout", "nx", "sx", "sy", "threshold", "n_cells", "copy")
+
+    def __init__(self, grid: _Grid, plane_w: int, plane_h: int, offsets: tuple[int, int, int], bpp: int,
+                 limited: bool, levels: float, copy: bool) -> None:
+        xs, ys = grid.positions(plane_w, plane_h, bpp)
+        self.geometry = (grid.size, limited)
+        self.mode = 1 if bpp > 1 else 0  # _motion.LUMA_RGB, LUMA_PLANE
+        self.offsets = offsets
+        self.layout = np.concatenate([xs, ys])
+        self.nx, self.sx, self.sy = len(xs), grid.sx, grid.sy
+        self.threshold = grid.threshold(levels, limited)
+        self.n_cells = grid.gw * grid.gh
+        self.copy = copy
 
 
 class MotionGate:
@@ -148,10 +165,10 @@ class MotionGate:
     def reset(self) -> None:
         """Forget the background and the timers (after a camera reconnects, say): the next frame
         is sent as ``"idle"`` and becomes the background. ``counts`` are kept."""
-        self._geometry: tuple[int, int, bool] | None = None
+        self._geometry: tuple[tuple[int, int], bool] | None = None
         self._grid: _Grid | None = None
-        self._background: np.ndarray | None = None
-        self._cells: np.ndarray | None = None
+        self._plans: dict[tuple, _Plan] = {}
+        self._state = np.zeros(0, np.int32)  # the cells, then the background (kernel's layout)
         self._last_sent: float | None = None
         self._last_motion: float | None = None
         self._last_now: float | None = None
@@ -160,32 +177,48 @@ class MotionGate:
         return (f"<MotionGate idle_every={self.idle_every} hold={self.hold} threshold={self.threshold} "
                 f"area={self.area} alpha={self.alpha} grid={self.width} samples={self.samples} {self.counts}>")
 
-    # --- the luma plane of a frame -------------------------------------------------------------
+    # --- reading a frame ---------------------------------------------------------------------------
 
-    def _plane(self, frame: Frame) -> tuple[np.ndarray, int, int, tuple[int, int, int], int, bool, int, int]:
-        """(plane as rows × bytes, plane width and height in pixels, RGB offsets, bytes per
-        pixel, limited range, frame width, frame height)."""
-        fmt = frame.fmt
+    def _read(self, frame: Any) -> tuple[Any, _Plan]:
+        """(the buffer the kernel reads, its plan). A NumPy frame of a layout seen before takes a
+        dictionary look-up: no copy, no slice, no NumPy call (the kernel reads the Y plane of an
+        I420 array in place, an RGB view with padded rows as it is)."""
+        try:
+            data, fmt = frame.data, frame.fmt
+        except AttributeError:
+            raise FrameError(f"check() takes a Frame (data and fmt), got {type(frame).__name__}") from None
+        if type(data) is np.ndarray:
+            plan = self._plans.get((fmt, data.shape, data.strides, data.dtype))
+            if plan is not None:
+                return (np.ascontiguousarray(data) if plan.copy else data), plan
+        if fmt not in MOTION_FORMATS:
+            raise FrameError(f"the motion gate reads {', '.join(MOTION_FORMATS)} frames, got {fmt!r}")
         if fmt == "jpeg":
-            return self._jpeg_plane(frame)
+            return self._read_jpeg(data)
         arr = self._raw_array(frame)
-        if fmt in ("i420", "nv12"):
-            h = arr.shape[0] * 2 // 3
-            return arr[:h], arr.shape[1], h, (0, 0, 0), 1, True, arr.shape[1], h
-        if fmt == "gray":
-            return arr, arr.shape[1], arr.shape[0], (0, 0, 0), 1, False, arr.shape[1], arr.shape[0]
-        offsets, bpp = _PACKED[fmt]
+        copy = arr is not data and isinstance(data, np.ndarray)  # a pixel stride the kernel cannot read
         h, w = arr.shape[:2]
-        # pixels are contiguous within a row (_raw_array saw to it): a view, whatever the row stride
-        return arr.reshape(h, w * bpp), w, h, offsets, bpp, False, w, h
+        if fmt in ("i420", "nv12"):
+            h = h * 2 // 3
+            plan = _Plan(self._grid_for(w, h), w, h, (0, 0, 0), 1, True, self.threshold, copy)
+        elif fmt == "gray":
+            plan = _Plan(self._grid_for(w, h), w, h, (0, 0, 0), 1, False, self.threshold, copy)
+        else:
+            offsets, bpp = _PACKED[fmt]
+            plan = _Plan(self._grid_for(w, h), w, h, offsets, bpp, False, self.threshold, copy)
+        if isinstance(data, np.ndarray):
+            if len(self._plans) >= 16:  # a source whose layout keeps changing: start afresh
+                self._plans.clear()
+            self._plans[(fmt, data.shape, data.strides, data.dtype)] = plan
+        return arr, plan
 
     @staticmethod
-    def _raw_array(frame: Frame) -> np.ndarray:
+    def _raw_array(frame: Any) -> np.ndarray:
         fmt, data = frame.fmt, frame.data
         if isinstance(data, (bytes, bytearray, memoryview)):
             # raw bytes: the size comes from the frame record
             nbytes = memoryview(data).nbytes
-            check_raw_size(fmt, frame.width, frame.height, nbytes)
+            check_raw_size(fmt, getattr(frame, "width", None), getattr(frame, "height", None), nbytes)
             arr = np.frombuffer(data, np.uint8)
             w, h = frame.width, frame.height
             if fmt in ("i420", "nv12"):
@@ -217,14 +250,13 @@ class MotionGate:
             raise FrameError(f"a {fmt} frame must not be empty, got shape {data.shape}")
         if w * h > DEFAULT_MAX_PIXELS:
             raise FrameError(f"frame of {w}×{h} exceeds the limit of {DEFAULT_MAX_PIXELS} pixels")
-        if data.strides[-1] != 1 or (data.ndim == 3 and data.strides[1] != data.shape[2]):
+        if data.strides[-1] != 1 or (data.ndim == 3 and data.strides[1] != data.shape[2]) or data.strides[0] < 0:
             data = np.ascontiguousarray(data)
         return data
 
-    def _jpeg_plane(self, frame: Frame) -> tuple[np.ndarray, int, int, tuple[int, int, int], int, bool, int, int]:
+    def _read_jpeg(self, data: Any) -> tuple[np.ndarray, _Plan]:
         import simplejpeg
 
-        data = frame.data
         if not isinstance(data, (bytes, bytearray, memoryview, np.ndarray)):
             raise FrameError(f"a jpeg frame's data must be bytes, got {type(data).__name__}")
         try:
@@ -239,8 +271,12 @@ class MotionGate:
                                           min_height=grid.gh * grid.sy)
         except (ValueError, TypeError) as exc:
             raise FrameError(f"the jpeg frame does not decode: {exc}") from None
-        plane = gray[..., 0] if gray.ndim == 3 else gray
-        return plane, plane.shape[1], plane.shape[0], (0, 0, 0), 1, False, w, h
+        key = ("jpeg", w, h, gray.shape[1], gray.shape[0])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(grid, gray.shape[1], gray.shape[0], (0, 0, 0), 1, False,
+                                            self.threshold, False)
+        return gray, plan
 
     def _grid_for(self, width: int, height: int) -> _Grid:
         if self._grid is None or self._grid.size != (width, height):
@@ -256,40 +292,30 @@ class MotionGate:
         (a ``ValueError``) for a frame the gate cannot read; the gate's state is then unchanged."""
         if now is None:
             now = time.monotonic()
-        elif isinstance(now, bool) or not isinstance(now, numbers.Real) or not math.isfinite(now):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r}")
-        fmt = getattr(frame, "fmt", None)
-        if not hasattr(frame, "data") or fmt is None:
-            raise FrameError(f"check() takes a Frame (data and fmt), got {type(frame).__name__}")
-        if fmt not in MOTION_FORMATS:
-            raise FrameError(f"the motion gate reads {', '.join(MOTION_FORMATS)} frames, got {fmt!r}")
-        plane, pw, ph, (ro, go, bo), bpp, limited, w, h = self._plane(frame)
-        grid = self._grid_for(w, h)
-        xs, ys = grid.positions(pw, ph, bpp)
+        elif type(now) is not float or now - now != 0.0:  # not a float, or inf or nan
+            if isinstance(now, bool) or not isinstance(now, numbers.Real) or not math.isfinite(now):
+                raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+            now = float(now)
+        plane, plan = self._read(frame)
         # a new size, or Y plane after full-range luma (their sums differ by an offset and a scale)
-        first = self._geometry != (w, h, limited) or self._background is None
-        if first:
-            self._cells = np.zeros(grid.gw * grid.gh, np.int32)
-            self._background = np.zeros_like(self._cells)
-        mode = self._motion.LUMA_RGB if bpp > 1 else self._motion.LUMA_PLANE
-        changed = self._motion.motion_pass(plane, mode, ro, go, bo, xs, ys, grid.sx, grid.sy, self._cells,
-                                           self._background, grid.threshold(self.threshold, limited),
-                                           self._alpha_q16, self.follow_light, first)
-        self._geometry = (w, h, limited)
-        self.changed = changed / len(self._cells)
-        float_now = float(now)
-        if self._last_now is not None and float_now < self._last_now:
+        first = plan.geometry != self._geometry
+        state = np.zeros(2 * plan.n_cells, np.int32) if first else self._state
+        ro, go, bo = plan.offsets
+        changed = self._motion.motion_pass(plane, plan.mode, ro, go, bo, plan.layout, plan.nx, plan.sx, plan.sy,
+                                           state, plan.threshold, self._alpha_q16, self.follow_light, first)
+        self._geometry, self._state = plan.geometry, state
+        self.changed = changed / plan.n_cells
+        if self._last_now is not None and now < self._last_now:
             self._last_sent = self._last_motion = None  # the clock went back: start the timers afresh
-        self._last_now = float_now
+        self._last_now = now
         if first:
             reason = "idle"
         elif self.changed > self.area:
             reason = "motion"
-            self._last_motion = float_now
-        elif self._last_motion is not None and float_now - self._last_motion <= self.hold:
+            self._last_motion = now
+        elif self._last_motion is not None and now - self._last_motion <= self.hold:
             reason = "hold"
-        elif self._last_sent is None or (self.idle_every is not None and
-                                         float_now - self._last_sent >= self.idle_every):
+        elif self._last_sent is None or (self.idle_every is not None and now - self._last_sent >= self.idle_every):
             reason = "idle"
         else:
             reason = "skipped"
@@ -297,5 +323,5 @@ class MotionGate:
         self.counts[reason] += 1
         if reason == "skipped":
             return False
-        self._last_sent = float_now
+        self._last_sent = now
         return True
