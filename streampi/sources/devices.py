@@ -211,6 +211,7 @@ class PiCamera(Source):
         super().__init__(f"picamera2:{camera}")
         w, h = _check_wanted_size(size)
         picamera2 = _picamera2()
+        self._cam = None
         try:
             from libcamera import ColorSpace
 
@@ -223,7 +224,10 @@ class PiCamera(Source):
             self.width, self.height = lores["size"]
             self.stride = lores["stride"]
             self._cam.start()
-        except Exception as exc:  # picamera2 raises IndexError, RuntimeError... for a missing camera
+        except Exception as exc:  # picamera2 raises RuntimeError (IndexError in older versions) for a missing camera
+            if self._cam is not None:
+                self._cam.close()
+                self._cam = None
             raise SourceError(f"picamera2:{camera}: the camera cannot be opened: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
