@@ -345,6 +345,34 @@ def test_strided_and_bytes_frames_read_like_contiguous_ones():
     assert (c.reason, c.changed) == (d.reason, d.changed) == ("motion", d.changed) and d.changed > 0
 
 
+def test_gray_frames_of_one_channel_and_two_gates_on_two_threads():
+    """A gray frame as (h, w, 1) reads like (h, w); gates on two threads (the pass releases the
+    GIL) decide as they do one after the other."""
+    import threading
+
+    scene = MotionScene(96, 64, seconds=30)
+    frames = [scene.frame(i)[0] for i in range(0, len(scene), 3)]
+    grays = [from_rgb(rgb, "gray") for rgb in frames]
+
+    def run_gate(fmt, arrays, out):
+        gate = MotionGate()
+        out.extend(gate.check(Frame(a, fmt, "x"), now=i * 0.6) for i, a in enumerate(arrays))
+
+    alone, shaped, first, second = [], [], [], []
+    run_gate("gray", grays, alone)
+    run_gate("gray", [g[..., None] for g in grays], shaped)
+    threads = [threading.Thread(target=run_gate, args=("gray", grays, first)),
+               threading.Thread(target=run_gate, args=("rgb", frames, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert shaped == alone == first and any(alone) and not all(alone)
+    rgb_alone = []
+    run_gate("rgb", frames, rgb_alone)
+    assert second == rgb_alone
+
+
 # --- bad frames and options -------------------------------------------------------------------------
 
 

@@ -196,7 +196,7 @@ class MotionGate:
         if fmt == "jpeg":
             return self._read_jpeg(data)
         arr = self._raw_array(frame)
-        copy = arr is not data and isinstance(data, np.ndarray)  # a pixel stride the kernel cannot read
+        copy = arr is not data and isinstance(data, np.ndarray)  # strides the kernel cannot read: copied
         h, w = arr.shape[:2]
         if fmt in ("i420", "nv12"):
             h = h * 2 // 3
@@ -229,11 +229,9 @@ class MotionGate:
         if data.dtype != np.uint8:
             raise FrameError(f"a {fmt} frame must be uint8, got {data.dtype}")
         if fmt in ("i420", "nv12", "gray"):
-            if data.ndim == 3 and data.shape[2] == 1 and fmt == "gray":
-                data = data[..., 0]
-            if data.ndim != 2:
+            if data.ndim != 2 and not (fmt == "gray" and data.ndim == 3 and data.shape[2] == 1):
                 raise FrameError(f"a {fmt} frame must be a 2-D array, got shape {data.shape}")
-            rows, w = data.shape
+            rows, w = data.shape[:2]
             if fmt != "gray":
                 if rows % 3 or w % 2 or (rows * 2 // 3) % 2:
                     raise FrameError(f"a {fmt} frame is a (height × 3/2, width) array with an even width and "
