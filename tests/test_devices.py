@@ -108,6 +108,7 @@ def libcamera_yuv420(i420: np.ndarray, stride: int) -> np.ndarray:
     return buf.reshape(h * 3 // 2, stride)
 
 
+@pytest.mark.aarch64
 @pytest.mark.parametrize("size, stride", [((320, 240), 320), ((320, 240), 384), ((224, 224), 256), ((62, 46), 64),
                                           ((640, 360), 640), ((2, 2), 64)])
 def test_yuv420_buffer_to_i420_drops_the_padding(size, stride):

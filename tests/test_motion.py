@@ -204,6 +204,7 @@ def test_scene_ground_truth_has_idle_stretches_and_movements(scene_frames):
     assert abs(frames[0].mean() - frames[125].mean()) > 5  # the light drifts between idle frames
 
 
+@pytest.mark.aarch64
 def test_gate_skips_most_idle_frames_and_misses_no_first_second_of_movement(scene_frames):
     scene, frames, _ = scene_frames
     sent, gate = decisions(scene_frames, "i420")
@@ -217,6 +218,7 @@ def test_gate_skips_most_idle_frames_and_misses_no_first_second_of_movement(scen
     assert gate.counts["motion"] > 0 and gate.counts["hold"] > 0 and gate.counts["idle"] >= 120 / 10 / 2
 
 
+@pytest.mark.aarch64
 def test_every_format_gives_the_same_decisions(scene_frames):
     """The same picture in every format: the same decisions on every moving frame (all sent) and
     on 99 % of all frames. Luma rounds differently per format (a limited-range Y plane has 219
