@@ -41,6 +41,8 @@ extensions = [Extension("streampi._ext._kernels", ["streampi/_ext/_kernels.pyx"]
                         extra_compile_args=extra)]
 # greedy NMS and YOLO candidate selection (plain portable C: no SIMD intrinsics, one build everywhere)
 extensions.append(Extension("streampi._ext._nms", ["streampi/_ext/_nms.pyx"], extra_compile_args=extra))
+# the motion gate at the camera (plain portable C, integer arithmetic: one build everywhere)
+extensions.append(Extension("streampi._ext._motion", ["streampi/_ext/_motion.pyx"], extra_compile_args=extra))
 if platform.machine().lower() in ("x86_64", "amd64") and not os.environ.get("STREAMPI_NATIVE"):
     # the same source built for AVX2 (no FMA: identical float results); picked at import when the CPU has it.
     extensions.append(Extension("streampi._ext._kernels_avx2", ["streampi/_ext/_kernels_avx2.pyx"],

@@ -19,7 +19,7 @@ import reprlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -621,3 +621,151 @@ def output_arrays(result: dict) -> list[np.ndarray]:
     """The ``outputs`` of a result as NumPy arrays."""
     return [np.frombuffer(o["data"], dtype=np.dtype(o["dtype"]).newbyteorder("<")).reshape(o["shape"])
             for o in result.get("outputs", [])]
+
+
+# -- nodes: remote workers (DEALER on the node → ROUTER at the server's --node-bind) ------
+# A node connects out, says what it runs (node-hello) and is welcomed with a generation or
+# refused with a reason. The server sends it batches only while one of its workers is free
+# (its credit: one batch per worker, each of at most max_batch frames); the node answers each
+# batch once (done, lost with its runner, or returned while its worker backs off). Both sides
+# send a beat every NODE_BEAT_S; a node silent for NODE_SILENT_S is lost. Every message is
+# bounded: a map of at most MAX_CONTROL_BYTES, a batch of at most MAX_NODE_BATCH frames.
+KIND_NODE_HELLO = b"node-hello"  # node → server: what it runs
+KIND_NODE_WELCOME = b"node-welcome"  # server → node: joined, with its generation
+KIND_NODE_REFUSED = b"node-refused"  # server → node: not joined, and why (the node stops)
+KIND_NODE_REJOIN = b"node-rejoin"  # server → node: "I do not know you (any more)": hello again
+KIND_NODE_BATCH = b"node-batch"  # server → node: a batch for one of its workers
+KIND_NODE_DONE = b"node-done"  # node → server: a batch's outcomes
+KIND_NODE_LOST = b"node-lost"  # node → server: a batch's runner died under it
+KIND_NODE_RETURNED = b"node-returned"  # node → server: a batch not run (its worker is backing off)
+KIND_NODE_BEAT = b"node-beat"  # both ways, every NODE_BEAT_S (the node's carries its workers' states)
+KIND_NODE_BYE = b"node-bye"  # node → server: leaving
+NODE_KINDS = (KIND_NODE_HELLO, KIND_NODE_WELCOME, KIND_NODE_REFUSED, KIND_NODE_REJOIN, KIND_NODE_BATCH,
+              KIND_NODE_DONE, KIND_NODE_LOST, KIND_NODE_RETURNED, KIND_NODE_BEAT, KIND_NODE_BYE)
+NODE_BEAT_S = 1.0
+NODE_SILENT_S = 3.0
+#: frames in one node batch at most (and workers a node may have)
+MAX_NODE_BATCH = 64
+MAX_NODE_WORKERS = 64
+#: what crosses the link: the frame as the producer sent it (the node runs the kernel), or the
+#: model's input tensor (the server runs the kernel; the node invokes and sends the raw outputs back,
+#: the server decodes them)
+NODE_MODES = ("frame", "tensor")
+
+_Name = Annotated[str, msgspec.Meta(max_length=64)]
+_Text = Annotated[str, msgspec.Meta(max_length=400)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class NodeHello(msgspec.Struct, forbid_unknown_fields=False):
+    """What a node runs: ``model_sha256`` (hex of the whole file) must be the server's."""
+
+    v: int
+    node_id: _Name
+    name: _Name
+    model_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    model_name: _Name
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_NODE_WORKERS)]
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=MAX_NODE_BATCH)]
+    mode: _Name = "frame"
+    config_digest: _Name = ""  # the node's model options (labels, decoder, normalisation) must be the server's
+    runtime: _Text = ""
+    version: _Name = ""
+
+
+class NodeWelcome(msgspec.Struct):
+    generation: _Count
+    session: _Name
+    mode: _Name
+
+
+class NodeReason(msgspec.Struct):
+    reason: _Text
+
+
+class NodeBatchHead(msgspec.Struct):
+    """A batch's header; part k+2 holds the pixels (or JPEG) of frame k."""
+
+    id: _Count
+    generation: _Count
+    worker: Annotated[int, msgspec.Meta(ge=0, lt=MAX_NODE_WORKERS)]
+    #: (stream, seq, fmt, width, height) of each frame
+    frames: Annotated[list[tuple[_Name, _Count, _Name, int | None, int | None]],
+                      msgspec.Meta(min_length=1, max_length=MAX_NODE_BATCH)]
+
+
+class NodeOutcome(msgspec.Struct):
+    payload: dict[str, Any] | None = None
+    error: tuple[_Name, _Text] | None = None
+    pre_ms: float = 0.0
+    timing: dict[str, Any] = {}
+
+
+class NodeDone(msgspec.Struct):
+    id: _Count
+    generation: _Count
+    outcomes: Annotated[list[NodeOutcome], msgspec.Meta(max_length=MAX_NODE_BATCH)]
+    node_ms: float = 0.0  # the node's time from receiving the batch to answering it
+
+
+class NodeLost(msgspec.Struct):
+    id: _Count
+    generation: _Count
+    reason: _Text = ""
+
+
+class NodeBeat(msgspec.Struct):
+    generation: _Count = 0
+    #: each worker's state (ready, starting, backoff, stopped): only ready ones get batches
+    states: Annotated[list[_Name], msgspec.Meta(max_length=MAX_NODE_WORKERS)] = []
+
+
+_NODE_STRUCTS: dict[bytes, Any] = {KIND_NODE_HELLO: NodeHello, KIND_NODE_WELCOME: NodeWelcome,
+                                   KIND_NODE_REFUSED: NodeReason, KIND_NODE_REJOIN: NodeReason,
+                                   KIND_NODE_BATCH: NodeBatchHead, KIND_NODE_DONE: NodeDone,
+                                   KIND_NODE_LOST: NodeLost, KIND_NODE_RETURNED: NodeLost,
+                                   KIND_NODE_BEAT: NodeBeat}
+_NODE_DECODERS = {kind: msgspec.msgpack.Decoder(struct) for kind, struct in _NODE_STRUCTS.items()}
+
+
+def encode_node(kind: bytes, body: Any = None, data: Sequence[Any] = ()) -> list[Any]:
+    """A node message: its kind, its map (a struct of the kind's type, or None for a bye) and,
+    for a batch, the frames' pixels (buffers, sent without a copy)."""
+    if kind not in NODE_KINDS:
+        raise ValueError(f"not a node message kind: {kind!r}")
+    if body is None:
+        return [kind]
+    return [kind, _pack(body), *data]
+
+
+def decode_node(parts: Sequence[Any], max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes) -> tuple[bytes, Any, list]:
+    """(kind, body, data parts) of a node message; ProtocolError naming what is wrong.
+
+    Bounds: a map of MAX_CONTROL_BYTES (a done map of ``max_message_bytes``: it carries
+    results), a batch of 1..MAX_NODE_BATCH frames with one data part each, nothing else after
+    any other map."""
+    if not parts:
+        raise ProtocolError("an empty node message")
+    kind = bytes(parts[0][:32]) if isinstance(parts[0], (bytes, bytearray, memoryview)) else bytes(_buffer(parts[0]))[:32]
+    if kind not in NODE_KINDS:
+        raise ProtocolError(f"a node message starts with one of {b', '.join(NODE_KINDS).decode()}, got "
+                            f"{bounded_repr(kind)}")
+    if kind == KIND_NODE_BYE:
+        if len(parts) != 1:
+            raise ProtocolError("a node-bye is the kind part alone")
+        return kind, None, []
+    if len(parts) < 2:
+        raise ProtocolError(f"a {kind.decode()} message needs its map")
+    limit = max_message_bytes if kind == KIND_NODE_DONE else MAX_CONTROL_BYTES * (8 if kind == KIND_NODE_BATCH else 1)
+    if _nbytes(memoryview(_buffer(parts[1]))) > limit:
+        raise ProtocolError(f"a {kind.decode()} map is larger than {limit} bytes")
+    if kind != KIND_NODE_BATCH and len(parts) != 2:
+        raise ProtocolError(f"a {kind.decode()} message has 2 parts, got {len(parts)}")
+    try:
+        body = _NODE_DECODERS[kind].decode(_buffer(parts[1]))
+    except _DECODE_ERRORS as exc:
+        raise ProtocolError(f"a bad {kind.decode()} map: {_clip(str(exc))}") from None
+    data = list(parts[2:])
+    if kind == KIND_NODE_BATCH and len(data) != len(body.frames):
+        raise ProtocolError(f"a node-batch of {len(body.frames)} frames carries {len(data)} data parts")
+    return kind, body, data

@@ -66,7 +66,9 @@ def test_serve_refuses_a_bad_model_clearly():
 @pytest.mark.aarch64
 def test_serve_bad_options():
     r = subprocess.run([*CLI, "serve", "--workers", "0"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "must be >= 1" in r.stderr
+    assert r.returncode == 2 and "must be >= 1 unless nodes run the frames" in r.stderr
+    r = subprocess.run([*CLI, "serve", "--workers", "-1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "must be >= 0" in r.stderr
     r = subprocess.run([*CLI, "serve", "--policy", "sometimes"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "policy must be one of" in r.stderr
 

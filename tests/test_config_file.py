@@ -133,7 +133,7 @@ def test_wrong_types_name_key_file_and_expected_type(tmp_path, text, key, expect
 
 
 @pytest.mark.parametrize("text, message", [
-    ("workers = 0", "workers: must be >= 1, got 0"),
+    ("workers = -1", "workers: must be >= 0, got -1"),
     ('isolation = "fork"', "isolation: 'fork' is not one of 'process', 'thread'"),
     ('mean = "0.5,0.5"', "mean: give one value or one per channel (3)"),
     ('delegate = ["libfoo.so:novalue"]', "delegate: delegate options are key=value"),

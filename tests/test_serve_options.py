@@ -53,7 +53,8 @@ def test_each_flag_reaches_its_field():
                         "zones.toml", "--events-snapshot-count", "9", "--events-snapshot-bytes", "4M",
                         "--mqtt", "mqtt://ha@broker", "--mqtt-password-file", "pw.txt",
                         "--mqtt-ca", "ca.pem", "--mqtt-prefix", "pi1", "--mqtt-discovery-prefix", "none",
-                        "--mqtt-labels", "person,car", "--mqtt-node-id", "garage", "--mqtt-stats-interval", "5")
+                        "--mqtt-labels", "person,car", "--mqtt-node-id", "garage", "--mqtt-stats-interval", "5",
+                        "--node-bind", "tcp://0.0.0.0:5570", "--node-send", "frame")
     want = ServerOptions(bind="ipc:///tmp/v1", credit_bind=None, shared_memory=False, publish="ipc:///tmp/out",
                          recv_hwm=8, control=None, metrics_port=0, metrics_bind="0.0.0.0", workers=3, threads=2,
                          light_threads=0, max_batch=8, max_delay_ms=2.5, policy="queue",
@@ -70,7 +71,7 @@ def test_each_flag_reaches_its_field():
                          events_snapshot_bytes=4 * 2**20,
                          mqtt="mqtt://ha@broker", mqtt_password_file="pw.txt", mqtt_ca="ca.pem", mqtt_prefix="pi1",
                          mqtt_discovery_prefix=None, mqtt_labels="person,car", mqtt_node_id="garage",
-                         mqtt_stats_interval=5.0)
+                         mqtt_stats_interval=5.0, node_bind="tcp://0.0.0.0:5570", node_send="frame")
     assert got == want
     # and every field a flag sets was changed by this line: a flag wired to nothing would show here
     defaults = ServerOptions()

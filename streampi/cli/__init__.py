@@ -10,6 +10,7 @@
     streampi keygen DIR [--name NAME]
     streampi ctl health|workers|stats|reload [MODEL]
     streampi mqtt --broker mqtt://HOST [--server ENDPOINT]   (pip install streampi[mqtt])
+    streampi node [MODEL] --join tcp://server:5570
 
 Each verb's module (``streampi.cli.<verb>``) has ``add_arguments(parser)`` and ``run(args)``;
 it imports only argparse and light helpers at module level and its stack inside ``run``. Only
@@ -39,6 +40,7 @@ VERBS = {
     "keygen": "write a CurveZMQ key pair: NAME.key (public) and NAME.key_secret",
     "frigate-config": "print the Frigate config (zmq detector) for a server of MODEL and write its labelmap",
     "mqtt": "bridge a running server to an MQTT broker and Home Assistant: events, counts, snapshots, stats",
+    "node": "run this machine's workers for a server elsewhere (--join the server's --node-bind)",
     "ctl": "ask a running server: health (exit code 0 when healthy), workers, stats, reload [MODEL]",
 }
 

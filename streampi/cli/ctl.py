@@ -48,6 +48,17 @@ def run(args: argparse.Namespace) -> int:
             held = ", ".join(f"{s}/{q}" for s, q in w["holding"]) or "-"
             print(f"w{w['index']}  pid {w['pid']}  gen {w['generation']}  {w['state']:<8} cores {w['cores']}  "
                   f"frames {w['frames_done']}  restarts {w['restarts']}  holding {held}")
+        for n in reply.get("nodes", []):  # remote nodes (docs/cluster.md)
+            if n["state"] == "missing":
+                print(f"node {n['node']}  {n['address'] or '?'}  gen {n['generation']}  MISSING for "
+                      f"{n['missing_s']:.1f} s: {n['why']}")
+            else:
+                print(f"node {n['node']}  {n['address'] or '?'}  gen {n['generation']}  key {n['key'] or '-'}  "
+                      f"credit {n['credit']}/{n['credit_max']}  batch {n['batch_ms']:.1f} ms  "
+                      f"frames {n['frames_done']}  workers {' '.join(n['worker_states'])}")
+        if args.command == "health":
+            for problem in reply.get("problems", []):
+                print(f"  {problem}")
     if args.command == "health":
         return 0 if reply["healthy"] else 1
     return 0

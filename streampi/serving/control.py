@@ -58,13 +58,25 @@ def status(server: Server) -> dict[str, Any]:
             problems.append(f"worker {slot.index} (pid {slot.pid}) is {process}")
         elif held_s is not None and held_s > server.options.invoke_timeout:
             problems.append(f"worker {slot.index} has held a batch for {held_s:.1f} s")
+    nodes: list[dict[str, Any]] = []
+    if server.nodes is not None:  # remote nodes (serving/nodes.py): the joined ones and the missing ones
+        nodes = server.nodes.table.describe(now)
+        for row in nodes:
+            if row["state"] == "missing":
+                problems.append(f"node {row['node']} ({row['address'] or '?'}, generation {row['generation']}) is "
+                                f"missing: {row['why']}, {row['missing_s']:.1f} s ago")
+        for unit in server.nodes.table.units:
+            handed = server.in_hand.get(unit)
+            held_s = now - handed.since if handed is not None else None
+            if held_s is not None and held_s > server.options.invoke_timeout + 3:
+                problems.append(f"node worker {unit.label} has held a batch for {held_s:.1f} s")
     if server.stopping:
         problems.append("stopping")
     peers = server.peers
     labels = getattr(server.config, "labels", None)
     return {"healthy": not problems, "problems": problems, "model": server.model_info,
             "labels": list(labels) if labels else None,  # what the model can find (an MQTT bridge's entities)
-            "isolation": server.options.isolation, "workers": workers, "pending": server.sched.pending,
+            "isolation": server.options.isolation, "workers": workers, "nodes": nodes, "pending": server.sched.pending,
             "frame_bytes_held": server.held_bytes, "credit_producers": len(peers), "credit_in_flight": peers.in_flight,
             "shm_rings": peers.rings, "shm_ring_bytes": peers.ring_bytes, "stats": dict(server.stats),
             "uptime_s": round(time.time() - server.started_at, 3)}
@@ -93,9 +105,10 @@ async def answer(server: Server, raw: bytes) -> dict[str, Any]:
             return {"ok": False, "error": f"unknown command; expected one of: {', '.join(COMMANDS)}"}
         now = status(server)
         if cmd == "workers":
-            return {"ok": True, "workers": now["workers"]}
+            return {"ok": True, "workers": now["workers"], "nodes": now["nodes"]}
         if cmd == "health":
-            return {"ok": True, "healthy": now["healthy"], "problems": now["problems"], "workers": now["workers"]}
+            return {"ok": True, "healthy": now["healthy"], "problems": now["problems"], "workers": now["workers"],
+                    "nodes": now["nodes"]}
         return {"ok": True, **now}
     except Exception as exc:
         return {"ok": False, "error": f"bad request ({type(exc).__name__})"}

@@ -116,6 +116,27 @@ class _Present:
         for w in st["workers"]:
             light.add_metric([str(w["index"])], w.get("light_frames", 0))
         yield from (busy, restarts, generation, alive, frames, light)
+        # remote nodes (docs/cluster.md): one series per node, by its name
+        node_up = GaugeMetricFamily("streampi_node_up", "1 while a remote node is joined, 0 while it is missing",
+                                    labels=["node"])
+        node_frames = CounterMetricFamily("streampi_node_frames", "Frames each remote node ran (in its current "
+                                                                  "generation)", labels=["node"])
+        node_generation = GaugeMetricFamily("streampi_node_generation", "Generation of each remote node (a new one "
+                                                                        "each time it joins)", labels=["node"])
+        node_credit = GaugeMetricFamily("streampi_node_credit", "Frames each remote node may be sent now (its free "
+                                                                "workers times max batch)", labels=["node"])
+        node_batch = GaugeMetricFamily("streampi_node_batch_seconds", "Measured round trip of a batch to each remote "
+                                                                      "node (its quickest worker)", labels=["node"])
+        for n in st.get("nodes", []):
+            label = [n["node"]]
+            joined = n["state"] == "joined"
+            node_up.add_metric(label, 1.0 if joined else 0.0)
+            node_generation.add_metric(label, n["generation"])
+            if joined:
+                node_frames.add_metric(label, n["frames_done"])
+                node_credit.add_metric(label, n["credit"])
+                node_batch.add_metric(label, n["batch_ms"] / 1e3)
+        yield from (node_up, node_frames, node_generation, node_credit, node_batch)
         producers = GaugeMetricFamily("streampi_credit_producers", "Protocol v1.1 producers the server keeps "
                                                                    "credit for")
         producers.add_metric([], st.get("credit_producers", 0))

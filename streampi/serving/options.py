@@ -78,6 +78,13 @@ class ServerOptions:
         "hand v1.1 producers on this machine no shared-memory ring: their raw frames come over the wire "
         "(docs/protocol.md, 'Shared memory')"))
     publish: str = option("tcp://127.0.0.1:5556", group="sockets", help="endpoint of the PUB socket for results")
+    node_bind: str | None = option(None, group="sockets", metavar="ENDPOINT", help=(
+        "accept remote nodes (`streampi node MODEL --join ...`) on this ROUTER endpoint, e.g. tcp://0.0.0.0:5570: "
+        "other machines that run batches beside this one's (docs/cluster.md; default: off)"))
+    node_send: str = option("tensor", group="sockets", choices=("frame", "tensor"), help=(
+        "what crosses the link to a node: the model's input tensor (this server runs the kernel: fewer bytes, "
+        "less of the nodes' CPU) or the frame as the producer sent it (the node runs the kernel: spares this "
+        "server's CPU, e.g. for JPEG cameras); docs/cluster.md compares them"))
     recv_hwm: int = option(64, group="sockets", minimum=1, help=(
         "v1 frames ZeroMQ buffers per producer before that producer blocks"))
     control: str | None = option("tcp://127.0.0.1:5557", group="sockets", kind="endpoint", help=(
@@ -87,8 +94,9 @@ class ServerOptions:
     metrics_bind: str = option("127.0.0.1", group="sockets", metavar="ADDRESS", help=(
         "address of the metrics endpoint (loopback unless you say otherwise)"))
     # -- scheduling
-    workers: int | None = option(None, group="scheduling", minimum=1, help=(
-        "workers, each an interpreter instance (default: one per usable core)"))
+    workers: int | None = option(None, group="scheduling", minimum=0, help=(
+        "workers, each an interpreter instance (default: one per usable core; 0: none here, the server "
+        "dispatches to its nodes only, see --node-bind)"))
     threads: int = option(1, group="scheduling", minimum=1, help="threads per interpreter")
     light_threads: int | None = option(None, group="scheduling", minimum=0, metavar="N", help=(
         "threads of each worker's wide interpreter, which runs a lone frame while the other workers idle "
@@ -264,5 +272,8 @@ class ServerOptions:
                 parse_thresholds(self.events_min_score)
             except ValueError as exc:
                 raise ValueError(f"events-min-score: {exc}") from None
+        if self.workers == 0 and not self.node_bind:
+            raise ValueError("workers must be >= 1 unless nodes run the frames: --workers 0 needs --node-bind "
+                             "(docs/cluster.md)")
         if self.isolation == "process" and not process_isolation_available():
             raise ValueError("isolation 'process' needs Linux (fork server and memfd); use --isolation thread")

@@ -80,7 +80,8 @@ class Server(Events):
 
         self.runtime_info = describe_runtime(opts.backend)  # where the figures come from
         self._cores = usable_cores()
-        self.n_workers = opts.workers or len(self._cores)
+        self.n_workers = opts.workers if opts.workers is not None else len(self._cores)  # 0: nodes only
+        self.nodes: Any = None  # serving/nodes.py: the remote nodes (--node-bind)
         self.stats: collections.Counter[str] = collections.Counter()
         self.sched = Scheduler(policy=opts.policy, stream_policies=opts.stream_policies,
                                queue_size=opts.queue_size, max_streams=opts.max_streams, max_batch=opts.max_batch,
@@ -192,6 +193,8 @@ class Server(Events):
             self.slots, self.spec, self.model_path, self.backend = slots, spec, Path(path), spec.backend_name
             self.config = spec.config
             self.sched.batchable = spec.batchable
+            if self.nodes is not None:  # nodes run the previous model: refused, to rejoin with the new one
+                self.nodes.model_changed()
             for slot in old:
                 self.usable.discard(slot)
                 slot.stop()  # after the batch it holds, if any
@@ -219,7 +222,8 @@ class Server(Events):
         # model), however short the unit's start timeout
         self.notifier.extend_timeout(LOAD_TIMEOUT_S + 10)
         self.slots = await self._new_slots(self.spec)
-        self.delegate_errors = self.slots[0].delegate_errors or self.delegate_errors
+        if self.slots:
+            self.delegate_errors = self.slots[0].delegate_errors or self.delegate_errors
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         """Run until :meth:`stop` is called; then answer what was accepted and return.
@@ -274,6 +278,8 @@ class Server(Events):
             tasks[asyncio.ensure_future(door.run())] = f"{type(door).__name__}"
         if self.control is not None:
             tasks[asyncio.ensure_future(control.serve(self, self.control))] = "control"
+        if self.nodes is not None:
+            tasks[asyncio.ensure_future(self.nodes.run())] = "nodes"
         self._tasks = tasks
         log.info("serving %s (%s) with %d %s workers", self.model_info["name"], self.model_info["sha256"],
                  self.n_workers, opts.isolation)
@@ -341,6 +347,15 @@ class Server(Events):
             self._close_sockets()
             raise StreampiError(f"cannot bind {opts.bind} / {opts.credit_bind} / {opts.publish} / "
                                 f"{opts.control}: {exc}") from exc
+        if opts.node_bind:  # remote nodes join here (serving/nodes.py)
+            from .nodes import NodeLink
+
+            self.nodes = NodeLink(self)
+            try:
+                node_bind = self.nodes.open(ctx, opts.node_bind, self._curve, opts.limits.max_message_bytes)
+            except zmq.ZMQError as exc:
+                self._close_sockets()
+                raise StreampiError(f"cannot bind --node-bind {opts.node_bind}: {exc}") from exc
         # blocking-API twins of the same sockets: draining what is already queued and publishing
         # through them skips the asyncio future machinery (~60 µs a message)
         self._pull_now = zmq.Socket.shadow(self.pull.underlying)
@@ -352,10 +367,14 @@ class Server(Events):
             self.bound["credit_bind"] = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         if self.control is not None:
             self.bound["control"] = self.control.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if self.nodes is not None:
+            self.bound["node_bind"] = node_bind
 
     def _close_sockets(self) -> None:
         self._closed = True
         self.peers.close_rings("the server stopped")
+        if self.nodes is not None:
+            self.nodes.close()
         for name in ("pull", "router", "pub", "control"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
@@ -561,7 +580,9 @@ class Server(Events):
     def _window(self, policy: str) -> int:
         if self.options.credit:
             return self.options.credit
-        return self.n_workers + 1 if policy == "latest" else self.options.queue_size
+        if policy != "latest":
+            return self.options.queue_size
+        return self.n_workers + (len(self.nodes.table.units) if self.nodes is not None else 0) + 1
 
     def _receive_v11(self, parts: list) -> None:
         identity, kind = bytes(parts[0]), bytes(parts[1]) if len(parts) > 1 else b""
@@ -764,12 +785,16 @@ class Server(Events):
         until a batch being gathered is due (None: nothing to wait for). Synchronous, so
         that the ingest and the workers' results can call it in the same loop turn."""
         while True:
-            idle = [s for s in self.slots if s in self.usable and s not in self.in_hand]
+            idle: list[Any] = [s for s in self.slots if s in self.usable and s not in self.in_hand]
+            if self.nodes is not None:  # a node's workers after the local ones, quickest first
+                idle += self.nodes.table.idle(self.usable, self.in_hand)
             if not idle:
                 return None
             decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self.stopping)
             if isinstance(decision, list):
                 self._submit(idle[0], decision, alone=not self.in_hand and not self.sched.pending)
+                if self.nodes is not None:
+                    self.nodes.after_dispatch()
                 continue
             return None if decision is None else max(0.0, decision - time.perf_counter())
 
@@ -799,7 +824,7 @@ class Server(Events):
         try:
             fn(slot, *args)
         except Exception as exc:
-            log.exception("handling %s of worker %d failed", getattr(fn, "__name__", fn), slot.index)
+            log.exception("handling %s of worker %s failed", getattr(fn, "__name__", fn), slot.index)
             self.stats["failures.event"] += 1
             batch = args[0] if args and isinstance(args[0], list) else []
             if batch:
@@ -816,6 +841,8 @@ class Server(Events):
         else:
             self.usable.discard(slot)
         down = bool(self.slots) and all(s.state == "backoff" for s in self.slots)
+        if down and self.nodes is not None:  # a node's ready workers still run the model
+            down = not any(u.state == "ready" for u in self.nodes.table.units)
         if down and not self._unavailable:
             log.error("no worker can run the model; answering frames 'unavailable' until one starts")
             for job in self.sched.take_all():
@@ -828,6 +855,8 @@ class Server(Events):
         handed = self.in_hand.pop(slot, None)
         worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch),
                   "batch_id": handed.batch_id if handed is not None else None, "model": slot.spec.model_info}
+        if getattr(slot, "node_name", None) is not None:  # a remote node's worker (serving/nodes.py)
+            worker["node"] = slot.node_name
         for job, out in zip(batch, outcomes):
             if job.settled:  # answered `shutdown` at the stop deadline
                 self.stats["late_results"] += 1
