@@ -15,7 +15,8 @@
   decoding), and the total (packet in → result in the subscriber);
 * four cameras in one ``streampi produce --config`` (threads) against four ``streampi produce``
   processes: the producers' CPU for the same frames;
-* the motion gate (bench/motion.py), when it is there.
+* the motion gate (bench/motion.py, ``--motion-repeat`` timed calls a line): µs per frame, its
+  share of the kernel pass, the frames it saves on the procedural idle view.
 
 CPU times are process times (user + system, all threads; children counted after they exit).
 """
@@ -223,6 +224,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=300, help="frames per decode measurement")
     p.add_argument("--seconds", type=float, default=20.0, help="length of the latency and four-camera runs")
     p.add_argument("--skip-threads-vs-processes", action="store_true")
+    p.add_argument("--motion-repeat", type=int, default=300, help="bench/motion.py --repeat")
     args = p.parse_args()
     if shutil.which("ffmpeg") is None:
         print("bench/cameras.py needs the ffmpeg program (apt install ffmpeg)", file=sys.stderr)
@@ -240,7 +242,7 @@ def main() -> int:
     motion = ROOT / "bench" / "motion.py"
     if motion.exists():
         print("\n## the motion gate (bench/motion.py)\n", flush=True)
-        subprocess.run([sys.executable, str(motion)], check=False)
+        subprocess.run([sys.executable, str(motion), "--repeat", str(args.motion_repeat)], check=False)
     else:
         print("\n(the motion gate's figures: bench/motion.py, not in this tree)")
     return 0
