@@ -66,6 +66,18 @@ def test_credit_after_answers_goes_out_in_steps_of_a_quarter_window_and_at_once_
     assert credit(t)[b"q"][2] == 9 and len(owed) == 7
 
 
+def test_a_latest_producer_hears_of_every_answer_whatever_its_window():
+    """(--credit 8 on a latest stream: the frame it holds back must leave with the first credit)"""
+    t = PeerTable("s1", policy_of=lambda s: "latest", default_policy="latest", window=lambda policy: 8)
+    live = t.hello(b"l", Hello(stream="cam"), now=0.0)
+    t.take_credit()
+    for _ in range(8):
+        t.frame(b"l", now=0.0)
+    for acked in range(1, 4):
+        t.answered(live)
+        assert [c.acked for _, c in t.take_credit()] == [acked]
+
+
 @pytest.mark.parametrize("stream, frames, past", [("cam", 3, []), ("cam", 5, [4, 5]), ("q1", 8, []), ("q1", 9, [9])])
 def test_frames_past_the_window_of_the_streams_policy(stream, frames, past):
     t, _ = table()

@@ -26,8 +26,8 @@ from .. import protocol, shared_frames
 MAX_PEERS = 4096
 #: When every shared-memory ring is out, a producer silent this long loses its ring to a new one.
 RING_IDLE_S = 30.0
-#: Credit after answers goes out once a producer's acked count has grown by its window over this
-#: (at least 1), or when nothing of it is in flight (PeerTable.answered).
+#: Credit after answers to a ``queue`` producer goes out once its acked count has grown by its
+#: window over this (at least 1), or when nothing of it is in flight (PeerTable.answered).
 CREDIT_STEPS = 4
 
 
@@ -156,14 +156,16 @@ class PeerTable:
 
     # -- what the server does ------------------------------------------------------------------
     def answered(self, peer: Peer) -> None:
-        """One of ``peer``'s frames was answered: its credit grows by one. It is told in steps
-        of a quarter of its window (one frame for a window under 8), and at once when nothing of
-        it is in flight: a producer of a ``queue`` stream at saturation then wakes and is
-        answered by a credit message every few frames rather than for each one (at least
-        ``window - step`` of its frames stay queued), and one that sends less than its window,
-        or waits for its last answers before closing, hears of each answer as before."""
+        """One of ``peer``'s frames was answered: its credit grows by one. A producer of a
+        ``queue`` stream is told in steps of a quarter of its window (one frame for a window
+        under 8), and at once when nothing of it is in flight: at saturation it then wakes and
+        is sent a credit message every few frames rather than for each one (at least ``window -
+        step`` of its frames stay queued), and one that sends less than its window, or waits
+        for its last answers before closing, hears of each answer as before. A ``latest``
+        producer hears of each answer: the frame it holds back must leave at once."""
         peer.acked += 1
-        if peer.acked - peer.told >= max(1, peer.window // CREDIT_STEPS) or peer.acked >= peer.received:
+        step = max(1, peer.window // CREDIT_STEPS) if peer.policy == "queue" else 1
+        if peer.acked - peer.told >= step or peer.acked >= peer.received:
             self.owe_credit(peer)
 
     def owe_credit(self, peer: Peer) -> None:
