@@ -42,6 +42,42 @@ def test_a_new_producer_is_greeted_and_every_answer_grows_its_credit():
     assert credit(t) == {} and owed == [1, 1]  # one call per batch of credit owed
 
 
+def test_credit_after_answers_goes_out_in_steps_of_a_quarter_window_and_at_once_when_nothing_is_in_flight():
+    """A queue producer at its window (8: steps of 2) hears of every second answer, and of the
+    last one at once; a latest producer (window 3) of every answer."""
+    t, owed = table()
+    q = t.hello(b"q", Hello(stream="q1"), now=0.0)
+    live = t.hello(b"l", Hello(stream="cam"), now=0.0)
+    credit(t)
+    for _ in range(8):
+        t.frame(b"q", now=0.0)
+    t.frame(b"l", now=0.0)
+    told = []
+    for _ in range(7):
+        t.answered(q)
+        told.append(credit(t).get(b"q", (None, None, None))[2])
+    assert told == [None, 2, None, 4, None, 6, None]
+    t.answered(q)  # the last one in flight: at once, whatever the step
+    assert credit(t) == {b"q": ("s1.1", 8, 8, "queue", False, None)}
+    t.answered(live)
+    assert credit(t) == {b"l": ("s1.2", 3, 1, "latest", False, None)}
+    t.frame(b"q", now=0.0)  # a producer below its window: each answer leaves nothing in flight
+    t.answered(q)
+    assert credit(t)[b"q"][2] == 9 and len(owed) == 7
+
+
+def test_a_latest_producer_hears_of_every_answer_whatever_its_window():
+    """(--credit 8 on a latest stream: the frame it holds back must leave with the first credit)"""
+    t = PeerTable("s1", policy_of=lambda s: "latest", default_policy="latest", window=lambda policy: 8)
+    live = t.hello(b"l", Hello(stream="cam"), now=0.0)
+    t.take_credit()
+    for _ in range(8):
+        t.frame(b"l", now=0.0)
+    for acked in range(1, 4):
+        t.answered(live)
+        assert [c.acked for _, c in t.take_credit()] == [acked]
+
+
 @pytest.mark.parametrize("stream, frames, past", [("cam", 3, []), ("cam", 5, [4, 5]), ("q1", 8, []), ("q1", 9, [9])])
 def test_frames_past_the_window_of_the_streams_policy(stream, frames, past):
     t, _ = table()

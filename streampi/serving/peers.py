@@ -26,6 +26,9 @@ from .. import protocol, shared_frames
 MAX_PEERS = 4096
 #: When every shared-memory ring is out, a producer silent this long loses its ring to a new one.
 RING_IDLE_S = 30.0
+#: Credit after answers to a ``queue`` producer goes out once its acked count has grown by its
+#: window over this (at least 1), or when nothing of it is in flight (PeerTable.answered).
+CREDIT_STEPS = 4
 
 
 @dataclass(eq=False)
@@ -39,6 +42,7 @@ class Peer:
     window: int
     received: int = 0  # its frame messages received in this session
     acked: int = 0  # ... and answered
+    told: int = 0  # acked as its last credit message said
     forgotten: bool = False
     ring: Any = None  # its shared-memory ring (shared_frames.Ring), if it asked for one and got it
     shm_refused: str | None = None  # why it did not get one
@@ -152,9 +156,17 @@ class PeerTable:
 
     # -- what the server does ------------------------------------------------------------------
     def answered(self, peer: Peer) -> None:
-        """One of ``peer``'s frames was answered: its credit grows by one."""
+        """One of ``peer``'s frames was answered: its credit grows by one. A producer of a
+        ``queue`` stream is told in steps of a quarter of its window (one frame for a window
+        under 8), and at once when nothing of it is in flight: at saturation it then wakes and
+        is sent a credit message every few frames rather than for each one (at least ``window -
+        step`` of its frames stay queued), and one that sends less than its window, or waits
+        for its last answers before closing, hears of each answer as before. A ``latest``
+        producer hears of each answer: the frame it holds back must leave at once."""
         peer.acked += 1
-        self.owe_credit(peer)
+        step = max(1, peer.window // CREDIT_STEPS) if peer.policy == "queue" else 1
+        if peer.acked - peer.told >= step or peer.acked >= peer.received:
+            self.owe_credit(peer)
 
     def owe_credit(self, peer: Peer) -> None:
         if not self._due:
@@ -164,6 +176,8 @@ class PeerTable:
     def take_credit(self) -> list[tuple[bytes, protocol.Credit]]:
         """The credit messages to send now, one per producer owed one (and not forgotten)."""
         due, self._due = self._due, {}
+        for peer in due:
+            peer.told = peer.acked
         return [(peer.identity, peer.credit()) for peer in due if not peer.forgotten]
 
     def close_rings(self, why: str) -> None:

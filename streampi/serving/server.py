@@ -472,8 +472,9 @@ class Server(Events):
     async def _ingest(self) -> None:
         """Receive from both frame sockets until stop. The sockets are read by a reader
         callback on their ZeroMQ descriptors (:meth:`_on_readable`): one callback per wake-up,
-        no future per message or per poll. Nothing here waits for room: a frame is admitted or
-        answered at once, so one full stream never stops the others. Ends (raising) when
+        no future per message or per poll. A frame is admitted or answered at once, so one full
+        stream never stops the others; only a v1 frame whose ``queue`` stream is full waits
+        aside for a moment, with the v1 socket (:meth:`_park_v1`). Ends (raising) when
         handling a message failed: a bug there stops the server rather than losing frames."""
         loop = self._loop
         fds = [sock.getsockopt(zmq.FD) for sock in (self._pull_now, self._router_now) if sock is not None]

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""What a v1 (PUSH) flood costs, for one or more server source trees, alternating rounds in one run.
+
+    python bench/v1flood.py                                  # the installed streampi, 3 rounds
+    python bench/v1flood.py --tree before=/tmp/a --tree after=/tmp/b --rounds 3
+
+Each ``--tree NAME=DIR`` is a streampi source tree (built: its ``streampi/_ext`` holds the
+compiled kernels) whose server is started with ``PYTHONPATH=DIR``; the load generator, the
+subscriber and the ceiling are this process's streampi, the same for every tree. Without
+``--tree`` the installed streampi is the one tree. Rounds alternate the trees' order (ABBA),
+so that a machine whose speed drifts between minutes weighs on both alike.
+
+For each tree, each round, one server (``--workers`` workers, max batch 4, ``--queue-size``
+16; policy ``latest``, streams ``flood0`` and ``bulk0`` ``queue``) and, one after the other:
+  * flood: one v1 producer process sends to a ``queue`` stream as fast as ZeroMQ takes its
+    frames, at normal priority, then at nice 19: ok frames/s / the pipeline ceiling (2 threads
+    × (kernel + invoke), measured in this process at the start of the round), and how many
+    frames were answered ``overloaded``;
+  * mixed: a ``latest`` stream at ``--live-fps`` (v1.1), its p50 alone, then beside a v1
+    flood of a ``queue`` stream: the ratio (bench/mixed.py's line); and beside a v1.1 flood
+    (credit) for reference: what the scheduling alone costs the live stream;
+  * the flood's ok frames/s are also given against the same server's v1.1 saturation (the
+    overload part's two), a yardstick that shares the machine's minute with the flood;
+  * overload: saturation of the ``latest`` streams by v1.1 producers at nice 19 (before and
+    after), and between them v1 producers at normal priority offering ``--factor`` × that
+    saturation to 4 ``latest`` streams: served/s (ok results that arrived during the run) /
+    the mean of the two saturations (``streampi bench --overload``'s line).
+Prints each round's figures and the medians per tree; writes bench/results/v1flood.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from streampi.measure import pipeline_ceiling, usable_cores
+from streampi.model import resolve_model
+from streampi.testing import start_server
+from streampi.tools.loadtest import run_load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def server(tree: str | None, workers: int):
+    old = os.environ.get("PYTHONPATH")
+    if tree:
+        os.environ["PYTHONPATH"] = tree
+    try:
+        proc, info = start_server(["mobilenet_v2_int8", "--bind", "tcp://127.0.0.1:*", "--publish",
+                                   "tcp://127.0.0.1:*", "--workers", str(workers), "--max-batch", "4",
+                                   "--queue-size", "16", "--policy", "latest", "--policy", "flood0=queue",
+                                   "--policy", "bulk0=queue"])
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    try:
+        yield proc, info
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: float, tag: str) -> dict:
+    out: dict = {}
+    with server(tree, args.workers) as (proc, info):
+        v1, v11, pub = info["bind"], info["credit_bind"], info["publish"]
+        kw = dict(arrival="fixed", frames_spec=spec, server_pid=proc.pid)
+        # warm the workers and the server's paths
+        run_load(v11, pub, rate=0, seconds=1.5, producers=1, streams=1, stream_prefix=f"warm{tag}", **kw)
+        for nice in (0, 19):
+            r = run_load(v1, pub, rate=0, seconds=args.seconds, warmup=1.0, producers=1, streams=1,
+                         protocol="1", producer_nice=nice, stream_prefix="flood", **kw).as_dict()
+            out[f"flood_nice{nice}"] = {"ok_fps": r["achieved_fps"], "ratio": r["achieved_fps"] / ceiling,
+                                        "sent": r["sent"], "ok": r["ok"], "errors": r["errors"],
+                                        "unanswered": r["unanswered"],
+                                        "server_ms_per_ok": r["cpu_ms_per_frame"]["server"]}
+        live_kw = dict(rate=args.live_fps, seconds=args.seconds, warmup=1.0, producers=1, streams=1, **kw)
+        alone = run_load(v11, pub, stream_prefix=f"livea{tag}x", **live_kw).as_dict()
+        for proto in ("1", "1.1"):
+            bulk: dict = {}
+
+            def flood(proto: str = proto, bulk: dict = bulk) -> None:
+                bulk.update(run_load(v1 if proto == "1" else v11, pub, rate=0, seconds=args.seconds + 2, warmup=0.0,
+                                     producers=1, streams=1, protocol=proto, stream_prefix="bulk", **kw).as_dict())
+
+            t = threading.Thread(target=flood)
+            t.start()
+            beside = run_load(v11, pub, stream_prefix=f"liveb{proto}{tag}x", **live_kw).as_dict()
+            t.join()
+            out["mixed" if proto == "1" else "mixed_v11"] = {
+                "alone_p50": alone["latency_ms"]["p50"], "beside_p50": beside["latency_ms"]["p50"],
+                "ratio": beside["latency_ms"]["p50"] / alone["latency_ms"]["p50"],
+                "beside_unanswered": beside["unanswered"], "bulk_ok_fps": bulk.get("achieved_fps"),
+                "bulk_errors": bulk.get("errors")}
+
+        def saturation(n: int) -> float:
+            return run_load(v11, pub, rate=0, seconds=args.sat_seconds, warmup=1.0, producers=1, streams=4,
+                            producer_nice=19, stream_prefix=f"sat{n}{tag}x", **kw).achieved_fps
+
+        before = saturation(1)
+        r = run_load(v1, pub, rate=args.factor * before, seconds=args.seconds, warmup=1.0, producers=1, streams=4,
+                     protocol="1", stream_prefix=f"over{tag}x", **kw).as_dict()
+        after = saturation(2)
+        served = r["ok_arrived_in_window"] / r["seconds"]
+        out["overload"] = {"saturation": [before, after], "served_fps": served,
+                           "ratio": served / ((before + after) / 2), "sent": r["sent"], "ok": r["ok"],
+                           "dropped": r["dropped"], "errors": r["errors"], "unanswered": r["unanswered"]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--sat-seconds", type=float, default=4.0)
+    ap.add_argument("--live-fps", type=float, default=10.0)
+    ap.add_argument("--factor", type=float, default=3.9)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", default="640x480")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "v1flood.json")
+    args = ap.parse_args()
+    trees = [tuple(t.split("=", 1)) for t in args.tree] or [("installed", None)]
+    w, h = (int(v) for v in args.size.split("x"))
+    spec = ("synthetic", (w, h), "rgb")
+    model = resolve_model("mobilenet_v2_int8")
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {len(usable_cores())} usable cores; "
+          f"model {model.name}, {args.size} RGB, {args.workers} workers", flush=True)
+    rows: dict[str, list[dict]] = {name: [] for name, _ in trees}
+    for rnd in range(args.rounds):
+        order = trees if rnd % 2 == 0 else trees[::-1]
+        for name, tree in order:
+            ceiling = pipeline_ceiling(model, args.workers, 3.0, (w, h))["fps"]
+            d = one_round(tree, args, spec, ceiling, f"{rnd}{name}")
+            d["ceiling_fps"] = ceiling
+            rows[name].append(d)
+            fl0, fl19, mx, ov = d["flood_nice0"], d["flood_nice19"], d["mixed"], d["overload"]
+            print(f"round {rnd + 1} {name:>10}: ceiling {ceiling:6.1f}; flood ok/ceiling {fl0['ratio']:.3f} "
+                  f"(nice 19: {fl19['ratio']:.3f}; refused {fl0['errors']} / {fl19['errors']}); live p50 "
+                  f"{mx['beside_p50']:.2f} vs {mx['alone_p50']:.2f} ms = {mx['ratio']:.2f}x; v1 at "
+                  f"{args.factor:g}x: served {ov['served_fps']:.1f} / sat {sum(ov['saturation']) / 2:.1f} = "
+                  f"{ov['ratio']:.3f}", flush=True)
+
+    def med(name: str, *keys: str) -> float:
+        vals = []
+        for d in rows[name]:
+            for k in keys:
+                d = d[k]
+            vals.append(d)
+        return statistics.median(vals)
+
+    for name, _ in trees:  # a steadier yardstick on a shared machine: the same server's v1.1 saturation
+        for d in rows[name]:
+            sat = sum(d["overload"]["saturation"]) / 2
+            for k in ("flood_nice0", "flood_nice19"):
+                d[k]["per_saturation"] = d[k]["ok_fps"] / sat
+    print()
+    print(f"| figure (median of {args.rounds} rounds) | " + " | ".join(n for n, _ in trees) + " | target |")
+    print("|---|" + "---:|" * len(trees) + "---:|")
+    for label, keys, target in (
+            ("pipeline ceiling, frames/s", ("ceiling_fps",), ""),
+            ("v1 PUSH flooding a queue stream: ok frames/s / pipeline ceiling", ("flood_nice0", "ratio"), ""),
+            ("the same, flooding process at nice 19", ("flood_nice19", "ratio"), "≥ 0.85"),
+            ("v1 flood ok frames/s / the same server's v1.1 saturation (normal priority)",
+             ("flood_nice0", "per_saturation"), ""),
+            ("the same, flooding process at nice 19", ("flood_nice19", "per_saturation"), ""),
+            ("server tree CPU ms per ok frame, flood at nice 19", ("flood_nice19", "server_ms_per_ok"), ""),
+            ("a latest stream's p50 beside a v1 flood × alone", ("mixed", "ratio"), "≤ 2"),
+            ("(reference) the same beside a v1.1 flood (credit)", ("mixed_v11", "ratio"), ""),
+            (f"v1 PUSH at {args.factor:g}× saturation under latest: served / saturation", ("overload", "ratio"),
+             "≥ 0.85")):
+        print(f"| {label} | " + " | ".join(f"{med(n, *keys):.3f}" for n, _ in trees) + f" | {target} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "args": vars(args) | {"out": str(args.out)},
+                                    "rounds": rows}, indent=1, default=str))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
