@@ -14,7 +14,10 @@ minutes hits them alike. Prints µs per frame for each and the ratio streampi / 
 A second table times one frame written by one call against the same frame split into two bands
 of rows written at once by two threads (the calling thread and one pool thread, as a server
 would), wall time per frame, and the two bands written one after the other by one thread (the
-cost of repeating the per-call setup). ``--bands-only`` prints just that table.
+cost of repeating the per-call setup), with the kernel's cost model (``Preprocessor.kernel_cost_us``)
+and the number of bands ``Preprocessor.band_count`` chooses for two threads (the server's
+choice; "right" when splitting is chosen exactly where two threads were faster here).
+``--bands-only`` prints just that table.
 
 ``--before PATH`` also times a kernels extension built from another tree (e.g. main's
 ``streampi/_ext/_kernels_avx2.*.so``) on every line, in the same run: a before/after table.
@@ -150,8 +153,12 @@ def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repe
                 pre.write(frame, slot, band)
 
         one, two, seq = timeit_interleaved([whole, two_threads, one_thread], repeat)
-        lines.append({"path": name, "one_call_us": one, "two_threads_us": two, "two_bands_one_thread_us": seq})
-        print(f"| {name} | {one:.0f} | {two:.0f} | {seq:.0f} | {two / one:.2f} |", flush=True)
+        frame = pre.prepare(data, fmt)
+        model, split = pre.kernel_cost_us(frame), pre.band_count(frame, 2)
+        lines.append({"path": name, "one_call_us": one, "two_threads_us": two, "two_bands_one_thread_us": seq,
+                      "model_us": model, "bands_chosen": split})
+        print(f"| {name} | {one:.0f} | {two:.0f} | {seq:.0f} | {two / one:.2f} | {model:.0f} | "
+              f"{split} ({'right' if (split > 1) == (two < one) else 'wrong'}) |", flush=True)
     pool.shutdown()
     return lines
 
@@ -243,8 +250,8 @@ def main() -> None:
         rows.append(row)
     print()
     print("| path (one frame) | one call µs | two bands on two threads µs | two bands, one thread µs | "
-          "two threads / one call |")
-    print("|---|---|---|---|---|")
+          "two threads / one call | cost model µs | bands chosen of 2 |")
+    print("|---|---|---|---|---|---|---|")
     bands = band_lines(lin, area, {"vga": vga, "fhd": fhd, "i420": i420, "vga_i420": vga_i420, "jpeg": jpeg},
                        args.repeat, args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)

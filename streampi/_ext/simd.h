@@ -364,7 +364,11 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
     return n;
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#define STREAMPI_SIMD_BUILD "avx512"  /* the same code, EVEX-encoded; plain loops 512 bits wide */
+#else
 #define STREAMPI_SIMD_BUILD "avx2"
+#endif
 
 #elif defined(STREAMPI_NEON) && defined(__ARM_NEON)
 #include <arm_neon.h>
