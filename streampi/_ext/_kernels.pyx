@@ -404,6 +404,8 @@ cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept
     cdef const uint8_t* U
     cdef const uint8_t* V
     yuv_planes(s, row, &U, &V, &step)
+    if step == 2:
+        V = U  # NV12: streampi_yuvprep's masks pick V one byte after U in the UV row
     if s.full_range:
         x = streampi_hrow_yuv(s.data + <int64_t>row * s.w, U, V, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, FULL, 0,
                               s.off[0] != 0, h)
