@@ -14,7 +14,11 @@ minutes hits them alike. Prints µs per frame for each and the ratio streampi / 
 A second table times one frame written by one call against the same frame split into two bands
 of rows written at once by two threads (the calling thread and one pool thread, as a server
 would), wall time per frame, and the two bands written one after the other by one thread (the
-cost of repeating the per-call setup). ``--bands-only`` prints just that table.
+cost of repeating the per-call setup), with the kernel's cost model (``Preprocessor.kernel_cost_us``)
+and the number of bands ``Preprocessor.band_count`` chooses for two threads (the server's
+choice; "right" when splitting is chosen exactly where two threads were faster here, which
+needs the other core idle, as the server's light path does). This table takes medians always.
+``--bands-only`` prints just that table.
 
 ``--before PATH`` also times a kernels extension built from another tree (e.g. main's
 ``streampi/_ext/_kernels_avx2.*.so``) on every line, in the same run: a before/after table.
@@ -54,8 +58,14 @@ def lut(img: np.ndarray) -> np.ndarray:
     return cv2.LUT(img, LUT)
 
 
-def timeit_interleaved(fns: list, repeat: int) -> list[float]:
-    """Median µs per call of each function, calling them in turn ``repeat`` times after a warm-up."""
+STAT = {"median": np.median, "min": np.min}
+stat = np.median  # set by --stat
+
+
+def timeit_interleaved(fns: list, repeat: int, how=None) -> list[float]:
+    """Median (``--stat min``: fastest) µs per call of each function, calling them in turn
+    ``repeat`` times after a warm-up."""
+    how = how or stat
     for fn in fns:
         for _ in range(5):
             fn()
@@ -66,12 +76,20 @@ def timeit_interleaved(fns: list, repeat: int) -> list[float]:
             t0 = time.perf_counter()
             fns[j]()
             times[j].append(time.perf_counter() - t0)
-    return [float(np.median(t)) * 1e6 for t in times]
+    return [float(how(t)) * 1e6 for t in times]
 
 
 def camera_frame(w: int, h: int) -> np.ndarray:
     rng = np.random.default_rng(w)
     return cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2)
+
+
+def to_nv12(i420: np.ndarray) -> np.ndarray:
+    """The same 4:2:0 frame with U and V interleaved (NV12)."""
+    h = i420.shape[0] * 2 // 3
+    w = i420.shape[1]
+    u, v = i420[h:h + h // 4].reshape(-1), i420[h + h // 4:].reshape(-1)
+    return np.concatenate([i420[:h], np.stack([u, v], 1).reshape(h // 2, w)])
 
 
 def opencv_ways(prepare, interpolation: int) -> dict:
@@ -109,7 +127,8 @@ class OtherBuild(Preprocessor):
                                      self.full_range, frame.area)
 
 
-def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repeat: int) -> list[dict]:
+def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repeat: int,
+               only: str | None = None) -> list[dict]:
     """One call against two bands on two threads (wall time per frame), interleaved."""
     slot = pre_lin.new_slot()
     pool = ThreadPoolExecutor(1)  # the other thread; this one writes the first band
@@ -118,9 +137,13 @@ def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repe
         ("640×480 RGB → 224² int8, area", pre_area, frames["vga"], "rgb"),
         ("640×480 RGB → 224² int8, bilinear", pre_lin, frames["vga"], "rgb"),
         ("1920×1080 RGB → 224² int8, area", pre_area, frames["fhd"], "rgb"),
+        ("640×480 I420 → 224² int8, bilinear", pre_lin, frames["vga_i420"], "i420"),
         ("1280×720 I420 → 224² int8, bilinear", pre_lin, frames["i420"], "i420"),
         ("1280×720 JPEG → 224² int8, area (decode once)", pre_area, frames["jpeg"], "jpeg"),
     ]:
+        if only and only not in name:
+            continue
+
         def whole(pre=pre, data=data, fmt=fmt):
             pre(data, fmt, out=slot)
 
@@ -136,9 +159,14 @@ def band_lines(pre_lin: Preprocessor, pre_area: Preprocessor, frames: dict, repe
             for band in pre.bands(frame, 2):
                 pre.write(frame, slot, band)
 
-        one, two, seq = timeit_interleaved([whole, two_threads, one_thread], repeat)
-        lines.append({"path": name, "one_call_us": one, "two_threads_us": two, "two_bands_one_thread_us": seq})
-        print(f"| {name} | {one:.0f} | {two:.0f} | {seq:.0f} | {two / one:.2f} |", flush=True)
+        # medians whatever --stat says: the fastest two-thread call is a lucky hand-off, not its cost
+        one, two, seq = timeit_interleaved([whole, two_threads, one_thread], repeat, np.median)
+        frame = pre.prepare(data, fmt)
+        model, split = pre.kernel_cost_us(frame), pre.band_count(frame, 2)
+        lines.append({"path": name, "one_call_us": one, "two_threads_us": two, "two_bands_one_thread_us": seq,
+                      "model_us": model, "bands_chosen": split})
+        print(f"| {name} | {one:.0f} | {two:.0f} | {seq:.0f} | {two / one:.2f} | {model:.0f} | "
+              f"{split} ({'right' if (split > 1) == (two < one) else 'wrong'}) |", flush=True)
     pool.shutdown()
     return lines
 
@@ -148,8 +176,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "kernels.json")
     ap.add_argument("--bands-only", action="store_true", help="only the one call vs two threads table")
+    ap.add_argument("--only", metavar="TEXT", help="only the lines whose name contains TEXT (e.g. I420)")
     ap.add_argument("--before", type=Path, help="a kernels extension (.so) of another build, timed alongside")
+    ap.add_argument("--stat", choices=sorted(STAT), default="median",
+                    help="per line, the median call (default) or the fastest (a machine shared with other work)")
     args = ap.parse_args()
+    global stat
+    stat = STAT[args.stat]
     cv2.setNumThreads(1)
     out_shape = (224, 224, 3)
 
@@ -162,9 +195,8 @@ def main() -> None:
     slot = np.empty(out_shape, np.int8)
     vga, hd, fhd = camera_frame(640, 480), camera_frame(1280, 720), camera_frame(1920, 1080)
     vga_bgra = cv2.cvtColor(vga, cv2.COLOR_RGB2BGRA)
-    i420 = cv2.cvtColor(hd, cv2.COLOR_RGB2YUV_I420)
-    nv12 = np.concatenate([i420[:720], np.stack([i420[720:900].reshape(-1), i420[900:].reshape(-1)], 1)
-                           .reshape(360, 1280)])
+    i420, vga_i420, fhd_i420 = (cv2.cvtColor(f, cv2.COLOR_RGB2YUV_I420) for f in (hd, vga, fhd))
+    nv12, vga_nv12 = to_nv12(i420), to_nv12(vga_i420)
     jpeg = simplejpeg.encode_jpeg(hd, quality=85)
     lin, area = pre("linear"), pre("area")
     before = load_kernels_from(args.before) if args.before else None
@@ -179,6 +211,12 @@ def main() -> None:
         ("1280×720 RGB → 224² int8, area", "area", hd, "rgb", opencv_ways(lambda: hd, A)),
         ("1920×1080 RGB → 224² int8, bilinear", "linear", fhd, "rgb", opencv_ways(lambda: fhd, L)),
         ("1920×1080 RGB → 224² int8, area", "area", fhd, "rgb", opencv_ways(lambda: fhd, A)),
+        ("640×480 I420 → 224² int8, bilinear", "linear", vga_i420, "i420",
+         opencv_ways(lambda: cv2.cvtColor(vga_i420, cv2.COLOR_YUV2RGB_I420), L)),
+        ("640×480 NV12 → 224² int8, bilinear", "linear", vga_nv12, "nv12",
+         opencv_ways(lambda: cv2.cvtColor(vga_nv12, cv2.COLOR_YUV2RGB_NV12), L)),
+        ("1920×1080 I420 → 224² int8, bilinear", "linear", fhd_i420, "i420",
+         opencv_ways(lambda: cv2.cvtColor(fhd_i420, cv2.COLOR_YUV2RGB_I420), L)),
         ("1280×720 I420 → 224² int8, bilinear", "linear", i420, "i420",
          opencv_ways(lambda: cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), L)),
         ("1280×720 NV12 → 224² int8, bilinear", "linear", nv12, "nv12",
@@ -193,7 +231,7 @@ def main() -> None:
     ]
     ours = {"linear": lin, "area": area}
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, "
-          f"streampi kernels: {KERNEL_BUILD} build, single-threaded, median of {args.repeat}, interleaved")
+          f"streampi kernels: {KERNEL_BUILD} build, single-threaded, {args.stat} of {args.repeat}, interleaved")
     if before:
         print(f"before: {args.before} ({before.SIMD_BUILD} build), timed in the same run")
         print("| path | before µs | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | "
@@ -203,6 +241,8 @@ def main() -> None:
         print("| path | streampi µs | OpenCV resize+LUT µs | OpenCV resize+NumPy µs | ratio to OpenCV's best |")
         print("|---|---|---|---|---|")
     rows = []
+    if args.only:
+        lines = [line for line in lines if args.only in line[0]]
     for name, interp, data, fmt, refs in ([] if args.bands_only else lines):
         names = list(refs)
         fns = [lambda p=ours[interp], d=data, f=fmt: p(d, f, out=slot), *refs.values()]
@@ -222,9 +262,10 @@ def main() -> None:
         rows.append(row)
     print()
     print("| path (one frame) | one call µs | two bands on two threads µs | two bands, one thread µs | "
-          "two threads / one call |")
-    print("|---|---|---|---|---|")
-    bands = band_lines(lin, area, {"vga": vga, "fhd": fhd, "i420": i420, "jpeg": jpeg}, args.repeat)
+          "two threads / one call | cost model µs | bands chosen of 2 |")
+    print("|---|---|---|---|---|---|---|")
+    bands = band_lines(lin, area, {"vga": vga, "fhd": fhd, "i420": i420, "vga_i420": vga_i420, "jpeg": jpeg},
+                       args.repeat, args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
                                     "python": platform.python_version(), "opencv": cv2.__version__,

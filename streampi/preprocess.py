@@ -22,7 +22,9 @@ shrinks by more than 2× on an axis (so 1080p frames do not alias), else linear.
 Bands: one frame can be written by several threads, each filling a band of the slot's rows
 (:meth:`Preprocessor.prepare` once, then :meth:`Preprocessor.write` with ``rows=(row0, row1)``
 per thread; :meth:`Preprocessor.bands` splits the rows evenly). Every band gets exactly the bytes
-one whole call writes there, so the slot is the same whatever the split.
+one whole call writes there, so the slot is the same whatever the split. Handing a band to
+another thread has a cost of its own: :meth:`Preprocessor.band_count` says how many bands pay for
+a frame, from a cost model of the kernel fitted to measured times (:data:`KERNEL_COST_US`).
 
 Values: the resampled uint8 value ``x`` of channel ``c`` becomes ``(x/255 - mean[c]) /
 std[c]``, then for int8/uint8 inputs ``round(v / scale) + zero_point`` (round half away from
@@ -59,11 +61,19 @@ def _cpu_has(flag: str) -> bool:
 
 
 def _load_kernels():
-    """The fastest build this CPU runs: AVX2 (x86-64 with AVX2), NEON (aarch64), else the
-    baseline build. All give the same bytes. ``STREAMPI_KERNELS=baseline`` forces the baseline."""
+    """The fastest build this CPU runs: AVX-512 (x86-64 with AVX-512 F, BW, VL and DQ), AVX2,
+    NEON (aarch64), else the baseline build. All give the same bytes. ``STREAMPI_KERNELS``:
+    ``baseline`` forces the baseline, ``avx2`` the AVX2 build over the AVX-512 one."""
     import platform
 
-    if os.environ.get("STREAMPI_KERNELS", "auto") != "baseline":
+    choice = os.environ.get("STREAMPI_KERNELS", "auto")
+    if choice != "baseline":
+        if choice != "avx2" and all(_cpu_has(f) for f in ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq")):
+            try:
+                from ._ext import _kernels_avx512
+                return _kernels_avx512, "avx512"
+            except ImportError:
+                pass
         if _cpu_has("avx2"):
             try:
                 from ._ext import _kernels_avx2
@@ -212,6 +222,27 @@ def choose_area(interpolation: str, cw: int, ch: int, dw: int, dh: int) -> bool:
     if interpolation == "area":
         return cw >= dw and ch >= dh
     return cw >= dw and ch >= dh and (cw > 2 * dw or ch > 2 * dh)
+
+
+#: The kernel's cost model, µs a frame on one thread of the machine the coefficients were fitted on
+#: (docs/kernels.md, "Bands": AMD EPYC, AVX2 build, 2026-12-06), to the fastest of 1500 (bilinear)
+#: or 300 (area) whole calls of 20 lines: 320×240 to 1920×1080 RGB, I420 and gray → 224² int8.
+#: Bilinear: ``v`` per output pixel (vertical pass and table) + ``h`` per pixel of each horizontal
+#: row computed (min(source rows, 2 per output row)); area: ``a`` per source pixel + ``r`` per
+#: output row and source column + ``o`` per output pixel. The fitted lines are within 10 % of the
+#: measured times. Per source family: (h, a, r, o).
+KERNEL_COST_US = {
+    "packed": (0.00042, 0.00041, 0.00032, 0.0046),  # rgb, bgr, rgba, bgra (and decoded JPEG)
+    "yuv420": (0.00118, 0.00059, 0.00171, 0.0034),  # i420, nv12: colour conversion at the taps / per row
+    "gray": (0.00278, 0.00041, 0.00032, 0.0046),  # gray into 3 channels regroups each row
+}
+KERNEL_COST_OUT_US = 0.00081  # bilinear, per output pixel of 3 channels
+#: What a band handed to another thread costs beyond its share of the kernel: waking the thread,
+#: waiting for its result, its repeated per-call setup and the cache misses of a second core.
+#: Measured with ``bench/kernels.py --bands-only`` as two threads' wall time minus half a
+#: call: 80–130 µs for every line (a 640×480 bilinear frame of ~85 µs took 124–128 µs on two
+#: threads).
+BAND_OVERHEAD_US = 100.0
 
 
 class Preprocessor:
@@ -365,6 +396,29 @@ class Preprocessor:
         _, dy, _, dh = frame.rect
         cuts = [0] + [dy + dh * k // int(n) for k in range(1, int(n))] + [oh]
         return list(zip(cuts[:-1], cuts[1:]))
+
+    def kernel_cost_us(self, frame: PreparedFrame) -> float:
+        """The kernel's estimated time for ``frame`` on one thread, in µs of the machine the cost
+        model was fitted on (:data:`KERNEL_COST_US`); what matters is its ratio to
+        :data:`BAND_OVERHEAD_US`, measured on the same machine."""
+        _, _, oc = self.shape
+        (_, _, cw, ch), (_, _, dw, dh) = frame.crop, frame.rect
+        family = "yuv420" if frame.fmt in ("i420", "nv12") else ("gray" if frame.fmt == "gray" else "packed")
+        h, a, r, o = KERNEL_COST_US[family]
+        per_channel = oc / 3  # fitted on 3-channel inputs
+        if frame.area:
+            return (a * cw * ch + r * dh * cw + o * dw * dh) * per_channel
+        return (KERNEL_COST_OUT_US * dw * dh + h * min(ch, 2 * dh) * dw) * per_channel
+
+    def band_count(self, frame: PreparedFrame, threads: int) -> int:
+        """How many bands (at most ``threads``) to write ``frame`` in: the ``n`` with the least
+        estimated wall time, ``kernel / n + (n - 1) × BAND_OVERHEAD_US``. 1 (one call, no
+        hand-off) where splitting loses: a bilinear frame (~85–170 µs) stays whole, area frames
+        of 640×480 and up are split."""
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"the number of threads must be a positive integer, got {threads!r}")
+        cost = self.kernel_cost_us(frame)
+        return min(range(1, int(threads) + 1), key=lambda n: cost / n + (n - 1) * BAND_OVERHEAD_US)
 
     # -- JPEG ---------------------------------------------------------------------------
     def jpeg_decode_size(self, width: int, height: int) -> tuple[int, int]:

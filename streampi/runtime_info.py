@@ -47,7 +47,7 @@ def cpu_model() -> str | None:
 
 def describe_runtime(backend: str | Backend | None = None) -> dict[str, Any]:
     """The interpreter backend and version, CPU architecture and model, the kernels build
-    (``avx2``, ``neon`` or ``baseline``), and the Python and NumPy versions in use.
+    (``avx512``, ``avx2``, ``neon`` or ``baseline``), and the Python and NumPy versions in use.
 
     ``backend`` is a backend name or object; None means the one streampi would choose
     (``STREAMPI_BACKEND`` or the first installed). When it is not usable, ``backend`` and

@@ -277,8 +277,9 @@ def make_frame(rng: np.random.Generator, fmt: str, w: int, h: int, smooth: bool)
     return img if n > 1 else img[..., 0]
 
 
-def simd_build():
-    """The hand-vectorised build this machine can run (AVX2 on x86-64, NEON on aarch64), if any."""
+def simd_build(kind: str = "vector"):
+    """The hand-vectorised build this machine can run (AVX2 on x86-64, NEON on aarch64), if any;
+    ``kind="avx512"``: the AVX-512 build of x86-64."""
     import importlib
     import platform
 
@@ -287,6 +288,12 @@ def simd_build():
     name = names.get(platform.machine().lower())
     if name is None:
         pytest.skip(f"no vectorised build for {platform.machine()}")
+    if kind == "avx512":
+        if not name.endswith("avx2"):
+            pytest.skip(f"no AVX-512 build for {platform.machine()}")
+        if not all(pp._cpu_has(f) for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
+            pytest.skip("this CPU has no AVX-512 (F, BW, VL, DQ)")
+        name = "_kernels_avx512"
     if name.endswith("avx2") and not pp._cpu_has("avx2"):
         pytest.skip("this CPU has no AVX2")
     try:

@@ -239,6 +239,35 @@ def test_bands_split_the_picture_rows_evenly():
             pre.bands(frame, n)
 
 
+def test_band_count_splits_a_frame_only_where_the_split_pays():
+    """Handing a band to another thread costs about BAND_OVERHEAD_US: bilinear frames into 224²
+    (~85–170 µs whole) stay whole, area frames of 640×480 and up are split, the more threads the
+    larger the frame; never more bands than threads."""
+    lin, area = make_pre((224, 224, 3), interpolation="linear"), make_pre((224, 224, 3), interpolation="area")
+
+    def count(pre, fmt, w, h, threads=2):
+        return pre.band_count(pre.prepare(frame_of(fmt, w, h), fmt), threads)
+
+    for fmt in ("rgb", "bgra", "i420", "nv12"):
+        for w, h in ((640, 480), (1280, 720), (1920, 1080)):
+            assert count(lin, fmt, w, h) == 1, (fmt, w, h)
+    assert count(area, "rgb", 640, 480) == 2
+    assert count(area, "i420", 1280, 720) == 2
+    small = make_pre((64, 64, 3), interpolation="area")
+    assert count(small, "rgb", 640, 480) == 1  # ~0.1 ms: half of it saves less than the hand-off
+    assert count(small, "rgb", 1920, 1080) == 2
+    fhd = area.prepare(frame_of("rgb", 1920, 1080), "rgb")
+    counts = [area.band_count(fhd, n) for n in range(1, 7)]
+    assert counts[:2] == [1, 2] and 3 <= counts[-1] <= 5
+    assert counts == sorted(counts) and all(c <= n for n, c in enumerate(counts, 1))
+    # the estimate grows with the work: source pixels for area, 4:2:0 conversion, output channels
+    est = {fmt: area.kernel_cost_us(area.prepare(frame_of(fmt, 1280, 720), fmt)) for fmt in ("rgb", "i420")}
+    assert est["i420"] > est["rgb"] > area.kernel_cost_us(area.prepare(frame_of("rgb", 640, 480), "rgb"))
+    for n in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            lin.band_count(fhd, n)
+
+
 # -- fuzzing bands of the compiled entry -------------------------------------------------------
 def call_band(a: dict, row0: int = 0, row1: int | None = None) -> None:
     _kernels.resize_quantize(a["src"], a["fmt"], a["src_w"], a["src_h"], a["cx"], a["cy"], a["cw"], a["ch"],

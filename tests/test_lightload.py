@@ -22,6 +22,8 @@ from streampi.serving.workers import Occupancy, helper_cores
 from streampi.testing import ServerThread, wait_subscribed
 
 SMALL = FRAME[:120, :160].copy()
+#: a frame whose kernel pays for a split over two threads (1080p into the 64² model: ~0.9 ms of area averaging)
+LARGE = np.random.default_rng(4).integers(0, 256, (1080, 1920, 3), np.uint8)
 TWO_CORES = pytest.mark.skipif(len(usable_cores()) < 2, reason="the light path needs two usable cores")
 
 
@@ -85,10 +87,11 @@ def test_lone_frames_take_the_wide_interpreter(isolation):
 
 @TWO_CORES
 def test_lone_large_frames_are_preprocessed_in_bands_with_the_same_result():
-    """A lone 640×480 frame's kernel is split into bands over the idle cores (``timing.pre_bands``);
-    small frames are not (the hand-off would cost more than it saves). The results are those of
-    a server without the light path, which writes every frame whole on one thread."""
-    frames = [np.ascontiguousarray(np.roll(FRAME, 37 * k, axis=1)) for k in range(4)]
+    """A lone 1920×1080 frame's kernel is split into bands over the idle cores (``timing.pre_bands``);
+    small frames, and 640×480 ones (~0.1 ms into this 64² model), are not: the hand-off would cost
+    more than it saves (``Preprocessor.band_count``). The results are those of a server without the
+    light path, which writes every frame whole on one thread."""
+    frames = [np.ascontiguousarray(np.roll(LARGE, 37 * k, axis=1)) for k in range(4)]
     out = {}
     for light in (2, 0):
         opts = ServerOptions(workers=2, light_threads=light, policy="queue")
@@ -96,9 +99,10 @@ def test_lone_large_frames_are_preprocessed_in_bands_with_the_same_result():
             wait_subscribed(sub, st.frames)
             out[light] = [one_at_a_time(st, sub, f"big{k}", 1, frame=f)[0] for k, f in enumerate(frames)]
             out[f"small{light}"] = one_at_a_time(st, sub, "small", 3)
-    assert all(r["ok"] for r in out[2] + out[0])
+            out[f"vga{light}"] = one_at_a_time(st, sub, "vga", 2, frame=FRAME)
+    assert all(r["ok"] for r in out[2] + out[0] + out["vga2"])
     assert [r["timing"].get("pre_bands") for r in out[2]] == [2] * len(frames)
-    assert all("pre_bands" not in r["timing"] for r in out[0] + out["small2"] + out["small0"])
+    assert all("pre_bands" not in r["timing"] for r in out[0] + out["small2"] + out["small0"] + out["vga2"])
     assert all(r["timing"]["invoke_threads"] == 2 for r in out["small2"])  # light path, kernel whole
     assert [r["top"] for r in out[2]] == [r["top"] for r in out[0]]
     assert len({str(r["top"]) for r in out[0]}) > 1  # the frames differ enough to tell results apart
@@ -112,7 +116,7 @@ def test_bands_leave_no_view_of_the_interpreter_input_behind():
     opts = ServerOptions(workers=1, light_threads=2, isolation="thread", policy="queue", max_batch=2)
     with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
         wait_subscribed(sub, st.frames)
-        lone = one_at_a_time(st, sub, "lone", 1, frame=FRAME)
+        lone = one_at_a_time(st, sub, "lone", 1, frame=LARGE)
         with Producer(st.frames, stream="burst") as prod:
             sent = {("burst", prod.send(FRAME)): 1 for _ in range(6)}
         results = collect_until(sub, lambda out: len(frame_results(out)) >= 6, timeout=30)

@@ -323,8 +323,10 @@ def test_describe_runtime_names_where_figures_come_from(backend):
     assert info["arch"] == subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
     assert info["python"] == "{}.{}.{}".format(*sys.version_info[:3])
     assert info["numpy"] == version("numpy")
-    expected_build = "avx2" if _cpu_has("avx2") and os.environ.get("STREAMPI_KERNELS") != "baseline" else {
-        "aarch64": "neon", "arm64": "neon"}.get(info["arch"], "baseline")
+    avx512 = all(_cpu_has(f) for f in ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"))
+    choice = os.environ.get("STREAMPI_KERNELS")
+    expected_build = ("avx512" if avx512 and choice not in ("baseline", "avx2") else "avx2") \
+        if _cpu_has("avx2") and choice != "baseline" else {"aarch64": "neon", "arm64": "neon"}.get(info["arch"], "baseline")
     assert info["kernels"] in (expected_build, "baseline")  # baseline where the optimised build is not compiled
     assert f"{backend} {info['backend_version']}" in summary_line(info)
 

@@ -385,15 +385,18 @@ AGREE_CASES = [(fmt, size, out, resize, interp)
 
 
 @pytest.mark.aarch64
+@pytest.mark.parametrize("build", ("vector", "avx512"))
 @pytest.mark.parametrize("fmt,size,out,resize,interp", AGREE_CASES)
-def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
-    """The vectorised build (AVX2 or NEON) must give the baseline build's bytes exactly."""
+def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp, build):
+    """The vectorised build (AVX2 or NEON; AVX-512 where the CPU has it) must give the baseline
+    build's bytes exactly."""
     import importlib
 
-    simd = simd_build()
+    simd = simd_build(build)
     base = importlib.import_module("streampi._ext._kernels")
     pp = importlib.import_module("streampi.preprocess")
-    assert simd.SIMD_BUILD in ("avx2", "neon") and base.SIMD_BUILD == "baseline"
+    assert simd.SIMD_BUILD == {"vector": simd.SIMD_BUILD, "avx512": "avx512"}[build]
+    assert simd.SIMD_BUILD in ("avx2", "avx512", "neon") and base.SIMD_BUILD == "baseline"
     w, h = size
     if fmt in ("i420", "nv12"):
         w, h = w + w % 2, h + h % 2
@@ -418,16 +421,17 @@ def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp):
 
 
 @pytest.mark.aarch64
+@pytest.mark.parametrize("build", ("vector", "avx512"))
 @pytest.mark.parametrize("fmt", ("i420", "nv12"))
 @pytest.mark.parametrize("full_range", (False, True))
-def test_yuv_taps_path_agrees_with_the_baseline_build(fmt, full_range):
+def test_yuv_taps_path_agrees_with_the_baseline_build(fmt, full_range, build):
     """4:2:0 bilinear into 3 channels: the vectorised build converts only the taps of each output
     pixel (and falls back to a scalar loop where its 8-byte loads would leave a row); the baseline
     converts whole rows. Any crop (odd origins and widths), either channel order, widths around
     the vector blocks' ends, up- and downscaling: the same bytes."""
     import importlib
 
-    simd = simd_build()
+    simd = simd_build(build)
     base = importlib.import_module("streampi._ext._kernels")
     rng = np.random.default_rng(12 + full_range)
     code = base.FORMAT_CODES[fmt]

@@ -45,6 +45,13 @@ cdef extern from "simd.h" nogil:
     int streampi_hrow_yuv(const uint8_t* Y, const uint8_t* U, const uint8_t* V, int n, const int* yofs,
                           const int* cofs, const uint8_t* masks, const uint8_t* wtab, const int* k, int yoff,
                           int swap, int16_t* h)
+    int STREAMPI_HROW_YUV2
+    void streampi_yuvprep2(const int* x0, const int* x1, int cx, int w, int dw, uint8_t* masks, int* yofs,
+                           int* cofs)
+    void streampi_uv_interleave(const uint8_t* U, const uint8_t* V, int n, uint8_t* uv)
+    int streampi_hrow_yuv2(const uint8_t* YA, const uint8_t* YB, const uint8_t* UV, int n, const int* yofs,
+                           const int* cofs, const uint8_t* masks, const uint8_t* wtab, const int* k, int yoff,
+                           int swap, int16_t* ha, int16_t* hb)
 
 cdef enum:
     FMT_RGB = 0
@@ -349,11 +356,21 @@ cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const H
                 g[x] = <int16_t>((q[t.x0[x] * ps + o0] * t.a0[x] + q[t.x1[x] * ps + o0] * t.a1[x]) >> 4)
 
 
-cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept nogil:
-    """Horizontal bilinear pass of crop row ``y`` of a 4:2:0 frame into 3 channels, converting
-    only the two taps of each output pixel (yuv_pixel's arithmetic) instead of the whole row:
-    the vector pass where the build has it, this loop for the rest."""
-    cdef int row = s.cy + y, x, i, c, i0, i1, a0, a1, yoff, step
+cdef inline void yuv_planes(Source* s, int row, const uint8_t** U, const uint8_t** V, int* step) noexcept nogil:
+    """The chroma row of source row ``row`` of a 4:2:0 frame: U and V at a stride of ``step``."""
+    if s.fmt == FMT_I420:
+        U[0] = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * (s.w >> 1)
+        V[0] = U[0] + <int64_t>(s.w >> 1) * (s.h >> 1)
+        step[0] = 1
+    else:
+        U[0] = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * s.w
+        V[0] = U[0] + 1
+        step[0] = 2
+
+
+cdef void hyuv_tail(Source* s, int y, int x, int dw, const HTab* t, i16_out h) noexcept nogil:
+    """Pixels [x, dw) of the 4:2:0 tap pass of crop row ``y`` in plain C (yuv_pixel's arithmetic)."""
+    cdef int row = s.cy + y, i, c, i0, i1, a0, a1, yoff, step
     cdef const uint8_t* Y = s.data + <int64_t>row * s.w
     cdef const uint8_t* U
     cdef const uint8_t* V
@@ -365,16 +382,7 @@ cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept
         k, yoff = FULL, 0
     else:
         k, yoff = LIMITED, 16
-    if s.fmt == FMT_I420:
-        U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * (s.w >> 1)
-        V = U + <int64_t>(s.w >> 1) * (s.h >> 1)
-        step = 1
-        x = streampi_hrow_yuv(Y, U, V, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, k, yoff, swap, h)
-    else:
-        U = s.data + <int64_t>s.w * s.h + <int64_t>(row >> 1) * s.w
-        V = U + 1
-        step = 2
-        x = streampi_hrow_yuv(Y, U, U, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, k, yoff, swap, h)
+    yuv_planes(s, row, &U, &V, &step)
     for x in range(x, dw):
         i0 = s.cx + t.x0[x]
         i1 = s.cx + t.x1[x]
@@ -386,6 +394,54 @@ cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept
             c = 2 - i if swap else i
             h[4 * x + i] = <int16_t>((rgb0[c] * a0 + rgb1[c] * a1) >> 4)
         h[4 * x + 3] = 0
+
+
+cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept nogil:
+    """Horizontal bilinear pass of crop row ``y`` of a 4:2:0 frame into 3 channels, converting
+    only the two taps of each output pixel (yuv_pixel's arithmetic) instead of the whole row:
+    the vector pass where the build has it, plain C for the rest."""
+    cdef int row = s.cy + y, x, step
+    cdef const uint8_t* U
+    cdef const uint8_t* V
+    yuv_planes(s, row, &U, &V, &step)
+    if step == 2:
+        V = U  # NV12: streampi_yuvprep's masks pick V one byte after U in the UV row
+    if s.full_range:
+        x = streampi_hrow_yuv(s.data + <int64_t>row * s.w, U, V, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, FULL, 0,
+                              s.off[0] != 0, h)
+    else:
+        x = streampi_hrow_yuv(s.data + <int64_t>row * s.w, U, V, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, LIMITED,
+                              16, s.off[0] != 0, h)
+    hyuv_tail(s, y, x, dw, t, h)
+
+
+cdef void hline_yuv2(Source* s, int ya, int yb, int dw, const HTab* t, uint8_t* uv, int* uvrow, i16_out ha,
+                     i16_out hb) noexcept nogil:
+    """The tap pass of crop row ``ya``, and of row ``yb`` into ``hb`` when ``yb >= 0`` (it must
+    share ``ya``'s chroma row): both rows' taps take one conversion of their chroma
+    (streampi_hrow_yuv2). I420's chroma row is interleaved into ``uv`` first, once per chroma row
+    (``uvrow`` says which one it holds)."""
+    cdef int row = s.cy + ya, x, step
+    cdef const uint8_t* U
+    cdef const uint8_t* V
+    cdef const uint8_t* UV
+    cdef const int* k = LIMITED
+    if s.full_range:
+        k = FULL
+    yuv_planes(s, row, &U, &V, &step)
+    if s.fmt == FMT_I420:
+        if uvrow[0] != row >> 1:
+            streampi_uv_interleave(U, V, s.w >> 1, uv)
+            uvrow[0] = row >> 1
+        UV = uv
+    else:
+        UV = U
+    x = streampi_hrow_yuv2(s.data + <int64_t>row * s.w, s.data + <int64_t>(s.cy + yb) * s.w if yb >= 0 else NULL,
+                           UV, t.nyuv, t.yofs, t.cofs, t.masks, t.wtab, k, 0 if s.full_range else 16,
+                           s.off[0] != 0, ha, hb)
+    hyuv_tail(s, ya, x, dw, t, ha)
+    if yb >= 0:
+        hyuv_tail(s, yb, x, dw, t, hb)
 
 
 cdef void vline(const int16_t* H0, const int16_t* H1, int b0, int b1, int c, int dw, u8_out row) noexcept nogil:
@@ -410,6 +466,10 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     # 4:2:0 into 3 channels: converted at the taps by the vector pass, where the build has one
     cdef bint yuvtap = c == 3 and (s.fmt == FMT_I420 or s.fmt == FMT_NV12) and STREAMPI_HROW_YUV
     cdef uint8_t* masks = <uint8_t*>malloc(24 * (dw + 3)) if yuvtap else NULL
+    # the second form (both rows of a chroma row at once, I420's chroma interleaved once per chroma row)
+    cdef bint yuv2 = yuvtap and STREAMPI_HROW_YUV2
+    cdef uint8_t* uv = <uint8_t*>malloc(s.w + 32) if yuv2 else NULL
+    cdef int uvrow = -1
     cdef int* yi = <int*>malloc(sizeof(int) * 4 * dh)
     cdef int16_t* hb = <int16_t*>malloc(sizeof(int16_t) * 2 * n)
     cdef uint8_t* row = <uint8_t*>malloc(c * dw + 16)  # + the vertical pass's 16 bytes of slack
@@ -419,8 +479,9 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     cdef int16_t* H1
     cdef int dy, i, x, slot, want, row_bytes, chroma_row_bytes
     cdef bint vec, same = same_tables(lut, c, itemsize)
-    if xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL or (yuvtap and masks == NULL):
-        free(xi); free(wtab); free(yi); free(hb); free(row); free(masks)
+    if (xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL or (yuvtap and masks == NULL)
+            or (yuv2 and uv == NULL)):
+        free(xi); free(wtab); free(yi); free(hb); free(row); free(masks); free(uv)
         return -1
     t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
     t.gofs, t.grp = xi + 5 * dw, wtab + 16 * (dw + 3)
@@ -443,9 +504,13 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     streampi_hprep(t.a0, t.a1, dw, t.wtab)
     t.yofs, t.cofs, t.masks, t.nyuv = xi + 6 * dw, xi + 7 * dw, masks, 0
     if yuvtap:
-        streampi_yuvprep(t.x0, t.x1, s.cx, s.fmt == FMT_NV12, dw, masks, t.yofs, t.cofs)
+        if yuv2:  # chroma always from an NV12-like row (I420's interleaved), of s.w bytes
+            streampi_yuvprep2(t.x0, t.x1, s.cx, s.w, dw, masks, t.yofs, t.cofs)
+            chroma_row_bytes = s.w
+        else:
+            streampi_yuvprep(t.x0, t.x1, s.cx, s.fmt == FMT_NV12, dw, masks, t.yofs, t.cofs)
+            chroma_row_bytes = s.w if s.fmt == FMT_NV12 else s.w >> 1
         # its 8-byte loads at yofs and cofs must stay inside the Y row and the U (UV) row
-        chroma_row_bytes = s.w if s.fmt == FMT_NV12 else s.w >> 1
         while (t.nyuv < dw and t.yofs[t.nyuv] + 8 <= s.w and t.cofs[t.nyuv] + 8 <= chroma_row_bytes):
             t.nyuv += 1
     rows[0] = -1
@@ -458,11 +523,20 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
             hline(fetch(s, yi[dy]), fetch(s, yi[dh + dy]), s.ps, s.off, c, dw, &t, vec, s.direct, hb, hb + n)
             rows[0] = yi[dy]
             rows[1] = yi[dh + dy]
+        # two fresh rows of one chroma row: one chroma conversion for both
+        if (yuv2 and yi[dy] != yi[dh + dy] and rows[0] != yi[dy] and rows[1] != yi[dy]
+                and rows[0] != yi[dh + dy] and rows[1] != yi[dh + dy]
+                and (s.cy + yi[dy]) >> 1 == (s.cy + yi[dh + dy]) >> 1):
+            hline_yuv2(s, yi[dy], yi[dh + dy], dw, &t, uv, &uvrow, hb, hb + n)
+            rows[0] = yi[dy]
+            rows[1] = yi[dh + dy]
         for i in range(2):
             want = yi[i * dh + dy]
             if rows[0] != want and rows[1] != want:
                 slot = 0 if (rows[0] != yi[dy] and rows[0] != yi[dh + dy]) else 1
-                if yuvtap:
+                if yuv2:
+                    hline_yuv2(s, want, -1, dw, &t, uv, &uvrow, hb + slot * n, NULL)
+                elif yuvtap:
                     hline_yuv(s, want, dw, &t, hb + slot * n)
                 else:
                     hline(fetch(s, want), NULL, s.ps, s.off, c, dw, &t, vec, s.direct, hb + slot * n, NULL)
@@ -471,7 +545,7 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
         vline(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, row)
         emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
-    free(xi); free(wtab); free(yi); free(hb); free(row); free(masks)
+    free(xi); free(wtab); free(yi); free(hb); free(row); free(masks); free(uv)
     return 0
 
 

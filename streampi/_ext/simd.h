@@ -171,6 +171,123 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
     return x;
 }
 
+/* The 4:2:0 tap pass, second form (AVX2): chroma from one interleaved UV row (NV12 as it is,
+ * I420's U and V rows interleaved once per chroma row by streampi_uv_interleave), and two luma
+ * rows that share that chroma row (an output row's two source rows when the first is even)
+ * converted with one chroma conversion. No 32-bit multiplies: each product is one pmaddwd of
+ * an int16 pair (x, 256*x - 32768) (the byte shuffle puts the tap byte in both halves of an int32
+ * lane, one xor flips the top bit) with (c & 255, c >> 8): x*c - 32768*(c >> 8), exactly; the
+ * constants (the 2^19 rounding, the -128 of u and v, the 32768s) are added once per channel.
+ * max(y - yoff, 0) is a saturating byte subtract. The sums are the scalar int32 sums, so the
+ * bytes are yuv_pixel's. Masks from streampi_yuvprep2: per block of 4 pixels 96 bytes (Y, U, V)
+ * as streampi_yuvprep's, each tap's byte at bytes 0 and 3 of its int32 lane. */
+#define STREAMPI_HROW_YUV2 1
+
+/* w: the frame's width, the bytes of a Y row and of a UV row. When w >= 8, a load that would
+ * leave its row starts earlier instead (at w - 8) and the mask picks its bytes further on, so
+ * that every pixel takes the vector pass. */
+static inline void streampi_yuvprep2(const int *x0, const int *x1, int cx, int w, int dw, uint8_t *masks, int *yofs,
+                                     int *cofs)
+{
+    memset(masks, 0x80, 24 * (size_t)(dw + 3));
+    for (int x = 0; x < dw; x++) {
+        const int c0 = (cx + x0[x]) >> 1, c1 = (cx + x1[x]) >> 1;
+        uint8_t *m = masks + 96 * (x >> 2) + 16 * ((x >> 1) & 1) + 8 * (x & 1);
+        int yo = cx + x0[x], co = 2 * c0, dy = 0, dc = 0;
+        if (w >= 8 && yo + 8 > w) {
+            dy = yo - (w - 8);
+            yo = w - 8;
+        }
+        if (w >= 8 && co + 8 > w) {
+            dc = co - (w - 8);
+            co = w - 8;
+        }
+        const int base = 8 * (x & 1);
+        yofs[x] = yo;
+        cofs[x] = co;
+        m[0] = m[3] = (uint8_t)(base + dy);
+        m[4] = m[7] = (uint8_t)(base + dy + x1[x] - x0[x]);
+        m[32] = m[35] = (uint8_t)(base + dc);
+        m[36] = m[39] = (uint8_t)(base + dc + 2 * (c1 - c0));
+        m[64] = m[67] = (uint8_t)(base + dc + 1);
+        m[68] = m[71] = (uint8_t)(base + dc + 2 * (c1 - c0) + 1);
+    }
+}
+
+/* I420's U and V rows (n samples each) as one NV12-like row of 2n bytes */
+static inline void streampi_uv_interleave(const uint8_t *U, const uint8_t *V, int n, uint8_t *uv)
+{
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(U + i)), v = _mm256_loadu_si256((const __m256i *)(V + i));
+        __m256i lo = _mm256_unpacklo_epi8(u, v), hi = _mm256_unpackhi_epi8(u, v);
+        _mm256_storeu_si256((__m256i *)(uv + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(uv + 2 * i + 32), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    for (; i < n; i++) {
+        uv[2 * i] = U[i];
+        uv[2 * i + 1] = V[i];
+    }
+}
+
+/* (c & 255, c >> 8) as the int16 pair pmaddwd multiplies (x, 256*x - 32768) by */
+static inline __m256i streampi_cpair(int c)
+{
+    return _mm256_set1_epi32((int)(((uint32_t)(uint16_t)(int16_t)(c >> 8) << 16) | (uint32_t)(c & 255)));
+}
+
+/* one luma row's 4 pixels from the chroma terms: RGB of the 8 taps, then the horizontal multiply */
+static inline void streampi_yuv2_row(__m256i y, __m256i cr, __m256i cg, __m256i cb, __m256i cy, __m256i group,
+                                     __m256i whi, __m256i wlo, int16_t *h)
+{
+    const __m256i yy = _mm256_madd_epi16(y, cy);
+    __m256i rr = _mm256_srai_epi32(_mm256_add_epi32(yy, cr), 20);
+    __m256i gg = _mm256_srai_epi32(_mm256_add_epi32(yy, cg), 20);
+    __m256i bb = _mm256_srai_epi32(_mm256_add_epi32(yy, cb), 20);
+    __m256i px = _mm256_packus_epi16(_mm256_packs_epi32(rr, gg), _mm256_packs_epi32(bb, _mm256_setzero_si256()));
+    px = _mm256_shuffle_epi8(px, group);
+    __m256i hi = _mm256_maddubs_epi16(px, whi), lo = _mm256_maddubs_epi16(px, wlo);
+    _mm256_storeu_si256((__m256i *)h, _mm256_add_epi16(_mm256_add_epi16(hi, hi), _mm256_srli_epi16(lo, 4)));
+}
+
+/* Pixels [0, n) of luma row YA (and YB into hb, when not NULL) whose chroma row is the
+ * interleaved UV (n: pixels whose 8-byte loads at yofs and cofs stay inside their rows). */
+static inline int streampi_hrow_yuv2(const uint8_t *YA, const uint8_t *YB, const uint8_t *UV, int n, const int *yofs,
+                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                     int yoff, int swap, int16_t *ha, int16_t *hb)
+{
+    const char c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;
+    const __m128i g = _mm_setr_epi8(c0, c0 + 1, 4, 5, c2, c2 + 1, 12, 12, c0 + 2, c0 + 3, 6, 7, c2 + 2, c2 + 3, 12, 12);
+    const __m256i group = _mm256_setr_m128i(g, g);
+    const int cyh = k[0] >> 8, crh = k[1] >> 8, cgvh = k[2] >> 8, cguh = k[3] >> 8, cbh = k[4] >> 8;
+    const __m256i cy = streampi_cpair(k[0]), cvr = streampi_cpair(k[1]), cvg = streampi_cpair(k[2]);
+    const __m256i cug = streampi_cpair(k[3]), cub = streampi_cpair(k[4]);
+    const __m256i kr = _mm256_set1_epi32((1 << 19) + 32768 * (cyh + crh) - 128 * k[1]);
+    const __m256i kg = _mm256_set1_epi32((1 << 19) + 32768 * (cyh + cgvh + cguh) - 128 * (k[2] + k[3]));
+    const __m256i kb = _mm256_set1_epi32((1 << 19) + 32768 * (cyh + cbh) - 128 * k[4]);
+    const __m256i flip = _mm256_set1_epi32((int)0x80000000u), off = _mm256_set1_epi8((char)yoff);
+    int x = 0;
+    for (; x + 4 <= n; x += 4) {
+        const uint8_t *m = masks + 24 * x;
+        const __m256i uv = streampi_load4(UV, cofs + x);
+        const __m256i u = _mm256_xor_si256(_mm256_shuffle_epi8(uv, _mm256_loadu_si256((const __m256i *)(m + 32))), flip);
+        const __m256i v = _mm256_xor_si256(_mm256_shuffle_epi8(uv, _mm256_loadu_si256((const __m256i *)(m + 64))), flip);
+        const __m256i cr = _mm256_add_epi32(_mm256_madd_epi16(v, cvr), kr);
+        const __m256i cg = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(v, cvg), _mm256_madd_epi16(u, cug)), kg);
+        const __m256i cb = _mm256_add_epi32(_mm256_madd_epi16(u, cub), kb);
+        const __m256i my = _mm256_loadu_si256((const __m256i *)m);
+        const __m256i whi = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x));
+        const __m256i wlo = _mm256_loadu_si256((const __m256i *)(wtab + 16 * x + 32));
+        __m256i y = _mm256_shuffle_epi8(_mm256_subs_epu8(streampi_load4(YA, yofs + x), off), my);
+        streampi_yuv2_row(_mm256_xor_si256(y, flip), cr, cg, cb, cy, group, whi, wlo, ha + 4 * x);
+        if (YB) {
+            y = _mm256_shuffle_epi8(_mm256_subs_epu8(streampi_load4(YB, yofs + x), off), my);
+            streampi_yuv2_row(_mm256_xor_si256(y, flip), cr, cg, cb, cy, group, whi, wlo, hb + 4 * x);
+        }
+    }
+    return x;
+}
+
 static inline __m256i streampi_vmix(__m256i a, __m256i b, __m256i w0, __m256i w1, __m256i two)
 {
     return _mm256_srai_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_mulhi_epi16(a, w0), _mm256_mulhi_epi16(b, w1)),
@@ -247,126 +364,151 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
     return n;
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#define STREAMPI_SIMD_BUILD "avx512"  /* the same code, EVEX-encoded; plain loops 512 bits wide */
+#else
 #define STREAMPI_SIMD_BUILD "avx2"
+#endif
 
 #elif defined(STREAMPI_NEON) && defined(__ARM_NEON)
 #include <arm_neon.h>
 
-/* The NEON twin of the AVX2 horizontal pass: same pixels, same integer arithmetic (channel byte
- * times Q11 weight, summed in 32 bits, >> 4), same bytes. Blocks of 2 pixels (one 8-byte load
- * each); tbl picks each tap's channels (index 16 reads as 0). */
+/* The NEON twin of the AVX2 horizontal pass: same pixels, same integer arithmetic, same bytes.
+ * The Q11 weights are split as on AVX2 (a = 32*hi + lo, hi <= 64, lo <= 31) so that the products
+ * are byte times byte (vmull_u8/vmlal_u8, 8 lanes an instruction): per channel the pair sums
+ * p0*2hi0 + p1*2hi1 <= 255*128 and p0*lo0 + p1*lo1 <= 255*62 fit a uint16, and
+ * 2*hi_sum + (lo_sum >> 4) (one vsra) is (p0*a0 + p1*a1) >> 4 exactly. Blocks of 4 pixels:
+ * four 8-byte loads (both taps each), an 8-byte tbl per tap and 2 pixels puts each pixel's
+ * (c0, c1, c2, 0) bytes of that tap in place (index 255 reads as 0). */
 #define STREAMPI_HROW_READ 8
 #define STREAMPI_HROW_VEC 1
 
-static inline int16x8_t streampi_hmix(const uint8_t *r, int a, int b, uint8x8_t m0, uint8x8_t m1,
-                                      uint16x8_t w0, uint16x8_t w1)
-{
-    uint8x16_t ab = vcombine_u8(vld1_u8(r + a), vld1_u8(r + b));
-    uint16x8_t tap0 = vmovl_u8(vqtbl1_u8(ab, m0)), tap1 = vmovl_u8(vqtbl1_u8(ab, m1));
-    uint32x4_t lo = vmlal_u16(vmull_u16(vget_low_u16(tap0), vget_low_u16(w0)), vget_low_u16(tap1), vget_low_u16(w1));
-    uint32x4_t hi = vmlal_high_u16(vmull_high_u16(tap0, w0), tap1, w1);
-    return vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4));
-}
-
-/* The weights as w0 | w1 << 16, one int32 a pixel (wtab holds 16 * (dw + 3) bytes). */
+/* The weights for pairs of pixels, 32 bytes a pair: 2*hi of tap 0, 2*hi of tap 1, lo of tap 0,
+ * lo of tap 1, 8 bytes each (4 a pixel: one per channel and the zero), so that one ld1 of four
+ * 8-byte registers fetches a pair's. wtab holds 16 * (dw + 3) bytes. */
 static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    int32_t *wpair = (int32_t *)wtab;
-    for (int x = 0; x < dw; x++)
-        wpair[x] = a0[x] | (a1[x] << 16);
+    for (int x = 0; x < dw; x++) {
+        uint8_t *w = wtab + 32 * (x >> 1) + 4 * (x & 1);
+        for (int k = 0; k < 4; k++) {
+            w[k] = (uint8_t)(2 * (a0[x] >> 5));
+            w[8 + k] = (uint8_t)(2 * (a1[x] >> 5));
+            w[16 + k] = (uint8_t)(a0[x] & 31);
+            w[24 + k] = (uint8_t)(a1[x] & 31);
+        }
+    }
+}
+
+/* (tap 0, tap 1) bytes of 2 pixels (8 lanes) times their split weights (ld1 of streampi_hprep's pair) */
+static inline int16x8_t streampi_hmul2(uint8x8_t t0, uint8x8_t t1, uint8x8x4_t w)
+{
+    uint16x8_t hi = vmlal_u8(vmull_u8(t0, w.val[0]), t1, w.val[1]);
+    uint16x8_t lo = vmlal_u8(vmull_u8(t0, w.val[2]), t1, w.val[3]);
+    return vreinterpretq_s16_u16(vsraq_n_u16(hi, lo, 4));
+}
+
+/* 2 pixels of row r whose 8-byte loads are at r + o0, r + o1, into 8 int16 at h */
+static inline void streampi_hpair(const uint8_t *r, int64_t o0, int64_t o1, uint8x8_t m0, uint8x8_t m1, uint8x8x4_t w,
+                                  int16_t *h)
+{
+    const uint8x16_t ab = vcombine_u8(vld1_u8(r + o0), vld1_u8(r + o1));
+    vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), w));
 }
 
 static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
                                     const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
 {
-    const int32_t *wpair = (const int32_t *)wtab;
-    const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, 16, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
-                           (uint8_t)(8 + o2), 16};
-    const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), 16, (uint8_t)(8 + ps + o0),
-                           (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 16};
+    /* per 2 pixels (16 loaded bytes): each pixel's (c0, c1, c2, 0) of tap 0, then of tap 1 */
+    const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, 255, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
+                           (uint8_t)(8 + o2), 255};
+    const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), 255, (uint8_t)(8 + ps + o0),
+                           (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 255};
     const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
     int x = 0;
-    for (; x + 2 <= n; x += 2) {
-        /* wpair as u16: w0, w1 of pixel 0, then of pixel 1 */
-        uint16x4_t w = vreinterpret_u16_s32(vld1_s32(wpair + x));
-        uint16x8_t w0 = vcombine_u16(vdup_lane_u16(w, 0), vdup_lane_u16(w, 2));
-        uint16x8_t w1 = vcombine_u16(vdup_lane_u16(w, 1), vdup_lane_u16(w, 3));
-        vst1q_s16(h + 4 * x, streampi_hmix(p, xofs[x], xofs[x + 1], m0, m1, w0, w1));
-        if (q)
-            vst1q_s16(g + 4 * x, streampi_hmix(q, xofs[x], xofs[x + 1], m0, m1, w0, w1));
+    for (; x + 4 <= n; x += 4) {
+        /* the offsets in registers before any store (which may alias them as far as the compiler knows) */
+        const int64_t a = xofs[x], b = xofs[x + 1], c = xofs[x + 2], d = xofs[x + 3];
+        const uint8x8x4_t w0 = vld1_u8_x4(wtab + 16 * x), w1 = vld1_u8_x4(wtab + 16 * x + 32);
+        streampi_hpair(p, a, b, m0, m1, w0, h + 4 * x);
+        streampi_hpair(p, c, d, m0, m1, w1, h + 4 * x + 8);
+        if (q) {
+            streampi_hpair(q, a, b, m0, m1, w0, g + 4 * x);
+            streampi_hpair(q, c, d, m0, m1, w1, g + 4 * x + 8);
+        }
     }
     return x;
 }
 
-/* (a*w0 >> 16) + (b*w1 >> 16) + 2 >> 2 of 8 int16, saturated to uint8 */
-static inline uint8x8_t streampi_vmix(int16x8_t a, int16x8_t b, int16x4_t w0, int16x4_t w1)
+/* (a*w0 >> 16) + (b*w1 >> 16) + 2 >> 2 of 8 int16, saturated to uint8. a, b >= 0 (horizontal
+ * sums) and w0, w1 in [0, 2048], so vqdmulh's (2*a*w) >> 16 never saturates, and its >> 1 is
+ * (a*w) >> 16 exactly (floor of a floor); vqrshrun adds the 2, shifts by 2 and saturates. */
+static inline int16x8_t streampi_vsum(int16x8_t a, int16x8_t b, int16x8_t w0, int16x8_t w1)
 {
-    int16x8_t s0 = vcombine_s16(vshrn_n_s32(vmull_s16(vget_low_s16(a), w0), 16),
-                                vshrn_n_s32(vmull_s16(vget_high_s16(a), w0), 16));
-    int16x8_t s1 = vcombine_s16(vshrn_n_s32(vmull_s16(vget_low_s16(b), w1), 16),
-                                vshrn_n_s32(vmull_s16(vget_high_s16(b), w1), 16));
-    return vqmovun_s16(vshrq_n_s16(vaddq_s16(vaddq_s16(s0, s1), vdupq_n_s16(2)), 2));
+    return vsraq_n_s16(vshrq_n_s16(vqdmulhq_s16(a, w0), 1), vqdmulhq_s16(b, w1), 1);
 }
 
 static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw, uint8_t *row)
 {
-    const int16x4_t w0 = vdup_n_s16((int16_t)b0), w1 = vdup_n_s16((int16_t)b1);
+    const int16x8_t w0 = vdupq_n_s16((int16_t)b0), w1 = vdupq_n_s16((int16_t)b1);
     int x = 0;
     if (c == 3) {
-        for (; x + 4 <= dw; x += 4) {  /* 4 pixels of 4 int16 → 12 bytes (and 4 to be overwritten) */
-            uint8x8_t lo = streampi_vmix(vld1q_s16(h0 + 4 * x), vld1q_s16(h1 + 4 * x), w0, w1);
-            uint8x8_t hi = streampi_vmix(vld1q_s16(h0 + 4 * x + 8), vld1q_s16(h1 + 4 * x + 8), w0, w1);
-            static const uint8_t drop[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15};
-            vst1q_u8(row + 3 * x, vqtbl1q_u8(vcombine_u8(lo, hi), vld1q_u8(drop)));
+        /* 4 pixels of 4 int16 → 12 bytes (and 4 to be overwritten) */
+        static const uint8_t drop[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15};
+        const uint8x16_t m = vld1q_u8(drop);
+        for (; x + 4 <= dw; x += 4) {
+            int16x8x2_t a = vld1q_s16_x2(h0 + 4 * x), b = vld1q_s16_x2(h1 + 4 * x);
+            uint8x16_t v = vqrshrun_high_n_s16(vqrshrun_n_s16(streampi_vsum(a.val[0], b.val[0], w0, w1), 2),
+                                               streampi_vsum(a.val[1], b.val[1], w0, w1), 2);
+            vst1q_u8(row + 3 * x, vqtbl1q_u8(v, m));
         }
     } else if (c == 1) {
-        for (; x + 8 <= dw; x += 8)
-            vst1_u8(row + x, streampi_vmix(vld1q_s16(h0 + x), vld1q_s16(h1 + x), w0, w1));
+        for (; x + 16 <= dw; x += 16) {
+            int16x8x2_t a = vld1q_s16_x2(h0 + x), b = vld1q_s16_x2(h1 + x);
+            vst1q_u8(row + x, vqrshrun_high_n_s16(vqrshrun_n_s16(streampi_vsum(a.val[0], b.val[0], w0, w1), 2),
+                                                  streampi_vsum(a.val[1], b.val[1], w0, w1), 2));
+        }
     }
     return x;
 }
 
-/* 16 bytes through one 256-entry table (four 64-entry tbl/tbx lookups) */
-static inline uint8x16_t streampi_lut16(uint8x16_t x, const uint8_t *lut)
-{
-    const uint8x16_t k64 = vdupq_n_u8(64);
-    uint8x16_t r = vqtbl4q_u8(vld1q_u8_x4(lut), x);
-    x = vsubq_u8(x, k64);
-    r = vqtbx4q_u8(r, vld1q_u8_x4(lut + 64), x);
-    x = vsubq_u8(x, k64);
-    r = vqtbx4q_u8(r, vld1q_u8_x4(lut + 128), x);
-    x = vsubq_u8(x, k64);
-    return vqtbx4q_u8(r, vld1q_u8_x4(lut + 192), x);
-}
+/* 16 bytes through one 256-entry table held in four 64-byte quads (tbl/tbx: index 64 and up
+ * leaves a byte as it is, so each quad fills its quarter after subtracting 64 per step) */
+#define STREAMPI_LUT16(x, t0, t1, t2, t3)                                                                 \
+    vqtbx4q_u8(vqtbx4q_u8(vqtbx4q_u8(vqtbl4q_u8(t0, x), t1, vsubq_u8(x, vdupq_n_u8(64))), t2,              \
+                          vsubq_u8(x, vdupq_n_u8(128))), t3, vsubq_u8(x, vdupq_n_u8(192)))
 
-/* One table for every byte (c == 1 or same_tables), or three de-interleaved (vld3/vst3). */
+/* One table for every byte (c == 1 or same_tables), loaded into registers once per call (the
+ * stores to out may alias it as far as the compiler knows), or three de-interleaved (vld3/vst3). */
 static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t *lut, int same_tables, uint8_t *out)
 {
     int i;
     if (c == 1 || same_tables) {
         if (n < 16)
             return 0;
-        for (i = 0; i + 16 <= n; i += 16)
-            vst1q_u8(out + i, streampi_lut16(vld1q_u8(row + i), lut));
-        if (i < n)  /* the last 16 bytes again: same values, nothing past n */
-            vst1q_u8(out + n - 16, streampi_lut16(vld1q_u8(row + n - 16), lut));
+        const uint8x16x4_t t0 = vld1q_u8_x4(lut), t1 = vld1q_u8_x4(lut + 64);
+        const uint8x16x4_t t2 = vld1q_u8_x4(lut + 128), t3 = vld1q_u8_x4(lut + 192);
+        for (i = 0; i + 16 <= n; i += 16) {
+            const uint8x16_t x = vld1q_u8(row + i);
+            vst1q_u8(out + i, STREAMPI_LUT16(x, t0, t1, t2, t3));
+        }
+        if (i < n) {  /* the last 16 bytes again: same values, nothing past n */
+            const uint8x16_t x = vld1q_u8(row + n - 16);
+            vst1q_u8(out + n - 16, STREAMPI_LUT16(x, t0, t1, t2, t3));
+        }
         return n;
     }
     if (c != 3 || n < 48)
         return 0;
-    for (i = 0; i + 48 <= n; i += 48) {
-        uint8x16x3_t v = vld3q_u8(row + i);
-        v.val[0] = streampi_lut16(v.val[0], lut);
-        v.val[1] = streampi_lut16(v.val[1], lut + 256);
-        v.val[2] = streampi_lut16(v.val[2], lut + 512);
-        vst3q_u8(out + i, v);
-    }
-    if (i < n) {  /* n is a multiple of 3: the last 48 bytes start on a pixel */
-        uint8x16x3_t v = vld3q_u8(row + n - 48);
-        v.val[0] = streampi_lut16(v.val[0], lut);
-        v.val[1] = streampi_lut16(v.val[1], lut + 256);
-        v.val[2] = streampi_lut16(v.val[2], lut + 512);
-        vst3q_u8(out + n - 48, v);
+    for (i = 0; i + 48 <= n || i < n; i += 48) {
+        const int at = i + 48 <= n ? i : n - 48;  /* the last 48 bytes again (n is a multiple of 3) */
+        uint8x16x3_t v = vld3q_u8(row + at);
+        for (int k = 0; k < 3; k++) {
+            const uint8_t *t = lut + 256 * k;
+            const uint8x16_t x = v.val[k];
+            v.val[k] = STREAMPI_LUT16(x, vld1q_u8_x4(t), vld1q_u8_x4(t + 64), vld1q_u8_x4(t + 128),
+                                      vld1q_u8_x4(t + 192));
+        }
+        vst3q_u8(out + at, v);
     }
     return n;
 }
@@ -374,7 +516,7 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 
 /* The NEON twin of the AVX2 4:2:0 tap pass: the same masks (streampi_yuvprep, one 16-byte tbl
  * table per 2 pixels and plane), the same int32 arithmetic (vmlaq_s32 is an integer multiply-add,
- * exact), saturated by vqmovun/vqmovn, then streampi_hmix's widening multiply. */
+ * exact), saturated by vqmovun/vqmovn, then the byte multiply of streampi_hmul2. */
 #define STREAMPI_HROW_YUV 1
 
 /* the 4 taps of 2 pixels (8-byte loads at r + o[0], r + o[1]) as int32, placed by a mask */
@@ -389,7 +531,6 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
 {
     /* after the narrowing, bytes 0-3 hold R of the 4 taps (pixel 0 tap 0, tap 1, pixel 1 tap 0,
      * tap 1), 4-7 G, 8-11 B, 12-15 zero; pick each pixel's channels in model order per tap */
-    const int32_t *wpair = (const int32_t *)wtab;
     const uint8_t c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;
     const uint8_t t0[8] = {c0, 4, c2, 12, (uint8_t)(c0 + 2), 6, (uint8_t)(c2 + 2), 12};
     const uint8_t t1[8] = {(uint8_t)(c0 + 1), 5, (uint8_t)(c2 + 1), 12, (uint8_t)(c0 + 3), 7, (uint8_t)(c2 + 3), 12};
@@ -410,15 +551,31 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
         int32x4_t bb = vshrq_n_s32(vmlaq_s32(yy, u, cub), 20);
         uint8x16_t px = vcombine_u8(vqmovn_u16(vcombine_u16(vqmovun_s32(rr), vqmovun_s32(gg))),
                                     vqmovn_u16(vcombine_u16(vqmovun_s32(bb), vdup_n_u16(0))));
-        uint16x8_t tap0 = vmovl_u8(vqtbl1_u8(px, m0)), tap1 = vmovl_u8(vqtbl1_u8(px, m1));
-        uint16x4_t w = vreinterpret_u16_s32(vld1_s32(wpair + x));
-        uint16x8_t w0 = vcombine_u16(vdup_lane_u16(w, 0), vdup_lane_u16(w, 2));
-        uint16x8_t w1 = vcombine_u16(vdup_lane_u16(w, 1), vdup_lane_u16(w, 3));
-        uint32x4_t lo = vmlal_u16(vmull_u16(vget_low_u16(tap0), vget_low_u16(w0)), vget_low_u16(tap1), vget_low_u16(w1));
-        uint32x4_t hi = vmlal_high_u16(vmull_high_u16(tap0, w0), tap1, w1);
-        vst1q_s16(h + 4 * x, vreinterpretq_s16_u16(vshrn_high_n_u32(vshrn_n_u32(lo, 4), hi, 4)));
+        vst1q_s16(h + 4 * x, streampi_hmul2(vqtbl1_u8(px, m0), vqtbl1_u8(px, m1), vld1_u8_x4(wtab + 16 * x)));
     }
     return x;
+}
+
+#define STREAMPI_HROW_YUV2 0
+
+static inline void streampi_yuvprep2(const int *x0, const int *x1, int cx, int w, int dw, uint8_t *masks, int *yofs,
+                                     int *cofs)
+{
+    (void)x0; (void)x1; (void)cx; (void)w; (void)dw; (void)masks; (void)yofs; (void)cofs;
+}
+
+static inline void streampi_uv_interleave(const uint8_t *U, const uint8_t *V, int n, uint8_t *uv)
+{
+    (void)U; (void)V; (void)n; (void)uv;
+}
+
+static inline int streampi_hrow_yuv2(const uint8_t *YA, const uint8_t *YB, const uint8_t *UV, int n, const int *yofs,
+                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                     int yoff, int swap, int16_t *ha, int16_t *hb)
+{
+    (void)YA; (void)YB; (void)UV; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
+    (void)swap; (void)ha; (void)hb;
+    return 0;
 }
 
 #define STREAMPI_SIMD_BUILD "neon"
@@ -461,6 +618,28 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
 {
     (void)Y; (void)U; (void)V; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
     (void)swap; (void)h;
+    return 0;
+}
+
+#define STREAMPI_HROW_YUV2 0
+
+static inline void streampi_yuvprep2(const int *x0, const int *x1, int cx, int w, int dw, uint8_t *masks, int *yofs,
+                                     int *cofs)
+{
+    (void)x0; (void)x1; (void)cx; (void)w; (void)dw; (void)masks; (void)yofs; (void)cofs;
+}
+
+static inline void streampi_uv_interleave(const uint8_t *U, const uint8_t *V, int n, uint8_t *uv)
+{
+    (void)U; (void)V; (void)n; (void)uv;
+}
+
+static inline int streampi_hrow_yuv2(const uint8_t *YA, const uint8_t *YB, const uint8_t *UV, int n, const int *yofs,
+                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
+                                     int yoff, int swap, int16_t *ha, int16_t *hb)
+{
+    (void)YA; (void)YB; (void)UV; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
+    (void)swap; (void)ha; (void)hb;
     return 0;
 }
 

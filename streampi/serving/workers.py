@@ -183,9 +183,6 @@ def helper_cores(own: Sequence[int] | None, light_cores: Sequence[int] | None) -
     return others or None
 
 
-#: a lone frame's kernel is split over the idle cores only for frames at least this large: below
-#: it the hand-off to another thread (~50 µs) costs more than the split saves
-BAND_MIN_PIXELS = 300_000
 BAND_WAIT_S = 10.0  # a band helper that has not finished by then is broken: the frame fails
 
 
@@ -233,11 +230,13 @@ class BandWriters:
             self._done.put(failure)
             del failure
 
-    def write(self, pre: Preprocessor, frame: Any, out: np.ndarray) -> None:
-        """Write ``frame`` into the slot ``out`` in bands, this thread taking the last one."""
+    def write(self, pre: Preprocessor, frame: Any, out: np.ndarray, n: int | None = None) -> None:
+        """Write ``frame`` into the slot ``out`` in ``n`` bands (default: one per helper and this
+        thread), this thread taking the last one."""
         if not self._todo:
             self._start()
-        bands = pre.bands(frame, self.helpers + 1)
+        n = self.helpers + 1 if n is None else min(n, self.helpers + 1)
+        bands = pre.bands(frame, n)
         for todo, rows in zip(self._todo, bands[:-1]):
             todo.put((pre, frame, out, rows))
         failure: BaseException | None = None
@@ -245,7 +244,7 @@ class BandWriters:
             pre.write(frame, out, bands[-1])
         except BaseException as exc:
             failure = exc
-        for _ in range(self.helpers):  # every helper is done with ``out`` before it is used again
+        for _ in range(n - 1):  # every helper is done with ``out`` before it is used again
             try:
                 exc = self._done.get(timeout=BAND_WAIT_S)
             except queue.Empty:
@@ -696,9 +695,10 @@ class WorkerSlot(threading.Thread):
             try:
                 if light:
                     frame = self.pre.prepare(msg.data, msg.fmt, msg.width, msg.height)
-                    if frame.width * frame.height >= BAND_MIN_PIXELS:
-                        self._bands.write(self.pre, frame, view[len(good)])  # type: ignore[union-attr]
-                        outcomes[k].timing["pre_bands"] = self._bands.helpers + 1  # type: ignore[union-attr]
+                    # only where the split pays (a cost model of the kernel against the hand-off)
+                    if (n := self.pre.band_count(frame, self._bands.helpers + 1)) > 1:  # type: ignore[union-attr]
+                        self._bands.write(self.pre, frame, view[len(good)], n)  # type: ignore[union-attr]
+                        outcomes[k].timing["pre_bands"] = n
                     else:
                         self.pre.write(frame, view[len(good)])
                     transforms[k] = frame.transform
