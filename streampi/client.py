@@ -457,9 +457,11 @@ class _SubscriberBase(_SocketHolder):
         return protocol.decode_result(parts)
 
 
-class Subscriber(_SubscriberBase):
-    """Receives results (blocking). ``recv(timeout)`` returns one result dict or raises
-    ``TimeoutError``; iterating yields results until closed."""
+class _Receiving:
+    """``recv(timeout)`` and iteration over a SUB socket whose ``_accept`` filters and decodes
+    (results for :class:`Subscriber`, events for :class:`Events`): the blocking flavour."""
+
+    _what = "result"  # what a timeout says did not come
 
     @staticmethod
     def _context() -> zmq.Context:
@@ -471,26 +473,29 @@ class Subscriber(_SubscriberBase):
         while True:
             wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             if not self._sock.poll(wait):
-                raise TimeoutError(f"no result from {self.endpoint} within {timeout} s")
-            result = self._accept(self._sock.recv_multipart())
-            if result is not None:
-                return result
+                raise TimeoutError(f"no {self._what} from {self.endpoint} within {timeout} s")
+            msg = self._accept(self._sock.recv_multipart())
+            if msg is not None:
+                return msg
 
     def __iter__(self):
         while True:
             yield self.recv()
 
 
-class AsyncSubscriber(_SubscriberBase):
-    """The asyncio flavour of :class:`Subscriber`: ``await recv(timeout)``, ``async for``."""
+class _AsyncReceiving:
+    """The asyncio flavour of :class:`_Receiving`: ``await recv(timeout)``, ``async for``,
+    ``async with``."""
+
+    _what = "result"
 
     @staticmethod
     def _context() -> zmq.asyncio.Context:
         return zmq.asyncio.Context.instance()
 
     async def recv(self, timeout: float | None = None) -> dict:
-        """One result; ``TimeoutError`` after ``timeout`` seconds. On a timeout only the
-        pending receive is cancelled, so a result that arrives at that moment is kept."""
+        """The next message; ``TimeoutError`` after ``timeout`` seconds. On a timeout only the
+        pending receive is cancelled, so a message that arrives at that moment is kept."""
         timeout = await self._handshake_wait_async(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -502,10 +507,10 @@ class AsyncSubscriber(_SubscriberBase):
                 fut.cancel()
                 await asyncio.gather(fut, return_exceptions=True)
             if fut.cancelled():
-                raise TimeoutError(f"no result from {self.endpoint} within {timeout} s")
-            result = self._accept(fut.result())
-            if result is not None:
-                return result
+                raise TimeoutError(f"no {self._what} from {self.endpoint} within {timeout} s")
+            msg = self._accept(fut.result())
+            if msg is not None:
+                return msg
 
     def __aiter__(self):
         return self
@@ -517,11 +522,20 @@ class AsyncSubscriber(_SubscriberBase):
         """As :meth:`close` (a subscriber has nothing to wait for), for ``async with``."""
         self.close()
 
-    async def __aenter__(self) -> AsyncSubscriber:
+    async def __aenter__(self):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+
+class Subscriber(_Receiving, _SubscriberBase):
+    """Receives results (blocking). ``recv(timeout)`` returns one result dict or raises
+    ``TimeoutError``; iterating yields results until closed."""
+
+
+class AsyncSubscriber(_AsyncReceiving, _SubscriberBase):
+    """The asyncio flavour of :class:`Subscriber`: ``await recv(timeout)``, ``async for``."""
 
 
 EVENT_TYPES = ("new", "update", "end")
@@ -561,7 +575,7 @@ class _EventsBase(_SocketHolder):
         return msg
 
 
-class Events(_EventsBase):
+class Events(_Receiving, _EventsBase):
     """Receives the server's object events (blocking): what ``streampi serve --events``
     publishes on the topic ``_events`` (docs/integrations.md).
 
@@ -573,58 +587,10 @@ class Events(_EventsBase):
     ``snapshots=True`` the snapshots come too, as ``{"type": "snapshot", "id", "stream",
     "label", "score", "jpeg"}``. ``recv(timeout)`` raises ``TimeoutError``."""
 
-    @staticmethod
-    def _context() -> zmq.Context:
-        return zmq.Context.instance()
-
-    def recv(self, timeout: float | None = None) -> dict:
-        timeout = self._handshake_wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            if not self._sock.poll(wait):
-                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
-            msg = self._accept(self._sock.recv_multipart())
-            if msg is not None:
-                return msg
-
-    def __iter__(self):
-        while True:
-            yield self.recv()
+    _what = "event"
 
 
-class AsyncEvents(_EventsBase):
+class AsyncEvents(_AsyncReceiving, _EventsBase):
     """The asyncio flavour of :class:`Events`: ``await recv(timeout)``, ``async for``."""
 
-    @staticmethod
-    def _context() -> zmq.asyncio.Context:
-        return zmq.asyncio.Context.instance()
-
-    async def recv(self, timeout: float | None = None) -> dict:
-        timeout = await self._handshake_wait_async(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            fut = self._sock.recv_multipart()
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            await asyncio.wait({fut}, timeout=left)
-            if not fut.done():
-                fut.cancel()
-                await asyncio.gather(fut, return_exceptions=True)
-            if fut.cancelled():
-                raise TimeoutError(f"no event from {self.endpoint} within {timeout} s")
-            msg = self._accept(fut.result())
-            if msg is not None:
-                return msg
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> dict:
-        return await self.recv()
-
-    async def __aenter__(self) -> AsyncEvents:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+    _what = "event"
