@@ -41,18 +41,12 @@ from streampi.synthetic import ScenesGenerator
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children."""
+    """CPU seconds (user + system) of a process and its descendants (the runner processes)."""
     import psutil
 
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    from streampi.tools.loadtest import tree_cpu_s
+
+    return sum(tree_cpu_s(psutil.Process(pid)).values())
 
 
 class Viewer:
