@@ -314,6 +314,9 @@ def test_a_node_with_an_unknown_key_gets_nothing_and_one_with_a_listed_key_joins
                              "--curve-server", str(server_pub))
         code, err = stop_when_exited(refused, 90)
         assert st.server.status()["nodes"] == [] and st.stats["nodes_joined"] == 0
+        deadline = time.monotonic() + 10  # the server's socket monitor reports on its own loop turn,
+        while not st.stats["node_handshakes_refused"] and time.monotonic() < deadline:  # maybe after the
+            time.sleep(0.05)  # node has already exited
         assert st.stats["node_handshakes_refused"] >= 1  # the server's socket monitor saw it
         welcome = start_node(join, "member", "shapes_int8", 1, "--curve-secret", str(member),
                              "--curve-server", str(server_pub))
