@@ -62,9 +62,9 @@ STAT = {"median": np.median, "min": np.min}
 stat = np.median  # set by --stat
 
 
-def timeit_interleaved(fns: list, repeat: int, how=None) -> list[float]:
+def timeit_interleaved(fns: list, repeat: int, how=None, before=None) -> list[float]:
     """Median (``--stat min``: fastest) µs per call of each function, calling them in turn
-    ``repeat`` times after a warm-up."""
+    ``repeat`` times after a warm-up; ``before()``, when given, runs untimed before each call."""
     how = how or stat
     for fn in fns:
         for _ in range(5):
@@ -73,6 +73,8 @@ def timeit_interleaved(fns: list, repeat: int, how=None) -> list[float]:
     for i in range(repeat):
         for k in range(len(fns)):
             j = (k + i) % len(fns)
+            if before is not None:
+                before()
             t0 = time.perf_counter()
             fns[j]()
             times[j].append(time.perf_counter() - t0)

@@ -42,29 +42,19 @@ from streampi.sources.convert import from_rgb  # noqa: E402
 from streampi.sources.motion import MotionGate  # noqa: E402
 from streampi.sources.scene import MotionScene  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/kernels.py: the interleaved timer
+from kernels import timeit_interleaved  # noqa: E402
+
 SCALE, ZP = 2 / 255, -1  # the bundled int8 models' input quantization ([-1, 1])
 
 
 _FLUSH = np.zeros(32 << 20, np.uint8)  # larger than any last-level cache here or on a Pi
 
 
-def timeit_interleaved(fns: list, repeat: int, cold: bool) -> list[float]:
-    """Median µs per call of each function, calling them in turn ``repeat`` times after a warm-up.
-    ``cold``: before each timed call, 32 MB are written (not timed), so the call finds its frame in
-    memory and not in a cache, as a frame fresh from a camera or a decoder mostly is."""
-    for fn in fns:
-        for _ in range(5):
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for i in range(repeat):
-        for k in range(len(fns)):
-            j = (k + i) % len(fns)
-            if cold:
-                _FLUSH[::64] += 1
-            t0 = time.perf_counter()
-            fns[j]()
-            times[j].append(time.perf_counter() - t0)
-    return [float(np.median(t)) * 1e6 for t in times]
+def flush() -> None:
+    """Write 32 MB (untimed), so that the next call finds its frame in memory and not in a cache,
+    as a frame fresh from a camera or a decoder mostly is."""
+    _FLUSH[::64] += 1
 
 
 def cost_line(w: int, h: int, fmt: str, repeat: int, cold: bool) -> dict:
@@ -100,7 +90,7 @@ def cost_line(w: int, h: int, fmt: str, repeat: int, cold: bool) -> dict:
            for interp in ("linear", "auto")}
     slot = pre["linear"].new_slot()
     fns = [check, kernel_only] + [lambda k=k, p=p: p(data[next_of(k)], fmt, out=slot) for k, p in pre.items()]
-    gate_us, kernel_us, linear_us, auto_us = timeit_interleaved(fns, repeat, cold)
+    gate_us, kernel_us, linear_us, auto_us = timeit_interleaved(fns, repeat, np.median, flush if cold else None)
     return {"line": f"{w}×{h} {fmt}", "cache": "cold" if cold else "warm", "grid": f"{grid.gw}×{grid.gh}×{grid.sx}",
             "gate_us": gate_us, "pass_us": kernel_us, "preprocess_linear_us": linear_us,
             "preprocess_auto_us": auto_us, "share_linear": gate_us / linear_us, "share_auto": gate_us / auto_us}
