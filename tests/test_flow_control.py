@@ -115,8 +115,13 @@ def test_latest_producer_replaces_frames_without_credit_and_never_exceeds_it(iso
         pid = worker_pids(st)[0]
         with Producer(st.frames, stream="cam", on_drop=dropped.append) as prod:
             for i in range(n):
-                if i == n // 2:
-                    os.kill(pid, signal.SIGSTOP)  # the second half meets a window held full
+                if i == n // 2:  # the second half meets a window held full: from an empty window (all
+                    deadline = time.monotonic() + 10  # credit back), its first frame sticks in the stopped
+                    while prod.in_flight and time.monotonic() < deadline:  # worker and the second fills it
+                        prod._read_credit()
+                        time.sleep(0.002)
+                    assert prod.in_flight == 0
+                    os.kill(pid, signal.SIGSTOP)
                 if i == n - 10:
                     os.kill(pid, signal.SIGCONT)
                 prod.send(FRAME)

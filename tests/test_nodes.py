@@ -251,7 +251,7 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it(send, local
             samples = scrape(st.server.bound["metrics"])
         finally:
             code, err = stop(node)
-    assert [r["seq"] for r in results] == list(range(30))
+    assert sorted(r["seq"] for r in results) == list(range(30))  # each once (a batch handed back runs later)
     assert all(r["ok"] and r["node"] == "n1" and r["worker"] == 0 for r in results), results[0]
     assert all(r["timing"]["hop_ms"] >= 0 and r["timing"]["node_ms"] > 0 for r in results)
     assert all(r["top"] == local_answer["top"] for r in results), (results[0]["top"], local_answer["top"])
@@ -458,7 +458,9 @@ def test_a_reload_refuses_the_nodes_running_the_previous_model_and_loses_no_fram
                     stop(proc)
     assert reply["ok"] is True, reply
     assert code == 2 and "the server now serves shapes_uint8" in err
-    assert [r["seq"] for r in results] == list(range(20)) and all(r["ok"] for r in results)
+    # each once, the first ten before the reload (a batch a node hands back runs after the next one)
+    assert sorted(r["seq"] for r in results[:10]) == list(range(10))
+    assert sorted(r["seq"] for r in results) == list(range(20)) and all(r["ok"] for r in results)
     assert {r["node"] for r in results if r["seq"] >= 10} == {"new"}
     assert all(r["model"]["name"] == "shapes_uint8" for r in results if r["seq"] >= 10)
 
