@@ -86,6 +86,9 @@ def test_subscriber_line_format():
     assert "square 0.980" in format_result(ok)
     bad = {"stream": "cam0", "seq": 4, "ok": False, "error": {"code": "dropped", "message": "replaced"}}
     assert "ERROR dropped: replaced" in format_result(bad)
+    assert " node " not in format_result(ok)
+    remote = {**ok, "node": "pi-b", "timing": {**ok["timing"], "hop_ms": 0.71, "node_ms": 3.2}}
+    assert format_result(remote).endswith("worker 0 node pi-b hop 0.71 ms")
 
 
 def test_produce_from_a_video_file(tmp_path):

@@ -24,8 +24,13 @@ def format_result(r: dict) -> str:
     from ..results import summarize
 
     best = summarize(r)
-    return f"{head}  {best:<24} total {t.get('total_ms', 0):6.2f} ms  infer {t.get('infer_ms', 0):6.2f} ms  " \
+    line = f"{head}  {best:<24} total {t.get('total_ms', 0):6.2f} ms  infer {t.get('infer_ms', 0):6.2f} ms  " \
            f"batch {r.get('batch', '-')} worker {r.get('worker', '-')}"
+    if r.get("node"):  # run on a remote node (docs/cluster.md): which one, and what the link added
+        line += f" node {r['node']}"
+        if t.get("hop_ms") is not None:
+            line += f" hop {t['hop_ms']:.2f} ms"
+    return line
 
 
 def run(args: argparse.Namespace) -> int:
