@@ -671,6 +671,8 @@ class NodeHello(msgspec.Struct, forbid_unknown_fields=False):
     config_digest: _Name = ""  # the node's model options (labels, decoder, normalisation) must be the server's
     runtime: _Text = ""
     version: _Name = ""
+    #: a digest of each model option by name, so that a refusal can say which ones differ
+    config_fields: Annotated[dict[_Name, _Name], msgspec.Meta(max_length=32)] = {}
 
 
 class NodeWelcome(msgspec.Struct):

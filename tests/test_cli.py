@@ -24,7 +24,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
                        text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads(out.read_text())
-    assert s["sent"] == s["answered"] > 0 and s["unanswered"] == 0
+    # every frame sent is answered, or was replaced at the camera when the server was busy (never sent)
+    assert s["sent"] == s["answered"] + s["replaced_at_camera"] and s["answered"] > 0 and s["unanswered"] == 0
     assert s["accuracy"] >= 0.95 and s["server_exit_code"] == 0
     assert "accuracy" in r.stdout and "latency" in r.stdout
 

@@ -275,7 +275,8 @@ def protocol_frame():
 
 @pytest.mark.parametrize("extra, words", [
     (("shapes_float32",), "this server serves shapes_int8"),
-    (("shapes_int8", "--top-k", "2"), "model options"),
+    (("shapes_int8", "--top-k", "2"), "model options differ from the server's (top_k (--top-k))"),
+    (("shapes_int8", "--channels", "bgr", "--resize", "letterbox"), "(channels (--channels), resize (--resize))"),
 ])
 def test_a_node_with_another_model_or_other_options_is_refused_on_both_sides(extra, words, caplog):
     with ServerThread("shapes_int8", dispatcher()) as st:

@@ -38,7 +38,7 @@ from ..config import ModelConfig
 from ..errors import StreampiError
 from ..model import resolve_model
 from ..runtime_info import usable_cores
-from .nodes import config_digest, file_sha256
+from .nodes import config_digest, config_fields, file_sha256
 from .options import ServerOptions
 from .workers import Events, Outcome, WorkerSlot, WorkerSpec
 
@@ -150,7 +150,7 @@ class NodeAgent(Events):
         self._send(protocol.KIND_NODE_HELLO, protocol.NodeHello(
             protocol.VERSION, self.node_id, self.name, self.sha256, self.spec.model_info["name"][:64], self.n_workers,
             self.spec.max_batch if self.spec.batchable else 1, " ".join(protocol.NODE_MODES), self.digest, runtime[:400],
-            __version__))
+            __version__, config_fields(self.spec.config)))
         self._hello_sent = time.monotonic()
 
     def _beat(self) -> None:

@@ -63,6 +63,28 @@ def config_digest(config: Any) -> str:
     return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
 
 
+#: where each model option comes from on the command line, for a refusal that names them
+OPTION_FLAGS = {"mean": "--mean", "std": "--std", "channels": "--channels", "resize": "--resize", "pad": "--pad",
+                "labels": "--labels", "top_k": "--top-k", "decoder": "--decoder, --decoder-option",
+                "extra": "the model's sidecar"}
+
+
+def config_fields(config: Any) -> dict[str, str]:
+    """A digest of each of a model's options by name (what :func:`config_digest` digests as one)."""
+    import dataclasses
+
+    return {f.name: hashlib.sha256(repr(getattr(config, f.name)).encode()).hexdigest()[:12]
+            for f in dataclasses.fields(config)}
+
+
+def options_differing(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
+    """The options (with their flags) whose digests differ; [] when the node sent none (an older one)."""
+    if not theirs:
+        return []
+    return [f"{name} ({OPTION_FLAGS[name]})" if name in OPTION_FLAGS else name
+            for name in sorted(set(ours) | set(theirs)) if ours.get(name) != theirs.get(name)]
+
+
 @dataclass(eq=False)
 class NodeUnit:
     """One batch's room on a worker of a node, as the server's dispatch sees it (a worker slot of
@@ -187,8 +209,11 @@ class NodeTable:
         elif self.mode not in hello.mode.split():
             why = f"this server sends each node the {self.mode} (--node-send); the node takes {hello.mode!r}"
         elif hello.config_digest != self.digest:
-            why = ("the node's model options (labels, decoder, mean/std, channels, resize) differ from the server's: "
-                   "start the node with the options the server was started with")
+            ours = config_fields(self.spec.config) if hasattr(self.spec, "config") else {}
+            differ = options_differing(ours, hello.config_fields)
+            what = ", ".join(differ) if differ else "labels, decoder, mean/std, channels, resize"
+            why = (f"the node's model options differ from the server's ({what}): start the node with the "
+                   f"options the server was started with")
         elif len(self.nodes) >= MAX_NODES and identity not in self.nodes:
             why = f"this server has {MAX_NODES} nodes already"
         if why is not None:

@@ -39,6 +39,7 @@ def decoder_kind(model: str) -> str:
 @dataclass
 class DemoReport:
     sent: int = 0
+    replaced: set = field(default_factory=set)  # (stream, seq) replaced at the camera (no credit): never sent
     results: dict = field(default_factory=dict)  # (stream, seq) -> (result, t_received)
     truth: dict = field(default_factory=dict)  # (stream, seq) -> (label or scene index, t_sent)
     seconds: float = 0.0
@@ -62,7 +63,8 @@ class DemoReport:
             bool(r.get("top")) and r["top"][0][1] == LABELS[self.truth[k][0]] for k, r, _ in ok)
         return {
             "sent": self.sent, "answered": answered, "ok": len(ok), "dropped": codes.get("dropped", 0),
-            "errors": {c: n for c, n in codes.items() if c != "dropped"}, "unanswered": self.sent - answered,
+            "errors": {c: n for c, n in codes.items() if c != "dropped"}, "replaced_at_camera": len(self.replaced),
+            "unanswered": self.sent - len(self.replaced) - answered,
             "throughput_fps": len(ok) / self.seconds if self.seconds else 0.0,
             "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
             **({"map50": map50} if self.scenes is not None else
@@ -102,7 +104,8 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
     else:
         gen = ShapesGenerator(seed=int(time.time()))
         pool = [gen.frame(*size) for _ in range(64)]
-    prods = [Producer(info["credit_bind"], stream=f"demo{i}") for i in range(streams)]
+    prods = [Producer(info["credit_bind"], stream=f"demo{i}",
+                      on_drop=lambda seq, s=f"demo{i}": report.replaced.add((s, seq))) for i in range(streams)]
     out(f"sending {streams} streams of {size[0]}×{size[1]} RGB frames at {fps:g} fps each for {seconds:g} s …")
     t0 = time.time()
     interval = 1.0 / fps
@@ -124,7 +127,7 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
                 out(f"  {time.time() - t0:4.1f} s  sent {report.sent:6d}  answered {len(report.results):6d}")
         report.seconds = time.time() - t0
         deadline = time.time() + 15
-        while len(report.results) < report.sent and time.time() < deadline:
+        while len(report.results) + len(report.replaced) < report.sent and time.time() < deadline:
             time.sleep(0.05)
     finally:
         stop_rx.set()
@@ -139,7 +142,7 @@ def run_demo(model: str = "shapes_int8", seconds: float = 10.0, fps: float = 30.
     out("")
     out(f"frames sent      {s['sent']}")
     out(f"answered         {s['answered']}  (ok {s['ok']}, dropped {s['dropped']}, errors {sum(s['errors'].values())}"
-        f", unanswered {s['unanswered']})")
+        f", unanswered {s['unanswered']}); replaced at the camera for want of credit {s['replaced_at_camera']}")
     out(f"throughput       {s['throughput_fps']:.1f} frames/s")
     out(f"latency          p50 {s['latency_ms']['p50']:.2f} ms   p99 {s['latency_ms']['p99']:.2f} ms (send → result)")
     if detecting:
