@@ -11,6 +11,11 @@ For 1, 2 and 4 detectors (each a process, as Frigate runs them):
   the process, then reads the four outputs of the SSD post-processing op into the 20 × 6 rows
   as ``detector_utils.tflite_detect_raw`` does. The tensor is the model's input: float32 in
   0..1 (Frigate's ``input_dtype: float``) for a float model.
+* ``ceiling``: one process per streampi worker, each invoking a single-thread interpreter back
+  to back (what streampi's workers run, without requests): the requests/s no server of this
+  interpreter and model can pass on these cores. When ceiling ÷ four CPU detectors is under
+  1.3, the 4-detector target cannot be met on the machine at hand, by streampi or anything
+  else; streampi ÷ ceiling is then what is left to gain.
 * ``streampi``: each process is Frigate's ``zmq`` detector (a REQ socket in lock-step, the
   plugin's timeouts), against ``streampi serve MODEL --frigate`` (a child process, one worker
   per core); the tensor is uint8 (``input_dtype: int``) at the model's size, as
@@ -39,13 +44,16 @@ import numpy as np
 FRIGATE_NUM_THREADS = 3  # CpuDetectorConfig.num_threads's default
 
 
-def cpu_detector(model_path: str, tensor: np.ndarray, start_at: float, seconds: float, out: mp.Queue) -> None:
-    """One Frigate CPU detector process: its own interpreter, invoked here."""
+def cpu_detector(model_path: str, tensor: np.ndarray, start_at: float, seconds: float, num_threads: int,
+                 out: mp.Queue) -> None:
+    """One Frigate CPU detector process: its own interpreter, invoked here. With ``num_threads``
+    1 and one process per core it is the ceiling: what any server of this interpreter can reach
+    on these cores (invokes back to back, nothing received, nothing sent)."""
     try:
         from tflite_runtime.interpreter import Interpreter
     except ModuleNotFoundError:
         from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=model_path, num_threads=FRIGATE_NUM_THREADS)
+    interpreter = Interpreter(model_path=model_path, num_threads=num_threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]["index"]
     outs = interpreter.get_output_details()
@@ -168,6 +176,8 @@ def main() -> None:
     ap.add_argument("--detectors", default="1,2,4")
     ap.add_argument("--workers", type=int, default=None, help="streampi's workers (default: one per core)")
     ap.add_argument("--timeout-ms", type=int, default=200, help="the zmq detectors' request_timeout_ms")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling figure (single-thread "
+                    "interpreters, one per worker, invoked back to back)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -197,9 +207,12 @@ def main() -> None:
         try:
             endpoint = info["frigate"]
             kinds = [("streampi", scene[None])] + ([("streampi@320", scene320[None])] if (w, h) != (320, 320) else [])
+            if not args.no_ceiling:
+                rows.append({"kind": "ceiling", "round": rnd, **run_detectors(
+                    cpu_detector, lambda i, s, d: (str(path), cpu_tensor, s, d, 1), workers, args.seconds)})
             for n in counts:
                 rows.append({"kind": "cpu", "round": rnd, **run_detectors(
-                    cpu_detector, lambda i, s, d: (str(path), cpu_tensor, s, d), n, args.seconds)})
+                    cpu_detector, lambda i, s, d: (str(path), cpu_tensor, s, d, FRIGATE_NUM_THREADS), n, args.seconds)})
                 for kind, tensor in kinds:
                     rows.append({"kind": kind, "round": rnd, **run_detectors(
                         zmq_detector, lambda i, s, d, t=tensor, e=endpoint: (e, path.name, t, s, d, args.timeout_ms),
@@ -211,8 +224,9 @@ def main() -> None:
     def best(kind: str, n: int) -> dict:  # the best round of each (the machine is shared)
         return max((r for r in rows if r["kind"] == kind and r["detectors"] == n), key=lambda r: r["requests_per_s"])
 
-    def paired(kind: str, n: int, of) -> list[float]:  # per round: of(streampi's row, the CPU row)
-        return [of(next(r for r in rows if r["kind"] == kind and r["detectors"] == n and r["round"] == k),
+    def paired(kind: str, n: int, of, ceiling_of: bool = False) -> list[float]:  # per round: of(kind's row, the CPU
+        return [of(next(r for r in rows if r["kind"] == kind and r["round"] == k  # row); the ceiling has one a round
+                        and (ceiling_of or r["detectors"] == n)),
                    next(r for r in rows if r["kind"] == "cpu" and r["detectors"] == n and r["round"] == k))
                 for k in range(args.rounds)]
 
@@ -229,6 +243,12 @@ def main() -> None:
         best("cpu", n_max)["requests_per_s"]
     summary[f"throughput_{n_max}_streampi_over_cpu_per_round"] = paired(
         "streampi", n_max, lambda a, b: a["requests_per_s"] / b["requests_per_s"])
+    if not args.no_ceiling:
+        summary[f"throughput_ceiling_over_cpu_{n_max}_per_round"] = paired(
+            "ceiling", n_max, lambda a, b: a["requests_per_s"] / b["requests_per_s"], ceiling_of=True)
+        summary[f"throughput_{n_max}_streampi_over_ceiling_per_round"] = [
+            s / c for s, c in zip(paired("streampi", n_max, lambda a, b: a["requests_per_s"]),
+                                  paired("ceiling", n_max, lambda a, b: a["requests_per_s"], ceiling_of=True))]
     if args.json:
         print(json.dumps(summary, indent=2))
         return
@@ -246,6 +266,13 @@ def main() -> None:
     print(f"{n_max} detectors: streampi / cpu requests/s = {ratio:.2f}x, best round of each (target >= 1.3x: "
           f"{'met' if ratio >= 1.3 else 'NOT met'}); per round {', '.join(f'{x:.2f}x' for x in per_round)}, "
           f"median {float(np.median(per_round)):.2f}x")
+    if not args.no_ceiling:
+        cc = summary[f"throughput_ceiling_over_cpu_{n_max}_per_round"]
+        sc = summary[f"throughput_{n_max}_streampi_over_ceiling_per_round"]
+        print(f"ceiling ({workers} single-thread interpreters back to back) / {n_max} cpu detectors: per round "
+              f"{', '.join(f'{x:.2f}x' for x in cc)}, median {float(np.median(cc)):.2f}x "
+              f"({'the 1.3x target is out of reach on this machine' if np.median(cc) < 1.3 else 'room for 1.3x'}); "
+              f"streampi / ceiling: median {float(np.median(sc)):.2f}")
     if 1 in counts:
         d = summary["p50_1_streampi_minus_cpu_ms"]
         per_round = summary["p50_1_streampi_minus_cpu_ms_per_round"]
