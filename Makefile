@@ -5,7 +5,7 @@ STAMP := $(VENV)/.streampi-installed
 
 .PHONY: demo test test-all test-slow bench bench-serving lint models clean check-tflite-runtime check-aarch64
 
-$(STAMP): pyproject.toml setup.py streampi/_ext/_kernels.pyx streampi/_ext/simd.h streampi/_ext/_kernels_neon.pyx streampi/_ext/_nms.pyx streampi/_ext/_motion.pyx
+$(STAMP): pyproject.toml setup.py $(wildcard streampi/_ext/*.pyx streampi/_ext/*.h)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
