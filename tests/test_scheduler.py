@@ -152,3 +152,72 @@ def test_pending_counts_every_waiting_frame():
 def test_bad_policy_is_refused():
     with pytest.raises(ValueError, match="policy must be one of"):
         Scheduler(policy="newest")
+
+
+# -- keeping workers for a steady live stream's next frame ------------------------------------------
+def steady_live(sched: Scheduler, period: float = 0.1, frames: int = 12, queue_run: float = 0.010,
+                live_run: float = 0.004) -> float:
+    """A live stream ``l`` at a steady ``period``, each frame run at once, and queue frames known
+    to run ``queue_run`` each; returns the last live frame's arrival."""
+    t = 0.0
+    for i in range(frames):
+        t = i * period
+        sched.offer(Job("l", i, t_recv=t))
+        batch = sched.next_batch(2, t)
+        assert [j.stream for j in batch] == ["l"]
+        sched.ran(batch, live_run)
+    sched.ran([Job("q", 999)], queue_run)
+    return t
+
+
+def test_a_queue_frame_that_would_run_into_a_live_frame_waits_for_it():
+    sched = Scheduler(policy="latest", stream_policies={"q": "queue"})
+    last = steady_live(sched)
+    for i in range(3):
+        sched.offer(Job("q", i, t_recv=last + 0.01))
+    due = last + 0.1
+    assert [j.seq for j in sched.next_batch(1, last + 0.05)] == [0]  # ends long before the live frame
+    wait = sched.next_batch(1, due - 0.005)  # 10 ms of run would end 5 ms after it is due: kept
+    assert isinstance(wait, float) and due < wait < due + 0.01
+    assert [j.seq for j in sched.next_batch(2, due - 0.005)] == [1]  # another idle worker stays free for it
+    sched.offer(Job("l", 100, t_recv=due + 0.0005))
+    assert [j.stream for j in sched.next_batch(1, due + 0.0005)] == ["l"]  # and it finds one
+    assert sched.pending == 1
+
+
+def test_keep_all_holds_queue_frames_while_a_lone_live_frame_runs():
+    sched = Scheduler(policy="latest", stream_policies={"q": "queue"})
+    sched.keep_all = True
+    last = steady_live(sched)
+    sched.offer(Job("q", 0, t_recv=last + 0.01))
+    due = last + 0.1
+    assert isinstance(sched.next_batch(2, due - 0.005), float)  # every worker kept, not one
+    sched.offer(Job("l", 100, t_recv=due))
+    assert [j.stream for j in sched.next_batch(2, due, busy=0)] == ["l"]
+    assert sched.holding(due + 0.001)
+    assert sched.next_batch(1, due + 0.001) == pytest.approx(due + 0.004)  # its run: 4 ms
+    assert not sched.holding(due + 0.0041)
+    assert [j.seq for j in sched.next_batch(2, due + 0.0041)] == [0]
+    # a live frame given while another worker is busy does not run alone: nothing is held for it
+    sched.offer(Job("q", 1, t_recv=due + 0.01))
+    sched.offer(Job("l", 101, t_recv=due + 0.1))
+    assert [j.stream for j in sched.next_batch(1, due + 0.1, busy=1)] == ["l"]
+    assert not sched.holding(due + 0.1001)
+
+
+@pytest.mark.parametrize("case", ["slow queue frames", "live stream gone quiet", "stopping", "unknown run time"])
+def test_workers_are_not_kept_when_it_would_cost_too_much_or_cannot_help(case):
+    sched = Scheduler(policy="latest", stream_policies={"q": "queue"})
+    sched.keep_all = True
+    last = steady_live(sched, queue_run=0.02 if case == "slow queue frames" else 0.010)  # 20 % of the period
+    if case == "unknown run time":
+        sched = Scheduler(policy="latest", stream_policies={"q": "queue"})
+        sched.keep_all = True
+        for i in range(12):
+            sched.offer(Job("l", i, t_recv=i * 0.1))
+            sched.next_batch(2, i * 0.1)
+    sched.offer(Job("q", 0, t_recv=last + 0.01))
+    sched.offer(Job("q", 1, t_recv=last + 0.01))
+    now = last + 0.35 if case == "live stream gone quiet" else last + 0.095
+    got = sched.next_batch(1, now, hurry=case == "stopping")
+    assert [j.seq for j in got] == [0]  # one queue frame: the one-at-a-time rule while live frames came

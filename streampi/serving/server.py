@@ -86,6 +86,7 @@ class Server(Events):
         self.sched = Scheduler(policy=opts.policy, stream_policies=opts.stream_policies,
                                queue_size=opts.queue_size, max_streams=opts.max_streams, max_batch=opts.max_batch,
                                max_delay=opts.max_delay_ms / 1e3, batchable=self.spec.batchable)
+        self.sched.keep_all = self.spec.light_path  # a lone live frame runs on every core
         self.slots: list[WorkerSlot] = []
         self._occupancy = Occupancy()  # which workers hold a batch (the light path's "the others idle")
         self.bound: dict[str, str] = {}
@@ -192,7 +193,7 @@ class Server(Events):
             old = self.slots
             self.slots, self.spec, self.model_path, self.backend = slots, spec, Path(path), spec.backend_name
             self.config = spec.config
-            self.sched.batchable = spec.batchable
+            self.sched.batchable, self.sched.keep_all = spec.batchable, spec.light_path
             if self.nodes is not None:  # nodes run the previous model: refused, to rejoin with the new one
                 self.nodes.model_changed()
             for slot in old:
@@ -791,9 +792,11 @@ class Server(Events):
                 idle += self.nodes.table.idle(self.usable, self.in_hand)
             if not idle:
                 return None
-            decision = self.sched.next_batch(len(idle), time.perf_counter(), hurry=self.stopping)
-            if isinstance(decision, list):
-                self._submit(idle[0], decision, alone=not self.in_hand and not self.sched.pending)
+            now = time.perf_counter()
+            decision = self.sched.next_batch(len(idle), now, hurry=self.stopping, busy=len(self.in_hand))
+            if isinstance(decision, list):  # alone: no other batch runs, nor will before it ends
+                alone = not self.in_hand and (not self.sched.pending or self.sched.holding(now))
+                self._submit(idle[0], decision, alone=alone)
                 if self.nodes is not None:
                     self.nodes.after_dispatch()
                 continue
@@ -854,6 +857,8 @@ class Server(Events):
 
     def batch_done(self, slot: WorkerSlot, batch: list[Job], outcomes: list[Outcome]) -> None:
         handed = self.in_hand.pop(slot, None)
+        if batch and batch[0].t_batch:  # how long a frame runs: the scheduler keeps workers for live frames by it
+            self.sched.ran(batch, time.perf_counter() - batch[0].t_batch)
         worker = {"worker": slot.index, "generation": slot.generation, "batch": len(batch),
                   "batch_id": handed.batch_id if handed is not None else None, "model": slot.spec.model_info}
         if getattr(slot, "node_name", None) is not None:  # a remote node's worker (serving/nodes.py)
