@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 
 import msgpack
@@ -20,6 +21,7 @@ import zmq
 from helpers import RawDealer, codes, results_until, worker_pids
 
 from streampi.client import Producer, Subscriber
+from streampi.runtime_info import usable_cores
 from streampi.serving import ServerOptions
 from streampi.testing import ServerThread, start_server, wait_subscribed
 
@@ -320,3 +322,43 @@ def test_a_v1_flood_waits_in_zeromq_instead_of_being_refused_frame_by_frame():
     refused = codes(q).get("overloaded", 0)
     assert stats["v1_parked"] >= 1 and refused == stats.get("queue_full", 0)
     assert codes(q).get("ok", 0) > 3 * refused, codes(q)
+
+
+def test_a_steady_live_stream_beside_a_queue_flood_finds_its_workers_kept_for_it():
+    """A live (``latest``) camera at 20 frames/s beside a producer that keeps a ``queue``
+    stream full: the scheduler starts no queue frame that would still run when the next live
+    frame is due, so a live frame finds every worker idle and runs as it would alone (the light
+    path: its invoke on every core, ``invoke_threads`` above 1), where before it always ran on
+    one thread beside a queue frame. The flood is served meanwhile; every frame gets one answer."""
+    if len(usable_cores()) < 2:
+        pytest.skip("the light path (a lone frame on every core) needs at least 2 usable cores")
+    opts = ServerOptions(workers=2, max_batch=4, policy="latest", stream_policies={"q": "queue"}, queue_size=16)
+    n_live, sent, stop = 40, [0], threading.Event()
+    with ServerThread(options=opts) as st, Subscriber(st.results) as sub:
+        wait_subscribed(sub, st.frames)
+
+        def flood() -> None:
+            with Producer(st.frames, stream="q") as q:
+                while not stop.is_set() and sent[0] < 20_000:
+                    q.send(FRAME, timeout=10)
+                    sent[0] += 1
+
+        bulk = threading.Thread(target=flood)
+        bulk.start()
+        try:
+            with Producer(st.frames, stream="live") as live:
+                due = time.monotonic()
+                for _ in range(n_live):
+                    due += 0.05
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    live.send(FRAME)
+                skipped = live.dropped  # replaced at the camera for want of credit: never sent
+        finally:
+            stop.set()
+            bulk.join(60)
+        got = results_until(sub, lambda rs: len(rs) == n_live - skipped + sent[0], timeout=60)
+    live_results = [r for r in got if r["stream"] == "live"]
+    assert len({r["seq"] for r in got if r["stream"] == "q"}) == sent[0] > n_live  # each once; the flood ran
+    assert codes(got) == {"ok": len(got)}
+    wide = sum(r["timing"]["invoke_threads"] > 1 for r in live_results)
+    assert wide >= len(live_results) // 4, f"{wide} of {len(live_results)} live frames ran on more than one thread"
