@@ -3,12 +3,17 @@
 
     python bench/v1flood.py                                  # the installed streampi, 3 rounds
     python bench/v1flood.py --tree before=/tmp/a --tree after=/tmp/b --rounds 3
+    python bench/v1flood.py --tree before=main --tree after=HEAD --rounds 4
 
 Each ``--tree NAME=DIR`` is a streampi source tree (built: its ``streampi/_ext`` holds the
-compiled kernels) whose server is started with ``PYTHONPATH=DIR``; the load generator, the
-subscriber and the ceiling are this process's streampi, the same for every tree. Without
-``--tree`` the installed streampi is the one tree. Rounds alternate the trees' order (ABBA),
-so that a machine whose speed drifts between minutes weighs on both alike.
+compiled kernels) whose server is started with ``PYTHONPATH=DIR``; ``NAME=REV`` (a git
+revision of this checkout, not a directory) is exported to a temporary directory with this
+checkout's compiled kernels copied in (so the revision's kernel sources must match them: the
+script refuses otherwise). The load generator, the subscriber and the ceiling are this
+process's streampi, the same for every tree. Without ``--tree`` the installed streampi is
+the one tree. Rounds alternate the trees' order (ABBA), so that a machine whose speed drifts
+between minutes weighs on both alike; each round's line ends with the load average
+(others' work on a shared machine).
 
 For each tree, each round, one server (``--workers`` workers, max batch 4, ``--queue-size``
 16; policy ``latest``, streams ``flood0`` and ``bulk0`` ``queue``) and, one after the other:
@@ -35,8 +40,11 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,6 +55,27 @@ from streampi.testing import start_server
 from streampi.tools.loadtest import run_load
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_dir(value: str, keep: contextlib.ExitStack) -> str:
+    """A directory as given, or a git revision of this checkout exported to a temporary one
+    with this checkout's compiled kernels (refused when the revision's kernel sources differ)."""
+    if Path(value).is_dir():
+        return value
+    ext = "streampi/_ext"
+    changed = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", value, "--", ext], check=False).returncode
+    if changed:
+        raise SystemExit(f"--tree {value}: its {ext} sources differ from this checkout's; build it and pass "
+                         f"its directory instead")
+    out = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="v1flood-")))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", value], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    for built in (ROOT / ext).glob("*.so"):
+        shutil.copy2(built, out / ext / built.name)
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", value], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    print(f"tree {value} = {rev}, exported to {out}", flush=True)
+    return str(out)
 
 
 @contextlib.contextmanager
@@ -131,7 +160,9 @@ def main() -> None:
     ap.add_argument("--size", default="640x480")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "v1flood.json")
     args = ap.parse_args()
-    trees = [tuple(t.split("=", 1)) for t in args.tree] or [("installed", None)]
+    keep = contextlib.ExitStack()
+    trees = [(name, tree_dir(value, keep)) for name, value in (t.split("=", 1) for t in args.tree)] \
+        or [("installed", None)]
     w, h = (int(v) for v in args.size.split("x"))
     spec = ("synthetic", (w, h), "rgb")
     model = resolve_model("mobilenet_v2_int8")
@@ -150,7 +181,10 @@ def main() -> None:
                   f"(nice 19: {fl19['ratio']:.3f}; refused {fl0['errors']} / {fl19['errors']}); live p50 "
                   f"{mx['beside_p50']:.2f} vs {mx['alone_p50']:.2f} ms = {mx['ratio']:.2f}x; v1 at "
                   f"{args.factor:g}x: served {ov['served_fps']:.1f} / sat {sum(ov['saturation']) / 2:.1f} = "
-                  f"{ov['ratio']:.3f}", flush=True)
+                  f"{ov['ratio']:.3f}; queue flood beside the live stream {mx['bulk_ok_fps'] or 0:.1f} ok frames/s "
+                  f"(v1.1: {d['mixed_v11']['bulk_ok_fps'] or 0:.1f}); load average "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
+            d["loadavg"] = os.getloadavg()[0]
 
     def med(name: str, *keys: str) -> float:
         vals = []
@@ -178,6 +212,8 @@ def main() -> None:
             ("server tree CPU ms per ok frame, flood at nice 19", ("flood_nice19", "server_ms_per_ok"), ""),
             ("a latest stream's p50 beside a v1 flood × alone", ("mixed", "ratio"), "≤ 2"),
             ("(reference) the same beside a v1.1 flood (credit)", ("mixed_v11", "ratio"), ""),
+            ("the v1 queue flood beside the live stream: ok frames/s", ("mixed", "bulk_ok_fps"), ""),
+            ("the v1.1 queue flood beside the live stream: ok frames/s", ("mixed_v11", "bulk_ok_fps"), ""),
             (f"v1 PUSH at {args.factor:g}× saturation under latest: served / saturation", ("overload", "ratio"),
              "≥ 0.85")):
         print(f"| {label} | " + " | ".join(f"{med(n, *keys):.3f}" for n, _ in trees) + f" | {target} |")
@@ -185,6 +221,7 @@ def main() -> None:
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "args": vars(args) | {"out": str(args.out)},
                                     "rounds": rows}, indent=1, default=str))
     print(f"\nwrote {args.out}")
+    keep.close()
 
 
 if __name__ == "__main__":

@@ -362,3 +362,48 @@ def test_a_steady_live_stream_beside_a_queue_flood_finds_its_workers_kept_for_it
     assert codes(got) == {"ok": len(got)}
     wide = sum(r["timing"]["invoke_threads"] > 1 for r in live_results)
     assert wide >= len(live_results) // 4, f"{wide} of {len(live_results)} live frames ran on more than one thread"
+
+
+def test_v1_frames_that_arrive_while_every_worker_is_busy_are_read_together_and_the_newest_served():
+    """One worker, held busy with frame 0 (its runner process stopped by SIGSTOP); a v1 producer sends
+    frames 1-39 of a ``latest`` stream meanwhile. No frame can start, so the server leaves the
+    v1 socket unwatched and reads what arrived together (every few ms, and when the worker is
+    free again) rather than waking for each frame (``v1_read_later``). Every frame is still
+    received and answered once, and the one served after the stall is the newest."""
+    n = 40
+    with ServerThread(options=ServerOptions(workers=1, policy="latest")) as st, \
+            Subscriber(st.results, streams=["cam"]) as sub:
+        wait_subscribed(sub, st.frames_v1)
+        base = st.stats["received"]
+        pid = worker_pids(st)[0]
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(st.frames_v1)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = True
+        try:
+            push.send_multipart(v1_frame("cam", 0))
+            for _ in range(500):  # frame 0 handed to the worker, which cannot finish it (at most 5 s)
+                if st.server.in_hand:
+                    break
+                time.sleep(0.01)
+            for seq in range(1, n):
+                push.send_multipart(v1_frame("cam", seq))
+            for _ in range(3000):  # every frame received while the worker is stopped (at most 30 s)
+                if st.stats["received"] - base >= n:
+                    break
+                time.sleep(0.01)
+            received = st.stats["received"] - base
+            os.kill(pid, signal.SIGCONT)
+            stopped = False
+            got = results_until(sub, lambda rs: len(rs) >= n, timeout=60)
+        finally:
+            if stopped:
+                os.kill(pid, signal.SIGCONT)
+            push.close()
+        stats = dict(st.stats)
+    assert received == n  # read while no worker was free
+    assert sorted(r["seq"] for r in got) == list(range(n))  # each answered once
+    assert [r["seq"] for r in got if r["ok"]] == [0, n - 1]  # the one in hand, then the newest
+    assert codes(got) == {"ok": 2, "dropped": n - 2}
+    assert stats["v1_read_later"] >= 1

@@ -567,6 +567,7 @@ class Server(Events):
         now = time.monotonic()
         if self._v1_read_at is None:
             self._v1_read_at = now + V1_READ_EVERY_S
+            self.stats["v1_read_later"] += 1
             self._loop.remove_reader(self._pull_fd)
             self._v1_read_timer = self._loop.call_later(V1_READ_EVERY_S, self._schedule_read)
             return True
