@@ -241,6 +241,7 @@ class Server(Events):
         self._v1_timer: asyncio.TimerHandle | None = None
         self._v1_read_at: float | None = None  # every worker busy: the v1 socket is read again then
         self._v1_read_timer: asyncio.TimerHandle | None = None
+        self._v1_heard = False  # a v1 frame was read since the v1 socket was last left
         self._ingest_failed: asyncio.Future = self._loop.create_future()  # handling a message raised
         await self._start_workers()
         try:
@@ -545,8 +546,10 @@ class Server(Events):
                     break
                 handled += 1
                 receive(parts)
-                if self._v1_parked is not None and sock is self._pull_now:
-                    break  # the rest wait (their producers' queues fill: back-pressure)
+                if sock is self._pull_now:
+                    self._v1_heard = True
+                    if self._v1_parked is not None:
+                        break  # the rest wait (their producers' queues fill: back-pressure)
             else:
                 more = True
         return handled, more
@@ -566,15 +569,24 @@ class Server(Events):
             return False
         now = time.monotonic()
         if self._v1_read_at is None:
+            if not self._v1_heard:  # no v1 frame since the socket was last left: nothing to gather
+                return False
+            self._v1_heard = False
             self._v1_read_at = now + V1_READ_EVERY_S
             self.stats["v1_read_later"] += 1
             self._loop.remove_reader(self._pull_fd)
-            self._v1_read_timer = self._loop.call_later(V1_READ_EVERY_S, self._schedule_read)
+            self._v1_read_timer = self._loop.call_later(V1_READ_EVERY_S, self._v1_due)
             return True
         if now < self._v1_read_at:
             return True
         self._v1_resume()
         return False
+
+    def _v1_due(self) -> None:
+        self._v1_read_timer = None
+        if self._v1_read_at is not None:
+            self._v1_read_at = 0.0  # (whatever the clock's rounding)
+        self._schedule_read()
 
     def _v1_resume(self) -> None:
         """Watch the v1 socket again (the caller reads it now)."""
