@@ -107,7 +107,7 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: 
         kw = dict(arrival="fixed", frames_spec=spec, server_pid=proc.pid)
         # warm the workers and the server's paths
         run_load(v11, pub, rate=0, seconds=1.5, producers=1, streams=1, stream_prefix=f"warm{tag}", **kw)
-        for nice in (0, 19):
+        for nice in (0, 19) if "flood" in args.parts else ():
             r = run_load(v1, pub, rate=0, seconds=args.seconds, warmup=1.0, producers=1, streams=1,
                          protocol="1", producer_nice=nice, stream_prefix="flood", **kw).as_dict()
             out[f"flood_nice{nice}"] = {"ok_fps": r["achieved_fps"], "ratio": r["achieved_fps"] / ceiling,
@@ -115,8 +115,8 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: 
                                         "unanswered": r["unanswered"],
                                         "server_ms_per_ok": r["cpu_ms_per_frame"]["server"]}
         live_kw = dict(rate=args.live_fps, seconds=args.seconds, warmup=1.0, producers=1, streams=1, **kw)
-        alone = run_load(v11, pub, stream_prefix=f"livea{tag}x", **live_kw).as_dict()
-        for proto in ("1", "1.1"):
+        alone = run_load(v11, pub, stream_prefix=f"livea{tag}x", **live_kw).as_dict() if "mixed" in args.parts else {}
+        for proto in ("1", "1.1") if "mixed" in args.parts else ():
             bulk: dict = {}
 
             def flood(proto: str = proto, bulk: dict = bulk) -> None:
@@ -137,6 +137,8 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: 
             return run_load(v11, pub, rate=0, seconds=args.sat_seconds, warmup=1.0, producers=1, streams=4,
                             producer_nice=19, stream_prefix=f"sat{n}{tag}x", **kw).achieved_fps
 
+        if "overload" not in args.parts:
+            return out
         before = saturation(1)
         r = run_load(v1, pub, rate=args.factor * before, seconds=args.seconds, warmup=1.0, producers=1, streams=4,
                      protocol="1", stream_prefix=f"over{tag}x", **kw).as_dict()
@@ -144,7 +146,8 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: 
         served = r["ok_arrived_in_window"] / r["seconds"]
         out["overload"] = {"saturation": [before, after], "served_fps": served,
                            "ratio": served / ((before + after) / 2), "sent": r["sent"], "ok": r["ok"],
-                           "dropped": r["dropped"], "errors": r["errors"], "unanswered": r["unanswered"]}
+                           "dropped": r["dropped"], "errors": r["errors"], "unanswered": r["unanswered"],
+                           "p50": r["latency_ms"]["p50"], "server_ms_per_ok": r["cpu_ms_per_frame"]["server"]}
     return out
 
 
@@ -158,6 +161,8 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=3.9)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", default="640x480")
+    ap.add_argument("--parts", type=lambda v: v.split(","), default=["flood", "mixed", "overload"],
+                    help="which parts to run, comma-separated: flood, mixed, overload (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "v1flood.json")
     args = ap.parse_args()
     keep = contextlib.ExitStack()
@@ -176,26 +181,33 @@ def main() -> None:
             d = one_round(tree, args, spec, ceiling, f"{rnd}{name}")
             d["ceiling_fps"] = ceiling
             rows[name].append(d)
-            fl0, fl19, mx, ov = d["flood_nice0"], d["flood_nice19"], d["mixed"], d["overload"]
-            print(f"round {rnd + 1} {name:>10}: ceiling {ceiling:6.1f}; flood ok/ceiling {fl0['ratio']:.3f} "
-                  f"(nice 19: {fl19['ratio']:.3f}; refused {fl0['errors']} / {fl19['errors']}); live p50 "
-                  f"{mx['beside_p50']:.2f} vs {mx['alone_p50']:.2f} ms = {mx['ratio']:.2f}x; v1 at "
-                  f"{args.factor:g}x: served {ov['served_fps']:.1f} / sat {sum(ov['saturation']) / 2:.1f} = "
-                  f"{ov['ratio']:.3f}; queue flood beside the live stream {mx['bulk_ok_fps'] or 0:.1f} ok frames/s "
-                  f"(v1.1: {d['mixed_v11']['bulk_ok_fps'] or 0:.1f}); load average "
-                  f"{os.getloadavg()[0]:.2f}", flush=True)
             d["loadavg"] = os.getloadavg()[0]
+            line = [f"round {rnd + 1} {name:>10}: ceiling {ceiling:6.1f}"]
+            if "flood" in args.parts:
+                fl0, fl19 = d["flood_nice0"], d["flood_nice19"]
+                line.append(f"flood ok/ceiling {fl0['ratio']:.3f} (nice 19: {fl19['ratio']:.3f}; refused "
+                            f"{fl0['errors']} / {fl19['errors']})")
+            if "mixed" in args.parts:
+                mx = d["mixed"]
+                line.append(f"live p50 {mx['beside_p50']:.2f} vs {mx['alone_p50']:.2f} ms = {mx['ratio']:.2f}x; queue "
+                            f"flood beside it {mx['bulk_ok_fps'] or 0:.1f} ok frames/s (v1.1: "
+                            f"{d['mixed_v11']['bulk_ok_fps'] or 0:.1f}, live {d['mixed_v11']['ratio']:.2f}x)")
+            if "overload" in args.parts:
+                ov = d["overload"]
+                line.append(f"v1 at {args.factor:g}x: served {ov['served_fps']:.1f} / sat "
+                            f"{sum(ov['saturation']) / 2:.1f} = {ov['ratio']:.3f} (p50 {ov['p50']:.1f} ms)")
+            print("; ".join(line) + f"; load average {d['loadavg']:.2f}", flush=True)
 
     def med(name: str, *keys: str) -> float:
         vals = []
         for d in rows[name]:
             for k in keys:
-                d = d[k]
+                d = d.get(k) if isinstance(d, dict) else None
             vals.append(d)
-        return statistics.median(vals)
+        return statistics.median(vals) if None not in vals else float("nan")
 
-    for name, _ in trees:  # a steadier yardstick on a shared machine: the same server's v1.1 saturation
-        for d in rows[name]:
+    for name, _ in trees if {"flood", "overload"} <= set(args.parts) else ():  # a steadier yardstick: the
+        for d in rows[name]:  # same server's v1.1 saturation
             sat = sum(d["overload"]["saturation"]) / 2
             for k in ("flood_nice0", "flood_nice19"):
                 d[k]["per_saturation"] = d[k]["ok_fps"] / sat
@@ -216,7 +228,9 @@ def main() -> None:
             ("the v1.1 queue flood beside the live stream: ok frames/s", ("mixed_v11", "bulk_ok_fps"), ""),
             (f"v1 PUSH at {args.factor:g}× saturation under latest: served / saturation", ("overload", "ratio"),
              "≥ 0.85")):
-        print(f"| {label} | " + " | ".join(f"{med(n, *keys):.3f}" for n, _ in trees) + f" | {target} |")
+        figures = [med(n, *keys) for n, _ in trees]
+        if all(f == f for f in figures):  # (parts not run: left out)
+            print(f"| {label} | " + " | ".join(f"{f:.3f}" for f in figures) + f" | {target} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "args": vars(args) | {"out": str(args.out)},
                                     "rounds": rows}, indent=1, default=str))
