@@ -242,6 +242,7 @@ class Server(Events):
         self._v1_read_at: float | None = None  # every worker busy: the v1 socket is read again then
         self._v1_read_timer: asyncio.TimerHandle | None = None
         self._v1_heard = False  # a v1 frame was read since the v1 socket was last left
+        self._v1_drained = True  # ... and the last read of it ended on an empty socket
         self._ingest_failed: asyncio.Future = self._loop.create_future()  # handling a message raised
         await self._start_workers()
         try:
@@ -543,11 +544,13 @@ class Server(Events):
                 try:
                     parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
+                    if sock is self._pull_now:
+                        self._v1_drained = True
                     break
                 handled += 1
                 receive(parts)
                 if sock is self._pull_now:
-                    self._v1_heard = True
+                    self._v1_heard, self._v1_drained = True, False
                     if self._v1_parked is not None:
                         break  # the rest wait (their producers' queues fill: back-pressure)
             else:
@@ -558,7 +561,8 @@ class Server(Events):
         """Whether to leave the v1 socket for now: while every worker is busy no frame can
         start, so the v1 frames that arrive meanwhile are read together, when a worker gets
         free (:meth:`batch_done`) or ``V1_READ_EVERY_S`` after the first of them, rather than
-        in a loop turn each (its descriptor is not watched meanwhile). All are still read, in
+        in a loop turn each (its descriptor is not watched meanwhile); never while a backlog is
+        left from the last read (then it is read turn after turn, as before). All are still read, in
         order, and answered; of a ``latest`` stream's frames read together the newest is the
         one served, as before, and the others' ``dropped`` answers leave up to
         ``V1_READ_EVERY_S`` later. (A v1 producer that floods costs the server a receive and
@@ -569,7 +573,7 @@ class Server(Events):
             return False
         now = time.monotonic()
         if self._v1_read_at is None:
-            if not self._v1_heard:  # no v1 frame since the socket was last left: nothing to gather
+            if not self._v1_heard or not self._v1_drained:  # nothing to gather, or a backlog to read first
                 return False
             self._v1_heard = False
             self._v1_read_at = now + V1_READ_EVERY_S
