@@ -47,8 +47,6 @@ __all__ = ["Server", "ServerFailure", "ServerOptions"]
 log = logging.getLogger("streampi.server")
 #: the longest a v1 frame that found its queue full waits for room (Server._park_v1)
 V1_PARK_S = 0.1
-#: while every worker is busy, the v1 socket is read this often at most (and when a worker gets free)
-V1_READ_EVERY_S = 0.005
 
 
 class ServerFailure(StreampiError):
@@ -239,10 +237,6 @@ class Server(Events):
         self._read_scheduled = False  # ingest: a read turn is already scheduled
         self._v1_parked: Job | None = None  # a v1 frame waiting for room; the PULL socket waits with it
         self._v1_timer: asyncio.TimerHandle | None = None
-        self._v1_read_at: float | None = None  # every worker busy: the v1 socket is read again then
-        self._v1_read_timer: asyncio.TimerHandle | None = None
-        self._v1_heard = False  # a v1 frame was read since the v1 socket was last left
-        self._v1_drained = True  # ... and the last read of it ended on an empty socket
         self._ingest_failed: asyncio.Future = self._loop.create_future()  # handling a message raised
         await self._start_workers()
         try:
@@ -485,7 +479,6 @@ class Server(Events):
         handling a message failed: a bug there stops the server rather than losing frames."""
         loop = self._loop
         fds = [sock.getsockopt(zmq.FD) for sock in (self._pull_now, self._router_now) if sock is not None]
-        self._pull_fd = fds[0]
         for fd in fds:
             loop.add_reader(fd, self._on_readable)
         self._on_readable()  # what arrived before the readers were added
@@ -533,73 +526,20 @@ class Server(Events):
         return how many were handled and whether a socket may hold more."""
         handled, more = 0, False
         for sock, receive in ((self._pull_now, self._receive), (self._router_now, self._receive_v11)):
-            if sock is None:
-                continue
-            if sock is self._pull_now and (self._v1_parked is not None or self._v1_later()):
-                # left for now: take in ZeroMQ's commands (that clears its descriptor, which would
-                # otherwise wake the loop again at once), not its messages
-                sock.getsockopt(zmq.EVENTS)
+            if sock is None or (self._v1_parked is not None and sock is self._pull_now):
                 continue
             for _ in range(per_socket):
                 try:
                     parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
-                    if sock is self._pull_now:
-                        self._v1_drained = True
                     break
                 handled += 1
                 receive(parts)
-                if sock is self._pull_now:
-                    self._v1_heard, self._v1_drained = True, False
-                    if self._v1_parked is not None:
-                        break  # the rest wait (their producers' queues fill: back-pressure)
+                if self._v1_parked is not None and sock is self._pull_now:
+                    break  # the rest wait (their producers' queues fill: back-pressure)
             else:
                 more = True
         return handled, more
-
-    def _v1_later(self) -> bool:
-        """Whether to leave the v1 socket for now: while every worker is busy no frame can
-        start, so the v1 frames that arrive meanwhile are read together, when a worker gets
-        free (:meth:`batch_done`) or ``V1_READ_EVERY_S`` after the first of them, rather than
-        in a loop turn each (its descriptor is not watched meanwhile); never while a backlog is
-        left from the last read (then it is read turn after turn, as before). All are still read, in
-        order, and answered; of a ``latest`` stream's frames read together the newest is the
-        one served, as before, and the others' ``dropped`` answers leave up to
-        ``V1_READ_EVERY_S`` later. (A v1 producer that floods costs the server a receive and
-        an answer per frame whatever it does; this saves the loop's wake-up around each.)"""
-        if self._stop_event.is_set() or not self.usable or not all(u in self.in_hand for u in self.usable):
-            if self._v1_read_at is not None:
-                self._v1_resume()
-            return False
-        now = time.monotonic()
-        if self._v1_read_at is None:
-            if not self._v1_heard or not self._v1_drained:  # nothing to gather, or a backlog to read first
-                return False
-            self._v1_heard = False
-            self._v1_read_at = now + V1_READ_EVERY_S
-            self.stats["v1_read_later"] += 1
-            self._loop.remove_reader(self._pull_fd)
-            self._v1_read_timer = self._loop.call_later(V1_READ_EVERY_S, self._v1_due)
-            return True
-        if now < self._v1_read_at:
-            return True
-        self._v1_resume()
-        return False
-
-    def _v1_due(self) -> None:
-        self._v1_read_timer = None
-        if self._v1_read_at is not None:
-            self._v1_read_at = 0.0  # (whatever the clock's rounding)
-        self._schedule_read()
-
-    def _v1_resume(self) -> None:
-        """Watch the v1 socket again (the caller reads it now)."""
-        self._v1_read_at = None
-        if self._v1_read_timer is not None:
-            self._v1_read_timer.cancel()
-            self._v1_read_timer = None
-        if not self._stop_event.is_set():
-            self._loop.add_reader(self._pull_fd, self._on_readable)
 
     async def _drain_received(self) -> None:
         """At stop: answer the frames ZeroMQ has already received for us (bounded, so that a
@@ -928,9 +868,6 @@ class Server(Events):
                 self.stats["late_results"] += 1
                 continue
             self._settle(job, error=out.error, outcome=out, worker=worker)
-        if self._v1_read_at is not None:  # v1 frames left in ZeroMQ while every worker was busy: the newest first
-            self._v1_resume()
-            self._on_readable()
         self._dispatch_ready()  # the freed worker takes its next batch in this loop turn
         self._wake.set()
 
