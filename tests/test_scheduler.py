@@ -221,3 +221,16 @@ def test_workers_are_not_kept_when_it_would_cost_too_much_or_cannot_help(case):
     now = last + 0.35 if case == "live stream gone quiet" else last + 0.095
     got = sched.next_batch(1, now, hurry=case == "stopping")
     assert [j.seq for j in got] == [0]  # one queue frame: the one-at-a-time rule while live frames came
+
+
+def test_a_live_frame_is_not_held_alone_while_other_live_frames_wait():
+    """Live streams only (a v1 camera flood under ``latest``): nothing is held for a lone live
+    frame while other live frames wait; they go to the other idle workers at once."""
+    sched = Scheduler(policy="latest")
+    sched.keep_all = True
+    steady_live(sched)
+    sched.offer(Job("a", 0, t_recv=1.25))
+    sched.offer(Job("b", 0, t_recv=1.25))
+    first = sched.next_batch(2, 1.25, busy=0)
+    assert len(first) == 1 and not sched.holding(1.2501)
+    assert len(sched.next_batch(1, 1.2501, busy=1)) == 1 and sched.pending == 0

@@ -255,9 +255,11 @@ class Scheduler:
         return self._take(size)
 
     def _live_batch(self, batch: list[Job], now: float, busy: int) -> list[Job]:
-        """A batch of live frames leaves; one given while every worker idles runs alone
-        (``keep_all``): queue frames wait for about its run (``holding``)."""
-        if self.keep_all and busy == 0 and len(batch) == 1 and self._run_s["latest"]:
+        """A batch of live frames leaves; a lone one given while every worker idles and no
+        other live frame waits runs alone (``keep_all``): queue frames wait for about its run
+        (``holding``). Other live frames waiting go to the other workers at once."""
+        if (self.keep_all and busy == 0 and len(batch) == 1 and self._run_s["latest"]
+                and all(self._streams[n].policy != "latest" for n in self._order)):
             self._live_until = now + self._run_s["latest"]
         return batch
 
