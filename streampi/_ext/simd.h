@@ -388,18 +388,19 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 /* A 3-channel horizontal row is compact here: 3 int16 a pixel, so that the vertical pass has no
  * zero lane to compute (a quarter of its work) and writes its bytes without compacting them. */
 #define STREAMPI_HLANES 3
-/* the pair weights (32 bytes per 2 pixels), then the pair masks (16 bytes per 2 pixels) */
+/* per 2 pixels 48 bytes: the pair's weights (32), then its mask (16, streampi_hmask) */
 #define STREAMPI_WTAB_BYTES(dw) (24 * ((dw) + 3))
 
-/* The weights for pairs of pixels, 32 bytes a pair: 2*hi of tap 0, 2*hi of tap 1, lo of tap 0,
- * lo of tap 1, 8 bytes each (lanes 0-2 the first pixel's channels, 3-5 the second's, 6-7 zero),
- * so that two 16-byte loads fetch a pair's (tap 0's and tap 1's weights side by side). wtab
- * holds STREAMPI_WTAB_BYTES(dw) bytes (the masks of streampi_hmask after the weights). */
+/* The weights for pairs of pixels, 48 bytes a pair (the last 16 for streampi_hmask's mask):
+ * 2*hi of tap 0, 2*hi of tap 1, lo of tap 0, lo of tap 1, 8 bytes each (lanes 0-2 the first
+ * pixel's channels, 3-5 the second's, 6-7 zero), so that two 16-byte loads fetch a pair's (tap
+ * 0's and tap 1's weights side by side), and one pointer steps through weights and masks. wtab
+ * holds STREAMPI_WTAB_BYTES(dw) bytes. */
 static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    memset(wtab, 0, 16 * (size_t)(dw + 3));
+    memset(wtab, 0, STREAMPI_WTAB_BYTES(dw));
     for (int x = 0; x < dw; x++) {
-        uint8_t *w = wtab + 32 * (x >> 1) + 3 * (x & 1);
+        uint8_t *w = wtab + 48 * (x >> 1) + 3 * (x & 1);
         for (int k = 0; k < 3; k++) {
             w[k] = (uint8_t)(2 * (a0[x] >> 5));
             w[8 + k] = (uint8_t)(2 * (a1[x] >> 5));
@@ -411,7 +412,7 @@ static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t 
 
 /* The byte masks of pairs of pixels whose taps all lie in the 16 bytes at the first one's
  * offset (a shrink by less than about 3.3 of packed RGB: one load for both pixels), 16 bytes a
- * pair at wtab + 16 * (dw + 3): tap 0 of the first pixel's channels, of the second's, two
+ * pair at byte 32 of the pair's 48 in wtab: tap 0 of the first pixel's channels, of the second's, two
  * zeros, then the same for tap 1 (index 255 reads as 0). Returns how many leading pixels (an
  * even number, at most n) take that path: pairs [0, returned) fit, and their 16-byte loads stay
  * in the row's row_bytes. */
@@ -419,7 +420,8 @@ static inline int streampi_hmask(int ps, int o0, int o1, int o2, const int *xofs
                                  uint8_t *wtab)
 {
     const int o[3] = {o0, o1, o2};
-    uint8_t *m = wtab + 16 * (dw + 3);
+    uint8_t *m = wtab + 32;
+    (void)dw;
     const int top = ps + (o0 > o1 ? (o0 > o2 ? o0 : o2) : (o1 > o2 ? o1 : o2));  /* the last byte a pixel needs */
     int x = 0;
     for (; x + 2 <= n; x += 2) {
@@ -428,8 +430,8 @@ static inline int streampi_hmask(int ps, int o0, int o1, int o2, const int *xofs
             break;
         for (int l = 0; l < 8; l++) {
             const int at = l < 3 ? o[l] : l < 6 ? d + o[l - 3] : -1;
-            m[8 * x + l] = at < 0 ? 255 : (uint8_t)at;
-            m[8 * x + 8 + l] = at < 0 ? 255 : (uint8_t)(at + ps);
+            m[24 * x + l] = at < 0 ? 255 : (uint8_t)at;
+            m[24 * x + 8 + l] = at < 0 ? 255 : (uint8_t)(at + ps);
         }
     }
     return x;
@@ -452,6 +454,36 @@ static inline int16x8_t streampi_hmul16(uint8x16_t t, uint8x16_t whi, uint8x16_t
     return vreinterpretq_s16_u16(vsraq_n_u16(hi, lo, 4));
 }
 
+/* streampi_hmul16 of the same pixels of two rows, from their 16 loaded bytes and the pair's mask.
+ * GCC 12 copies each accumulator once before its tied multiply-add (4 extra instructions a step
+ * of the hottest loop); the same instructions written out keep them in place. */
+static inline void streampi_hpair16(uint8x16_t tp, uint8x16_t tq, uint8x16_t mk, uint8x16_t whi, uint8x16_t wlo,
+                                    int16x8_t *hp, int16x8_t *hq)
+{
+#if defined(__GNUC__)
+    uint16x8_t sp, lp, sq, lq;
+    __asm__("tbl %[tp].16b, {%[tp].16b}, %[mk].16b\n\t"
+            "tbl %[tq].16b, {%[tq].16b}, %[mk].16b\n\t"
+            "umull %[sp].8h, %[tp].8b, %[whi].8b\n\t"
+            "umull %[lp].8h, %[tp].8b, %[wlo].8b\n\t"
+            "umull %[sq].8h, %[tq].8b, %[whi].8b\n\t"
+            "umull %[lq].8h, %[tq].8b, %[wlo].8b\n\t"
+            "umlal2 %[sp].8h, %[tp].16b, %[whi].16b\n\t"
+            "umlal2 %[lp].8h, %[tp].16b, %[wlo].16b\n\t"
+            "umlal2 %[sq].8h, %[tq].16b, %[whi].16b\n\t"
+            "umlal2 %[lq].8h, %[tq].16b, %[wlo].16b\n\t"
+            "usra %[sp].8h, %[lp].8h, 4\n\t"
+            "usra %[sq].8h, %[lq].8h, 4"
+            : [tp] "+w"(tp), [tq] "+w"(tq), [sp] "=&w"(sp), [lp] "=&w"(lp), [sq] "=&w"(sq), [lq] "=&w"(lq)
+            : [mk] "w"(mk), [whi] "w"(whi), [wlo] "w"(wlo));
+    *hp = vreinterpretq_s16_u16(sp);
+    *hq = vreinterpretq_s16_u16(sq);
+#else
+    *hp = streampi_hmul16(vqtbl1q_u8(tp, mk), whi, wlo);
+    *hq = streampi_hmul16(vqtbl1q_u8(tq, mk), whi, wlo);
+#endif
+}
+
 /* Pixels [0, n) of rows p and q (q may be NULL) into h and g, 3 int16 a pixel, two pixels a step:
  * pixels [0, n16) with one 16-byte load for both (streampi_hmask's masks), the rest with an
  * 8-byte load each. A step stores 8 int16: the last 2 land on the next pixel (written next, or
@@ -459,19 +491,21 @@ static inline int16x8_t streampi_hmul16(uint8x16_t t, uint8x16_t whi, uint8x16_t
 static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
                                     int n16, int dw, const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
 {
-    const uint8_t *w = wtab, *m = wtab + 16 * (dw + 3);
+    const uint8_t *w = wtab;
     const int *xo = xofs, *end = xofs + n16;
+    (void)dw;
     if (q) {
-        for (; xo < end; xo += 2, w += 32, m += 16, h += 6, g += 6) {
+        for (; xo < end; xo += 2, w += 48, h += 6, g += 6) {
             const int64_t a = xo[0];
-            const uint8x16_t mk = vld1q_u8(m), whi = vld1q_u8(w), wlo = vld1q_u8(w + 16);
-            const uint8x16_t tp = vqtbl1q_u8(vld1q_u8(p + a), mk), tq = vqtbl1q_u8(vld1q_u8(q + a), mk);
-            vst1q_s16(h, streampi_hmul16(tp, whi, wlo));
-            vst1q_s16(g, streampi_hmul16(tq, whi, wlo));
+            const uint8x16_t whi = vld1q_u8(w), wlo = vld1q_u8(w + 16), mk = vld1q_u8(w + 32);
+            int16x8_t hp, hq;
+            streampi_hpair16(vld1q_u8(p + a), vld1q_u8(q + a), mk, whi, wlo, &hp, &hq);
+            vst1q_s16(h, hp);
+            vst1q_s16(g, hq);
         }
     } else {
-        for (; xo < end; xo += 2, w += 32, m += 16, h += 6) {
-            const uint8x16_t tp = vqtbl1q_u8(vld1q_u8(p + xo[0]), vld1q_u8(m));
+        for (; xo < end; xo += 2, w += 48, h += 6) {
+            const uint8x16_t tp = vqtbl1q_u8(vld1q_u8(p + xo[0]), vld1q_u8(w + 32));
             vst1q_s16(h, streampi_hmul16(tp, vld1q_u8(w), vld1q_u8(w + 16)));
         }
     }
@@ -484,7 +518,7 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
     int x = (int)(xo - xofs);
     for (; x + 2 <= n; x += 2, h += 6) {
         const int64_t a = xofs[x], b = xofs[x + 1];
-        const uint8x8x4_t wt = vld1_u8_x4(wtab + 16 * x);
+        const uint8x8x4_t wt = vld1_u8_x4(wtab + 24 * x);
         const uint8x16_t ab = vcombine_u8(vld1_u8(p + a), vld1_u8(p + b));
         vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), wt));
         if (q) {
@@ -639,7 +673,7 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
         uint8x16_t px = vcombine_u8(vqmovn_u16(vcombine_u16(vqmovun_s32(rr), vqmovun_s32(gg))),
                                     vqmovn_u16(vcombine_u16(vqmovun_s32(bb), vdup_n_u16(0))));
         /* 3 int16 a pixel: the last 2 of the 8 land on the next pixel (written next) or the row's slack */
-        vst1q_s16(h + 3 * x, streampi_hmul2(vqtbl1_u8(px, m0), vqtbl1_u8(px, m1), vld1_u8_x4(wtab + 16 * x)));
+        vst1q_s16(h + 3 * x, streampi_hmul2(vqtbl1_u8(px, m0), vqtbl1_u8(px, m1), vld1_u8_x4(wtab + 24 * x)));
     }
     return x;
 }
