@@ -388,8 +388,15 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 /* A 3-channel horizontal row is compact here: 3 int16 a pixel, so that the vertical pass has no
  * zero lane to compute (a quarter of its work) and writes its bytes without compacting them. */
 #define STREAMPI_HLANES 3
-/* per 2 pixels 48 bytes: the pair's weights (32), then its mask (16, streampi_hmask) */
-#define STREAMPI_WTAB_BYTES(dw) (24 * ((dw) + 3))
+/* per 2 pixels 48 bytes: the pair's weights (32), then its mask (16, streampi_hmask); then per
+ * 8 pixels 144 bytes for the blocks of 8 (streampi_hblock2) */
+#define STREAMPI_WTAB_PAIRS(dw) (24 * ((dw) + 3))
+#define STREAMPI_WTAB_BYTES(dw) (STREAMPI_WTAB_PAIRS(dw) + 18 * ((dw) + 8))
+#if defined(__GNUC__)
+#define STREAMPI_HBLOCK 1  /* blocks of 8 pixels (inline asm: tbl of two given registers) */
+#else
+#define STREAMPI_HBLOCK 0
+#endif
 
 /* The weights for pairs of pixels, 48 bytes a pair (the last 16 for streampi_hmask's mask):
  * 2*hi of tap 0, 2*hi of tap 1, lo of tap 0, lo of tap 1, 8 bytes each (lanes 0-2 the first
@@ -406,6 +413,14 @@ static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t 
             w[8 + k] = (uint8_t)(2 * (a1[x] >> 5));
             w[16 + k] = (uint8_t)(a0[x] & 31);
             w[24 + k] = (uint8_t)(a1[x] & 31);
+            /* a block of 8 pixels: its 24 values as three 8-lane vectors j, 144 bytes: 2*hi of
+             * tap 0 | of tap 1 for j = 0, 1, 2 (16 bytes each), lo likewise, then the masks */
+            const int lane = 3 * (x & 7) + k, j = lane >> 3, l = lane & 7;
+            uint8_t *b = wtab + STREAMPI_WTAB_PAIRS(dw) + 144 * (x >> 3) + 16 * j + l;
+            b[0] = (uint8_t)(2 * (a0[x] >> 5));
+            b[8] = (uint8_t)(2 * (a1[x] >> 5));
+            b[48] = (uint8_t)(a0[x] & 31);
+            b[56] = (uint8_t)(a1[x] & 31);
         }
     }
 }
@@ -434,6 +449,18 @@ static inline int streampi_hmask(int ps, int o0, int o1, int o2, const int *xofs
             m[24 * x + 8 + l] = at < 0 ? 255 : (uint8_t)(at + ps);
         }
     }
+    /* blocks of 8 such pixels: pairs in four registers (pixel i in register i / 2, at byte
+     * 0 or the pair's d); vector j's values come from registers j and j + 1 (pixels 0-2,
+     * 2-5, 5-7), a tbl of two registers with indices up to 31 */
+    for (int b = 0; 8 * b + 8 <= x; b++) {
+        uint8_t *mb = wtab + STREAMPI_WTAB_PAIRS(dw) + 144 * b + 96;
+        for (int lane = 0; lane < 24; lane++) {
+            const int i = lane / 3, k = lane % 3, j = lane >> 3, l = lane & 7, px = 8 * b + i;
+            const int at = 16 * (i / 2 - j) + ((i & 1) ? xofs[px] - xofs[px - 1] : 0) + o[k];
+            mb[16 * j + l] = (uint8_t)at;
+            mb[16 * j + 8 + l] = (uint8_t)(at + ps);
+        }
+    }
     return x;
 }
 
@@ -453,6 +480,54 @@ static inline int16x8_t streampi_hmul16(uint8x16_t t, uint8x16_t whi, uint8x16_t
     uint16x8_t lo = vmlal_high_u8(vmull_u8(vget_low_u8(t), vget_low_u8(wlo)), t, wlo);
     return vreinterpretq_s16_u16(vsraq_n_u16(hi, lo, 4));
 }
+
+#if STREAMPI_HBLOCK
+/* 8 pixels of rows p and q (or p only) from four 16-byte loads each (the pairs at offsets a0-a3),
+ * with a block's 144 bytes of weights and masks at w: three 2-register tbl, the byte multiply of
+ * streampi_hmul16 on three full vectors, 24 int16 at h (and g). Written out because the 2-register
+ * tables are overlapping pairs of the four loads (v16-v19), which the intrinsics cannot express
+ * without copies. */
+#define STREAMPI_HBLOCK_ROW(R, H)                                                                   \
+    "ldr q16, [" R ", %[a0]]\n\tldr q17, [" R ", %[a1]]\n\t"                                      \
+    "ldr q18, [" R ", %[a2]]\n\tldr q19, [" R ", %[a3]]\n\t"                                      \
+    "tbl v3.16b, {v16.16b, v17.16b}, v0.16b\n\t"                                                   \
+    "tbl v4.16b, {v17.16b, v18.16b}, v1.16b\n\t"                                                   \
+    "tbl v5.16b, {v18.16b, v19.16b}, v2.16b\n\t"                                                   \
+    "umull v20.8h, v3.8b, v24.8b\n\tumull v6.8h, v3.8b, v27.8b\n\t"                              \
+    "umull v21.8h, v4.8b, v25.8b\n\tumull v7.8h, v4.8b, v28.8b\n\t"                              \
+    "umull v22.8h, v5.8b, v26.8b\n\tumull v23.8h, v5.8b, v29.8b\n\t"                             \
+    "umlal2 v20.8h, v3.16b, v24.16b\n\tumlal2 v6.8h, v3.16b, v27.16b\n\t"                        \
+    "umlal2 v21.8h, v4.16b, v25.16b\n\tumlal2 v7.8h, v4.16b, v28.16b\n\t"                        \
+    "umlal2 v22.8h, v5.16b, v26.16b\n\tumlal2 v23.8h, v5.16b, v29.16b\n\t"                       \
+    "usra v20.8h, v6.8h, 4\n\tusra v21.8h, v7.8h, 4\n\tusra v22.8h, v23.8h, 4\n\t"               \
+    "st1 {v20.8h, v21.8h, v22.8h}, [" H "]\n\t"
+#define STREAMPI_HBLOCK_TABLES                                                                      \
+    "ld1 {v24.16b, v25.16b, v26.16b}, [%[w]]\n\t"                                                   \
+    "add %[w], %[w], 48\n\t"                                                                       \
+    "ld1 {v27.16b, v28.16b, v29.16b}, [%[w]]\n\t"                                                   \
+    "add %[w], %[w], 48\n\t"                                                                       \
+    "ld1 {v0.16b, v1.16b, v2.16b}, [%[w]]\n\t"
+#define STREAMPI_HBLOCK_CLOBBERS "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18", "v19", "v20", \
+    "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "memory"
+
+static inline void streampi_hblock2(const uint8_t *p, const uint8_t *q, const int64_t *a, const uint8_t *w,
+                                    int16_t *h, int16_t *g)
+{
+    __asm__ volatile(STREAMPI_HBLOCK_TABLES STREAMPI_HBLOCK_ROW("%[p]", "%[h]") STREAMPI_HBLOCK_ROW("%[q]", "%[g]")
+                     : [w] "+r"(w)
+                     : [p] "r"(p), [q] "r"(q), [h] "r"(h), [g] "r"(g), [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]),
+                       [a3] "r"(a[3])
+                     : STREAMPI_HBLOCK_CLOBBERS);
+}
+
+static inline void streampi_hblock1(const uint8_t *p, const int64_t *a, const uint8_t *w, int16_t *h)
+{
+    __asm__ volatile(STREAMPI_HBLOCK_TABLES STREAMPI_HBLOCK_ROW("%[p]", "%[h]")
+                     : [w] "+r"(w)
+                     : [p] "r"(p), [h] "r"(h), [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3])
+                     : STREAMPI_HBLOCK_CLOBBERS);
+}
+#endif
 
 /* streampi_hmul16 of the same pixels of two rows, from their 16 loaded bytes and the pair's mask.
  * GCC 12 copies each accumulator once before its tied multiply-add (4 extra instructions a step
@@ -493,7 +568,21 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
 {
     const uint8_t *w = wtab;
     const int *xo = xofs, *end = xofs + n16;
-    (void)dw;
+#if STREAMPI_HBLOCK
+    {
+        const uint8_t *wb = wtab + STREAMPI_WTAB_PAIRS(dw);
+        const int *bend = xofs + (n16 & ~7);
+        for (; xo < bend; xo += 8, wb += 144, w += 192, h += 24) {
+            const int64_t a[4] = {xo[0], xo[2], xo[4], xo[6]};
+            if (q) {
+                streampi_hblock2(p, q, a, wb, h, g);
+                g += 24;
+            } else {
+                streampi_hblock1(p, a, wb, h);
+            }
+        }
+    }
+#endif
     if (q) {
         for (; xo < end; xo += 2, w += 48, h += 6, g += 6) {
             const int64_t a = xo[0];
