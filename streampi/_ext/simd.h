@@ -405,9 +405,10 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
  * holds STREAMPI_WTAB_BYTES(dw) bytes. */
 static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
-    memset(wtab, 0, STREAMPI_WTAB_BYTES(dw));
     for (int x = 0; x < dw; x++) {
         uint8_t *w = wtab + 48 * (x >> 1) + 3 * (x & 1);
+        if (!(x & 1))  /* a pair's weights: lanes 6-7 (and 3-5 of a lone last pixel) weigh 0 */
+            memset(w, 0, 32);
         for (int k = 0; k < 3; k++) {
             w[k] = (uint8_t)(2 * (a0[x] >> 5));
             w[8 + k] = (uint8_t)(2 * (a1[x] >> 5));
@@ -560,8 +561,8 @@ static inline void streampi_hpair16(uint8x16_t tp, uint8x16_t tq, uint8x16_t mk,
 }
 
 /* Pixels [0, n) of rows p and q (q may be NULL) into h and g, 3 int16 a pixel, two pixels a step:
- * pixels [0, n16) with one 16-byte load for both (streampi_hmask's masks), the rest with an
- * 8-byte load each. A step stores 8 int16: the last 2 land on the next pixel (written next, or
+ * pixels [0, n16) with one 16-byte load for both (streampi_hmask's masks; blocks of 8 first),
+ * the rest with an 8-byte load each (a last odd pixel alone). A step stores 8 int16: the last 2 land on the next pixel (written next, or
  * later by the caller's scalar loop) or in the row's slack. */
 static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
                                     int n16, int dw, const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
@@ -598,13 +599,15 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
             vst1q_s16(h, streampi_hmul16(tp, vld1q_u8(w), vld1q_u8(w + 16)));
         }
     }
+    int x = (int)(xo - xofs);
+    if (x >= n)
+        return x;
     /* per 2 pixels (16 loaded bytes, 8 a pixel): tap 0 of each pixel's channels, then tap 1 */
     const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
                            (uint8_t)(8 + o2), 255, 255};
     const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), (uint8_t)(8 + ps + o0),
                            (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 255, 255};
     const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
-    int x = (int)(xo - xofs);
     for (; x + 2 <= n; x += 2, h += 6) {
         const int64_t a = xofs[x], b = xofs[x + 1];
         const uint8x8x4_t wt = vld1_u8_x4(wtab + 24 * x);
@@ -615,6 +618,16 @@ static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, 
             vst1q_s16(g, streampi_hmul2(vqtbl1_u8(cd, m0), vqtbl1_u8(cd, m1), wt));
             g += 6;
         }
+    }
+    if (x < n) {  /* a last pixel alone (x even: the first of its pair's weights; the rest weigh 0) */
+        const uint8x8x4_t wt = vld1_u8_x4(wtab + 24 * x);
+        const uint8x16_t ab = vcombine_u8(vld1_u8(p + xofs[x]), vdup_n_u8(0));
+        vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), wt));
+        if (q) {
+            const uint8x16_t cd = vcombine_u8(vld1_u8(q + xofs[x]), vdup_n_u8(0));
+            vst1q_s16(g, streampi_hmul2(vqtbl1_u8(cd, m0), vqtbl1_u8(cd, m1), wt));
+        }
+        x++;
     }
     return x;
 }
