@@ -422,6 +422,46 @@ def test_simd_and_baseline_builds_agree(fmt, size, out, resize, interp, build):
 
 @pytest.mark.aarch64
 @pytest.mark.parametrize("build", ("vector", "avx512"))
+@pytest.mark.parametrize("fmt", ("rgb", "bgr", "rgba", "bgra", "gray"))
+def test_packed_rows_agree_with_the_baseline_build(fmt, build):
+    """Bilinear from packed rows, random crops (odd origins and widths) and output widths: shrinks
+    on both sides of the NEON pass's one-load pairs (taps of two pixels within 16 bytes: a shrink
+    by less than about 3.3), upscales, rows of fewer than 16 values, 1 and 3 channels, one table
+    for every channel (NEON: the table fused into the vertical pass), three different tables and
+    float elements (the separate vertical pass and table): the baseline build's bytes."""
+    import importlib
+
+    simd = simd_build(build)
+    base = importlib.import_module("streampi._ext._kernels")
+    rng = np.random.default_rng(27 + len(fmt))
+    code = base.FORMAT_CODES[fmt]
+    ps = {"rgb": 3, "bgr": 3, "rgba": 4, "bgra": 4, "gray": 1}[fmt]
+    cases = 0
+    for w, h, widths in [(640, 6, (224, 193, 190, 150, 640)), (97, 5, (1, 5, 6, 31, 33, 200)), (7, 3, (2, 16, 17))]:
+        frame = rng.integers(0, 256, w * h * ps, dtype=np.uint8)
+        for ow in widths + tuple(int(v) for v in rng.integers(1, 3 * w + 8, 3)):
+            cw, ch = int(rng.integers(max(1, w - 9), w + 1)), int(rng.integers(1, h + 1))
+            cx, cy = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            oh = int(rng.integers(1, 5))
+            for oc in (1, 3):
+                same = rng.integers(0, 256, 256, dtype=np.uint8)
+                luts = [(1, np.tile(same, oc)), (4, rng.random(256 * oc, dtype=np.float32).view(np.uint8))]
+                if oc == 3:
+                    luts.append((1, rng.integers(0, 256, 256 * 3, dtype=np.uint8)))
+                for itemsize, lut in luts:
+                    outs = []
+                    for module in (base, simd):
+                        out = np.zeros(ow * oh * oc * itemsize, np.uint8)
+                        module.resize_quantize(frame, code, w, h, cx, cy, cw, ch, out, ow, oh, oc, itemsize, 0, 0,
+                                               ow, oh, lut, np.zeros(oc * itemsize, np.uint8), False, False, False)
+                        outs.append(out)
+                    assert np.array_equal(outs[0], outs[1]), (fmt, w, (cx, cy, cw, ch), (ow, oh, oc), itemsize)
+                    cases += 1
+    assert cases == (8 + 9 + 6) * 5
+
+
+@pytest.mark.aarch64
+@pytest.mark.parametrize("build", ("vector", "avx512"))
 @pytest.mark.parametrize("fmt", ("i420", "nv12"))
 @pytest.mark.parametrize("full_range", (False, True))
 def test_yuv_taps_path_agrees_with_the_baseline_build(fmt, full_range, build):

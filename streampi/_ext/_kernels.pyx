@@ -32,11 +32,18 @@ cdef extern from *:
 
 cdef extern from "simd.h" nogil:
     void streampi_hprep(const int* a0, const int* a1, int dw, uint8_t* wtab)
-    int streampi_hrow_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int n,
-                          const int* xofs, const uint8_t* wtab, int16_t* h, int16_t* g)
+    int streampi_hrow_rgb(const uint8_t* p, const uint8_t* q, int ps, int o0, int o1, int o2, int n, int n16,
+                          int dw, const int* xofs, const uint8_t* wtab, int16_t* h, int16_t* g)
+    int streampi_hmask(int ps, int o0, int o1, int o2, const int* xofs, int n, int dw, int row_bytes,
+                       uint8_t* wtab)
     int STREAMPI_HROW_READ
     int STREAMPI_HROW_VEC
+    int STREAMPI_HLANES
+    int STREAMPI_WTAB_BYTES(int dw)
     int streampi_vrow(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, uint8_t* row)
+    int STREAMPI_VLUT
+    int streampi_vrow_lut(const int16_t* h0, const int16_t* h1, int b0, int b1, int c, int dw, const uint8_t* lut,
+                          uint8_t* out)
     int streampi_lut8(const uint8_t* row, int n, int c, const uint8_t* lut, int same_tables, uint8_t* out)
     const char* STREAMPI_SIMD_BUILD
     int STREAMPI_HROW_YUV
@@ -271,6 +278,7 @@ ctypedef struct HTab:
     int* xofs        # byte offset of tap 0 (x0 * ps)
     uint8_t* wtab    # the weights laid out for the vector pass (streampi_hprep)
     int nvec         # pixels [0, nvec) read STREAMPI_HROW_READ bytes at xofs inside the row, both taps among them
+    int n16          # pixels [0, n16) go in pairs by one 16-byte load (NEON: streampi_hmask; 0 elsewhere)
     int nadj         # pixels [0, nadj) have neighbouring taps (or a second weight of 0)
     int* gofs        # 8 * x: where pixel x's group starts in grp
     uint8_t* grp     # one row regrouped for the vector pass: 8 bytes a pixel (see group3)
@@ -285,7 +293,8 @@ cdef inline void hpix3(u8_in p, int i0, int i1, int w0, int w1, int o0, int o1, 
     h[0] = <int16_t>((p[i0 + o0] * w0 + p[i1 + o0] * w1) >> 4)
     h[1] = <int16_t>((p[i0 + o1] * w0 + p[i1 + o1] * w1) >> 4)
     h[2] = <int16_t>((p[i0 + o2] * w0 + p[i1 + o2] * w1) >> 4)
-    h[3] = 0
+    if STREAMPI_HLANES == 4:
+        h[3] = 0
 
 
 cdef void group3(u8_in p, int ps, const int* off, int dw, const HTab* t, bint direct, u8_out grp) noexcept nogil:
@@ -327,27 +336,27 @@ cdef void hline(u8_in p, u8_in q, int ps, const int* off, int c, int dw, const H
     """Horizontal bilinear pass of source row p (and q into g, when not NULL: a shrinking resize
     needs two fresh rows for almost every destination row, which then share the tables' loads):
     each channel p[x0]*a0 + p[x1]*a1 (Q11), kept as that sum >> 4 (all the vertical pass uses;
-    it fits an int16). 3 channels take 4 int16 a pixel (the fourth 0), so that a vector pass
-    handles a pixel as one 64-bit group."""
+    it fits an int16). 3 channels take STREAMPI_HLANES int16 a pixel: 4 (the fourth 0) where the
+    vector pass handles a pixel as one 64-bit group (x86, baseline), 3 on NEON (compact)."""
     cdef int x, i0, i1, w0, w1, start = 0
     cdef int o0 = off[0], o1 = off[1], o2 = off[2]
     if c == 3:
         if vec:
-            start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.xofs, t.wtab, h, g)
+            start = streampi_hrow_rgb(p, q, ps, o0, o1, o2, t.nvec, t.n16, dw, t.xofs, t.wtab, h, g)
         elif STREAMPI_HROW_VEC:
             group3(p, ps, off, dw, t, direct, t.grp)
-            start = streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, h, NULL)
+            start = streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.n16, dw, t.gofs, t.wtab, h, NULL)
             if q != NULL:
                 group3(q, ps, off, dw, t, direct, t.grp)
-                streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.gofs, t.wtab, g, NULL)
+                streampi_hrow_rgb(t.grp, NULL, 1, 0, 2, 4, dw, t.n16, dw, t.gofs, t.wtab, g, NULL)
         for x in range(start, dw):
             i0 = t.x0[x] * ps
             i1 = t.x1[x] * ps
             w0 = t.a0[x]
             w1 = t.a1[x]
-            hpix3(p, i0, i1, w0, w1, o0, o1, o2, h + 4 * x)
+            hpix3(p, i0, i1, w0, w1, o0, o1, o2, h + STREAMPI_HLANES * x)
             if q != NULL:
-                hpix3(q, i0, i1, w0, w1, o0, o1, o2, g + 4 * x)
+                hpix3(q, i0, i1, w0, w1, o0, o1, o2, g + STREAMPI_HLANES * x)
     else:
         for x in range(dw):
             h[x] = <int16_t>((p[t.x0[x] * ps + o0] * t.a0[x] + p[t.x1[x] * ps + o0] * t.a1[x]) >> 4)
@@ -392,8 +401,9 @@ cdef void hyuv_tail(Source* s, int y, int x, int dw, const HTab* t, i16_out h) n
         a1 = t.a1[x]
         for i in range(3):
             c = 2 - i if swap else i
-            h[4 * x + i] = <int16_t>((rgb0[c] * a0 + rgb1[c] * a1) >> 4)
-        h[4 * x + 3] = 0
+            h[STREAMPI_HLANES * x + i] = <int16_t>((rgb0[c] * a0 + rgb1[c] * a1) >> 4)
+        if STREAMPI_HLANES == 4:
+            h[4 * x + 3] = 0
 
 
 cdef void hline_yuv(Source* s, int y, int dw, const HTab* t, i16_out h) noexcept nogil:
@@ -447,7 +457,7 @@ cdef void hline_yuv2(Source* s, int ya, int yb, int dw, const HTab* t, uint8_t* 
 cdef void vline(const int16_t* H0, const int16_t* H1, int b0, int b1, int c, int dw, u8_out row) noexcept nogil:
     """Vertical pass of two horizontal rows into ``c`` uint8 a pixel, with OpenCV's vector
     rounding: ((h0*b0) >> 16) + ((h1*b1) >> 16), then (+2) >> 2 (h already holds sum >> 4)."""
-    cdef int x, k, hs = 4 if c == 3 else 1
+    cdef int x, k, hs = STREAMPI_HLANES if c == 3 else 1
     cdef int start = streampi_vrow(H0, H1, b0, b1, c, dw, row)
     for x in range(start, dw):
         for k in range(c):
@@ -460,9 +470,10 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     ``out + dy * out_stride``. Each row depends only on its two source rows (the cache of
     horizontal rows is a saving, not a state), so any band gives the full resize's bytes."""
     cdef int c = s.out_c
-    cdef int n = dw * (4 if c == 3 else 1)  # int16 per horizontal row
+    # int16 per horizontal row, and 8 of slack (NEON's pair stores write 2 past their pixels)
+    cdef int n = dw * (STREAMPI_HLANES if c == 3 else 1) + 8
     cdef int* xi = <int*>malloc(sizeof(int) * 8 * dw)
-    cdef uint8_t* wtab = <uint8_t*>malloc(16 * (dw + 3) + 8 * dw)
+    cdef uint8_t* wtab = <uint8_t*>malloc(STREAMPI_WTAB_BYTES(dw) + 8 * dw)
     # 4:2:0 into 3 channels: converted at the taps by the vector pass, where the build has one
     cdef bint yuvtap = c == 3 and (s.fmt == FMT_I420 or s.fmt == FMT_NV12) and STREAMPI_HROW_YUV
     cdef uint8_t* masks = <uint8_t*>malloc(24 * (dw + 3)) if yuvtap else NULL
@@ -477,14 +488,17 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
     cdef int rows[2]
     cdef int16_t* H0
     cdef int16_t* H1
-    cdef int dy, i, x, slot, want, row_bytes, chroma_row_bytes
+    cdef int dy, i, x, slot, want, row_bytes, chroma_row_bytes, done
     cdef bint vec, same = same_tables(lut, c, itemsize)
+    # the vertical pass and the table in one step, where the build has it (one table for every byte)
+    cdef bint vlut = STREAMPI_VLUT and itemsize == 1 and (c == 1 or same)
+    cdef int hs = STREAMPI_HLANES if c == 3 else 1
     if (xi == NULL or wtab == NULL or yi == NULL or hb == NULL or row == NULL or (yuvtap and masks == NULL)
             or (yuv2 and uv == NULL)):
         free(xi); free(wtab); free(yi); free(hb); free(row); free(masks); free(uv)
         return -1
     t.x0, t.x1, t.a0, t.a1, t.xofs, t.wtab = xi, xi + dw, xi + 2 * dw, xi + 3 * dw, xi + 4 * dw, wtab
-    t.gofs, t.grp = xi + 5 * dw, wtab + 16 * (dw + 3)
+    t.gofs, t.grp = xi + 5 * dw, wtab + STREAMPI_WTAB_BYTES(dw)
     linear_coeffs(s.cw, dw, t.x0, t.x1, t.a0, t.a1, True)
     linear_coeffs(s.ch, dh, yi, yi + dh, yi + 2 * dh, yi + 3 * dh, False)
     # the vector horizontal pass reads STREAMPI_HROW_READ bytes at tap 0, which must stay inside the
@@ -502,6 +516,11 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
         if t.nvec == x and t.xofs[x] + STREAMPI_HROW_READ <= row_bytes and (t.x1[x] == t.x0[x] + 1 or t.a1[x] == 0):
             t.nvec = x + 1
     streampi_hprep(t.a0, t.a1, dw, t.wtab)
+    t.n16 = 0
+    if vec:
+        t.n16 = streampi_hmask(s.ps, s.off[0], s.off[1], s.off[2], t.xofs, t.nvec, dw, row_bytes, t.wtab)
+    elif c == 3 and STREAMPI_HROW_VEC:  # rows regrouped by group3: 8 bytes a pixel, taps side by side
+        t.n16 = streampi_hmask(1, 0, 2, 4, t.gofs, dw, dw, 8 * dw, t.wtab)
     t.yofs, t.cofs, t.masks, t.nyuv = xi + 6 * dw, xi + 7 * dw, masks, 0
     if yuvtap:
         if yuv2:  # chroma always from an NV12-like row (I420's interleaved), of s.w bytes
@@ -543,8 +562,11 @@ cdef int resize_linear(Source* s, int dw, int dh, int r0, int r1, uint8_t* out, 
                 rows[slot] = want
         H0 = hb if rows[0] == yi[dy] else hb + n
         H1 = hb if rows[0] == yi[dh + dy] else hb + n
-        vline(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, row)
-        emit(row, dw, c, itemsize, lut, same, out + <int64_t>dy * out_stride)
+        done = streampi_vrow_lut(H0, H1, yi[2 * dh + dy], yi[3 * dh + dy], c, dw, lut,
+                                 out + <int64_t>dy * out_stride) if vlut else 0
+        if done < dw:
+            vline(H0 + hs * done, H1 + hs * done, yi[2 * dh + dy], yi[3 * dh + dy], c, dw - done, row)
+            emit(row, dw - done, c, itemsize, lut, same, out + <int64_t>dy * out_stride + c * done * itemsize)
     free(xi); free(wtab); free(yi); free(hb); free(row); free(masks); free(uv)
     return 0
 

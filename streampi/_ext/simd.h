@@ -12,14 +12,16 @@
  *    laid out by streampi_hprep). Output pixel x reads the STREAMPI_HROW_READ bytes at
  *    p + xofs[x], which hold both of its taps (source pixels x0 and x0+1): one plain load per
  *    output pixel, no gathers. Each channel is p[x0]*w0 + p[x0+1]*w1 with Q11 weights, kept as
- *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), 4 int16 per pixel
- *    (3 channels and a zero).
+ *    that sum >> 4 (all the vertical pass uses; at most 32655, an int16), STREAMPI_HLANES int16
+ *    per pixel: 4 on x86 and in the baseline build (3 channels and a zero), 3 on NEON (compact).
  *  - streampi_hrow_yuv: the same horizontal pass for a 4:2:0 row (I420, NV12), read in place:
  *    only the two taps of each output pixel are converted to RGB (BT.601, the scalar code's
  *    int32 arithmetic), straight into the multiply; the baseline build converts whole rows.
  *  - streampi_vrow: vertical pass of two such rows into uint8, with OpenCV's vector rounding
  *    ((h0*b0 >> 16) + (h1*b1 >> 16) + 2) >> 2, written compact (c bytes per pixel). It may
  *    write up to 16 bytes past the c*dw it returns (the caller's row has that slack).
+ *  - streampi_vrow_lut (NEON): the vertical pass and the lookup table in one step, straight
+ *    into the output slot, when one table serves every byte.
  *  - streampi_lut8: the per-channel 256-entry lookup table (normalise + quantize) of a compact
  *    uint8 row into the output slot, never writing past the n bytes it returns.
  */
@@ -106,9 +108,10 @@ static inline __m256i streampi_hquad(const uint8_t *r, const int *o, __m256i mas
  * caller works that out). The shuffle makes (tap 0, tap 1) byte pairs of channels o0, o1, o2
  * and a zero pair, for each of the two pixels in a 128-bit lane. */
 static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+                                    int n16, int dw, const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
 {
     const char z = (char)0x80;
+    (void)n16; (void)dw;
     const __m128i m = _mm_setr_epi8(o0, ps + o0, o1, ps + o1, o2, ps + o2, z, z,
                                     8 + o0, 8 + ps + o0, 8 + o1, 8 + ps + o1, 8 + o2, 8 + ps + o2, z, z);
     const __m256i mask = _mm256_setr_m128i(m, m);
@@ -382,24 +385,87 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
  * (c0, c1, c2, 0) bytes of that tap in place (index 255 reads as 0). */
 #define STREAMPI_HROW_READ 8
 #define STREAMPI_HROW_VEC 1
+/* A 3-channel horizontal row is compact here: 3 int16 a pixel, so that the vertical pass has no
+ * zero lane to compute (a quarter of its work) and writes its bytes without compacting them. */
+#define STREAMPI_HLANES 3
+/* per 2 pixels 48 bytes: the pair's weights (32), then its mask (16, streampi_hmask); then per
+ * 8 pixels 144 bytes for the blocks of 8 (streampi_hblock2) */
+#define STREAMPI_WTAB_PAIRS(dw) (24 * ((dw) + 3))
+#define STREAMPI_WTAB_BYTES(dw) (STREAMPI_WTAB_PAIRS(dw) + 18 * ((dw) + 8))
+#if defined(__GNUC__)
+#define STREAMPI_HBLOCK 1  /* blocks of 8 pixels (inline asm: tbl of two given registers) */
+#else
+#define STREAMPI_HBLOCK 0
+#endif
 
-/* The weights for pairs of pixels, 32 bytes a pair: 2*hi of tap 0, 2*hi of tap 1, lo of tap 0,
- * lo of tap 1, 8 bytes each (4 a pixel: one per channel and the zero), so that one ld1 of four
- * 8-byte registers fetches a pair's. wtab holds 16 * (dw + 3) bytes. */
+/* The weights for pairs of pixels, 48 bytes a pair (the last 16 for streampi_hmask's mask):
+ * 2*hi of tap 0, 2*hi of tap 1, lo of tap 0, lo of tap 1, 8 bytes each (lanes 0-2 the first
+ * pixel's channels, 3-5 the second's, 6-7 zero), so that two 16-byte loads fetch a pair's (tap
+ * 0's and tap 1's weights side by side), and one pointer steps through weights and masks. wtab
+ * holds STREAMPI_WTAB_BYTES(dw) bytes. */
 static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t *wtab)
 {
     for (int x = 0; x < dw; x++) {
-        uint8_t *w = wtab + 32 * (x >> 1) + 4 * (x & 1);
-        for (int k = 0; k < 4; k++) {
+        uint8_t *w = wtab + 48 * (x >> 1) + 3 * (x & 1);
+        if (!(x & 1))  /* a pair's weights: lanes 6-7 (and 3-5 of a lone last pixel) weigh 0 */
+            memset(w, 0, 32);
+        for (int k = 0; k < 3; k++) {
             w[k] = (uint8_t)(2 * (a0[x] >> 5));
             w[8 + k] = (uint8_t)(2 * (a1[x] >> 5));
             w[16 + k] = (uint8_t)(a0[x] & 31);
             w[24 + k] = (uint8_t)(a1[x] & 31);
+            /* a block of 8 pixels: its 24 values as three 8-lane vectors j, 144 bytes: 2*hi of
+             * tap 0 | of tap 1 for j = 0, 1, 2 (16 bytes each), lo likewise, then the masks */
+            const int lane = 3 * (x & 7) + k, j = lane >> 3, l = lane & 7;
+            uint8_t *b = wtab + STREAMPI_WTAB_PAIRS(dw) + 144 * (x >> 3) + 16 * j + l;
+            b[0] = (uint8_t)(2 * (a0[x] >> 5));
+            b[8] = (uint8_t)(2 * (a1[x] >> 5));
+            b[48] = (uint8_t)(a0[x] & 31);
+            b[56] = (uint8_t)(a1[x] & 31);
         }
     }
 }
 
-/* (tap 0, tap 1) bytes of 2 pixels (8 lanes) times their split weights (ld1 of streampi_hprep's pair) */
+/* The byte masks of pairs of pixels whose taps all lie in the 16 bytes at the first one's
+ * offset (a shrink by less than about 3.3 of packed RGB: one load for both pixels), 16 bytes a
+ * pair at byte 32 of the pair's 48 in wtab: tap 0 of the first pixel's channels, of the second's, two
+ * zeros, then the same for tap 1 (index 255 reads as 0). Returns how many leading pixels (an
+ * even number, at most n) take that path: pairs [0, returned) fit, and their 16-byte loads stay
+ * in the row's row_bytes. */
+static inline int streampi_hmask(int ps, int o0, int o1, int o2, const int *xofs, int n, int dw, int row_bytes,
+                                 uint8_t *wtab)
+{
+    const int o[3] = {o0, o1, o2};
+    uint8_t *m = wtab + 32;
+    (void)dw;
+    const int top = ps + (o0 > o1 ? (o0 > o2 ? o0 : o2) : (o1 > o2 ? o1 : o2));  /* the last byte a pixel needs */
+    int x = 0;
+    for (; x + 2 <= n; x += 2) {
+        const int d = xofs[x + 1] - xofs[x];
+        if (d < 0 || d + top > 15 || xofs[x] + 16 > row_bytes)
+            break;
+        for (int l = 0; l < 8; l++) {
+            const int at = l < 3 ? o[l] : l < 6 ? d + o[l - 3] : -1;
+            m[24 * x + l] = at < 0 ? 255 : (uint8_t)at;
+            m[24 * x + 8 + l] = at < 0 ? 255 : (uint8_t)(at + ps);
+        }
+    }
+    /* blocks of 8 such pixels: pairs in four registers (pixel i in register i / 2, at byte
+     * 0 or the pair's d); vector j's values come from registers j and j + 1 (pixels 0-2,
+     * 2-5, 5-7), a tbl of two registers with indices up to 31 */
+    for (int b = 0; 8 * b + 8 <= x; b++) {
+        uint8_t *mb = wtab + STREAMPI_WTAB_PAIRS(dw) + 144 * b + 96;
+        for (int lane = 0; lane < 24; lane++) {
+            const int i = lane / 3, k = lane % 3, j = lane >> 3, l = lane & 7, px = 8 * b + i;
+            const int at = 16 * (i / 2 - j) + ((i & 1) ? xofs[px] - xofs[px - 1] : 0) + o[k];
+            mb[16 * j + l] = (uint8_t)at;
+            mb[16 * j + 8 + l] = (uint8_t)(at + ps);
+        }
+    }
+    return x;
+}
+
+/* (tap 0, tap 1) bytes of 8 lanes times their split weights */
 static inline int16x8_t streampi_hmul2(uint8x8_t t0, uint8x8_t t1, uint8x8x4_t w)
 {
     uint16x8_t hi = vmlal_u8(vmull_u8(t0, w.val[0]), t1, w.val[1]);
@@ -407,34 +473,161 @@ static inline int16x8_t streampi_hmul2(uint8x8_t t0, uint8x8_t t1, uint8x8x4_t w
     return vreinterpretq_s16_u16(vsraq_n_u16(hi, lo, 4));
 }
 
-/* 2 pixels of row r whose 8-byte loads are at r + o0, r + o1, into 8 int16 at h */
-static inline void streampi_hpair(const uint8_t *r, int64_t o0, int64_t o1, uint8x8_t m0, uint8x8_t m1, uint8x8x4_t w,
-                                  int16_t *h)
+/* the same with tap 0 in the low half of t, tap 1 in the high half, and the weights as two 16-byte
+ * registers (2*hi of tap 0 | of tap 1, lo of tap 0 | of tap 1) */
+static inline int16x8_t streampi_hmul16(uint8x16_t t, uint8x16_t whi, uint8x16_t wlo)
 {
-    const uint8x16_t ab = vcombine_u8(vld1_u8(r + o0), vld1_u8(r + o1));
-    vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), w));
+    uint16x8_t hi = vmlal_high_u8(vmull_u8(vget_low_u8(t), vget_low_u8(whi)), t, whi);
+    uint16x8_t lo = vmlal_high_u8(vmull_u8(vget_low_u8(t), vget_low_u8(wlo)), t, wlo);
+    return vreinterpretq_s16_u16(vsraq_n_u16(hi, lo, 4));
 }
 
-static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+#if STREAMPI_HBLOCK
+/* 8 pixels of rows p and q (or p only) from four 16-byte loads each (the pairs at offsets a0-a3),
+ * with a block's 144 bytes of weights and masks at w: three 2-register tbl, the byte multiply of
+ * streampi_hmul16 on three full vectors, 24 int16 at h (and g). Written out because the 2-register
+ * tables are overlapping pairs of the four loads (v16-v19), which the intrinsics cannot express
+ * without copies. */
+#define STREAMPI_HBLOCK_ROW(R, H)                                                                   \
+    "ldr q16, [" R ", %[a0]]\n\tldr q17, [" R ", %[a1]]\n\t"                                      \
+    "ldr q18, [" R ", %[a2]]\n\tldr q19, [" R ", %[a3]]\n\t"                                      \
+    "tbl v3.16b, {v16.16b, v17.16b}, v0.16b\n\t"                                                   \
+    "tbl v4.16b, {v17.16b, v18.16b}, v1.16b\n\t"                                                   \
+    "tbl v5.16b, {v18.16b, v19.16b}, v2.16b\n\t"                                                   \
+    "umull v20.8h, v3.8b, v24.8b\n\tumull v6.8h, v3.8b, v27.8b\n\t"                              \
+    "umull v21.8h, v4.8b, v25.8b\n\tumull v7.8h, v4.8b, v28.8b\n\t"                              \
+    "umull v22.8h, v5.8b, v26.8b\n\tumull v23.8h, v5.8b, v29.8b\n\t"                             \
+    "umlal2 v20.8h, v3.16b, v24.16b\n\tumlal2 v6.8h, v3.16b, v27.16b\n\t"                        \
+    "umlal2 v21.8h, v4.16b, v25.16b\n\tumlal2 v7.8h, v4.16b, v28.16b\n\t"                        \
+    "umlal2 v22.8h, v5.16b, v26.16b\n\tumlal2 v23.8h, v5.16b, v29.16b\n\t"                       \
+    "usra v20.8h, v6.8h, 4\n\tusra v21.8h, v7.8h, 4\n\tusra v22.8h, v23.8h, 4\n\t"               \
+    "st1 {v20.8h, v21.8h, v22.8h}, [" H "]\n\t"
+#define STREAMPI_HBLOCK_TABLES                                                                      \
+    "ld1 {v24.16b, v25.16b, v26.16b}, [%[w]]\n\t"                                                   \
+    "add %[w], %[w], 48\n\t"                                                                       \
+    "ld1 {v27.16b, v28.16b, v29.16b}, [%[w]]\n\t"                                                   \
+    "add %[w], %[w], 48\n\t"                                                                       \
+    "ld1 {v0.16b, v1.16b, v2.16b}, [%[w]]\n\t"
+#define STREAMPI_HBLOCK_CLOBBERS "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18", "v19", "v20", \
+    "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "memory"
+
+static inline void streampi_hblock2(const uint8_t *p, const uint8_t *q, const int64_t *a, const uint8_t *w,
+                                    int16_t *h, int16_t *g)
 {
-    /* per 2 pixels (16 loaded bytes): each pixel's (c0, c1, c2, 0) of tap 0, then of tap 1 */
-    const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, 255, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
-                           (uint8_t)(8 + o2), 255};
-    const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), 255, (uint8_t)(8 + ps + o0),
-                           (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 255};
-    const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
-    int x = 0;
-    for (; x + 4 <= n; x += 4) {
-        /* the offsets in registers before any store (which may alias them as far as the compiler knows) */
-        const int64_t a = xofs[x], b = xofs[x + 1], c = xofs[x + 2], d = xofs[x + 3];
-        const uint8x8x4_t w0 = vld1_u8_x4(wtab + 16 * x), w1 = vld1_u8_x4(wtab + 16 * x + 32);
-        streampi_hpair(p, a, b, m0, m1, w0, h + 4 * x);
-        streampi_hpair(p, c, d, m0, m1, w1, h + 4 * x + 8);
-        if (q) {
-            streampi_hpair(q, a, b, m0, m1, w0, g + 4 * x);
-            streampi_hpair(q, c, d, m0, m1, w1, g + 4 * x + 8);
+    __asm__ volatile(STREAMPI_HBLOCK_TABLES STREAMPI_HBLOCK_ROW("%[p]", "%[h]") STREAMPI_HBLOCK_ROW("%[q]", "%[g]")
+                     : [w] "+r"(w)
+                     : [p] "r"(p), [q] "r"(q), [h] "r"(h), [g] "r"(g), [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]),
+                       [a3] "r"(a[3])
+                     : STREAMPI_HBLOCK_CLOBBERS);
+}
+
+static inline void streampi_hblock1(const uint8_t *p, const int64_t *a, const uint8_t *w, int16_t *h)
+{
+    __asm__ volatile(STREAMPI_HBLOCK_TABLES STREAMPI_HBLOCK_ROW("%[p]", "%[h]")
+                     : [w] "+r"(w)
+                     : [p] "r"(p), [h] "r"(h), [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3])
+                     : STREAMPI_HBLOCK_CLOBBERS);
+}
+#endif
+
+/* streampi_hmul16 of the same pixels of two rows, from their 16 loaded bytes and the pair's mask.
+ * GCC 12 copies each accumulator once before its tied multiply-add (4 extra instructions a step
+ * of the hottest loop); the same instructions written out keep them in place. */
+static inline void streampi_hpair16(uint8x16_t tp, uint8x16_t tq, uint8x16_t mk, uint8x16_t whi, uint8x16_t wlo,
+                                    int16x8_t *hp, int16x8_t *hq)
+{
+#if defined(__GNUC__)
+    uint16x8_t sp, lp, sq, lq;
+    __asm__("tbl %[tp].16b, {%[tp].16b}, %[mk].16b\n\t"
+            "tbl %[tq].16b, {%[tq].16b}, %[mk].16b\n\t"
+            "umull %[sp].8h, %[tp].8b, %[whi].8b\n\t"
+            "umull %[lp].8h, %[tp].8b, %[wlo].8b\n\t"
+            "umull %[sq].8h, %[tq].8b, %[whi].8b\n\t"
+            "umull %[lq].8h, %[tq].8b, %[wlo].8b\n\t"
+            "umlal2 %[sp].8h, %[tp].16b, %[whi].16b\n\t"
+            "umlal2 %[lp].8h, %[tp].16b, %[wlo].16b\n\t"
+            "umlal2 %[sq].8h, %[tq].16b, %[whi].16b\n\t"
+            "umlal2 %[lq].8h, %[tq].16b, %[wlo].16b\n\t"
+            "usra %[sp].8h, %[lp].8h, 4\n\t"
+            "usra %[sq].8h, %[lq].8h, 4"
+            : [tp] "+w"(tp), [tq] "+w"(tq), [sp] "=&w"(sp), [lp] "=&w"(lp), [sq] "=&w"(sq), [lq] "=&w"(lq)
+            : [mk] "w"(mk), [whi] "w"(whi), [wlo] "w"(wlo));
+    *hp = vreinterpretq_s16_u16(sp);
+    *hq = vreinterpretq_s16_u16(sq);
+#else
+    *hp = streampi_hmul16(vqtbl1q_u8(tp, mk), whi, wlo);
+    *hq = streampi_hmul16(vqtbl1q_u8(tq, mk), whi, wlo);
+#endif
+}
+
+/* Pixels [0, n) of rows p and q (q may be NULL) into h and g, 3 int16 a pixel, two pixels a step:
+ * pixels [0, n16) with one 16-byte load for both (streampi_hmask's masks; blocks of 8 first),
+ * the rest with an 8-byte load each (a last odd pixel alone). A step stores 8 int16: the last 2 land on the next pixel (written next, or
+ * later by the caller's scalar loop) or in the row's slack. */
+static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
+                                    int n16, int dw, const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+{
+    const uint8_t *w = wtab;
+    const int *xo = xofs, *end = xofs + n16;
+#if STREAMPI_HBLOCK
+    {
+        const uint8_t *wb = wtab + STREAMPI_WTAB_PAIRS(dw);
+        const int *bend = xofs + (n16 & ~7);
+        for (; xo < bend; xo += 8, wb += 144, w += 192, h += 24) {
+            const int64_t a[4] = {xo[0], xo[2], xo[4], xo[6]};
+            if (q) {
+                streampi_hblock2(p, q, a, wb, h, g);
+                g += 24;
+            } else {
+                streampi_hblock1(p, a, wb, h);
+            }
         }
+    }
+#endif
+    if (q) {
+        for (; xo < end; xo += 2, w += 48, h += 6, g += 6) {
+            const int64_t a = xo[0];
+            const uint8x16_t whi = vld1q_u8(w), wlo = vld1q_u8(w + 16), mk = vld1q_u8(w + 32);
+            int16x8_t hp, hq;
+            streampi_hpair16(vld1q_u8(p + a), vld1q_u8(q + a), mk, whi, wlo, &hp, &hq);
+            vst1q_s16(h, hp);
+            vst1q_s16(g, hq);
+        }
+    } else {
+        for (; xo < end; xo += 2, w += 48, h += 6) {
+            const uint8x16_t tp = vqtbl1q_u8(vld1q_u8(p + xo[0]), vld1q_u8(w + 32));
+            vst1q_s16(h, streampi_hmul16(tp, vld1q_u8(w), vld1q_u8(w + 16)));
+        }
+    }
+    int x = (int)(xo - xofs);
+    if (x >= n)
+        return x;
+    /* per 2 pixels (16 loaded bytes, 8 a pixel): tap 0 of each pixel's channels, then tap 1 */
+    const uint8_t t0[8] = {(uint8_t)o0, (uint8_t)o1, (uint8_t)o2, (uint8_t)(8 + o0), (uint8_t)(8 + o1),
+                           (uint8_t)(8 + o2), 255, 255};
+    const uint8_t t1[8] = {(uint8_t)(ps + o0), (uint8_t)(ps + o1), (uint8_t)(ps + o2), (uint8_t)(8 + ps + o0),
+                           (uint8_t)(8 + ps + o1), (uint8_t)(8 + ps + o2), 255, 255};
+    const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
+    for (; x + 2 <= n; x += 2, h += 6) {
+        const int64_t a = xofs[x], b = xofs[x + 1];
+        const uint8x8x4_t wt = vld1_u8_x4(wtab + 24 * x);
+        const uint8x16_t ab = vcombine_u8(vld1_u8(p + a), vld1_u8(p + b));
+        vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), wt));
+        if (q) {
+            const uint8x16_t cd = vcombine_u8(vld1_u8(q + a), vld1_u8(q + b));
+            vst1q_s16(g, streampi_hmul2(vqtbl1_u8(cd, m0), vqtbl1_u8(cd, m1), wt));
+            g += 6;
+        }
+    }
+    if (x < n) {  /* a last pixel alone (x even: the first of its pair's weights; the rest weigh 0) */
+        const uint8x8x4_t wt = vld1_u8_x4(wtab + 24 * x);
+        const uint8x16_t ab = vcombine_u8(vld1_u8(p + xofs[x]), vdup_n_u8(0));
+        vst1q_s16(h, streampi_hmul2(vqtbl1_u8(ab, m0), vqtbl1_u8(ab, m1), wt));
+        if (q) {
+            const uint8x16_t cd = vcombine_u8(vld1_u8(q + xofs[x]), vdup_n_u8(0));
+            vst1q_s16(g, streampi_hmul2(vqtbl1_u8(cd, m0), vqtbl1_u8(cd, m1), wt));
+        }
+        x++;
     }
     return x;
 }
@@ -447,28 +640,28 @@ static inline int16x8_t streampi_vsum(int16x8_t a, int16x8_t b, int16x8_t w0, in
     return vsraq_n_s16(vshrq_n_s16(vqdmulhq_s16(a, w0), 1), vqdmulhq_s16(b, w1), 1);
 }
 
+/* 16 bytes of the vertical pass from 16 int16 of each row */
+static inline uint8x16_t streampi_v16(const int16_t *h0, const int16_t *h1, int16x8_t w0, int16x8_t w1)
+{
+    const int16x8x2_t a = vld1q_s16_x2(h0), b = vld1q_s16_x2(h1);
+    return vqrshrun_high_n_s16(vqrshrun_n_s16(streampi_vsum(a.val[0], b.val[0], w0, w1), 2),
+                               streampi_vsum(a.val[1], b.val[1], w0, w1), 2);
+}
+
+/* The rows are compact (c int16 a pixel), so both channel counts are one loop over c*dw values,
+ * its last 16 done again when they do not fill a step (same values). */
 static inline int streampi_vrow(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw, uint8_t *row)
 {
     const int16x8_t w0 = vdupq_n_s16((int16_t)b0), w1 = vdupq_n_s16((int16_t)b1);
-    int x = 0;
-    if (c == 3) {
-        /* 4 pixels of 4 int16 → 12 bytes (and 4 to be overwritten) */
-        static const uint8_t drop[16] = {0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15};
-        const uint8x16_t m = vld1q_u8(drop);
-        for (; x + 4 <= dw; x += 4) {
-            int16x8x2_t a = vld1q_s16_x2(h0 + 4 * x), b = vld1q_s16_x2(h1 + 4 * x);
-            uint8x16_t v = vqrshrun_high_n_s16(vqrshrun_n_s16(streampi_vsum(a.val[0], b.val[0], w0, w1), 2),
-                                               streampi_vsum(a.val[1], b.val[1], w0, w1), 2);
-            vst1q_u8(row + 3 * x, vqtbl1q_u8(v, m));
-        }
-    } else if (c == 1) {
-        for (; x + 16 <= dw; x += 16) {
-            int16x8x2_t a = vld1q_s16_x2(h0 + x), b = vld1q_s16_x2(h1 + x);
-            vst1q_u8(row + x, vqrshrun_high_n_s16(vqrshrun_n_s16(streampi_vsum(a.val[0], b.val[0], w0, w1), 2),
-                                                  streampi_vsum(a.val[1], b.val[1], w0, w1), 2));
-        }
-    }
-    return x;
+    const int n = c * dw;
+    int i;
+    if (n < 16)
+        return 0;
+    for (i = 0; i + 16 <= n; i += 16)
+        vst1q_u8(row + i, streampi_v16(h0 + i, h1 + i, w0, w1));
+    if (i < n)
+        vst1q_u8(row + n - 16, streampi_v16(h0 + n - 16, h1 + n - 16, w0, w1));
+    return dw;
 }
 
 /* 16 bytes through one 256-entry table held in four 64-byte quads (tbl/tbx: index 64 and up
@@ -514,6 +707,35 @@ static inline int streampi_lut8(const uint8_t *row, int n, int c, const uint8_t 
 }
 
 
+/* The vertical pass and the table in one: 16 values a step straight from the two horizontal rows
+ * into the output slot (the rows are compact, c int16 a pixel, and one table serves every byte:
+ * c == 1 or same_tables, so a step need not start at a pixel), the table held in registers; the
+ * last 16 done again when they do not fill a step (same values). Returns the pixels written (all
+ * of them, or 0 when the row has fewer than 16 values). */
+#define STREAMPI_VLUT 1
+
+static inline int streampi_vrow_lut(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw,
+                                    const uint8_t *lut, uint8_t *out)
+{
+    const int n = c * dw;
+    if (n < 16)
+        return 0;
+    const int16x8_t w0 = vdupq_n_s16((int16_t)b0), w1 = vdupq_n_s16((int16_t)b1);
+    const uint8x16x4_t t0 = vld1q_u8_x4(lut), t1 = vld1q_u8_x4(lut + 64);
+    const uint8x16x4_t t2 = vld1q_u8_x4(lut + 128), t3 = vld1q_u8_x4(lut + 192);
+    const int16_t *a = h0, *b = h1, *end = h0 + (n & ~15);
+    uint8_t *o = out;
+    for (; a < end; a += 16, b += 16, o += 16) {
+        const uint8x16_t x = streampi_v16(a, b, w0, w1);
+        vst1q_u8(o, STREAMPI_LUT16(x, t0, t1, t2, t3));
+    }
+    if (n & 15) {
+        const uint8x16_t x = streampi_v16(h0 + n - 16, h1 + n - 16, w0, w1);
+        vst1q_u8(out + n - 16, STREAMPI_LUT16(x, t0, t1, t2, t3));
+    }
+    return dw;
+}
+
 /* The NEON twin of the AVX2 4:2:0 tap pass: the same masks (streampi_yuvprep, one 16-byte tbl
  * table per 2 pixels and plane), the same int32 arithmetic (vmlaq_s32 is an integer multiply-add,
  * exact), saturated by vqmovun/vqmovn, then the byte multiply of streampi_hmul2. */
@@ -530,10 +752,11 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
                                     int yoff, int swap, int16_t *h)
 {
     /* after the narrowing, bytes 0-3 hold R of the 4 taps (pixel 0 tap 0, tap 1, pixel 1 tap 0,
-     * tap 1), 4-7 G, 8-11 B, 12-15 zero; pick each pixel's channels in model order per tap */
+     * tap 1), 4-7 G, 8-11 B, 12-15 zero; pick each pixel's channels in model order per tap, the
+     * two pixels in lanes 0-2 and 3-5 (the pair weights' layout) */
     const uint8_t c0 = swap ? 8 : 0, c2 = swap ? 0 : 8;
-    const uint8_t t0[8] = {c0, 4, c2, 12, (uint8_t)(c0 + 2), 6, (uint8_t)(c2 + 2), 12};
-    const uint8_t t1[8] = {(uint8_t)(c0 + 1), 5, (uint8_t)(c2 + 1), 12, (uint8_t)(c0 + 3), 7, (uint8_t)(c2 + 3), 12};
+    const uint8_t t0[8] = {c0, 4, c2, (uint8_t)(c0 + 2), 6, (uint8_t)(c2 + 2), 12, 12};
+    const uint8_t t1[8] = {(uint8_t)(c0 + 1), 5, (uint8_t)(c2 + 1), (uint8_t)(c0 + 3), 7, (uint8_t)(c2 + 3), 12, 12};
     const uint8x8_t m0 = vld1_u8(t0), m1 = vld1_u8(t1);
     const int32x4_t cy = vdupq_n_s32(k[0]), cvr = vdupq_n_s32(k[1]), cvg = vdupq_n_s32(k[2]);
     const int32x4_t cug = vdupq_n_s32(k[3]), cub = vdupq_n_s32(k[4]);
@@ -551,31 +774,10 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
         int32x4_t bb = vshrq_n_s32(vmlaq_s32(yy, u, cub), 20);
         uint8x16_t px = vcombine_u8(vqmovn_u16(vcombine_u16(vqmovun_s32(rr), vqmovun_s32(gg))),
                                     vqmovn_u16(vcombine_u16(vqmovun_s32(bb), vdup_n_u16(0))));
-        vst1q_s16(h + 4 * x, streampi_hmul2(vqtbl1_u8(px, m0), vqtbl1_u8(px, m1), vld1_u8_x4(wtab + 16 * x)));
+        /* 3 int16 a pixel: the last 2 of the 8 land on the next pixel (written next) or the row's slack */
+        vst1q_s16(h + 3 * x, streampi_hmul2(vqtbl1_u8(px, m0), vqtbl1_u8(px, m1), vld1_u8_x4(wtab + 24 * x)));
     }
     return x;
-}
-
-#define STREAMPI_HROW_YUV2 0
-
-static inline void streampi_yuvprep2(const int *x0, const int *x1, int cx, int w, int dw, uint8_t *masks, int *yofs,
-                                     int *cofs)
-{
-    (void)x0; (void)x1; (void)cx; (void)w; (void)dw; (void)masks; (void)yofs; (void)cofs;
-}
-
-static inline void streampi_uv_interleave(const uint8_t *U, const uint8_t *V, int n, uint8_t *uv)
-{
-    (void)U; (void)V; (void)n; (void)uv;
-}
-
-static inline int streampi_hrow_yuv2(const uint8_t *YA, const uint8_t *YB, const uint8_t *UV, int n, const int *yofs,
-                                     const int *cofs, const uint8_t *masks, const uint8_t *wtab, const int *k,
-                                     int yoff, int swap, int16_t *ha, int16_t *hb)
-{
-    (void)YA; (void)YB; (void)UV; (void)n; (void)yofs; (void)cofs; (void)masks; (void)wtab; (void)k; (void)yoff;
-    (void)swap; (void)ha; (void)hb;
-    return 0;
 }
 
 #define STREAMPI_SIMD_BUILD "neon"
@@ -591,9 +793,10 @@ static inline void streampi_hprep(const int *a0, const int *a1, int dw, uint8_t 
 }
 
 static inline int streampi_hrow_rgb(const uint8_t *p, const uint8_t *q, int ps, int o0, int o1, int o2, int n,
-                                    const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
+                                    int n16, int dw, const int *xofs, const uint8_t *wtab, int16_t *h, int16_t *g)
 {
-    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)n; (void)xofs; (void)wtab; (void)h; (void)g;
+    (void)p; (void)q; (void)ps; (void)o0; (void)o1; (void)o2; (void)n; (void)n16; (void)dw; (void)xofs; (void)wtab;
+    (void)h; (void)g;
     return 0;
 }
 
@@ -621,6 +824,13 @@ static inline int streampi_hrow_yuv(const uint8_t *Y, const uint8_t *U, const ui
     return 0;
 }
 
+#define STREAMPI_SIMD_BUILD "baseline"
+
+#endif
+
+/* What the builds above leave out: the 4:2:0 second form (x86 only), the fused vertical pass and
+ * table (NEON only), and the 4-lane row layout (every build but NEON). */
+#ifndef STREAMPI_HROW_YUV2
 #define STREAMPI_HROW_YUV2 0
 
 static inline void streampi_yuvprep2(const int *x0, const int *x1, int cx, int w, int dw, uint8_t *masks, int *yofs,
@@ -643,7 +853,29 @@ static inline int streampi_hrow_yuv2(const uint8_t *YA, const uint8_t *YB, const
     return 0;
 }
 
-#define STREAMPI_SIMD_BUILD "baseline"
-
 #endif
+
+#ifndef STREAMPI_VLUT
+#define STREAMPI_VLUT 0
+
+static inline int streampi_vrow_lut(const int16_t *h0, const int16_t *h1, int b0, int b1, int c, int dw,
+                                    const uint8_t *lut, uint8_t *out)
+{
+    (void)h0; (void)h1; (void)b0; (void)b1; (void)c; (void)dw; (void)lut; (void)out;
+    return 0;
+}
+#endif
+
+#ifndef STREAMPI_HLANES
+#define STREAMPI_HLANES 4  /* int16 a pixel of a 3-channel horizontal row: 3 channels and a zero */
+#define STREAMPI_WTAB_BYTES(dw) (16 * ((dw) + 3))  /* bytes of streampi_hprep's weight tables */
+
+static inline int streampi_hmask(int ps, int o0, int o1, int o2, const int *xofs, int n, int dw, int row_bytes,
+                                 uint8_t *wtab)
+{
+    (void)ps; (void)o0; (void)o1; (void)o2; (void)xofs; (void)n; (void)dw; (void)row_bytes; (void)wtab;
+    return 0;
+}
+#endif
+
 #endif
