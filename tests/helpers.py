@@ -9,6 +9,8 @@ import collections
 import ctypes
 import mmap
 import os
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -300,3 +302,23 @@ def simd_build(kind: str = "vector"):
         return importlib.import_module(f"streampi._ext.{name}")
     except ImportError:
         pytest.fail(f"streampi._ext.{name} is not built on {platform.machine()}")
+
+
+def systemd_verify(text: str, name: str, tmp_path, ignore: tuple[str, ...] = ()) -> tuple[int, str, list[str]]:
+    """``systemd-analyze verify`` of a unit file's ``text`` (skips when it is not installed): its
+    return code, its output, and the lines that report a problem. ``verify`` checks that
+    ExecStart= exists, so the unit is checked as a copy pointed at an executable here; lines
+    about the system bus, /etc/systemd and ``ignore`` (e.g. a unit named in After=) are no problem."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    exe = tmp_path / "streampi"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit = tmp_path / name
+    unit.write_text(text.replace("/opt/streampi/venv/bin/streampi", str(exe)))
+    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    problems = [line for line in out.splitlines()
+                if line.strip() and not any(s in line for s in ("Failed to connect to bus", "/etc/systemd", *ignore))]
+    return r.returncode, out, problems

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import simplejpeg
+from helpers import systemd_verify
 
 from streampi.client import Producer, Subscriber
 from streampi.errors import SourceError, StreampiError
@@ -599,19 +600,9 @@ def test_the_produce_unit_runs_the_cameras_config_and_passes_systemd_analyze(tmp
                     and "=" in line)
     assert settings["ExecStart"].endswith("streampi produce --config /etc/streampi/cameras.toml")
     assert settings["Restart"] == "on-failure" and settings["User"] == "streampi"
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    exe = tmp_path / "streampi"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    unit = tmp_path / "streampi-produce.service"
-    unit.write_text(text.replace("/opt/streampi/venv/bin/streampi", str(exe)))
-    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in (r.stdout + r.stderr).splitlines()
-                if line.strip() and "Failed to connect to bus" not in line and "/etc/systemd" not in line
-                and "streampi.service" not in line]  # After= the server's unit, absent here
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    code, out, problems = systemd_verify(text, "streampi-produce.service", tmp_path,
+                                         ignore=("streampi.service",))  # After= the server's unit, absent here
+    assert code == 0 and not problems, out
 
 
 # -- motion gating at the camera (streampi.sources.motion) -----------------------------------------------------

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import systemd_verify
 
 from streampi.serving import systemd
 
@@ -191,19 +192,8 @@ def test_unit_file_has_what_the_service_needs():
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    # verify checks that ExecStart= exists: point it at an executable in a copy of the unit
-    exe = tmp_path / "streampi"
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    unit = tmp_path / "streampi.service"
-    unit.write_text(UNIT.read_text().replace("/opt/streampi/venv/bin/streampi", str(exe)))
-    r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in (r.stdout + r.stderr).splitlines()
-                if line.strip() and "Failed to connect to bus" not in line and "/etc/systemd" not in line]
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    code, out, problems = systemd_verify(UNIT.read_text(), "streampi.service", tmp_path)
+    assert code == 0 and not problems, out
 
 
 # -- the real server under a notify socket ---------------------------------------------------------
