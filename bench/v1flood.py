@@ -19,8 +19,11 @@ For each tree, each round, one server (``--workers`` workers, max batch 4, ``--q
 16; policy ``latest``, streams ``flood0`` and ``bulk0`` ``queue``) and, one after the other:
   * flood: one v1 producer process sends to a ``queue`` stream as fast as ZeroMQ takes its
     frames, at normal priority, then at nice 19: ok frames/s / the pipeline ceiling (2 threads
-    × (kernel + invoke), measured in this process at the start of the round), and how many
-    frames were answered ``overloaded``;
+    × (kernel + invoke), measured in this process right before and right after the two floods,
+    the mean of the two), and how many frames were answered ``overloaded``. Beside it, the two
+    things that ratio is made of: the server tree's CPU per ok frame / the ceiling's CPU per
+    frame (what the server adds to the ceiling's work), and the cores the load generator's own
+    processes (producer, subscriber) took from the machine meanwhile;
   * mixed: a ``latest`` stream at ``--live-fps`` (v1.1), its p50 alone, then beside a v1
     flood of a ``queue`` stream: the ratio (bench/mixed.py's line); and beside a v1.1 flood
     (credit) for reference: what the scheduling alone costs the live stream;
@@ -29,7 +32,9 @@ For each tree, each round, one server (``--workers`` workers, max batch 4, ``--q
   * overload: saturation of the ``latest`` streams by v1.1 producers at nice 19 (before and
     after), and between them v1 producers at normal priority offering ``--factor`` × that
     saturation to 4 ``latest`` streams: served/s (ok results that arrived during the run) /
-    the mean of the two saturations (``streampi bench --overload``'s line).
+    the mean of the two saturations (``streampi bench --overload``'s line); and the same per
+    core of the server tree's CPU (served per server core / saturation per server core): what
+    the surplus frames cost the server itself, apart from the cores its producer takes.
 Prints each round's figures and the medians per tree; writes bench/results/v1flood.json.
 """
 
@@ -100,20 +105,40 @@ def server(tree: str | None, workers: int):
         proc.wait(60)
 
 
-def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: float, tag: str) -> dict:
+def others_cores(r: dict, args: argparse.Namespace, warmup: float = 1.0) -> float:
+    """Cores the load generator's own processes took from the machine during a run: the
+    producers (over their warm-up and the run) and the subscriber (over the run)."""
+    return r["producer_cpu_s"] / (warmup + args.seconds) + (r["subscriber_cpu_s"] or 0.0) / r["seconds"]
+
+
+def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, model: Path, tag: str) -> dict:
     out: dict = {}
+    size = spec[1]
     with server(tree, args.workers) as (proc, info):
         v1, v11, pub = info["bind"], info["credit_bind"], info["publish"]
         kw = dict(arrival="fixed", frames_spec=spec, server_pid=proc.pid)
         # warm the workers and the server's paths
         run_load(v11, pub, rate=0, seconds=1.5, producers=1, streams=1, stream_prefix=f"warm{tag}", **kw)
-        for nice in (0, 19) if "flood" in args.parts else ():
-            r = run_load(v1, pub, rate=0, seconds=args.seconds, warmup=1.0, producers=1, streams=1,
-                         protocol="1", producer_nice=nice, stream_prefix="flood", **kw).as_dict()
-            out[f"flood_nice{nice}"] = {"ok_fps": r["achieved_fps"], "ratio": r["achieved_fps"] / ceiling,
-                                        "sent": r["sent"], "ok": r["ok"], "errors": r["errors"],
-                                        "unanswered": r["unanswered"],
-                                        "server_ms_per_ok": r["cpu_ms_per_frame"]["server"]}
+        if "flood" in args.parts:
+            # the ceiling right before and right after the two floods (the server idle meanwhile), and
+            # their mean as the yardstick: the machine's speed drifts by up to ~20 % between minutes
+            ceilings = [pipeline_ceiling(model, args.workers, 3.0, size)["fps"]]
+            floods = {}
+            for nice in (0, 19):
+                floods[nice] = run_load(v1, pub, rate=0, seconds=args.seconds, warmup=1.0, producers=1, streams=1,
+                                        protocol="1", producer_nice=nice, stream_prefix="flood", **kw).as_dict()
+            ceilings.append(pipeline_ceiling(model, args.workers, 3.0, size)["fps"])
+            ceiling = out["ceiling_fps"] = statistics.fmean(ceilings)
+            out["ceilings"] = ceilings
+            ceiling_ms = args.workers * 1e3 / ceiling  # CPU ms per frame of the ceiling's own work
+            for nice, r in floods.items():
+                server_ms = r["cpu_ms_per_frame"]["server"]
+                out[f"flood_nice{nice}"] = {"ok_fps": r["achieved_fps"], "ratio": r["achieved_fps"] / ceiling,
+                                            "sent": r["sent"], "ok": r["ok"], "errors": r["errors"],
+                                            "unanswered": r["unanswered"], "server_ms_per_ok": server_ms,
+                                            "server_per_ceiling": server_ms / ceiling_ms,
+                                            "server_cores": r["server_cpu_s"] / r["seconds"],
+                                            "others_cores": others_cores(r, args)}
         live_kw = dict(rate=args.live_fps, seconds=args.seconds, warmup=1.0, producers=1, streams=1, **kw)
         alone = run_load(v11, pub, stream_prefix=f"livea{tag}x", **live_kw).as_dict() if "mixed" in args.parts else {}
         for proto in ("1", "1.1") if "mixed" in args.parts else ():
@@ -133,21 +158,29 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, ceiling: 
                 "beside_unanswered": beside["unanswered"], "bulk_ok_fps": bulk.get("achieved_fps"),
                 "bulk_errors": bulk.get("errors")}
 
-        def saturation(n: int) -> float:
-            return run_load(v11, pub, rate=0, seconds=args.sat_seconds, warmup=1.0, producers=1, streams=4,
-                            producer_nice=19, stream_prefix=f"sat{n}{tag}x", **kw).achieved_fps
+        def saturation(n: int) -> tuple[float, float]:
+            """ok frames/s, and ok frames per second of the server tree's CPU"""
+            sat = run_load(v11, pub, rate=0, seconds=args.sat_seconds, warmup=1.0, producers=1, streams=4,
+                           producer_nice=19, stream_prefix=f"sat{n}{tag}x", **kw)
+            return sat.achieved_fps, sat.achieved_fps * sat.seconds / sat.server_cpu_s
 
         if "overload" not in args.parts:
             return out
         before = saturation(1)
-        r = run_load(v1, pub, rate=args.factor * before, seconds=args.seconds, warmup=1.0, producers=1, streams=4,
-                     protocol="1", stream_prefix=f"over{tag}x", **kw).as_dict()
+        r = run_load(v1, pub, rate=args.factor * before[0], seconds=args.seconds, warmup=1.0, producers=1,
+                     streams=4, protocol="1", stream_prefix=f"over{tag}x", **kw).as_dict()
         after = saturation(2)
         served = r["ok_arrived_in_window"] / r["seconds"]
-        out["overload"] = {"saturation": [before, after], "served_fps": served,
-                           "ratio": served / ((before + after) / 2), "sent": r["sent"], "ok": r["ok"],
+        server_cores = r["server_cpu_s"] / r["seconds"]
+        out["overload"] = {"saturation": [before[0], after[0]], "served_fps": served,
+                           "ratio": served / ((before[0] + after[0]) / 2), "sent": r["sent"], "ok": r["ok"],
                            "dropped": r["dropped"], "errors": r["errors"], "unanswered": r["unanswered"],
-                           "p50": r["latency_ms"]["p50"], "server_ms_per_ok": r["cpu_ms_per_frame"]["server"]}
+                           "p50": r["latency_ms"]["p50"], "server_ms_per_ok": r["cpu_ms_per_frame"]["server"],
+                           "server_cores": server_cores, "others_cores": others_cores(r, args),
+                           # served per core the server had, against saturation per core: what the
+                           # surplus frames cost the server itself, apart from the cores the
+                           # load generator's producer took from it
+                           "ratio_per_core": served / server_cores / ((before[1] + after[1]) / 2)}
     return out
 
 
@@ -169,7 +202,7 @@ def main() -> None:
     trees = [(name, tree_dir(value, keep)) for name, value in (t.split("=", 1) for t in args.tree)] \
         or [("installed", None)]
     w, h = (int(v) for v in args.size.split("x"))
-    spec = ("synthetic", (w, h), "rgb")
+    spec = ("synthetic", (w, h), "rgb")  # (its size is the ceiling's too)
     model = resolve_model("mobilenet_v2_int8")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {len(usable_cores())} usable cores; "
           f"model {model.name}, {args.size} RGB, {args.workers} workers", flush=True)
@@ -177,16 +210,17 @@ def main() -> None:
     for rnd in range(args.rounds):
         order = trees if rnd % 2 == 0 else trees[::-1]
         for name, tree in order:
-            ceiling = pipeline_ceiling(model, args.workers, 3.0, (w, h))["fps"]
-            d = one_round(tree, args, spec, ceiling, f"{rnd}{name}")
-            d["ceiling_fps"] = ceiling
+            d = one_round(tree, args, spec, model, f"{rnd}{name}")
             rows[name].append(d)
             d["loadavg"] = os.getloadavg()[0]
-            line = [f"round {rnd + 1} {name:>10}: ceiling {ceiling:6.1f}"]
+            line = [f"round {rnd + 1} {name:>10}"]
             if "flood" in args.parts:
                 fl0, fl19 = d["flood_nice0"], d["flood_nice19"]
-                line.append(f"flood ok/ceiling {fl0['ratio']:.3f} (nice 19: {fl19['ratio']:.3f}; refused "
-                            f"{fl0['errors']} / {fl19['errors']})")
+                line.append(f"ceiling {d['ceilings'][0]:.1f}/{d['ceilings'][1]:.1f}; flood ok/ceiling "
+                            f"{fl0['ratio']:.3f} (nice 19: {fl19['ratio']:.3f}; server CPU/frame "
+                            f"{fl19['server_per_ceiling']:.2f}x the ceiling's; server {fl19['server_cores']:.2f} "
+                            f"cores, load generator {fl19['others_cores']:.2f}; refused {fl0['errors']} / "
+                            f"{fl19['errors']})")
             if "mixed" in args.parts:
                 mx = d["mixed"]
                 line.append(f"live p50 {mx['beside_p50']:.2f} vs {mx['alone_p50']:.2f} ms = {mx['ratio']:.2f}x; queue "
@@ -195,7 +229,9 @@ def main() -> None:
             if "overload" in args.parts:
                 ov = d["overload"]
                 line.append(f"v1 at {args.factor:g}x: served {ov['served_fps']:.1f} / sat "
-                            f"{sum(ov['saturation']) / 2:.1f} = {ov['ratio']:.3f} (p50 {ov['p50']:.1f} ms)")
+                            f"{sum(ov['saturation']) / 2:.1f} = {ov['ratio']:.3f} (p50 {ov['p50']:.1f} ms; server "
+                            f"{ov['server_cores']:.2f} cores, load generator {ov['others_cores']:.2f}; per server "
+                            f"core {ov['ratio_per_core']:.3f})")
             print("; ".join(line) + f"; load average {d['loadavg']:.2f}", flush=True)
 
     def med(name: str, *keys: str) -> float:
@@ -222,12 +258,19 @@ def main() -> None:
              ("flood_nice0", "per_saturation"), ""),
             ("the same, flooding process at nice 19", ("flood_nice19", "per_saturation"), ""),
             ("server tree CPU ms per ok frame, flood at nice 19", ("flood_nice19", "server_ms_per_ok"), ""),
+            ("the same / the ceiling's CPU ms per frame", ("flood_nice19", "server_per_ceiling"), ""),
+            ("cores the load generator took (producer + subscriber), flood at nice 19",
+             ("flood_nice19", "others_cores"), ""),
             ("a latest stream's p50 beside a v1 flood × alone", ("mixed", "ratio"), "≤ 2"),
             ("(reference) the same beside a v1.1 flood (credit)", ("mixed_v11", "ratio"), ""),
             ("the v1 queue flood beside the live stream: ok frames/s", ("mixed", "bulk_ok_fps"), ""),
             ("the v1.1 queue flood beside the live stream: ok frames/s", ("mixed_v11", "bulk_ok_fps"), ""),
             (f"v1 PUSH at {args.factor:g}× saturation under latest: served / saturation", ("overload", "ratio"),
-             "≥ 0.85")):
+             "≥ 0.85"),
+            ("cores the load generator took meanwhile (its v1 producer at normal priority + subscriber)",
+             ("overload", "others_cores"), ""),
+            ("the same line per core of server CPU: served per server core / saturation per server core",
+             ("overload", "ratio_per_core"), "")):
         figures = [med(n, *keys) for n, _ in trees]
         if all(f == f for f in figures):  # (parts not run: left out)
             print(f"| {label} | " + " | ".join(f"{f:.3f}" for f in figures) + f" | {target} |")

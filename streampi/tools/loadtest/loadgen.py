@@ -225,7 +225,8 @@ class RunResult:
             "server_cpu_percent": (100 * self.server_cpu_s / self.seconds) if self.server_cpu_s is not None else None,
             "cpu_ms_per_frame": cpu,
             "server_rss_mib": self.server_rss_mib, "producer_failures": self.producer_failures,
-            "producer_cpu_s": self.producer_cpu_s,
+            "producer_cpu_s": self.producer_cpu_s, "server_cpu_s": self.server_cpu_s,
+            "subscriber_cpu_s": self.subscriber_cpu_s,
         }
 
 
