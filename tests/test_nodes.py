@@ -64,6 +64,16 @@ def test_a_node_running_something_else_is_refused_with_the_reason(bad, words):
     assert len(t) == 0 and t.stats["nodes_refused"] == 1 and t.idle([], {}) == []
 
 
+def test_in_tensor_mode_a_node_with_other_model_options_is_welcomed():
+    """The server runs the kernel and the decoder: a node's own options are never used."""
+    t, sent = table()
+    t.mode = "tensor"
+    node, why, lost = t.join(b"id1", hello(digest="other", mode="frame tensor"), now=0.0)
+    assert why is None and node is not None and len(t) == 1
+    node, why, _ = t.join(b"id2", hello(node_id="n2", sha="b" * 64, digest="other", mode="frame tensor"), now=0.0)
+    assert node is None and "sha256 bbbbbbbbbbbb" in why  # (the model file still must be the server's)
+
+
 def test_a_welcomed_node_gives_two_units_per_worker_and_idle_new_quick_ones_go_first():
     t, sent = table()
     a, why, _ = t.join(b"a", hello("a", workers=2), now=0.0)
@@ -273,13 +283,14 @@ def protocol_frame():
     return np.random.default_rng(0).integers(0, 256, (64, 96, 3), np.uint8)
 
 
-@pytest.mark.parametrize("extra, words", [
-    (("shapes_float32",), "this server serves shapes_int8"),
-    (("shapes_int8", "--top-k", "2"), "model options differ from the server's (top_k (--top-k))"),
-    (("shapes_int8", "--channels", "bgr", "--resize", "letterbox"), "(channels (--channels), resize (--resize))"),
+@pytest.mark.parametrize("extra, words, send", [
+    (("shapes_float32",), "this server serves shapes_int8", "tensor"),
+    (("shapes_int8", "--top-k", "2"), "model options differ from the server's (top_k (--top-k))", "frame"),
+    (("shapes_int8", "--channels", "bgr", "--resize", "letterbox"), "(channels (--channels), resize (--resize))",
+     "frame"),
 ])
-def test_a_node_with_another_model_or_other_options_is_refused_on_both_sides(extra, words, caplog):
-    with ServerThread("shapes_int8", dispatcher()) as st:
+def test_a_node_with_another_model_or_other_options_is_refused_on_both_sides(extra, words, send, caplog):
+    with ServerThread("shapes_int8", dispatcher(node_send=send)) as st:
         model, *flags = extra
         node = start_node(st.server.bound["node_bind"], "wrong", model, 1, *flags)
         code, err = stop_when_exited(node, 90)
@@ -289,6 +300,26 @@ def test_a_node_with_another_model_or_other_options_is_refused_on_both_sides(ext
     assert "refused this node" in err and words in err
     assert stats["nodes_refused"] >= 1 and nodes == []
     assert any("refused node wrong" in r.getMessage() and words in r.getMessage() for r in caplog.records)
+
+
+def test_in_tensor_mode_a_node_started_without_the_servers_options_answers_as_the_server(local_answer):
+    """The default --node-send tensor: a node given only the model file (here even other options)
+    joins, and its frames are answered with the server's kernel and decoder options."""
+    with ServerThread("shapes_int8", dispatcher(policy="queue")) as st, Subscriber(st.results) as sub:
+        node = start_node(st.server.bound["node_bind"], "bare", "shapes_int8", 1, "--top-k", "1", "--channels", "bgr")
+        try:
+            wait_joined(st, "bare")
+            wait_subscribed(sub, st.frames)
+            with Producer(st.frames, stream="cam") as prod:
+                for _ in range(8):
+                    prod.send(protocol_frame(), timeout=10)
+            results = collect_until(sub, lambda out: len(out) >= 8)
+        finally:
+            code, err = stop(node)
+    assert code == 0, err
+    assert sorted(r["seq"] for r in results) == list(range(8))
+    assert len(local_answer["top"]) > 1  # (so that the node's --top-k 1 would show)
+    assert all(r["ok"] and r["node"] == "bare" and r["top"] == local_answer["top"] for r in results), results[0]
 
 
 def stop_when_exited(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:

@@ -6,8 +6,10 @@ and connects out with a DEALER to the server's ``--node-bind`` ROUTER, so that a
 NAT, or one started at any time, joins. It says what it runs (the model file's sha256, its
 model options' digest, its runtime, its workers and their max batch); the server welcomes it
 with a generation or refuses it with the reason, which the node logs before it exits with
-code 2. Then it runs the batches the server sends (the frames as the producers sent them: the
-node runs the kernel) and answers each batch once: done, lost (its runner died under it: the
+code 2. Then it runs the batches the server sends (with ``--node-send tensor``, the default, the
+model's input tensors: the server ran the kernel and decodes the raw outputs, so the node's own
+model options are not used; with ``frame``, the frames as the producers sent them: the node runs
+the kernel and the decoder) and answers each batch once: done, lost (its runner died under it: the
 server runs the frames again elsewhere) or returned (its worker is backing off).
 
 Liveness: ZMTP heartbeats on the connection (libzmq closes it after 3 s without traffic and

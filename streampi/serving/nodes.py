@@ -208,12 +208,15 @@ class NodeTable:
                    f"runs {hello.model_name} (sha256 {hello.model_sha256[:12]}): give the node the server's model file")
         elif self.mode not in hello.mode.split():
             why = f"this server sends each node the {self.mode} (--node-send); the node takes {hello.mode!r}"
-        elif hello.config_digest != self.digest:
+        elif self.mode == "frame" and hello.config_digest != self.digest:
+            # (in tensor mode the server runs the kernel and the decoder: the node only invokes the
+            # model, so its options are never used and a node needs nothing but the model file)
             ours = config_fields(self.spec.config) if hasattr(self.spec, "config") else {}
             differ = options_differing(ours, hello.config_fields)
             what = ", ".join(differ) if differ else "labels, decoder, mean/std, channels, resize"
-            why = (f"the node's model options differ from the server's ({what}): start the node with the "
-                   f"options the server was started with")
+            why = (f"the node's model options differ from the server's ({what}), and this server sends it frames "
+                   f"(--node-send frame): start the node with the options the server was started with, or serve "
+                   f"with --node-send tensor (the default), where a node needs only the model file")
         elif len(self.nodes) >= MAX_NODES and identity not in self.nodes:
             why = f"this server has {MAX_NODES} nodes already"
         if why is not None:
