@@ -22,8 +22,9 @@ For each tree, each round, one server (``--workers`` workers, max batch 4, ``--q
     × (kernel + invoke), measured in this process right before and right after the two floods,
     the mean of the two), and how many frames were answered ``overloaded``. Beside it, the two
     things that ratio is made of: the server tree's CPU per ok frame / the ceiling's CPU per
-    frame (what the server adds to the ceiling's work), and the cores the load generator's own
-    processes (producer, subscriber) took from the machine meanwhile;
+    frame (what the server adds to the ceiling's work), the cores the load generator's own
+    processes (producer, subscriber) took from the machine meanwhile, and the machine's idle
+    cores (/proc/stat: a producer at nice 19 gets a core only when one idles);
   * mixed: a ``latest`` stream at ``--live-fps`` (v1.1), its p50 alone, then beside a v1
     flood of a ``queue`` stream: the ratio (bench/mixed.py's line); and beside a v1.1 flood
     (credit) for reference: what the scheduling alone costs the live stream;
@@ -111,6 +112,27 @@ def others_cores(r: dict, args: argparse.Namespace, warmup: float = 1.0) -> floa
     return r["producer_cpu_s"] / (warmup + args.seconds) + (r["subscriber_cpu_s"] or 0.0) / r["seconds"]
 
 
+class IdleCores(threading.Thread):
+    """The machine's idle cores (``/proc/stat``) over most of a run_load window: from ``delay``
+    seconds after it starts (run_load's own start-up of 1.5 s, then the warm-up) for ``span``."""
+
+    def __init__(self, delay: float, span: float) -> None:
+        super().__init__(daemon=True)
+        self.delay, self.span = delay, span
+        self.cores: float | None = None
+
+    @staticmethod
+    def _idle_s() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+
+    def run(self) -> None:
+        time.sleep(self.delay)
+        a, t = self._idle_s(), time.monotonic()
+        time.sleep(self.span)
+        self.cores = (self._idle_s() - a) / (time.monotonic() - t)
+
+
 def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, model: Path, tag: str) -> dict:
     out: dict = {}
     size = spec[1]
@@ -124,9 +146,13 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, model: Pa
             # their mean as the yardstick: the machine's speed drifts by up to ~20 % between minutes
             ceilings = [pipeline_ceiling(model, args.workers, 3.0, size)["fps"]]
             floods = {}
+            idle = {}
             for nice in (0, 19):
+                idle[nice] = IdleCores(1.5 + 1.0 + 0.5, max(0.5, args.seconds - 1.0))
+                idle[nice].start()
                 floods[nice] = run_load(v1, pub, rate=0, seconds=args.seconds, warmup=1.0, producers=1, streams=1,
                                         protocol="1", producer_nice=nice, stream_prefix="flood", **kw).as_dict()
+                idle[nice].join()
             ceilings.append(pipeline_ceiling(model, args.workers, 3.0, size)["fps"])
             ceiling = out["ceiling_fps"] = statistics.fmean(ceilings)
             out["ceilings"] = ceilings
@@ -138,7 +164,7 @@ def one_round(tree: str | None, args: argparse.Namespace, spec: tuple, model: Pa
                                             "unanswered": r["unanswered"], "server_ms_per_ok": server_ms,
                                             "server_per_ceiling": server_ms / ceiling_ms,
                                             "server_cores": r["server_cpu_s"] / r["seconds"],
-                                            "others_cores": others_cores(r, args)}
+                                            "others_cores": others_cores(r, args), "idle_cores": idle[nice].cores}
         live_kw = dict(rate=args.live_fps, seconds=args.seconds, warmup=1.0, producers=1, streams=1, **kw)
         alone = run_load(v11, pub, stream_prefix=f"livea{tag}x", **live_kw).as_dict() if "mixed" in args.parts else {}
         for proto in ("1", "1.1") if "mixed" in args.parts else ():
@@ -219,7 +245,8 @@ def main() -> None:
                 line.append(f"ceiling {d['ceilings'][0]:.1f}/{d['ceilings'][1]:.1f}; flood ok/ceiling "
                             f"{fl0['ratio']:.3f} (nice 19: {fl19['ratio']:.3f}; server CPU/frame "
                             f"{fl19['server_per_ceiling']:.2f}x the ceiling's; server {fl19['server_cores']:.2f} "
-                            f"cores, load generator {fl19['others_cores']:.2f}; refused {fl0['errors']} / "
+                            f"cores, load generator {fl19['others_cores']:.2f}, idle {fl19['idle_cores']:.2f} (at "
+                            f"normal priority {fl0['idle_cores']:.2f}); refused {fl0['errors']} / "
                             f"{fl19['errors']})")
             if "mixed" in args.parts:
                 mx = d["mixed"]
@@ -261,6 +288,8 @@ def main() -> None:
             ("the same / the ceiling's CPU ms per frame", ("flood_nice19", "server_per_ceiling"), ""),
             ("cores the load generator took (producer + subscriber), flood at nice 19",
              ("flood_nice19", "others_cores"), ""),
+            ("idle cores of the machine, flood at nice 19", ("flood_nice19", "idle_cores"), ""),
+            ("the same, flood at normal priority", ("flood_nice0", "idle_cores"), ""),
             ("a latest stream's p50 beside a v1 flood × alone", ("mixed", "ratio"), "≤ 2"),
             ("(reference) the same beside a v1.1 flood (credit)", ("mixed_v11", "ratio"), ""),
             ("the v1 queue flood beside the live stream: ok frames/s", ("mixed", "bulk_ok_fps"), ""),
