@@ -19,12 +19,24 @@ callbacks (:meth:`EventsEngine.add_callback`).
 
 Snapshots: the frame in which an object scored best, as a JPEG with its box drawn, from
 whatever format the frame came in (rgb, bgr, rgba, bgra, gray, i420, nv12, jpeg). Encoding
-costs the server's loop a few milliseconds, so it is done only when an object's best score
-rises, at most once a second per object (a better frame in between is copied and encoded when
-the second is up, or at the object's end); each encoded snapshot is kept in a store bounded in
-count and bytes per stream (the least recently updated goes first) and published on
-``_snapshots`` as ``{"id", "stream", "label", "score", "jpeg"}``. A snapshot that fails to
-encode is counted and logged; the answer it came with was published before.
+costs milliseconds, so it is done only when an object's best score rises, at most once a
+second per object (a better frame in between is copied and encoded when the second is up, or
+at the object's end); each encoded snapshot is kept in a store bounded in count and bytes per
+stream (the least recently updated goes first) and published on ``_snapshots`` as ``{"id",
+"stream", "label", "score", "jpeg"}``. A snapshot that fails to encode is counted and logged;
+the answer it came with was published before.
+
+Attached to a server, the engine encodes in one thread (``streampi-snapshots``), never on the
+loop: it hands the thread a copy of the frame (the frame's pixels are the server's only during
+the listener's call), at most :data:`ENCODES_PER_STREAM` per stream at a time (a better frame
+past that waits as one held back by the rate limit does), and takes the JPEG back on the loop,
+where it is stored, counted and published. Events do not wait for it: ``has_snapshot`` in an
+event says what the store holds then, so a ``new`` event usually says false, and once the
+snapshot is stored (and published) an ``update`` says true. A per-object generation keeps an
+older frame's encode, ending late, from replacing a newer snapshot. :meth:`EventsEngine.close`
+takes the encodes in flight directly (the loop is busy running it), bounded by
+:data:`CLOSE_WAIT_S` in all, then encodes the objects' last frames itself before their ends.
+Used alone (no server, no loop), the engine encodes inline, synchronously.
 """
 
 from __future__ import annotations
