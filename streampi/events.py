@@ -388,11 +388,10 @@ class EventsEngine:
         self._timer = self._loop.call_later(TICK_S, self._tick)
 
     def close(self, wait: float | None = None) -> None:
-        """Publish the snapshots being encoded (waiting ``wait`` seconds, default
-        :data:`CLOSE_WAIT_S`, for them at most), end
-        every object (``end`` events, their last snapshots, encoded here), then stop. Called by
-        the server on its loop at shutdown, after every frame is answered and before the socket
-        closes."""
+        """Publish the snapshots being encoded (waiting ``wait`` seconds in all for them,
+        default :data:`CLOSE_WAIT_S`), end every object (``end`` events, their last snapshots,
+        encoded here), then stop. Called by the server on its loop at shutdown, after every
+        frame is answered and before the socket closes."""
         if self.closed:
             return
         if self._remove_listener is not None:
