@@ -758,3 +758,40 @@ def test_close_gives_up_an_encode_past_its_bound(monkeypatch, caplog):
     assert stats["events.snapshots_abandoned"] == in_flight
     assert any("still being encoded" in r.getMessage() for r in caplog.records)
     assert sorted(m["after"]["id"] for m in got if m["type"] == "end") == sorted(live)
+
+
+def test_at_most_two_encodes_per_stream_the_rest_wait_their_turn():
+    """Five objects appear at once while the encoder is held: two of their snapshots go to the
+    thread, three frames wait (copied); once it is free, the clock sends those too: five
+    snapshots, none skipped, each object's picture its own."""
+    opts = ServerOptions(workers=1, events=True, events_min_hits=1)
+    rgb = np.zeros((60, 260, 3), np.uint8)
+    gate, held = threading.Event(), []
+
+    def encode(*args):
+        if threading.current_thread().name.startswith("streampi-snapshots") and not held:
+            held.append(gate.wait(20))  # bounded: the test fails rather than hangs
+        return encode_snapshot(*args)
+
+    with ServerThread("shapes_int8", opts) as st, Events(st.results, snapshots=True) as ev:
+        engine = st.server.events
+        engine._encode = encode
+        wait_events_subscribed(ev, st)
+        dets = [square(5 + 50 * j, 0.9) for j in range(5)]
+        on_loop(st, engine.on_result, result_of("cam", 0, dets), frame_of("cam", 0, rgb, time.time()))
+        in_flight, waiting = on_loop(st, lambda: (len(engine._encodes),
+                                                  sum(o.snap_pending is not None for o in engine._objects.values())))
+        gate.set()
+        got = drain(ev, quiet=1.0)  # (the clock looks at the waiting frames every 0.25 s)
+        stats = dict(st.stats)
+        objects = on_loop(st, engine.objects, "cam")
+        kept = {o["id"]: on_loop(st, engine.snapshot, o["id"]) for o in objects}
+    assert held == [True] and (in_flight, waiting) == (2, 3)
+    snaps = [m for m in got if m["type"] == "snapshot"]
+    assert sorted(m["id"] for m in snaps) == sorted(kept) and len(kept) == 5
+    assert stats["events.snapshots"] == 5 and not stats.get("events.snapshots_skipped")
+    for o in objects:  # its own box drawn in its picture
+        edge = green_edge(kept[o["id"]], o["box"])
+        assert edge[1] > 150 and edge[1] > edge[0] + 60 and edge[1] > edge[2] + 60, (o, edge)
+    updates = [m for m in got if m["type"] == "update"]
+    assert sorted(m["after"]["id"] for m in updates) == sorted(kept) and all(m["after"]["has_snapshot"] for m in updates)
