@@ -19,17 +19,30 @@ callbacks (:meth:`EventsEngine.add_callback`).
 
 Snapshots: the frame in which an object scored best, as a JPEG with its box drawn, from
 whatever format the frame came in (rgb, bgr, rgba, bgra, gray, i420, nv12, jpeg). Encoding
-costs the server's loop a few milliseconds, so it is done only when an object's best score
-rises, at most once a second per object (a better frame in between is copied and encoded when
-the second is up, or at the object's end); each encoded snapshot is kept in a store bounded in
-count and bytes per stream (the least recently updated goes first) and published on
-``_snapshots`` as ``{"id", "stream", "label", "score", "jpeg"}``. A snapshot that fails to
-encode is counted and logged; the answer it came with was published before.
+costs milliseconds, so it is done only when an object's best score rises, at most once a
+second per object (a better frame in between is copied and encoded when the second is up, or
+at the object's end); each encoded snapshot is kept in a store bounded in count and bytes per
+stream (the least recently updated goes first) and published on ``_snapshots`` as ``{"id",
+"stream", "label", "score", "jpeg"}``. A snapshot that fails to encode is counted and logged;
+the answer it came with was published before.
+
+Attached to a server, the engine encodes in one thread (``streampi-snapshots``), never on the
+loop: it hands the thread a copy of the frame (the frame's pixels are the server's only during
+the listener's call), at most :data:`ENCODES_PER_STREAM` per stream at a time (a better frame
+past that waits as one held back by the rate limit does), and takes the JPEG back on the loop,
+where it is stored, counted and published. Events do not wait for it: ``has_snapshot`` in an
+event says what the store holds then, so a ``new`` event usually says false, and once the
+snapshot is stored (and published) an ``update`` says true. A per-object generation keeps an
+older frame's encode, ending late, from replacing a newer snapshot. :meth:`EventsEngine.close`
+takes the encodes in flight directly (the loop is busy running it), bounded by
+:data:`CLOSE_WAIT_S` in all, then encodes the objects' last frames itself before their ends.
+Used alone (no server, no loop), the engine encodes inline, synchronously.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import logging
 import math
@@ -51,8 +64,13 @@ log = logging.getLogger("streampi.events")
 
 EVENTS_TOPIC = "_events"
 SNAPSHOTS_TOPIC = "_snapshots"
-#: raw copies of better frames waiting for their object's next snapshot, per stream, at most
+#: raw copies of frames waiting for their object's next snapshot (held back by the rate limit, or
+#: queued for the encoder thread), per stream, at most
 PENDING_BYTES_PER_STREAM = 32 * 2**20
+#: snapshots queued for the encoder thread (or encoding) per stream; past it a better frame waits
+ENCODES_PER_STREAM = 2
+#: how long ``close()`` waits, in all, for the snapshots being encoded
+CLOSE_WAIT_S = 2.0
 #: how often the engine looks at the clock: objects of silent streams, rate-limited updates
 TICK_S = 0.25
 
@@ -285,7 +303,7 @@ class _Object:
     """The engine's side of a confirmed track: its id, what was last published, its snapshot."""
 
     __slots__ = ("track", "id", "stream", "frame_time", "published", "last_event", "dirty", "snap_time",
-                 "snap_pending", "snap_score")
+                 "snap_pending", "snap_score", "snap_gen", "snap_kept")
 
     def __init__(self, track: Track, stream: str, frame_time: float) -> None:
         self.track, self.stream, self.id = track, stream, f"{stream}-{track.number}"
@@ -295,12 +313,27 @@ class _Object:
         self.dirty = False  # a better score not yet told (rate limit)
         self.snap_time = -math.inf  # monotonic time of its last snapshot
         self.snap_pending: tuple | None = None  # (fmt, width, height, bytes, box, score): a better frame
-        self.snap_score = -math.inf  # the score of the snapshot kept (or pending)
+        self.snap_score = -math.inf  # the score of the snapshot kept
+        self.snap_gen = 0  # snapshots asked for so far: the generation of the latest
+        self.snap_kept = 0  # the generation of the snapshot in the store (an older one never replaces it)
+
+
+class _Encode:
+    """A snapshot for the encoder thread: a copy of the frame, its object and generation."""
+
+    __slots__ = ("obj", "gen", "args", "score", "nbytes", "future", "done")
+
+    def __init__(self, obj: _Object, gen: int, args: tuple, score: float, nbytes: int) -> None:
+        self.obj, self.gen, self.args, self.score, self.nbytes = obj, gen, args, score, nbytes
+        self.future: concurrent.futures.Future | None = None
+        self.done = False  # its result was taken (or given up) on the loop
 
 
 class EventsEngine:
     """Trackers per stream, events and snapshots (see the module's docstring). Everything runs
-    on the server's event loop; ``publish(topic, payload)`` is the server's :meth:`publish`.
+    on the server's event loop but the JPEG encoding of snapshots, which is done in one thread
+    once the engine is attached to a server (inline, synchronously, when it is used alone);
+    ``publish(topic, payload)`` is the server's :meth:`publish`.
 
     What in-process doors use (the contract of docs/integrations.md): :meth:`add_callback`,
     :meth:`snapshot`, :meth:`recent`, :meth:`objects`."""
@@ -320,6 +353,11 @@ class EventsEngine:
         self.store = SnapshotStore(self.config.snapshot_count, self.config.snapshot_bytes)
         self._pending_bytes: collections.Counter[str] = collections.Counter()
         self._encode = encode_snapshot
+        self._loop: Any = None
+        self._threaded = False  # snapshots are encoded in the thread (attached, not closing)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._encodes: dict[_Encode, None] = {}  # in flight, in the order given to the thread
+        self._encoding: collections.Counter[str] = collections.Counter()  # in flight per stream
         self._timer: Any = None
         self._remove_listener: Callable[[], None] | None = None
         self.closed = False
@@ -334,6 +372,7 @@ class EventsEngine:
         self._publish = server.publish
         self.stats = server.stats
         self._loop = server._loop
+        self._threaded = True
         self._remove_listener = server.add_listener(self.on_result)
         self._timer = self._loop.call_later(TICK_S, self._tick)
 
@@ -348,19 +387,48 @@ class EventsEngine:
             log.exception("the events engine's tick failed")
         self._timer = self._loop.call_later(TICK_S, self._tick)
 
-    def close(self) -> None:
-        """End every object (``end`` events, their last snapshots), then stop. Called by the
-        server at shutdown, after every frame is answered and before the socket closes."""
+    def close(self, wait: float | None = None) -> None:
+        """Publish the snapshots being encoded (waiting ``wait`` seconds in all for them,
+        default :data:`CLOSE_WAIT_S`), end every object (``end`` events, their last snapshots,
+        encoded here), then stop. Called by the server on its loop at shutdown, after every
+        frame is answered and before the socket closes."""
         if self.closed:
             return
         if self._remove_listener is not None:
             self._remove_listener()
+        self._drain(CLOSE_WAIT_S if wait is None else wait)
+        self._threaded = False
         for stream, tracker in list(self.trackers.items()):
             self._apply(stream, tracker.end_all(), None, None)
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _drain(self, wait: float) -> None:
+        """Take the results of the encodes in flight here (close() runs on the loop: their
+        call_soon_threadsafe callbacks would come too late); past ``wait`` seconds in all, the
+        rest are given up, counted (``events.snapshots_abandoned``) and logged."""
+        deadline = time.monotonic() + wait
+        abandoned = 0
+        for job in list(self._encodes):
+            assert job.future is not None
+            try:
+                job.future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                job.future.cancel()
+                self._release(job)
+                abandoned += 1
+                continue
+            except concurrent.futures.CancelledError:
+                pass
+            self._land(job)
+        if abandoned:
+            self.stats["events.snapshots_abandoned"] += abandoned
+            log.warning("%d snapshot(s) still being encoded after %.1f s at shutdown: not published", abandoned, wait)
 
     # -- the contract's in-process API ----------------------------------------------------------
     def add_callback(self, fn: Callable[[dict], None]) -> Callable[[], None]:
@@ -456,23 +524,31 @@ class EventsEngine:
             if obj is None:
                 continue
             if obj.snap_pending is not None:  # a better frame since its last snapshot
-                self._snapshot_pending(obj, mono)
+                self._snapshot_pending(obj, mono, force=True)
             self._event("end", obj)
             del self._objects[track.number]
 
     # -- snapshots -----------------------------------------------------------------------------
     def _take_snapshot(self, obj: _Object, frame: Any, mono: float, publish: bool = False) -> None:
-        """The object's best frame is this one: encode it now, or (rate limit) copy it for later."""
+        """The object's best frame is this one: encode it now (in the thread: a copy of it), or
+        (rate limit, or the thread has enough of its stream's) copy it for later. ``publish``:
+        publish it once kept (the new object's is published after its event, when inline)."""
         if self.config.snapshot_count <= 0:
             return
         track = obj.track
-        if mono - obj.snap_time >= self.config.snapshot_interval:
-            self._drop_pending(obj)
-            if self._store(obj, frame.fmt, frame.width, frame.height, frame.data, track.box, track.score, mono) \
-                    and publish:
-                self._publish_snapshot(obj)
-            return
         nbytes = len(frame.data) if not hasattr(frame.data, "nbytes") else frame.data.nbytes
+        if mono - obj.snap_time >= self.config.snapshot_interval and \
+                (not self._threaded or self._encoding[obj.stream] < ENCODES_PER_STREAM):
+            self._drop_pending(obj)
+            if not self._threaded:
+                self._store(obj, frame.fmt, frame.width, frame.height, frame.data, track.box, track.score, mono,
+                            publish)
+            elif self._pending_bytes[obj.stream] + nbytes > PENDING_BYTES_PER_STREAM:
+                self.stats["events.snapshots_skipped"] += 1  # keeps its earlier snapshot
+            else:  # the frame's pixels are the server's only during this call: the thread gets a copy
+                self._submit(obj, (frame.fmt, frame.width, frame.height, bytes(frame.data), track.box.copy()),
+                             track.score, nbytes, mono, counted=False)
+            return
         self._drop_pending(obj)
         if self._pending_bytes[obj.stream] + nbytes > PENDING_BYTES_PER_STREAM:
             self.stats["events.snapshots_skipped"] += 1  # keeps its earlier snapshot
@@ -485,28 +561,107 @@ class EventsEngine:
             self._pending_bytes[obj.stream] -= len(obj.snap_pending[3])
             obj.snap_pending = None
 
-    def _snapshot_pending(self, obj: _Object, mono: float) -> None:
+    def _snapshot_pending(self, obj: _Object, mono: float, force: bool = False) -> None:
+        """Encode the better frame held back; when the thread has enough of its stream's, it
+        waits for the next tick, unless ``force`` (the object ends: its copy goes to the thread,
+        counted in the stream's bytes until encoded)."""
+        if self._threaded and not force and self._encoding[obj.stream] >= ENCODES_PER_STREAM:
+            return
         fmt, width, height, data, box, score = obj.snap_pending  # type: ignore[misc]
+        if self._threaded:
+            obj.snap_pending = None  # its bytes stay counted until the encode is done
+            self._submit(obj, (fmt, width, height, data, box), score, len(data), mono, counted=True)
+            return
         self._drop_pending(obj)
-        if self._store(obj, fmt, width, height, data, box, score, mono):
-            self._publish_snapshot(obj)
+        self._store(obj, fmt, width, height, data, box, score, mono, publish=True)
 
     def _store(self, obj: _Object, fmt: str, width: int, height: int, data: Any, box: Any, score: float,
-               mono: float) -> bool:
+               mono: float, publish: bool) -> None:
+        """Encode here, on the caller's thread, and keep it."""
         obj.snap_time = mono
+        obj.snap_gen += 1
         t0 = time.perf_counter()
         try:
             jpeg = self._encode(fmt, width, height, data, box, self.config.snapshot_quality)
-        except Exception:
-            self.stats["errors.snapshot"] += 1
-            log.exception("the snapshot of object %s (a %s frame) could not be encoded", obj.id, fmt)
-            return False
+        except Exception as exc:
+            self._encode_failed(obj, fmt, exc)
+            return
+        self._keep(obj, obj.snap_gen, jpeg, score, int((time.perf_counter() - t0) * 1e6), publish)
+
+    def _submit(self, obj: _Object, args: tuple, score: float, nbytes: int, mono: float, counted: bool) -> None:
+        """Give a copy of the frame to the encoder thread; its result comes back on the loop.
+        ``counted``: its bytes are in the stream's already (a held-back frame)."""
+        obj.snap_time = mono
+        obj.snap_gen += 1
+        job = _Encode(obj, obj.snap_gen, args, score, nbytes)
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                                   thread_name_prefix="streampi-snapshots")
+        self._encoding[obj.stream] += 1
+        if not counted:
+            self._pending_bytes[obj.stream] += nbytes
+        self._encodes[job] = None
+        job.future = self._executor.submit(self._encode_timed, job)
+        job.future.add_done_callback(lambda _future: self._encoded(job))
+
+    def _encode_timed(self, job: _Encode) -> tuple[bytes, int]:
+        """In the encoder thread: the JPEG and how long it took (µs)."""
+        t0 = time.perf_counter()
+        jpeg = self._encode(*job.args, self.config.snapshot_quality)
+        return jpeg, int((time.perf_counter() - t0) * 1e6)
+
+    def _encoded(self, job: _Encode) -> None:
+        """In the encoder thread (or wherever the future ends): back to the loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._land, job)
+        except RuntimeError:  # the loop is closed: the server has stopped (close() gave it up)
+            pass
+
+    def _release(self, job: _Encode) -> None:
+        job.done = True
+        self._encodes.pop(job, None)
+        self._encoding[job.obj.stream] -= 1
+        self._pending_bytes[job.obj.stream] -= job.nbytes
+
+    def _land(self, job: _Encode) -> None:
+        """On the loop: an encode is over; keep and publish its snapshot, as inline. An object
+        whose events said it had no snapshot gets an ``update`` saying it has one now."""
+        if job.done:
+            return
+        self._release(job)
+        future = job.future
+        assert future is not None
+        if future.cancelled():
+            return
+        obj, exc = job.obj, future.exception()
+        if exc is not None:
+            self._encode_failed(obj, job.args[0], exc)
+            return
+        jpeg, us = future.result()
+        had = obj.id in self.store
+        if self._keep(obj, job.gen, jpeg, job.score, us, publish=True) and not had \
+                and self._objects.get(obj.track.number) is obj and obj.published is not None \
+                and not obj.published["has_snapshot"]:
+            self._event("update", obj)
+
+    def _encode_failed(self, obj: _Object, fmt: str, exc: BaseException) -> None:
+        self.stats["errors.snapshot"] += 1
+        log.error("the snapshot of object %s (a %s frame) could not be encoded", obj.id, fmt,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+
+    def _keep(self, obj: _Object, gen: int, jpeg: bytes, score: float, us: int, publish: bool) -> bool:
+        """Put an encoded snapshot in the store (unless a newer one of its object is there)."""
         self.stats["events.snapshots"] += 1
-        self.stats["events.snapshot_us"] += int((time.perf_counter() - t0) * 1e6)
+        self.stats["events.snapshot_us"] += us
+        if gen < obj.snap_kept:
+            self.stats["events.snapshots_stale"] += 1  # an older frame's encode ended after a newer one's
+            return False
         if not self.store.put(obj.stream, obj.id, jpeg):
             self.stats["events.snapshots_too_big"] += 1
             return False
-        obj.snap_score = score
+        obj.snap_kept, obj.snap_score = gen, score
+        if publish:
+            self._publish_snapshot(obj)
         return True
 
     def _publish_snapshot(self, obj: _Object) -> None:

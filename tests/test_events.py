@@ -5,13 +5,17 @@ engine's bounds, rate limits and failures driven through its listener."""
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import logging
 import re
+import threading
 import time
 
 import numpy as np
 import pytest
 import simplejpeg
 
+from streampi import events as events_module
 from streampi import protocol
 from streampi.client import Events, Producer, Subscriber
 from streampi.events import (
@@ -531,3 +535,263 @@ def test_a_subscriber_gets_events_beside_results_only_when_asked():
         kinds = [("event" if "type" in m else m["stream"]) for m in msgs]
         kinds = [k for k in kinds if k != "_errors"]  # (the other subscribers' probes)
         assert kinds == (["cam"] if name == "every" else ["event", "cam"]), (name, msgs)
+
+
+# -- snapshots encoded off the loop ------------------------------------------------------------
+def on_loop(st: ServerThread, fn, *args):
+    """``fn(*args)`` on the server's loop (where its listeners run); returns what it returns."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            done.set_exception(exc)
+    st._loop.call_soon_threadsafe(run)
+    return done.result(timeout=10)
+
+
+def green_edge(jpeg: bytes, box) -> np.ndarray:
+    """The mean colour of the top edge of ``box`` (2 px) in the decoded snapshot."""
+    img = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+    x0, y0, x1, _ = (int(round(float(v))) for v in box)
+    return img[max(0, y0):y0 + 2, x0 + 3:x1 - 3].reshape(-1, 3).mean(axis=0)
+
+
+def test_a_slow_snapshot_encode_holds_no_stream_back():
+    """The first snapshot's encode is held until another stream's frames are answered: they
+    are (it runs in the encoder thread, not on the loop; inline, the loop would wait for it
+    until its bounded wait ran out, and it would say so). Then its snapshot comes, made from
+    the copy of its frame: the frame's size, the box drawn; the object's ``new`` said no
+    snapshot yet, and an ``update`` after the snapshot says it has one."""
+    frames = [img for img, _ in MovingScenes(seed=3, objects=6).frames()][:30]
+    started, released = threading.Event(), threading.Event()
+    waited, calls, threads = [], [], set()
+
+    def slow_encode(fmt, width, height, data, box, quality):
+        threads.add(threading.current_thread().name)
+        calls.append((fmt, width, height, [float(v) for v in box]))
+        if not started.is_set():
+            started.set()
+            waited.append(released.wait(20))  # bounded: the test fails rather than hangs
+        return encode_snapshot(fmt, width, height, data, box, quality)
+
+    with ServerThread("shapes_detector", ServerOptions(workers=1, policy="queue", events=True)) as st, \
+            Events(st.results, snapshots=True) as ev:
+        engine = st.server.events
+        engine._encode = slow_encode
+        wait_events_subscribed(ev, st)
+        try:
+            answers = send_scene(st, frames)
+            assert started.wait(10), "no snapshot was asked for"
+            other = send_scene(st, [np.zeros((240, 320, 3), np.uint8)] * 5, stream="other")
+        finally:
+            released.set()
+        got = drain(ev)  # the snapshots, now encoded
+        st.stop()
+        got += drain(ev)
+        kept = {e["after"]["id"]: engine.snapshot(e["after"]["id"]) for e in got if e["type"] == "new"}
+        stats = dict(st.stats)
+    assert waited == [True]  # the other stream's answers came while the encode was held
+    assert len(answers) == 30 and len(other) == 5 and all(r["ok"] for r in answers + other)
+    assert stats["received"] == stats["answered"] and stats["events.snapshots"] == len(calls) >= 2
+    assert threads and all(name.startswith("streampi-snapshots") for name in threads), threads
+    snaps = [m for m in got if m["type"] == "snapshot"]
+    assert snaps, got
+    first = snaps[0]  # one thread: the first encode asked for is the first published
+    fmt, width, height, box = calls[0]
+    assert (fmt, width, height) == ("rgb", 320, 240)
+    assert simplejpeg.decode_jpeg(first["jpeg"]).shape == (240, 320, 3)
+    edge = green_edge(first["jpeg"], box)
+    assert edge[1] > 150 and edge[1] > edge[0] + 60 and edge[1] > edge[2] + 60, edge  # the box, in green
+    own = [m for m in got if m.get("id") == first["id"] or m.get("after", {}).get("id") == first["id"]]
+    assert own[0]["type"] == "new" and not own[0]["after"]["has_snapshot"]
+    told = next(k for k, m in enumerate(own) if m["type"] != "snapshot" and m["after"]["has_snapshot"])
+    assert own[told]["type"] == "update" and not own[told]["before"]["has_snapshot"]
+    assert own.index(first) < told  # the snapshot is out before an event says it is there
+    for oid, jpeg in kept.items():
+        assert jpeg is not None and simplejpeg.decode_jpeg(jpeg).shape == (240, 320, 3), oid
+
+
+def test_an_encode_that_raises_is_counted_and_the_encoder_goes_on():
+    """The first encode raises in the encoder thread: counted and logged; the thread and the
+    server go on, and the later snapshots are made there."""
+    frames = [img for img, _ in MovingScenes(seed=3, objects=3).frames()]
+    calls = []
+
+    def flaky_encode(*args):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise RuntimeError("this frame cannot be encoded")
+        return encode_snapshot(*args)
+
+    with ServerThread("shapes_detector", ServerOptions(workers=1, policy="queue", events=True)) as st, \
+            Events(st.results, snapshots=True) as ev:
+        st.server.events._encode = flaky_encode
+        wait_events_subscribed(ev, st)
+        answers = send_scene(st, frames)
+        st.stop()
+        got = drain(ev)
+        stats = dict(st.stats)
+    assert len(answers) == len(frames) and all(r["ok"] for r in answers)
+    assert stats["received"] == stats["answered"] and stats["errors.snapshot"] == 1
+    assert stats["events.snapshots"] == len(calls) - 1 >= 2
+    # the failing one and the next in the encoder thread (those of objects still in view at the stop: inline)
+    assert all(name.startswith("streampi-snapshots") for name in calls[:2]), calls
+    kinds = by_type(got)
+    assert len(kinds["new"]) == len(kinds["end"]) == 3
+    assert len(kinds["snapshot"]) >= 2 and all(simplejpeg.decode_jpeg(s["jpeg"]).shape == (240, 320, 3)
+                                               for s in kinds["snapshot"])
+
+
+def test_a_slow_encode_ending_after_a_newer_one_does_not_replace_it():
+    """Two encoders (so that encodes can end out of order): the object's first snapshot is held
+    while its better frame's is made and kept; when the first ends, it is counted as stale,
+    neither kept nor published."""
+    opts = ServerOptions(workers=1, events=True, events_min_hits=1)
+    dark, bright = np.full((60, 80, 3), 30, np.uint8), np.full((60, 80, 3), 220, np.uint8)
+    gate, waited = threading.Event(), []
+
+    def encode(fmt, width, height, data, box, quality):
+        if not waited:
+            waited.append(None)
+            waited[0] = gate.wait(20)  # bounded: the test fails rather than hangs
+        return encode_snapshot(fmt, width, height, data, box, quality)
+
+    with ServerThread("shapes_int8", opts) as st, Events(st.results, snapshots=True) as ev:
+        engine = st.server.events
+        engine.config.snapshot_interval = 0.0  # every better frame is encoded at once
+        engine._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        engine._encode = encode
+        wait_events_subscribed(ev, st)
+        t0 = time.time()
+        on_loop(st, engine.on_result, result_of("cam", 0, [square(10, 0.5)]), frame_of("cam", 0, dark, t0))
+        on_loop(st, engine.on_result, result_of("cam", 1, [square(11, 0.8)]), frame_of("cam", 1, bright, t0 + 0.1))
+        before = drain(ev, quiet=0.5)  # the better frame's snapshot, kept and published
+        gate.set()
+        for _ in range(100):  # bounded: until the first encode has ended
+            if on_loop(st, lambda: st.stats["events.snapshots"]) == 2:
+                break
+            time.sleep(0.05)
+        kept = on_loop(st, engine.snapshot, "cam-1")
+        stats = dict(st.stats)
+        st.stop()
+        after = drain(ev)
+    assert waited == [True]
+    assert [(m["type"], m.get("score")) for m in before] == [("new", None), ("snapshot", 0.8), ("update", None)]
+    assert not before[0]["after"]["has_snapshot"] and before[2]["after"]["has_snapshot"]
+    assert simplejpeg.decode_jpeg(kept)[50, 70].mean() > 180  # the bright frame's, not the dark one's
+    assert stats["events.snapshots"] == 2 and stats.get("events.snapshots_stale") == 1
+    assert [m["type"] for m in after] == ["end"]  # the stale one is never published
+
+
+def test_close_publishes_the_snapshots_being_encoded():
+    """An encode still running when the server stops: close() waits for it and publishes its
+    snapshot (and the update saying the object has it) before the end events."""
+    frames = [img for img, _ in MovingScenes(seed=5, objects=6).frames()][:20]
+    closing, waited, made = threading.Event(), [], []
+
+    with ServerThread("shapes_detector", ServerOptions(workers=1, policy="queue", events=True)) as st, \
+            Events(st.results, streams=["cam"], snapshots=True) as ev:
+        engine = st.server.events
+        close = engine.close
+
+        def close_and_say(*args, **kwargs):
+            closing.set()
+            return close(*args, **kwargs)
+
+        def encode_when_closing(*args):
+            if not threading.current_thread().name.startswith("streampi-snapshots"):
+                return encode_snapshot(*args)  # (the objects' last frames, encoded by close() itself)
+            waited.append(closing.wait(20))  # bounded: the test fails rather than hangs
+            made.append(encode_snapshot(*args))
+            return made[-1]
+
+        engine.close = close_and_say
+        engine._encode = encode_when_closing
+        wait_events_subscribed(ev, st)
+        send_scene(st, frames)
+        live = [o["id"] for o in on_loop(st, engine.objects, "cam")]
+        early = drain(ev, quiet=0.5)
+        st.stop()
+        late = drain(ev)
+        stats = dict(st.stats)
+    assert live and not [m for m in early if m["type"] == "snapshot"]  # every encode waits for close()
+    assert waited and all(waited) and not stats.get("events.snapshots_abandoned")
+    snaps = [m for m in late if m["type"] == "snapshot"]
+    assert made and set(made) <= {m["jpeg"] for m in snaps}  # every one made in the thread was published
+    assert {m["id"] for m in snaps} >= set(live)
+    ends = [m for m in late if m["type"] == "end"]
+    assert sorted(m["after"]["id"] for m in ends) == sorted(live) and all(m["after"]["has_snapshot"] for m in ends)
+    for oid in live:  # its snapshot before its end
+        own = [m["type"] for m in late if oid in (m.get("id"), m.get("after", {}).get("id"))]
+        assert own.index("snapshot") < own.index("end"), own
+
+
+def test_close_gives_up_an_encode_past_its_bound(monkeypatch, caplog):
+    """An encode that outlasts close()'s bound is counted and logged, not waited for; every
+    object still ends."""
+    monkeypatch.setattr(events_module, "CLOSE_WAIT_S", 0.3)
+    frames = [img for img, _ in MovingScenes(seed=5, objects=6).frames()][:20]
+    gate = threading.Event()
+
+    def stuck_encode(*args):
+        if threading.current_thread().name.startswith("streampi-snapshots"):
+            gate.wait(20)  # set after the server stopped (the last frames, encoded by close(), are not held)
+        return encode_snapshot(*args)
+
+    caplog.set_level(logging.WARNING, logger="streampi.events")
+    try:
+        with ServerThread("shapes_detector", ServerOptions(workers=1, policy="queue", events=True)) as st, \
+                Events(st.results, streams=["cam"], snapshots=True) as ev:
+            st.server.events._encode = stuck_encode
+            wait_events_subscribed(ev, st)
+            send_scene(st, frames)
+            live = [o["id"] for o in on_loop(st, st.server.events.objects, "cam")]
+            in_flight = on_loop(st, lambda: len(st.server.events._encodes))
+            st.stop()
+            got = drain(ev)
+            stats = dict(st.stats)
+    finally:
+        gate.set()
+    assert live and 1 <= in_flight <= 2  # (at most 2 per stream: the other objects' frames wait)
+    assert stats["events.snapshots_abandoned"] == in_flight
+    assert any("still being encoded" in r.getMessage() for r in caplog.records)
+    assert sorted(m["after"]["id"] for m in got if m["type"] == "end") == sorted(live)
+
+
+def test_at_most_two_encodes_per_stream_the_rest_wait_their_turn():
+    """Five objects appear at once while the encoder is held: two of their snapshots go to the
+    thread, three frames wait (copied); once it is free, the clock sends those too: five
+    snapshots, none skipped, each object's picture its own."""
+    opts = ServerOptions(workers=1, events=True, events_min_hits=1)
+    rgb = np.zeros((60, 260, 3), np.uint8)
+    gate, held = threading.Event(), []
+
+    def encode(*args):
+        if threading.current_thread().name.startswith("streampi-snapshots") and not held:
+            held.append(gate.wait(20))  # bounded: the test fails rather than hangs
+        return encode_snapshot(*args)
+
+    with ServerThread("shapes_int8", opts) as st, Events(st.results, snapshots=True) as ev:
+        engine = st.server.events
+        engine._encode = encode
+        wait_events_subscribed(ev, st)
+        dets = [square(5 + 50 * j, 0.9) for j in range(5)]
+        on_loop(st, engine.on_result, result_of("cam", 0, dets), frame_of("cam", 0, rgb, time.time()))
+        in_flight, waiting = on_loop(st, lambda: (len(engine._encodes),
+                                                  sum(o.snap_pending is not None for o in engine._objects.values())))
+        gate.set()
+        got = drain(ev, quiet=1.0)  # (the clock looks at the waiting frames every 0.25 s)
+        stats = dict(st.stats)
+        objects = on_loop(st, engine.objects, "cam")
+        kept = {o["id"]: on_loop(st, engine.snapshot, o["id"]) for o in objects}
+    assert held == [True] and (in_flight, waiting) == (2, 3)
+    snaps = [m for m in got if m["type"] == "snapshot"]
+    assert sorted(m["id"] for m in snaps) == sorted(kept) and len(kept) == 5
+    assert stats["events.snapshots"] == 5 and not stats.get("events.snapshots_skipped")
+    for o in objects:  # its own box drawn in its picture
+        edge = green_edge(kept[o["id"]], o["box"])
+        assert edge[1] > 150 and edge[1] > edge[0] + 60 and edge[1] > edge[2] + 60, (o, edge)
+    updates = [m for m in got if m["type"] == "update"]
+    assert sorted(m["after"]["id"] for m in updates) == sorted(kept) and all(m["after"]["has_snapshot"] for m in updates)
