@@ -25,7 +25,6 @@ the loop thread's CPU, the snapshots made and their mean encode time. Before the
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import platform
 import statistics
 import subprocess
@@ -76,25 +75,13 @@ def median_us(fn, repeat: int = 30) -> float:
     return statistics.median(times) * 1e6
 
 
-def on_loop(st: ServerThread, fn, *args):
-    done: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            done.set_exception(exc)
-    st._loop.call_soon_threadsafe(run)
-    return done.result(timeout=10)
-
-
 class Meter:
     """The events engine's time on the loop for the heavy streams, per round."""
 
     def __init__(self, st: ServerThread, dets: list[list[dict]]) -> None:
         self.st, self.engine, self.dets = st, st.server.events, dets
         self.loop_s, self.land_s, self.cpu_s, self.frames = 0.0, 0.0, 0.0, 0
-        on_loop(st, self._wire)
+        st.call(self._wire)
 
     def _wire(self) -> None:
         engine = self.engine
@@ -119,8 +106,8 @@ class Meter:
         self.cpu_s += time.thread_time() - c0
 
     def take(self) -> tuple[float, float, float, int]:
-        out = on_loop(self.st, lambda: (self.loop_s, self.land_s, self.cpu_s, self.frames))
-        on_loop(self.st, self._reset)
+        out = self.st.call(lambda: (self.loop_s, self.land_s, self.cpu_s, self.frames))
+        self.st.call(self._reset)
         return out
 
     def _reset(self) -> None:
@@ -190,8 +177,8 @@ def main() -> None:
         print(f"{'round':>5} {'mode':>7} {'light p50':>10} {'light p99':>10} {'loop/frame':>11} "
               f"{'(landing)':>10} {'loop CPU':>9} {'snapshots':>9} {'encode':>8}")
         for r, mode in enumerate(order):
-            on_loop(st, setattr, st.server.events, "_threaded", mode == "thread")
-            on_loop(st, setattr, st.server.events.config, "snapshot_count", 0 if mode == "none" else 50)
+            st.call(setattr, st.server.events, "_threaded", mode == "thread")
+            st.call(setattr, st.server.events.config, "snapshot_count", 0 if mode == "none" else 50)
             meter.take()
             before = dict(st.stats)
             stop = threading.Event()

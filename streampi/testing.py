@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .serving.launch import start_server, wait_subscribed
@@ -81,3 +83,17 @@ class ServerThread:
     @property
     def stats(self):
         return self.server.stats
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0) -> Any:
+        """``fn(*args)`` on the server's loop (where its listeners and doors run, so that what
+        it reads or changes is not in the middle of a loop turn); returns what it returns, or
+        raises what it raised."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # handed to the calling thread
+                done.set_exception(exc)
+        self._loop.call_soon_threadsafe(run)
+        return done.result(timeout=timeout)

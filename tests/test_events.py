@@ -538,19 +538,6 @@ def test_a_subscriber_gets_events_beside_results_only_when_asked():
 
 
 # -- snapshots encoded off the loop ------------------------------------------------------------
-def on_loop(st: ServerThread, fn, *args):
-    """``fn(*args)`` on the server's loop (where its listeners run); returns what it returns."""
-    done: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            done.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
-            done.set_exception(exc)
-    st._loop.call_soon_threadsafe(run)
-    return done.result(timeout=10)
-
-
 def green_edge(jpeg: bytes, box) -> np.ndarray:
     """The mean colour of the top edge of ``box`` (2 px) in the decoded snapshot."""
     img = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
@@ -665,15 +652,15 @@ def test_a_slow_encode_ending_after_a_newer_one_does_not_replace_it():
         engine._encode = encode
         wait_events_subscribed(ev, st)
         t0 = time.time()
-        on_loop(st, engine.on_result, result_of("cam", 0, [square(10, 0.5)]), frame_of("cam", 0, dark, t0))
-        on_loop(st, engine.on_result, result_of("cam", 1, [square(11, 0.8)]), frame_of("cam", 1, bright, t0 + 0.1))
+        st.call(engine.on_result, result_of("cam", 0, [square(10, 0.5)]), frame_of("cam", 0, dark, t0))
+        st.call(engine.on_result, result_of("cam", 1, [square(11, 0.8)]), frame_of("cam", 1, bright, t0 + 0.1))
         before = drain(ev, quiet=0.5)  # the better frame's snapshot, kept and published
         gate.set()
         for _ in range(100):  # bounded: until the first encode has ended
-            if on_loop(st, lambda: st.stats["events.snapshots"]) == 2:
+            if st.call(lambda: st.stats["events.snapshots"]) == 2:
                 break
             time.sleep(0.05)
-        kept = on_loop(st, engine.snapshot, "cam-1")
+        kept = st.call(engine.snapshot, "cam-1")
         stats = dict(st.stats)
         st.stop()
         after = drain(ev)
@@ -711,7 +698,7 @@ def test_close_publishes_the_snapshots_being_encoded():
         engine._encode = encode_when_closing
         wait_events_subscribed(ev, st)
         send_scene(st, frames)
-        live = [o["id"] for o in on_loop(st, engine.objects, "cam")]
+        live = [o["id"] for o in st.call(engine.objects, "cam")]
         early = drain(ev, quiet=0.5)
         st.stop()
         late = drain(ev)
@@ -747,8 +734,8 @@ def test_close_gives_up_an_encode_past_its_bound(monkeypatch, caplog):
             st.server.events._encode = stuck_encode
             wait_events_subscribed(ev, st)
             send_scene(st, frames)
-            live = [o["id"] for o in on_loop(st, st.server.events.objects, "cam")]
-            in_flight = on_loop(st, lambda: len(st.server.events._encodes))
+            live = [o["id"] for o in st.call(st.server.events.objects, "cam")]
+            in_flight = st.call(lambda: len(st.server.events._encodes))
             st.stop()
             got = drain(ev)
             stats = dict(st.stats)
@@ -778,14 +765,14 @@ def test_at_most_two_encodes_per_stream_the_rest_wait_their_turn():
         engine._encode = encode
         wait_events_subscribed(ev, st)
         dets = [square(5 + 50 * j, 0.9) for j in range(5)]
-        on_loop(st, engine.on_result, result_of("cam", 0, dets), frame_of("cam", 0, rgb, time.time()))
-        in_flight, waiting = on_loop(st, lambda: (len(engine._encodes),
+        st.call(engine.on_result, result_of("cam", 0, dets), frame_of("cam", 0, rgb, time.time()))
+        in_flight, waiting = st.call(lambda: (len(engine._encodes),
                                                   sum(o.snap_pending is not None for o in engine._objects.values())))
         gate.set()
         got = drain(ev, quiet=1.0)  # (the clock looks at the waiting frames every 0.25 s)
         stats = dict(st.stats)
-        objects = on_loop(st, engine.objects, "cam")
-        kept = {o["id"]: on_loop(st, engine.snapshot, o["id"]) for o in objects}
+        objects = st.call(engine.objects, "cam")
+        kept = {o["id"]: st.call(engine.snapshot, o["id"]) for o in objects}
     assert held == [True] and (in_flight, waiting) == (2, 3)
     snaps = [m for m in got if m["type"] == "snapshot"]
     assert sorted(m["id"] for m in snaps) == sorted(kept) and len(kept) == 5
