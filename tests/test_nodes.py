@@ -250,12 +250,7 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it(send, local
     with ServerThread("shapes_int8", opts) as st, Subscriber(st.results) as sub:
         node = start_node(st.server.bound["node_bind"], "n1")
         try:
-            wait_joined(st, "n1")
-            wait_subscribed(sub, st.frames)
-            with Producer(st.frames, stream="cam") as prod:
-                for _ in range(30):
-                    prod.send(protocol_frame(), timeout=10)
-            results = collect_until(sub, lambda out: len(out) >= 30)
+            results = answers_once_joined(st, sub, "n1", 30)
             workers = request(st.control, "workers", timeout=5)
             health = request(st.control, "health", timeout=5)
             samples = scrape(st.server.bound["metrics"])
@@ -275,6 +270,16 @@ def test_a_pure_dispatcher_runs_every_frame_on_its_node_and_lists_it(send, local
                                                                             node="n1") > 0
     assert code == 0, err
     assert "joined" in err and "frames 30" in err
+
+
+def answers_once_joined(st: ServerThread, sub: Subscriber, node: str, n: int) -> list[dict]:
+    """Once ``node`` has joined: ``n`` frames sent on stream ``cam``, and their answers."""
+    wait_joined(st, node)
+    wait_subscribed(sub, st.frames)
+    with Producer(st.frames, stream="cam") as prod:
+        for _ in range(n):
+            prod.send(protocol_frame(), timeout=10)
+    return collect_until(sub, lambda out: len(out) >= n)
 
 
 def protocol_frame():
@@ -308,12 +313,7 @@ def test_in_tensor_mode_a_node_started_without_the_servers_options_answers_as_th
     with ServerThread("shapes_int8", dispatcher(policy="queue")) as st, Subscriber(st.results) as sub:
         node = start_node(st.server.bound["node_bind"], "bare", "shapes_int8", 1, "--top-k", "1", "--channels", "bgr")
         try:
-            wait_joined(st, "bare")
-            wait_subscribed(sub, st.frames)
-            with Producer(st.frames, stream="cam") as prod:
-                for _ in range(8):
-                    prod.send(protocol_frame(), timeout=10)
-            results = collect_until(sub, lambda out: len(out) >= 8)
+            results = answers_once_joined(st, sub, "bare", 8)
         finally:
             code, err = stop(node)
     assert code == 0, err
