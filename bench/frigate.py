@@ -3,6 +3,7 @@
 cores, one run.
 
     python bench/frigate.py [--model ssd_mobilenet_v2_320_int8] [--seconds 5] [--rounds 2]
+    python bench/frigate.py --tree main=main --tree new=HEAD --frigate-endpoint tcp,ipc --rounds 4
 
 For 1, 2 and 4 detectors (each a process, as Frigate runs them):
 
@@ -22,6 +23,13 @@ For 1, 2 and 4 detectors (each a process, as Frigate runs them):
   ``streampi frigate-config`` sets it. ``streampi@320`` (a model whose input is not
   320×320): the same with 320×320 tensors, which streampi resizes to the model's input.
 
+``--tree NAME=DIR`` (repeatable; a source tree, or a git revision of this checkout exported
+with its compiled kernels, as in bench/v1flood.py) serves each figure from each tree, and
+``--frigate-endpoint tcp,ipc`` from each endpoint kind (``ipc://`` is Frigate's default on one
+machine): rows ``streampi[NAME,ipc]``. Each round starts one server per tree and endpoint, and
+runs their figures of one detector count back to back, in an order that reverses every round
+(ABBA), right after the CPU figure of that count.
+
 Prints requests/s (all detectors together), p50/p99 of one request as the detector sees it,
 for streampi the CPU time its server process spends per request outside the workers' invokes
 (event loop, door, scheduler, results: the fixed cost of a request), and the ratios the issue sets as targets: with 4 detectors streampi ≥ 1.3× the requests/s of
@@ -32,11 +40,14 @@ are reported, met or not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
 import signal
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -166,6 +177,31 @@ def run_detectors(target, args_of, n: int, seconds: float, server_pid: int | Non
     return row
 
 
+def start_tree_server(tree: str | None, args: list[str]):
+    """``streampi serve args`` from ``tree`` (a source tree put first on PYTHONPATH), or from
+    the installed streampi."""
+    from streampi.testing import start_server
+
+    old = os.environ.get("PYTHONPATH")
+    if tree:
+        os.environ["PYTHONPATH"] = tree
+    try:
+        return start_server(args)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def tree_dir(value: str, keep: contextlib.ExitStack) -> str:
+    """``--tree``'s directory (bench/v1flood.py's: a directory, or a revision exported)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from v1flood import tree_dir as export
+
+    return export(value, keep)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="ssd_mobilenet_v2_320_int8",
@@ -178,14 +214,15 @@ def main() -> None:
     ap.add_argument("--timeout-ms", type=int, default=200, help="the zmq detectors' request_timeout_ms")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling figure (single-thread "
                     "interpreters, one per worker, invoked back to back)")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                    help="serve from this source tree or git revision (repeat to compare, ABBA)")
+    ap.add_argument("--frigate-endpoint", default="tcp", help="tcp, ipc or tcp,ipc: the door's endpoint kind(s)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     from streampi.model import Model, resolve_model
     from streampi.runtime_info import usable_cores
     from streampi.synthetic import ScenesGenerator
-    from streampi.testing import start_server
-
     path = resolve_model(args.model)
     probe = Model(path)
     h, w, _ = probe.image_input()
@@ -197,29 +234,47 @@ def main() -> None:
         cpu_tensor = scene[None].astype(probe.input.dtype)
     counts = [int(x) for x in args.detectors.split(",")]
     workers = args.workers or len(usable_cores())
+    keep = contextlib.ExitStack()
+    sock_dir = keep.enter_context(tempfile.TemporaryDirectory(prefix="frigate-bench-"))
+    trees: list[tuple[str, str | None]] = [(name, tree_dir(value, keep)) for name, value in
+                                           (t.split("=", 1) for t in args.tree)] or [("", None)]
+    kinds_of_endpoint = args.frigate_endpoint.split(",")
+    if not set(kinds_of_endpoint) <= {"tcp", "ipc"}:
+        raise SystemExit(f"--frigate-endpoint: tcp, ipc or tcp,ipc, got {args.frigate_endpoint!r}")
+    configs = [(tree, ep) for tree in trees for ep in kinds_of_endpoint]
+    labels = ["streampi" + (f"[{','.join(x for x in (tree[0], ep if len(kinds_of_endpoint) > 1 else '') if x)}]"
+                            if len(configs) > 1 else "") for tree, ep in configs]
     rows: list[dict] = []
     for rnd in range(args.rounds):
         # each CPU figure right before the streampi figures of the same count: on a shared
-        # machine the pairs then see alike loads (the server idles during the CPU figure)
-        proc, info = start_server([str(path), "--bind", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-                                   "--frigate", "tcp://127.0.0.1:*", "--workers", str(workers),
-                                   "--log-level", "warning"])
+        # machine the pairs then see alike loads (the servers idle during the other figures)
+        servers = []
         try:
-            endpoint = info["frigate"]
-            kinds = [("streampi", scene[None])] + ([("streampi@320", scene320[None])] if (w, h) != (320, 320) else [])
+            for k, ((_, tree), ep) in enumerate(configs):
+                door = "tcp://127.0.0.1:*" if ep == "tcp" else f"ipc://{sock_dir}/frigate-{rnd}-{k}.sock"
+                servers.append(start_tree_server(tree, [str(path), "--bind", "tcp://127.0.0.1:*", "--publish",
+                                                        "tcp://127.0.0.1:*", "--frigate", door, "--workers",
+                                                        str(workers), "--log-level", "warning"]))
+            kinds = [("", scene[None])] + ([("@320", scene320[None])] if (w, h) != (320, 320) else [])
             if not args.no_ceiling:
                 rows.append({"kind": "ceiling", "round": rnd, **run_detectors(
                     cpu_detector, lambda i, s, d: (str(path), cpu_tensor, s, d, 1), workers, args.seconds)})
+            order = list(range(len(configs)))
             for n in counts:
                 rows.append({"kind": "cpu", "round": rnd, **run_detectors(
                     cpu_detector, lambda i, s, d: (str(path), cpu_tensor, s, d, FRIGATE_NUM_THREADS), n, args.seconds)})
-                for kind, tensor in kinds:
-                    rows.append({"kind": kind, "round": rnd, **run_detectors(
-                        zmq_detector, lambda i, s, d, t=tensor, e=endpoint: (e, path.name, t, s, d, args.timeout_ms),
-                        n, args.seconds, server_pid=proc.pid)})
+                for k in order if rnd % 2 == 0 else order[::-1]:
+                    proc, info = servers[k]
+                    for suffix, tensor in kinds:
+                        rows.append({"kind": labels[k] + suffix, "round": rnd, **run_detectors(
+                            zmq_detector, lambda i, s, d, t=tensor, e=info["frigate"]: (e, path.name, t, s, d,
+                                                                                        args.timeout_ms),
+                            n, args.seconds, server_pid=proc.pid)})
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            for proc, _ in servers:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+    keep.close()
 
     def best(kind: str, n: int) -> dict:  # the best round of each (the machine is shared)
         return max((r for r in rows if r["kind"] == kind and r["detectors"] == n), key=lambda r: r["requests_per_s"])
@@ -236,49 +291,61 @@ def main() -> None:
                "machine": platform.machine(), "loadavg_after": os.getloadavg(), "streampi_workers": workers,
                "frigate_num_threads": FRIGATE_NUM_THREADS, "rows": rows}
     n_max = max(counts)
-    if 1 in counts:
-        summary["p50_1_streampi_minus_cpu_ms"] = best("streampi", 1)["p50_ms"] - best("cpu", 1)["p50_ms"]
-        summary["p50_1_streampi_minus_cpu_ms_per_round"] = paired("streampi", 1, lambda a, b: a["p50_ms"] - b["p50_ms"])
-    summary[f"throughput_{n_max}_streampi_over_cpu"] = best("streampi", n_max)["requests_per_s"] / \
-        best("cpu", n_max)["requests_per_s"]
-    summary[f"throughput_{n_max}_streampi_over_cpu_per_round"] = paired(
-        "streampi", n_max, lambda a, b: a["requests_per_s"] / b["requests_per_s"])
+    for label in labels:  # the keys say "streampi" with one tree and endpoint, else the row's label
+        if 1 in counts:
+            summary[f"p50_1_{label}_minus_cpu_ms"] = best(label, 1)["p50_ms"] - best("cpu", 1)["p50_ms"]
+            summary[f"p50_1_{label}_minus_cpu_ms_per_round"] = paired(label, 1, lambda a, b: a["p50_ms"] - b["p50_ms"])
+        summary[f"throughput_{n_max}_{label}_over_cpu"] = best(label, n_max)["requests_per_s"] / \
+            best("cpu", n_max)["requests_per_s"]
+        summary[f"throughput_{n_max}_{label}_over_cpu_per_round"] = paired(
+            label, n_max, lambda a, b: a["requests_per_s"] / b["requests_per_s"])
+        if not args.no_ceiling:
+            summary[f"throughput_{n_max}_{label}_over_ceiling_per_round"] = [
+                s / c for s, c in zip(paired(label, n_max, lambda a, b: a["requests_per_s"]),
+                                      paired("ceiling", n_max, lambda a, b: a["requests_per_s"], ceiling_of=True))]
+        for n in counts:
+            summary[f"median_{n}_{label}"] = {key: float(np.median([r[key] for r in rows if r["kind"] == label
+                                                                    and r["detectors"] == n]))
+                                              for key in ("requests_per_s", "p50_ms", "server_cpu_ms_per_request")}
     if not args.no_ceiling:
         summary[f"throughput_ceiling_over_cpu_{n_max}_per_round"] = paired(
             "ceiling", n_max, lambda a, b: a["requests_per_s"] / b["requests_per_s"], ceiling_of=True)
-        summary[f"throughput_{n_max}_streampi_over_ceiling_per_round"] = [
-            s / c for s, c in zip(paired("streampi", n_max, lambda a, b: a["requests_per_s"]),
-                                  paired("ceiling", n_max, lambda a, b: a["requests_per_s"], ceiling_of=True))]
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     print(f"model {path.name} ({w}x{h} input), {summary['cores']} cores of {cpu_model} ({platform.machine()}); "
           f"streampi: {workers} workers; Frigate CPU detectors: num_threads {FRIGATE_NUM_THREADS}; "
           f"{args.seconds:g} s per figure, {args.rounds} round(s)")
-    print(f"{'kind':14} {'round':>5} {'detectors':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'timeouts':>8} "
+    width = max(14, *(len(label) + 4 for label in labels))
+    print(f"{'kind':{width}} {'round':>5} {'detectors':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'timeouts':>8} "
           f"{'server CPU ms/req':>17}")
     for r in rows:
         cpu = f"{r['server_cpu_ms_per_request']:>17.3f}" if "server_cpu_ms_per_request" in r else f"{'':>17}"
-        print(f"{r['kind']:14} {r['round']:>5} {r['detectors']:>9} {r['requests_per_s']:>9.1f} {r['p50_ms']:>8.2f} "
-              f"{r['p99_ms']:>8.2f} {r['timeouts']:>8} {cpu}")
-    ratio = summary[f"throughput_{n_max}_streampi_over_cpu"]
-    per_round = summary[f"throughput_{n_max}_streampi_over_cpu_per_round"]
-    print(f"{n_max} detectors: streampi / cpu requests/s = {ratio:.2f}x, best round of each (target >= 1.3x: "
-          f"{'met' if ratio >= 1.3 else 'NOT met'}); per round {', '.join(f'{x:.2f}x' for x in per_round)}, "
-          f"median {float(np.median(per_round)):.2f}x")
+        print(f"{r['kind']:{width}} {r['round']:>5} {r['detectors']:>9} {r['requests_per_s']:>9.1f} "
+              f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['timeouts']:>8} {cpu}")
     if not args.no_ceiling:
         cc = summary[f"throughput_ceiling_over_cpu_{n_max}_per_round"]
-        sc = summary[f"throughput_{n_max}_streampi_over_ceiling_per_round"]
         print(f"ceiling ({workers} single-thread interpreters back to back) / {n_max} cpu detectors: per round "
               f"{', '.join(f'{x:.2f}x' for x in cc)}, median {float(np.median(cc)):.2f}x "
-              f"({'the 1.3x target is out of reach on this machine' if np.median(cc) < 1.3 else 'room for 1.3x'}); "
-              f"streampi / ceiling: median {float(np.median(sc)):.2f}")
-    if 1 in counts:
-        d = summary["p50_1_streampi_minus_cpu_ms"]
-        per_round = summary["p50_1_streampi_minus_cpu_ms_per_round"]
-        print(f"1 detector: streampi p50 - in-process p50 = {d:+.2f} ms, best round of each (target <= 1 ms: "
-              f"{'met' if d <= 1.0 else 'NOT met'}); per round {', '.join(f'{x:+.2f}' for x in per_round)} ms, "
-              f"median {float(np.median(per_round)):+.2f} ms")
+              f"({'the 1.3x target is out of reach on this machine' if np.median(cc) < 1.3 else 'room for 1.3x'})")
+    for label in labels:
+        print(f"{label}: median over rounds, " + "; ".join(
+            f"{n} detector(s) {m['requests_per_s']:.1f} req/s, server CPU {m['server_cpu_ms_per_request']:.3f} ms/req"
+            for n in counts for m in [summary[f"median_{n}_{label}"]]))
+        ratio = summary[f"throughput_{n_max}_{label}_over_cpu"]
+        per_round = summary[f"throughput_{n_max}_{label}_over_cpu_per_round"]
+        print(f"  {n_max} detectors: {label} / cpu requests/s = {ratio:.2f}x, best round of each (target >= 1.3x: "
+              f"{'met' if ratio >= 1.3 else 'NOT met'}); per round {', '.join(f'{x:.2f}x' for x in per_round)}, "
+              f"median {float(np.median(per_round)):.2f}x")
+        if not args.no_ceiling:
+            sc = summary[f"throughput_{n_max}_{label}_over_ceiling_per_round"]
+            print(f"  {label} / ceiling: per round {', '.join(f'{x:.2f}' for x in sc)}, median {float(np.median(sc)):.2f}")
+        if 1 in counts:
+            d = summary[f"p50_1_{label}_minus_cpu_ms"]
+            per_round = summary[f"p50_1_{label}_minus_cpu_ms_per_round"]
+            print(f"  1 detector: {label} p50 - in-process p50 = {d:+.2f} ms, best round of each (target <= 1 ms: "
+                  f"{'met' if d <= 1.0 else 'NOT met'}); per round {', '.join(f'{x:+.2f}' for x in per_round)} ms, "
+                  f"median {float(np.median(per_round)):+.2f} ms")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in summary['loadavg_after'])}")
 
 

@@ -93,6 +93,11 @@ READ_PER_TURN = 64
 HEADER_CACHE = 64
 
 
+# socket calls on every request's path take plain ints: pyzmq's flag enums cost an enum
+# operation per call (``zmq.SNDMORE | zmq.NOBLOCK`` in send_multipart, for each part)
+_EVENTS, _RCVMORE, _POLLIN = int(zmq.EVENTS), int(zmq.RCVMORE), int(zmq.POLLIN)
+_NOBLOCK, _MORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
+
 _ROW = struct.Struct("=6f")  # one row: 6 float32 in the machine's order, as numpy's float32
 
 
@@ -218,11 +223,14 @@ class FrigateDoor:
         sock = self._send_now
         if self.sock is None:
             return
+        getsockopt, recv = sock.getsockopt, sock.recv
         for _ in range(READ_PER_TURN):
             try:
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # (cheaper than raising zmq.Again)
+                if not getsockopt(_EVENTS) & _POLLIN:  # (cheaper than raising zmq.Again)
                     return
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = [recv(_NOBLOCK, copy=False)]  # (recv_multipart, without its per-part enums)
+                while getsockopt(_RCVMORE):
+                    parts.append(recv(_NOBLOCK, copy=False))
             except zmq.ZMQError as exc:  # (not expected on a ROUTER; never a reason to stop serving)
                 log.warning("receiving a Frigate request failed: %s", exc)
                 return
@@ -282,7 +290,10 @@ class FrigateDoor:
     def _take(self, parts: list, t_recv: float) -> None:
         """One message from a Frigate detector: answer it now or queue it for the server."""
         # REQ's envelope: its identity, an empty delimiter, then the request's parts
-        cut = next((i for i, p in enumerate(parts) if i > 0 and len(p) == 0), None)
+        if len(parts) > 1 and len(parts[1]) == 0:  # (a REQ's: one identity, then the delimiter)
+            cut: int | None = 1
+        else:
+            cut = next((i for i, p in enumerate(parts) if i > 0 and len(p) == 0), None)
         envelope, body = (parts[:cut + 1], parts[cut + 1:]) if cut is not None else (parts[:1], parts[1:])
         envelope = [p.bytes for p in envelope]
         if not body:
@@ -439,13 +450,16 @@ class FrigateDoor:
         self._log("bad:" + reason, f"bad Frigate request: {reason}")
 
     def _send(self, envelope: list, payload: bytes) -> None:
-        try:
-            self._send_now.send_multipart([*envelope, payload], flags=zmq.NOBLOCK)
+        sock = self._send_now
+        try:  # (send_multipart, part by part: a ROUTER refuses at the first part or not at all)
+            for part in envelope:
+                sock.send(part, _MORE_NOBLOCK)
+            sock.send(payload, _NOBLOCK)
         except zmq.ZMQError as exc:  # the socket that asked is gone (Frigate timed out and reset it)
             self.stats["frigate.unroutable"] += 1
             if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                 self._log("send", f"a reply to Frigate could not be sent: {exc}")
-        if self._reader_fd is not None and self._send_now.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._reader_fd is not None and sock.getsockopt(_EVENTS) & _POLLIN:
             self._schedule_read()  # (the send consumed the descriptor's edge of a waiting request)
 
     def _log(self, key: str, message: str) -> None:
