@@ -309,6 +309,47 @@ def test_each_wrong_request_gets_480_zero_bytes_a_count_and_its_reason(caplog):
         assert reason in logged, reason
 
 
+def test_a_header_that_changes_between_requests_on_one_socket_is_honoured_and_a_bad_one_after_good_ones_refused(
+        caplog):
+    """The door remembers each distinct header it has parsed: every request must still be read
+    by its own header (sizes that change on one socket, the same bytes again after another),
+    and a wrong header or a wrong size after good ones is still refused with its reason."""
+    gen = ScenesGenerator(seed=9)
+    frames = [gen.scene(96, 96)[0], gen.scene(320, 240)[0], gen.scene(96, 96)[0], gen.scene(240, 320)[0]]
+
+    def header(shape: list[int], dtype: str = "uint8") -> bytes:
+        return json.dumps({"shape": shape, "dtype": dtype, "model_type": "ssd"}).encode()
+
+    with caplog.at_level(logging.WARNING, logger="streampi.frigate"), ServerThread(MODEL, frigate_options()) as st:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.RCVTIMEO, 20000)
+        sock.connect(st.server.bound["frigate"])
+
+        def ask(parts: list[bytes]) -> np.ndarray:
+            sock.send_multipart(parts)
+            reply = sock.recv_multipart()
+            assert len(reply) == 1 and len(reply[0]) == 480
+            return np.frombuffer(reply[0], np.float32).reshape(20, 6).copy()
+
+        good = [ask([header([1, f.shape[0], f.shape[1], 3]), frigate_tensor(f).tobytes()]) for f in frames[:2]]
+        bad_dtype = ask([header([1, 96, 96, 3], "int16"), frigate_tensor(frames[0]).tobytes()])
+        bad_size = ask([header([1, 240, 320, 3]), frigate_tensor(frames[0]).tobytes()])  # a known header, 96×96 bytes
+        good += [ask([header([1, f.shape[0], f.shape[1], 3]), frigate_tensor(f).tobytes()]) for f in frames[2:]]
+        sock.close(linger=0)
+        ctx.term()
+        native = native_rows(st, frames)
+        stats = wait_idle(st)
+    for k in range(len(frames)):
+        np.testing.assert_allclose(good[k], native[k], atol=1e-6, err_msg=f"frame {k}")
+    assert all(g[0, 1] > 0 for g in good)
+    assert not bad_dtype.any() and not bad_size.any()
+    assert stats["frigate.ok"] == len(frames) and stats["frigate.bad_frame"] == 2
+    assert stats["frigate.received"] == stats["frigate.answered"] == len(frames) + 2
+    logged = " | ".join(r.getMessage() for r in caplog.records if r.name == "streampi.frigate")
+    assert "dtype 'int16'" in logged and "needs 230400 bytes, got 27648" in logged
+
+
 def test_a_request_past_the_deadline_is_answered_empty_and_never_run():
     tensor = frigate_tensor(ScenesGenerator(seed=4).scene(96, 96)[0])
     # a deadline shorter than the door's own handling: every request is past it at hand-off
