@@ -152,10 +152,6 @@ class FrigateDoor:
         self._logged: dict[str, tuple[float, int]] = {}  # reason -> (last logged, times since)
         self._matching_names: set[str] = set()  # model names Frigate proved by content to be ours
         self._headers: dict[bytes, Any] = {}  # a request header's bytes -> its JSON, parsed once
-        # a header's bytes -> (fmt, width, height, tensor bytes) once a request with it passed
-        # every check and went to the server as it came: the next with that header and that
-        # many tensor bytes needs no check again (any other is checked in full, and refused)
-        self._checked: dict[bytes, tuple[str, int, int, int]] = {}
         self._read_scheduled = False
         self._reader_fd: int | None = None
         self.accept_dir: Path | None = Path(options.frigate_accept_model) if options.frigate_accept_model else None
@@ -304,15 +300,6 @@ class FrigateDoor:
             self._bad(envelope, "an empty request (no header part)")
             return
         raw = body[0].bytes
-        checked = self._checked.get(raw)
-        if checked is not None and len(body) == 2 and len(body[1]) == checked[3]:
-            self.stats["frigate.received"] += 1
-            if self._taking:
-                self._queue(envelope, checked[0], body[1].buffer, checked[1], checked[2], t_recv)
-            else:
-                self._count_answer("shutdown")
-                self._send(envelope, ZERO_REPLY)
-            return
         header = self._headers.get(raw)
         if header is None:
             try:
@@ -338,8 +325,6 @@ class FrigateDoor:
         except BadRequest as exc:
             self._bad(envelope, str(exc), counted=True)
             return
-        if isinstance(data, memoryview) and raw in self._headers:  # (passed as it came: see _checked)
-            self._checked[raw] = (fmt, width, height, len(data))
         self._queue(envelope, fmt, data, width, height, t_recv)
 
     def _queue(self, envelope: list, fmt: str, data: Any, width: int, height: int, t_recv: float) -> None:
