@@ -178,20 +178,11 @@ def run_detectors(target, args_of, n: int, seconds: float, server_pid: int | Non
 
 
 def start_tree_server(tree: str | None, args: list[str]):
-    """``streampi serve args`` from ``tree`` (a source tree put first on PYTHONPATH), or from
-    the installed streampi."""
-    from streampi.testing import start_server
+    """``streampi serve args`` from ``tree`` or the installed streampi (bench/v1flood.py's)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from v1flood import start_tree_server as start
 
-    old = os.environ.get("PYTHONPATH")
-    if tree:
-        os.environ["PYTHONPATH"] = tree
-    try:
-        return start_server(args)
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+    return start(tree, args)
 
 
 def tree_dir(value: str, keep: contextlib.ExitStack) -> str:

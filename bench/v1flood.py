@@ -84,21 +84,27 @@ def tree_dir(value: str, keep: contextlib.ExitStack) -> str:
     return str(out)
 
 
-@contextlib.contextmanager
-def server(tree: str | None, workers: int):
+def start_tree_server(tree: str | None, args: list[str]):
+    """``streampi serve args`` from ``tree`` (a source tree put first on PYTHONPATH), or from
+    the installed streampi; returns start_server's (process, ready info)."""
     old = os.environ.get("PYTHONPATH")
     if tree:
         os.environ["PYTHONPATH"] = tree
     try:
-        proc, info = start_server(["mobilenet_v2_int8", "--bind", "tcp://127.0.0.1:*", "--publish",
-                                   "tcp://127.0.0.1:*", "--workers", str(workers), "--max-batch", "4",
-                                   "--queue-size", "16", "--policy", "latest", "--policy", "flood0=queue",
-                                   "--policy", "bulk0=queue"])
+        return start_server(args)
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+
+
+@contextlib.contextmanager
+def server(tree: str | None, workers: int):
+    proc, info = start_tree_server(tree, ["mobilenet_v2_int8", "--bind", "tcp://127.0.0.1:*", "--publish",
+                                          "tcp://127.0.0.1:*", "--workers", str(workers), "--max-batch", "4",
+                                          "--queue-size", "16", "--policy", "latest", "--policy", "flood0=queue",
+                                          "--policy", "bulk0=queue"])
     try:
         yield proc, info
     finally:
